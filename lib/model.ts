@@ -1,0 +1,84 @@
+/**
+ * The policy model (DESIGN §2): identifiers, permissions, changes and snapshots, shared by the
+ * store, the cache, the broadcaster and the routes.
+ */
+import { InvalidInputError } from './errors.js'
+
+/** Tenant, group and user identifiers. */
+export const IDENTIFIER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'
+/** A grant: `segment(:segment)*`, each segment `[A-Za-z0-9._-]+`, or a final `*`. */
+export const GRANT_PATTERN = '^(\\*|[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)*(:\\*)?)$'
+/** A checked permission: concrete, no `*`. */
+export const PERMISSION_PATTERN = '^[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)*$'
+export const PERMISSION_MAX_LENGTH = 256
+
+const identifierRe = new RegExp(IDENTIFIER_PATTERN)
+const grantRe = new RegExp(GRANT_PATTERN)
+const permissionRe = new RegExp(PERMISSION_PATTERN)
+
+/** The six writes, named as on the wire (`operation` in a webhook notice). */
+export const OPERATIONS = ['create-group', 'delete-group', 'add-permission', 'remove-permission', 'assign-user', 'unassign-user'] as const
+export type Operation = typeof OPERATIONS[number]
+
+/** One write, as the store applies it and the changelog records it. */
+export type Change =
+  | { op: 'create-group', group: string }
+  | { op: 'delete-group', group: string }
+  | { op: 'add-permission', group: string, permission: string }
+  | { op: 'remove-permission', group: string, permission: string }
+  | { op: 'assign-user', group: string, user: string }
+  | { op: 'unassign-user', group: string, user: string }
+
+/** A change as read back from the changelog. */
+export type LoggedChange = Change & { revision: number }
+
+/** One group of a tenant, as stored. */
+export interface GroupData {
+  name: string
+  permissions: string[]
+  users: string[]
+}
+
+/** A tenant's whole policy at one revision. */
+export interface TenantSnapshot {
+  revision: number
+  groups: GroupData[]
+}
+
+/** What a write did. `revision` is the tenant's revision after it (unchanged when `changed` is false). */
+export interface WriteResult {
+  revision: number
+  changed: boolean
+}
+
+export function isIdentifier (value: unknown): value is string {
+  return typeof value === 'string' && identifierRe.test(value)
+}
+
+export function isGrant (value: unknown): value is string {
+  return typeof value === 'string' && value.length <= PERMISSION_MAX_LENGTH && grantRe.test(value)
+}
+
+export function isPermission (value: unknown): value is string {
+  return typeof value === 'string' && value.length <= PERMISSION_MAX_LENGTH && permissionRe.test(value)
+}
+
+export function assertIdentifier (kind: 'tenant' | 'group' | 'user', value: unknown): asserts value is string {
+  if (!isIdentifier(value)) throw new InvalidInputError(kind, `must match ${IDENTIFIER_PATTERN}`)
+}
+
+export function assertGrant (value: unknown): asserts value is string {
+  if (!isGrant(value)) throw new InvalidInputError('permission', 'must be segment(:segment)* with an optional final *, at most 256 characters')
+}
+
+export function assertPermission (value: unknown): asserts value is string {
+  if (!isPermission(value)) throw new InvalidInputError('permission', 'must be a concrete segment(:segment)* (no *), at most 256 characters')
+}
+
+/** Validates a change's fields; throws a coded 400 naming the bad one. */
+export function assertChange (change: Change): void {
+  if (!(OPERATIONS as readonly string[]).includes(change.op)) throw new InvalidInputError('operation', `must be one of ${OPERATIONS.join(', ')}`)
+  assertIdentifier('group', change.group)
+  if (change.op === 'add-permission' || change.op === 'remove-permission') assertGrant(change.permission)
+  if (change.op === 'assign-user' || change.op === 'unassign-user') assertIdentifier('user', change.user)
+}

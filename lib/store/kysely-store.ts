@@ -1,0 +1,303 @@
+/**
+ * The built-in PolicyStore: five prefixed tables on any Kysely (SQLite, PostgreSQL, MySQL).
+ * Writes to one tenant serialize on the tenant's row, so revisions are unique and gap-free
+ * across connections and processes.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Migrator, sql, type Kysely } from 'kysely'
+import { GroupNotFoundError, InvalidOptionError } from '../errors.js'
+import { assertChange, assertIdentifier, type Change, type GroupData, type LoggedChange, type TenantSnapshot, type WriteResult } from '../model.js'
+import { dialectOf, isTransientError, type Dialect } from './dialect.js'
+import { storeMigrations, tableNames, type TableNames } from './migrations.js'
+import type { PolicyStore } from './types.js'
+
+/** What `tablePrefix` must match: a short SQL identifier start, so every table name stays valid. */
+export const TABLE_PREFIX_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,40}$'
+
+/** Options of {@link KyselyPolicyStore}. */
+export interface KyselyPolicyStoreOptions {
+  /** The database. Its plugins (e.g. CamelCasePlugin) are not applied to the store's queries. */
+  db: Kysely<any>
+  /** Prefix of every table the store creates, its migration tables included. Default `policy_`. */
+  tablePrefix?: string
+  /** How many of a tenant's newest changelog rows are kept, at least. Default 10000. */
+  changelogRetention?: number
+  /** Whether `close()` destroys `db`: true only when the caller created it for the store. Default false. */
+  ownsDb?: boolean
+}
+
+/** A changelog row as the drivers return it (`revision` may be a string: pg returns bigints so). */
+interface ChangelogRow {
+  revision: number | string
+  op: Change['op']
+  group_name: string
+  permission: string | null
+  user_id: string | null
+}
+
+/** Old changelog rows are pruned on every revision that is a multiple of this. */
+const PRUNE_EVERY = 64
+/** `where in` lists are split into chunks of this size. */
+const IN_CHUNK = 500
+/** Attempts of a transaction that a deadlock or a busy SQLite database rolled back. */
+const MAX_ATTEMPTS = 10
+const RETRY_BASE_MS = 10
+const RETRY_CAP_MS = 1000
+
+/** The built-in {@link PolicyStore} on any Kysely with a SQLite, PostgreSQL or MySQL dialect. */
+export class KyselyPolicyStore implements PolicyStore {
+  readonly #db: Kysely<any>
+  readonly #dialect: Dialect
+  readonly #tables: TableNames
+  readonly #retention: number
+  readonly #ownsDb: boolean
+
+  /** Throws `FST_POLICY_CACHE_INVALID_OPTION` for an unsupported `db` or a bad option. */
+  constructor ({ db, tablePrefix = 'policy_', changelogRetention = 10000, ownsDb = false }: KyselyPolicyStoreOptions) {
+    this.#dialect = dialectOf(db)
+    if (typeof tablePrefix !== 'string' || !new RegExp(TABLE_PREFIX_PATTERN).test(tablePrefix)) {
+      throw new InvalidOptionError('tablePrefix', `must match ${TABLE_PREFIX_PATTERN}`)
+    }
+    if (!Number.isSafeInteger(changelogRetention) || changelogRetention < 1) {
+      throw new InvalidOptionError('changelogRetention', 'must be a positive integer')
+    }
+    this.#db = db.withoutPlugins()
+    this.#tables = tableNames(tablePrefix)
+    this.#retention = changelogRetention
+    this.#ownsDb = ownsDb
+  }
+
+  /**
+   * Runs the pending migrations. Concurrent runs serialize on kysely's migration lock
+   * (PostgreSQL, MySQL) or on an immediate transaction (SQLite). Throws with the failure as `cause`.
+   */
+  async migrate (): Promise<void> {
+    await this.#retrying(() => this.#dialect === 'sqlite'
+      ? this.#immediateTransaction((conn) => this.#runMigrator(conn))
+      : this.#runMigrator(this.#db))
+  }
+
+  /** Applies one change: mutation, revision bump and changelog row in one transaction. See {@link PolicyStore.write}. */
+  async write (tenant: string, change: Change, origin: string): Promise<WriteResult> {
+    assertIdentifier('tenant', tenant)
+    assertChange(change)
+    const { tenants, changelog } = this.#tables
+    return await this.#retrying(() => this.#writeTransaction(async (trx) => {
+      const current = await this.#lockTenant(trx, tenant)
+      if (!await this.#apply(trx, tenant, change)) return { revision: current, changed: false }
+
+      const revision = current + 1
+      await trx.updateTable(tenants).set({ revision }).where('tenant', '=', tenant).execute()
+      await trx.insertInto(changelog).values({
+        tenant,
+        revision,
+        op: change.op,
+        group_name: change.group,
+        permission: 'permission' in change ? change.permission : null,
+        user_id: 'user' in change ? change.user : null,
+        origin,
+        created_at: Date.now()
+      }).execute()
+      if (revision % PRUNE_EVERY === 0) {
+        await trx.deleteFrom(changelog)
+          .where('tenant', '=', tenant)
+          .where('revision', '<=', revision - this.#retention)
+          .execute()
+      }
+      return { revision, changed: true }
+    }))
+  }
+
+  /** The tenant's groups (sorted by name, their permissions and users sorted) at one revision. */
+  async snapshot (tenant: string): Promise<TenantSnapshot> {
+    const { tenants, groups, grants, members } = this.#tables
+    const read = this.#db.transaction()
+    return await (this.#dialect === 'sqlite' ? read : read.setIsolationLevel('repeatable read')).execute(async (trx) => {
+      const row = await trx.selectFrom(tenants).select('revision').where('tenant', '=', tenant).executeTakeFirst()
+      if (row === undefined) return { revision: 0, groups: [] }
+
+      const byName = new Map<string, GroupData>()
+      const groupRows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).execute()
+      for (const { name } of groupRows) byName.set(name, { name, permissions: [], users: [] })
+      const grantRows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant).execute()
+      for (const { group_name: group, permission } of grantRows) byName.get(group)?.permissions.push(permission)
+      const memberRows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant).execute()
+      for (const { group_name: group, user_id: user } of memberRows) byName.get(group)?.users.push(user)
+
+      const result = [...byName.values()].sort((a, b) => a.name < b.name ? -1 : 1)
+      for (const group of result) {
+        group.permissions.sort()
+        group.users.sort()
+      }
+      return { revision: Number(row.revision), groups: result }
+    })
+  }
+
+  /** The changes after `revision`, in order; `[]` when current; `null` when pruned or when `revision` is ahead. */
+  async changesSince (tenant: string, revision: number): Promise<LoggedChange[] | null> {
+    const rows: ChangelogRow[] = await this.#db.selectFrom(this.#tables.changelog)
+      .select(['revision', 'op', 'group_name', 'permission', 'user_id'])
+      .where('tenant', '=', tenant)
+      .where('revision', '>', revision)
+      .orderBy('revision')
+      .execute()
+    if (rows.length === 0) {
+      const current = (await this.revisions([tenant])).get(tenant)
+      return current === revision ? [] : null
+    }
+    return Number(rows[0].revision) === revision + 1 ? rows.map(toLoggedChange) : null
+  }
+
+  /** Current revisions, 0 for tenants never written; one query per 500 distinct tenants. */
+  async revisions (tenants: readonly string[]): Promise<Map<string, number>> {
+    const unique = [...new Set(tenants)]
+    const result = new Map(unique.map((tenant) => [tenant, 0]))
+    for (let start = 0; start < unique.length; start += IN_CHUNK) {
+      const rows = await this.#db.selectFrom(this.#tables.tenants)
+        .select(['tenant', 'revision'])
+        .where('tenant', 'in', unique.slice(start, start + IN_CHUNK))
+        .execute()
+      for (const row of rows) result.set(row.tenant, Number(row.revision))
+    }
+    return result
+  }
+
+  /** Resolves when the database answers `select 1`. */
+  async ping (): Promise<void> {
+    await sql`select 1`.execute(this.#db)
+  }
+
+  /** Destroys the Kysely when the store owns it (`ownsDb`); otherwise does nothing. */
+  async close (): Promise<void> {
+    if (this.#ownsDb) await this.#db.destroy()
+  }
+
+  async #runMigrator (db: Kysely<any>): Promise<void> {
+    const migrations = storeMigrations(this.#tables, this.#dialect)
+    const migrator = new Migrator({
+      db,
+      provider: { getMigrations: async () => migrations },
+      migrationTableName: this.#tables.migrations,
+      migrationLockTableName: this.#tables.migrationsLock
+    })
+    const { error, results } = await migrator.migrateToLatest()
+    if (error !== undefined) {
+      const failed = results?.find((result) => result.status === 'Error')?.migrationName
+      throw new Error(`Policy store migration ${failed === undefined ? 'setup' : `"${failed}"`} failed`, { cause: error })
+    }
+  }
+
+  /** Creates the tenant's row if missing and locks it for the transaction; returns its revision. */
+  async #lockTenant (trx: Kysely<any>, tenant: string): Promise<number> {
+    const { tenants } = this.#tables
+    const insert = trx.insertInto(tenants).values({ tenant, revision: 0 })
+    await (this.#dialect === 'mysql'
+      ? insert.onDuplicateKeyUpdate({ revision: sql.ref('revision') })
+      : insert.onConflict((conflict) => conflict.column('tenant').doNothing())
+    ).execute()
+    const select = trx.selectFrom(tenants).select('revision').where('tenant', '=', tenant)
+    // SQLite has no row locks: the immediate transaction already holds the database's write lock.
+    const row = await (this.#dialect === 'sqlite' ? select : select.forUpdate()).executeTakeFirstOrThrow()
+    return Number(row.revision)
+  }
+
+  /** Applies the mutation under the tenant's lock; returns whether it changed anything. */
+  async #apply (trx: Kysely<any>, tenant: string, change: Change): Promise<boolean> {
+    const { groups, grants, members } = this.#tables
+    switch (change.op) {
+      case 'create-group':
+        return await this.#insertMissing(trx, groups, { tenant, name: change.group })
+      case 'delete-group': {
+        if (!await this.#deleteExisting(trx, groups, { tenant, name: change.group })) return false
+        await trx.deleteFrom(grants).where('tenant', '=', tenant).where('group_name', '=', change.group).execute()
+        await trx.deleteFrom(members).where('tenant', '=', tenant).where('group_name', '=', change.group).execute()
+        return true
+      }
+      case 'add-permission':
+        await this.#assertGroup(trx, tenant, change.group)
+        return await this.#insertMissing(trx, grants, { tenant, group_name: change.group, permission: change.permission })
+      case 'remove-permission':
+        return await this.#deleteExisting(trx, grants, { tenant, group_name: change.group, permission: change.permission })
+      case 'assign-user':
+        await this.#assertGroup(trx, tenant, change.group)
+        return await this.#insertMissing(trx, members, { tenant, group_name: change.group, user_id: change.user })
+      case 'unassign-user':
+        return await this.#deleteExisting(trx, members, { tenant, group_name: change.group, user_id: change.user })
+    }
+  }
+
+  async #assertGroup (trx: Kysely<any>, tenant: string, group: string): Promise<void> {
+    const found = await trx.selectFrom(this.#tables.groups).select('name')
+      .where('tenant', '=', tenant).where('name', '=', group)
+      .executeTakeFirst()
+    if (found === undefined) throw new GroupNotFoundError(group, tenant)
+  }
+
+  /** Inserts the row unless present (no race: the tenant's lock is held); returns whether it inserted. */
+  async #insertMissing (trx: Kysely<any>, table: string, row: Record<string, string>): Promise<boolean> {
+    const found = await trx.selectFrom(table).select(sql.lit(1).as('found')).where((eb) => eb.and(row)).executeTakeFirst()
+    if (found !== undefined) return false
+    await trx.insertInto(table).values(row).execute()
+    return true
+  }
+
+  /** Deletes the row if present; returns whether it deleted. */
+  async #deleteExisting (trx: Kysely<any>, table: string, row: Record<string, string>): Promise<boolean> {
+    const { numDeletedRows } = await trx.deleteFrom(table).where((eb) => eb.and(row)).executeTakeFirst()
+    return numDeletedRows > 0n
+  }
+
+  /** A write transaction: kysely's on PostgreSQL and MySQL, `BEGIN IMMEDIATE` on SQLite. */
+  async #writeTransaction<T> (fn: (trx: Kysely<any>) => Promise<T>): Promise<T> {
+    return this.#dialect === 'sqlite'
+      ? await this.#immediateTransaction(fn)
+      : await this.#db.transaction().execute(fn)
+  }
+
+  /**
+   * SQLite: takes the write lock up front, so that processes sharing a file queue on the busy
+   * timeout instead of failing with SQLITE_BUSY when a read transaction upgrades to a write.
+   */
+  async #immediateTransaction<T> (fn: (conn: Kysely<any>) => Promise<T>): Promise<T> {
+    return await this.#db.connection().execute(async (conn) => {
+      await sql`begin immediate`.execute(conn)
+      try {
+        const result = await fn(conn)
+        await sql`commit`.execute(conn)
+        return result
+      } catch (err) {
+        // SQLite may have rolled back on its own already; the original error is the one to report.
+        await sql`rollback`.execute(conn).catch(() => {})
+        throw err
+      }
+    })
+  }
+
+  /** Runs a transaction again (full-jitter backoff) when a deadlock or a busy database rolled it back. */
+  async #retrying<T> (transaction: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await transaction()
+      } catch (err) {
+        if (attempt >= MAX_ATTEMPTS || !isTransientError(err)) throw err
+        await sleep(Math.random() * Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** attempt))
+      }
+    }
+  }
+}
+
+/** A changelog row as a {@link LoggedChange}, with only the fields of its operation. */
+function toLoggedChange (row: ChangelogRow): LoggedChange {
+  const revision = Number(row.revision)
+  const group = row.group_name
+  switch (row.op) {
+    case 'add-permission':
+    case 'remove-permission':
+      return { revision, op: row.op, group, permission: row.permission as string }
+    case 'assign-user':
+    case 'unassign-user':
+      return { revision, op: row.op, group, user: row.user_id as string }
+    default:
+      return { revision, op: row.op, group }
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The store's schema, as inline kysely migrations. Never edit a released migration; add one.
+ */
+import { sql, type CreateTableBuilder, type Kysely, type Migration } from 'kysely'
+import type { Dialect } from './dialect.js'
+
+/** The store's table names, all carrying the configured prefix. */
+export interface TableNames {
+  tenants: string
+  groups: string
+  grants: string
+  members: string
+  changelog: string
+  migrations: string
+  migrationsLock: string
+}
+
+/** The table names for a prefix. */
+export function tableNames (prefix: string): TableNames {
+  return {
+    tenants: `${prefix}tenants`,
+    groups: `${prefix}groups`,
+    grants: `${prefix}grants`,
+    members: `${prefix}members`,
+    changelog: `${prefix}changelog`,
+    migrations: `${prefix}migrations`,
+    migrationsLock: `${prefix}migrations_lock`
+  }
+}
+
+/**
+ * Column types. Identifiers and permissions are ASCII (the model's patterns) and case-sensitive:
+ * on MySQL they get `ascii_bin`, which also keeps the composite keys under InnoDB's 3072-byte limit.
+ */
+function columnTypes (dialect: Dialect) {
+  const ascii = (length: number) => dialect === 'mysql'
+    ? sql`varchar(${sql.lit(length)}) character set ascii collate ascii_bin`
+    : sql`varchar(${sql.lit(length)})`
+  return {
+    identifier: ascii(128),
+    permission: ascii(256),
+    op: ascii(32),
+    origin: dialect === 'mysql' ? sql`varchar(255) character set utf8mb4 collate utf8mb4_bin` : sql`varchar(255)`
+  }
+}
+
+/** Every migration of the store, by name (applied in name order). */
+export function storeMigrations (tables: TableNames, dialect: Dialect): Record<string, Migration> {
+  const type = columnTypes(dialect)
+  const createTable = (db: Kysely<any>, name: string): CreateTableBuilder<string, never> => {
+    const builder = db.schema.createTable(name)
+    return dialect === 'mysql' ? builder.modifyEnd(sql`engine = InnoDB`) : builder
+  }
+
+  return {
+    '0001-initial': {
+      async up (db) {
+        await createTable(db, tables.tenants)
+          .addColumn('tenant', type.identifier, (col) => col.notNull().primaryKey())
+          .addColumn('revision', 'bigint', (col) => col.notNull())
+          .execute()
+        await createTable(db, tables.groups)
+          .addColumn('tenant', type.identifier, (col) => col.notNull())
+          .addColumn('name', type.identifier, (col) => col.notNull())
+          .addPrimaryKeyConstraint(`${tables.groups}_pk`, ['tenant', 'name'])
+          .execute()
+        await createTable(db, tables.grants)
+          .addColumn('tenant', type.identifier, (col) => col.notNull())
+          .addColumn('group_name', type.identifier, (col) => col.notNull())
+          .addColumn('permission', type.permission, (col) => col.notNull())
+          .addPrimaryKeyConstraint(`${tables.grants}_pk`, ['tenant', 'group_name', 'permission'])
+          .execute()
+        await createTable(db, tables.members)
+          .addColumn('tenant', type.identifier, (col) => col.notNull())
+          .addColumn('group_name', type.identifier, (col) => col.notNull())
+          .addColumn('user_id', type.identifier, (col) => col.notNull())
+          .addPrimaryKeyConstraint(`${tables.members}_pk`, ['tenant', 'group_name', 'user_id'])
+          .execute()
+        await db.schema.createIndex(`${tables.members}_user`)
+          .on(tables.members)
+          .columns(['tenant', 'user_id'])
+          .execute()
+        await createTable(db, tables.changelog)
+          .addColumn('tenant', type.identifier, (col) => col.notNull())
+          .addColumn('revision', 'bigint', (col) => col.notNull())
+          .addColumn('op', type.op, (col) => col.notNull())
+          .addColumn('group_name', type.identifier, (col) => col.notNull())
+          .addColumn('permission', type.permission)
+          .addColumn('user_id', type.identifier)
+          .addColumn('origin', type.origin, (col) => col.notNull())
+          .addColumn('created_at', 'bigint', (col) => col.notNull())
+          .addPrimaryKeyConstraint(`${tables.changelog}_pk`, ['tenant', 'revision'])
+          .execute()
+      }
+    }
+  }
+}

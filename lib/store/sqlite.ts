@@ -1,0 +1,25 @@
+/**
+ * The default database: a SQLite file through better-sqlite3, set up for several processes
+ * sharing it (WAL, busy timeout).
+ */
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import { Kysely, SqliteDialect } from 'kysely'
+
+/**
+ * Opens (creating it and its directory if missing) a SQLite database as a Kysely, with
+ * `journal_mode = WAL` (not for `:memory:`), `busy_timeout = 5000` and `synchronous = NORMAL`.
+ * Open one per process and file: better-sqlite3 waits for a lock synchronously, so two
+ * connections to one file in one process would block each other for the whole busy timeout.
+ * The caller owns the result and destroys it.
+ */
+export function createSqliteDb (filename: string): Kysely<any> {
+  const inMemory = filename === ':memory:' || filename === ''
+  if (!inMemory) mkdirSync(dirname(filename), { recursive: true })
+  const database = new Database(filename)
+  database.pragma('busy_timeout = 5000')
+  if (!inMemory) database.pragma('journal_mode = WAL')
+  database.pragma('synchronous = NORMAL')
+  return new Kysely<any>({ dialect: new SqliteDialect({ database }) })
+}

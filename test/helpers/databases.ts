@@ -1,0 +1,53 @@
+/**
+ * Connections to the test database servers, shared by every test that needs a real database.
+ * Override the servers with TEST_POSTGRES_URL / TEST_MYSQL_URL.
+ */
+import { randomBytes } from 'node:crypto'
+import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
+import { createPool } from 'mysql2'
+import pg from 'pg'
+import type { Test } from 'tap'
+
+export const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+export const MYSQL_URL = process.env.TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
+
+/** A pooled Kysely on the test PostgreSQL, or undefined when it does not answer. The caller destroys it. */
+export async function postgresDb (): Promise<Kysely<any> | undefined> {
+  const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 10, connectionTimeoutMillis: 3000 })
+  return await reachable(new Kysely<any>({ dialect: new PostgresDialect({ pool }) }))
+}
+
+/** A pooled Kysely on the test MySQL/MariaDB, or undefined when it does not answer. The caller destroys it. */
+export async function mysqlDb (): Promise<Kysely<any> | undefined> {
+  const pool = createPool({ uri: MYSQL_URL, connectionLimit: 10, connectTimeout: 3000 })
+  return await reachable(new Kysely<any>({ dialect: new MysqlDialect({ pool }) }))
+}
+
+async function reachable (db: Kysely<any>): Promise<Kysely<any> | undefined> {
+  try {
+    await sql`select 1`.execute(db)
+    return db
+  } catch {
+    await db.destroy()
+    return undefined
+  }
+}
+
+/** A fresh table prefix, so that concurrent runs and tests never share tables. */
+export function randomPrefix (): string {
+  return `pc_${randomBytes(4).toString('hex')}_`
+}
+
+/** Drops every table whose name starts with `prefix`. */
+export async function dropPrefixed (db: Kysely<any>, prefix: string): Promise<void> {
+  for (const { name } of await db.introspection.getTables()) {
+    if (name.startsWith(prefix)) await db.schema.dropTable(name).ifExists().execute()
+  }
+}
+
+/** Reports a database server that does not answer: a failure when `CI=true`, else a visible skip. */
+export function unreachable (t: Test, what: string, url: string): void {
+  const message = `${what} not reachable at ${new URL(url).host}`
+  if (process.env.CI === 'true') t.fail(message)
+  else t.skip(message, () => {})
+}

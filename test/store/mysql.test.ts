@@ -1,0 +1,32 @@
+import t from 'tap'
+import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
+import { dropPrefixed, MYSQL_URL, mysqlDb, randomPrefix, unreachable } from '../helpers/databases.js'
+import { changelogPruning, sharedDatabase, storeConformance, type StoreUnderTest } from './conformance.js'
+
+const db = await mysqlDb()
+if (db === undefined) {
+  unreachable(t, 'MySQL', MYSQL_URL)
+} else {
+  t.teardown(() => db.destroy())
+
+  /** A store on fresh tables of the shared test database, dropped by `cleanup`. */
+  const makeStore = async (options: Partial<KyselyPolicyStoreOptions> = {}): Promise<StoreUnderTest> => {
+    const tablePrefix = randomPrefix()
+    return { store: new KyselyPolicyStore({ db, tablePrefix, ...options }), cleanup: () => dropPrefixed(db, tablePrefix) }
+  }
+
+  storeConformance(t, 'mysql', makeStore)
+
+  t.test('changelog pruning', (t) => changelogPruning(t, () => makeStore({ changelogRetention: 10 })))
+
+  t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {
+    const tablePrefix = randomPrefix()
+    const pools = await Promise.all([mysqlDb(), mysqlDb(), mysqlDb()])
+    const stores = pools.map((pool) => new KyselyPolicyStore({ db: pool!, tablePrefix, ownsDb: true }))
+    t.teardown(async () => {
+      await Promise.all(stores.map((store) => store.close()))
+      await dropPrefixed(db, tablePrefix)
+    })
+    await sharedDatabase(t, stores)
+  })
+}

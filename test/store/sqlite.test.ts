@@ -1,0 +1,139 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import Database from 'better-sqlite3'
+import { Kysely, Migrator, SqliteDialect } from 'kysely'
+import t, { type Test } from 'tap'
+import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
+import { changelogPruning, storeConformance, type StoreUnderTest } from './conformance.js'
+
+/** A directory removed when the test ends. */
+function tempDir (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'policy-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** A store owning a SQLite file of its own; makeStore must be called inside the test that uses it. */
+function sqliteStores (t: Test, options: { changelogRetention?: number } = {}) {
+  return async (): Promise<StoreUnderTest> => {
+    const store = new KyselyPolicyStore({ db: createSqliteDb(join(tempDir(t), 'nested', 'policy.db')), ownsDb: true, ...options })
+    return { store, cleanup: async () => {} }
+  }
+}
+
+t.test('conformance', async (t) => {
+  storeConformance(t, 'sqlite file', sqliteStores(t))
+})
+
+t.test('conformance in memory', async (t) => {
+  storeConformance(t, 'sqlite :memory:', async () => ({
+    store: new KyselyPolicyStore({ db: createSqliteDb(':memory:'), ownsDb: true }),
+    cleanup: async () => {}
+  }))
+})
+
+t.test('changelog pruning', (t) => changelogPruning(t, sqliteStores(t, { changelogRetention: 10 })))
+
+t.test('processes sharing one fresh file migrate and write concurrently, gap-free', async (t) => {
+  const file = join(tempDir(t), 'shared.db')
+  const fixture = join(import.meta.dirname, 'fixtures', 'sqlite-writer.ts')
+  const writers = ['w0', 'w1', 'w2'].map((writer) =>
+    spawn(process.execPath, ['--import', 'tsx', fixture, file, 'shared', writer, '100'], { stdio: ['pipe', 'pipe', 'inherit'] }))
+  const exited = writers.map((writer) => once(writer, 'exit'))
+  await Promise.all(writers.map((writer, i) => Promise.race([
+    once(writer.stdout, 'data'),
+    exited[i].then(([code]) => { throw new Error(`writer ${i} exited with ${code} before it was ready`) })
+  ])))
+  for (const writer of writers) writer.stdin.end('go\n')
+  t.strictSame((await Promise.all(exited)).map(([code]) => code), [0, 0, 0])
+
+  const db = createSqliteDb(file)
+  const store = new KyselyPolicyStore({ db, ownsDb: true })
+  t.teardown(() => store.close())
+  t.strictSame((await store.changesSince('shared', 0))?.map((change) => change.revision), Array.from({ length: 300 }, (_, i) => i + 1))
+  t.equal((await store.snapshot('shared')).groups.length, 300)
+  const origins = (await db.selectFrom('policy_changelog').select('origin').orderBy('revision').execute()).map((row) => row.origin)
+  const switches = origins.filter((origin, i) => i > 0 && origin !== origins[i - 1]).length
+  t.ok(switches > writers.length, `the processes' writes interleaved (${switches} switches)`)
+})
+
+t.test('a write retries while another connection holds the write lock, even without a busy timeout', async (t) => {
+  const file = join(tempDir(t), 'locked.db')
+  const store = new KyselyPolicyStore({ db: new Kysely<any>({ dialect: new SqliteDialect({ database: new Database(file, { timeout: 0 }) }) }), ownsDb: true })
+  t.teardown(() => store.close())
+  await store.migrate()
+  const blocker = new Database(file)
+  t.teardown(() => blocker.close())
+
+  blocker.exec('begin immediate')
+  const write = store.write('t1', { op: 'create-group', group: 'g' }, 'test')
+  await sleep(100)
+  t.strictSame(await store.revisions(['t1']), new Map([['t1', 0]]), 'the write waits for the lock')
+  blocker.exec('commit')
+  t.strictSame(await write, { revision: 1, changed: true })
+})
+
+t.test('the store never touches the host\'s tables, its migration tables included', async (t) => {
+  const db = createSqliteDb(join(tempDir(t), 'host.db'))
+  t.teardown(() => db.destroy())
+  const host = new Migrator({
+    db,
+    provider: {
+      getMigrations: async () => ({
+        '001-host': {
+          up: async (db) => { await db.schema.createTable('groups').addColumn('id', 'integer', (col) => col.primaryKey()).execute() }
+        }
+      })
+    }
+  })
+  t.equal((await host.migrateToLatest()).error, undefined)
+  await db.insertInto('groups').values({ id: 7 }).execute()
+
+  const store = new KyselyPolicyStore({ db })
+  await store.migrate()
+  await store.write('t1', { op: 'create-group', group: 'g' }, 'test')
+  t.strictSame((await host.migrateToLatest()), { results: [] }, 'the host\'s migrator sees only its own migrations')
+  t.strictSame(await db.selectFrom('groups').selectAll().execute(), [{ id: 7 }])
+  t.strictSame(await db.selectFrom('kysely_migration').select('name').execute(), [{ name: '001-host' }])
+  const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
+  t.strictSame(tables, [
+    'groups',
+    'policy_changelog', 'policy_grants', 'policy_groups', 'policy_members',
+    'policy_migrations', 'policy_migrations_lock', 'policy_tenants'
+  ])
+  await store.close()
+  t.strictSame(await db.selectFrom('groups').selectAll().execute(), [{ id: 7 }], 'close() leaves a host-owned db open')
+})
+
+t.test('a failed migration throws with its cause', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  await db.schema.createTable('policy_groups').addColumn('id', 'integer').execute()
+  const err = await new KyselyPolicyStore({ db }).migrate().catch((err: Error) => err)
+  t.match(err, { message: /migration "0001-initial" failed/, cause: { message: /already exists/ } })
+})
+
+t.test('options are validated', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  const code = 'FST_POLICY_CACHE_INVALID_OPTION'
+  t.throws(() => new KyselyPolicyStore({ db, tablePrefix: '' }), { code })
+  t.throws(() => new KyselyPolicyStore({ db, tablePrefix: 'bad-prefix' }), { code })
+  t.throws(() => new KyselyPolicyStore({ db, changelogRetention: 0 }), { code })
+  t.throws(() => new KyselyPolicyStore({ db: {} as never }), { code })
+})
+
+t.test('ping, and isPolicyStore tells stores from Kysely instances', async (t) => {
+  const db = createSqliteDb(':memory:')
+  const store = new KyselyPolicyStore({ db, ownsDb: true })
+  await store.ping()
+  t.ok(isPolicyStore(store))
+  t.notOk(isPolicyStore(db))
+  t.notOk(isPolicyStore(null))
+  await store.close()
+  await t.rejects(store.ping(), 'close() destroys an owned db')
+})

@@ -1,5 +1,10 @@
 import type { Operation } from '../model.js'
 
+/** Where a peer's receiver listens, relative to the peer's URL (DESIGN §4). */
+export const WEBHOOK_PATH = '/webhook/refresh'
+/** The most changes one notice may carry; a receiver rejects more, a sender splits. */
+export const MAX_NOTICE_CHANGES = 1000
+
 /** One entry of a webhook notice: tenant `tenant` is at `revision` on the sender. */
 export interface NoticeChange {
   tenant: string

@@ -1,0 +1,253 @@
+import Fastify from 'fastify'
+import { test } from 'tap'
+import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
+import type { Notice, NoticeReply } from '../../lib/broadcast/types.js'
+import webhookRoutes from '../../lib/routes/webhook.js'
+
+const key = parseSecret('receiver-test-secret-0123456789', 'webhookSecret')
+const otherKey = parseSecret('a-different-secret-0123456789', 'webhookSecret')
+
+function notice (overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return { type: 'policy.changed', origin: 'server-a', changes: [{ tenant: 't1', revision: 3, operation: 'assign-user' }], ...overrides }
+}
+
+interface SendOptions {
+  id?: string
+  timestamp?: number
+  keys?: Buffer[]
+  headers?: Record<string, string | undefined>
+}
+
+async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (notice: Notice) => Promise<NoticeReply['revisions']>) {
+  const calls: Notice[] = []
+  const app = Fastify()
+  await app.register(webhookRoutes, {
+    keys: [key],
+    serverId: 'server-b',
+    handleNotice: async (notice) => {
+      calls.push(notice)
+      return handle === undefined ? Object.fromEntries(notice.changes.map((c) => [c.tenant, c.revision])) : handle(notice)
+    }
+  })
+  t.teardown(() => app.close())
+
+  async function send (payload: string | Buffer, options: SendOptions = {}) {
+    const id = options.id ?? newMessageId()
+    const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000)
+    const headers = Object.entries({
+      'content-type': 'application/json',
+      'webhook-id': id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': sign(options.keys ?? [key], id, timestamp, payload),
+      ...options.headers
+    }).filter((entry): entry is [string, string] => entry[1] !== undefined)
+    return app.inject({ method: 'POST', url: '/webhook/refresh', headers: Object.fromEntries(headers), payload })
+  }
+  return { app, calls, send, sendJson: (body: unknown, options?: SendOptions) => send(JSON.stringify(body), options) }
+}
+
+test('a valid notice is handled and answered with the receiver\'s revisions', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const res = await sendJson(notice())
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { serverId: 'server-b', revisions: { t1: 3 } })
+  t.equal(calls.length, 1)
+  t.same(calls[0], notice())
+})
+
+test('null revisions (uncached tenants) are serialized', async (t) => {
+  const { sendJson } = await build(t, async () => ({ t1: null, t2: 7 }))
+  const res = await sendJson(notice({ changes: [{ tenant: 't1', revision: 1 }, { tenant: 't2', revision: 7 }] }))
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { serverId: 'server-b', revisions: { t1: null, t2: 7 } })
+})
+
+test('every authentication failure gets one identical 401', async (t) => {
+  const { calls, send, sendJson, app } = await build(t)
+  const payload = JSON.stringify(notice())
+  const now = Math.floor(Date.now() / 1000)
+  const failures = {
+    'wrong key': await send(payload, { keys: [otherKey] }),
+    'tampered body': await send(payload, { headers: { 'webhook-signature': sign([key], 'msg_x', now, payload.replace('3', '4')), 'webhook-id': 'msg_x', 'webhook-timestamp': String(now) } }),
+    'stale timestamp': await sendJson(notice(), { timestamp: now - 301 }),
+    'future timestamp': await sendJson(notice(), { timestamp: now + 301 }),
+    'bad id': await sendJson(notice(), { id: 'msg.bad id' }),
+    'non-canonical timestamp': await send(payload, { headers: { 'webhook-timestamp': `+${now}` } }),
+    'only v2 entries': await send(payload, { headers: { 'webhook-signature': 'v2,AAAA' } }),
+    'missing id': await send(payload, { headers: { 'webhook-id': undefined } }),
+    'missing timestamp': await send(payload, { headers: { 'webhook-timestamp': undefined } }),
+    'missing signature': await send(payload, { headers: { 'webhook-signature': undefined } }),
+    'no body at all': await app.inject({ method: 'POST', url: '/webhook/refresh' })
+  }
+  const expected = { statusCode: 401, code: 'FST_POLICY_CACHE_UNAUTHORIZED', error: 'Unauthorized', message: 'Webhook authentication failed' }
+  for (const [name, res] of Object.entries(failures)) {
+    t.equal(res.statusCode, 401, name)
+    t.same(res.json(), expected, name)
+  }
+  t.equal(calls.length, 0, 'handleNotice never called')
+})
+
+test('a replayed id answers 200 with the first answer and is not handled again', async (t) => {
+  let revision = 3
+  const { calls, sendJson } = await build(t, async () => ({ t1: revision++ }))
+  const id = newMessageId()
+  const first = await sendJson(notice(), { id })
+  const replay = await sendJson(notice(), { id, timestamp: Math.floor(Date.now() / 1000) + 1 })
+  t.equal(first.statusCode, 200)
+  t.equal(replay.statusCode, 200)
+  t.same(replay.json(), first.json(), 'same reply as the first delivery')
+  t.equal(calls.length, 1)
+  const fresh = await sendJson(notice())
+  t.same(fresh.json(), { serverId: 'server-b', revisions: { t1: 4 } }, 'a new id is handled')
+  t.equal(calls.length, 2)
+})
+
+test('a replay that arrives while the first delivery is handled waits for it', async (t) => {
+  let entered!: () => void
+  const handling = new Promise<void>((resolve) => { entered = resolve })
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  const { calls, sendJson } = await build(t, async () => {
+    entered()
+    await gate
+    return { t1: 3 }
+  })
+  const id = newMessageId()
+  const first = sendJson(notice(), { id })
+  await handling
+  const replay = sendJson(notice(), { id })
+  // Asserting that something does not happen needs a bound: 50 ms is ample for an inject round trip.
+  const early = await Promise.race([replay.then(() => 'answered'), new Promise((resolve) => setTimeout(resolve, 50, 'waiting'))])
+  t.equal(early, 'waiting', 'the replay does not answer before the catch-up is done')
+  release()
+  t.same((await replay).json(), { serverId: 'server-b', revisions: { t1: 3 } })
+  t.equal((await first).statusCode, 200)
+  t.equal(calls.length, 1)
+})
+
+test('a failed handling forgets the id so the retry is handled', async (t) => {
+  let fail = true
+  const { calls, sendJson } = await build(t, async () => {
+    if (fail) throw new Error('database down')
+    return { t1: 3 }
+  })
+  const id = newMessageId()
+  t.equal((await sendJson(notice(), { id })).statusCode, 500)
+  fail = false
+  const retry = await sendJson(notice(), { id })
+  t.equal(retry.statusCode, 200)
+  t.same(retry.json(), { serverId: 'server-b', revisions: { t1: 3 } })
+  t.equal(calls.length, 2)
+})
+
+test('a notice from its own origin is ignored', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const res = await sendJson(notice({ origin: 'server-b' }))
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { serverId: 'server-b', revisions: {} })
+  t.equal(calls.length, 0)
+})
+
+test('schema violations are 400 with a code', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const change = { tenant: 't1', revision: 3 }
+  const cases: Record<string, unknown> = {
+    'wrong type': notice({ type: 'policy.deleted' }),
+    'missing type': { origin: 'server-a', changes: [change] },
+    'missing origin': { type: 'policy.changed', changes: [change] },
+    'empty origin': notice({ origin: '' }),
+    'origin with spaces': notice({ origin: 'server a' }),
+    'origin too long': notice({ origin: 'a'.repeat(129) }),
+    'missing changes': { type: 'policy.changed', origin: 'server-a' },
+    'empty changes': notice({ changes: [] }),
+    'too many changes': notice({ changes: Array.from({ length: 1001 }, (_, i) => ({ tenant: `t${i}`, revision: 1 })) }),
+    'bad tenant': notice({ changes: [{ tenant: '-t1', revision: 3 }] }),
+    'missing tenant': notice({ changes: [{ revision: 3 }] }),
+    'revision 0': notice({ changes: [{ tenant: 't1', revision: 0 }] }),
+    'fractional revision': notice({ changes: [{ tenant: 't1', revision: 1.5 }] }),
+    'revision as string': notice({ changes: [{ tenant: 't1', revision: '3' }] }),
+    'unsafe revision': notice({ changes: [{ tenant: 't1', revision: 2 ** 53 }] }),
+    'unknown operation': notice({ changes: [{ tenant: 't1', revision: 3, operation: 'drop-table' }] }),
+    'change not an object': notice({ changes: ['t1'] }),
+    'body is an array': [notice()],
+    'body is a string': 'policy.changed'
+  }
+  for (const [name, body] of Object.entries(cases)) {
+    const res = await sendJson(body)
+    t.equal(res.statusCode, 400, name)
+    t.equal(res.json().code, 'FST_ERR_VALIDATION', name)
+  }
+  t.equal(calls.length, 0)
+})
+
+test('unknown extra fields are accepted; operation is optional', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const res = await sendJson(notice({
+    schemaVersion: 2,
+    changes: [{ tenant: 't1', revision: 3, actor: 'alice' }, { tenant: 't2', revision: 1, operation: 'create-group' }]
+  }))
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { serverId: 'server-b', revisions: { t1: 3, t2: 1 } })
+  t.equal(calls.length, 1)
+})
+
+test('oversized bodies are 413, before any handling', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const res = await sendJson(notice({ padding: 'x'.repeat(64 * 1024) }))
+  t.equal(res.statusCode, 413)
+  t.equal(res.json().code, 'FST_ERR_CTP_BODY_TOO_LARGE')
+  t.equal(calls.length, 0)
+})
+
+test('the body limit is configurable', async (t) => {
+  const app = Fastify()
+  await app.register(webhookRoutes, { keys: [key], serverId: 'server-b', bodyLimit: 128, handleNotice: async () => ({}) })
+  t.teardown(() => app.close())
+  const payload = JSON.stringify(notice({ padding: 'x'.repeat(128) }))
+  const id = newMessageId()
+  const timestamp = Math.floor(Date.now() / 1000)
+  const res = await app.inject({
+    method: 'POST',
+    url: '/webhook/refresh',
+    headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign([key], id, timestamp, payload) },
+    payload
+  })
+  t.equal(res.statusCode, 413)
+})
+
+test('malformed JSON and prototype poisoning, correctly signed, are 400', async (t) => {
+  const { calls, send } = await build(t)
+  const malformed = await send('{"type": "policy.changed",')
+  t.equal(malformed.statusCode, 400)
+  t.equal(malformed.json().code, 'FST_ERR_CTP_INVALID_JSON_BODY')
+
+  const proto = await send('{"type":"policy.changed","origin":"server-a","changes":[{"tenant":"t1","revision":3}],"__proto__":{"polluted":true}}')
+  t.equal(proto.statusCode, 400, '__proto__')
+  const ctor = await send('{"type":"policy.changed","origin":"server-a","changes":[{"tenant":"t1","revision":3,"constructor":{"prototype":{"polluted":true}}}]}')
+  t.equal(ctor.statusCode, 400, 'constructor.prototype')
+  t.equal(({} as Record<string, unknown>).polluted, undefined)
+
+  t.equal((await send('')).statusCode, 400, 'empty body')
+  t.equal(calls.length, 0)
+})
+
+test('other content types are 415, even when signed', async (t) => {
+  const { calls, send } = await build(t)
+  const payload = JSON.stringify(notice())
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/jsonx']) {
+    const res = await send(payload, { headers: { 'content-type': type } })
+    t.equal(res.statusCode, 415, type)
+  }
+  t.equal((await send(payload, { headers: { 'content-type': 'application/json; charset=utf-8' } })).statusCode, 200, 'a charset parameter is fine')
+  t.equal(calls.length, 1)
+})
+
+test('the route does not change the parent\'s JSON parsing', async (t) => {
+  const app = Fastify()
+  await app.register(webhookRoutes, { keys: [key], serverId: 'server-b', handleNotice: async () => ({}) })
+  app.post('/echo', async (request) => request.body)
+  t.teardown(() => app.close())
+  const res = await app.inject({ method: 'POST', url: '/echo', payload: { a: 1 } })
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { a: 1 })
+})

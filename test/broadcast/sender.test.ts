@@ -1,0 +1,386 @@
+import { EventEmitter, once } from 'node:events'
+import { createServer, type Socket } from 'node:net'
+import Fastify from 'fastify'
+import { test } from 'tap'
+import { Broadcaster, type BroadcasterOptions } from '../../lib/broadcast/sender.js'
+import { parseSecret } from '../../lib/broadcast/signature.js'
+import type { Notice, NoticeChange, NoticeReply } from '../../lib/broadcast/types.js'
+import webhookRoutes from '../../lib/routes/webhook.js'
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+const SECRET = 'sender-test-secret-0123456789'
+const key = parseSecret(SECRET, 'webhookSecret')
+
+/** A deferred: a promise and its resolver. */
+function deferred<T = void> () {
+  let settle!: (value: T) => void
+  const promise = new Promise<T>((resolve) => { settle = resolve })
+  return { promise, resolve: settle }
+}
+
+/** A logger that records entries and emits each under its level. */
+function recorder () {
+  const events = new EventEmitter()
+  const entries: Array<{ level: string, obj: object, msg: string }> = []
+  const at = (level: string) => (obj: object, msg: string) => {
+    entries.push({ level, obj, msg })
+    events.emit(level, obj)
+  }
+  /** Resolves once `count` entries of `level` were logged. */
+  const until = async (level: string, count: number) => {
+    while (entries.filter((entry) => entry.level === level).length < count) await once(events, level)
+  }
+  return { log: { debug: at('debug'), info: at('info'), warn: at('warn') }, entries, events, until }
+}
+
+interface ReceiverOptions {
+  serverId?: string
+  handle?: (notice: Notice) => Promise<NoticeReply['revisions']>
+}
+
+/** A real Fastify instance serving the real webhook route on a random port. */
+async function receiver (t: Teardown, options: ReceiverOptions = {}) {
+  const app = Fastify()
+  const requests: Array<{ id: string, timestamp: string }> = []
+  const notices: Notice[] = []
+  const completed: Notice[] = []
+  const handled = new EventEmitter()
+  app.addHook('onRequest', async (request) => {
+    requests.push({ id: String(request.headers['webhook-id']), timestamp: String(request.headers['webhook-timestamp']) })
+  })
+  await app.register(webhookRoutes, {
+    keys: [key],
+    serverId: options.serverId ?? 'receiver',
+    handleNotice: async (notice) => {
+      notices.push(notice)
+      const revisions = options.handle === undefined
+        ? Object.fromEntries(notice.changes.map((change) => [change.tenant, change.revision]))
+        : await options.handle(notice)
+      completed.push(notice)
+      handled.emit('notice', notice)
+      return revisions
+    }
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const { port } = app.server.address() as { port: number }
+  return { app, url: `http://127.0.0.1:${port}`, requests, notices, completed, handled }
+}
+
+/** A TCP server that accepts connections and never answers. */
+async function hangingServer (t: Teardown) {
+  const sockets = new Set<Socket>()
+  const server = createServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const close = async () => {
+    if (!server.listening) return
+    for (const socket of sockets) socket.destroy()
+    server.close()
+    await once(server, 'close')
+  }
+  t.teardown(close)
+  const { port } = server.address() as { port: number }
+  return { url: `http://127.0.0.1:${port}`, close }
+}
+
+/** The broadcaster's timers are unref'd: keeps the test process alive while it waits on background retries. */
+function keepAlive (t: Teardown) {
+  const timer = setInterval(() => {}, 1000)
+  t.teardown(() => clearInterval(timer))
+}
+
+/** A URL nothing listens on. */
+async function closedPortUrl () {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  await once(server, 'close')
+  return `http://127.0.0.1:${port}`
+}
+
+function broadcaster (t: Teardown, options: Partial<BroadcasterOptions> & { peers: string[] }) {
+  const logs = recorder()
+  const b = new Broadcaster({
+    serverId: 'sender',
+    keys: [key],
+    ackTimeoutMs: 1000,
+    requestTimeoutMs: 1000,
+    retry: { retries: 0, minDelayMs: 1, maxDelayMs: 5 },
+    log: logs.log,
+    ...options
+  })
+  t.teardown(() => b.close())
+  return { b, logs }
+}
+
+/** Resolves with the value if `promise` settles before any macrotask runs, else with 'waited'. */
+function immediately<T> (promise: Promise<T>): Promise<T | 'waited'> {
+  return Promise.race([promise, new Promise<'waited'>((resolve) => setImmediate(resolve, 'waited'))])
+}
+
+const change = (tenant: string, revision: number): NoticeChange => ({ tenant, revision, operation: 'assign-user' })
+
+test('delivers a signed notice to every peer, waits for the acks and keeps stats', async (t) => {
+  const a = await receiver(t, { serverId: 'server-a' })
+  const c = await receiver(t, { serverId: 'server-c' })
+  const { b } = broadcaster(t, { peers: [a.url, c.url] })
+
+  t.same(b.status().map((peer) => peer.state), ['unknown', 'unknown'])
+  const summary = await b.notify([change('t1', 4)])
+  t.same(summary, { acked: 2, total: 2 })
+  for (const peer of [a, c]) {
+    t.same(peer.notices, [{ type: 'policy.changed', origin: 'sender', changes: [change('t1', 4)] }])
+    t.match(peer.requests[0].id, /^msg_[A-Za-z0-9_-]+$/)
+  }
+
+  const [first, second] = b.status()
+  t.match(first, {
+    url: a.url,
+    serverId: 'server-a',
+    state: 'up',
+    lastFailureAt: null,
+    lastError: null,
+    consecutiveFailures: 0,
+    delivered: 1,
+    failed: 0
+  })
+  t.equal(second.serverId, 'server-c')
+  t.ok(Date.parse(first.lastSuccessAt as string) <= Date.now())
+  t.type(first.latencyMs, 'number')
+
+  t.same(await b.notify([]), { acked: 0, total: 2 }, 'nothing to send')
+  t.equal(a.requests.length, 1)
+})
+
+test('an acknowledgement comes only from a 2xx carrying the revision, after the peer handled it', async (t) => {
+  const gate = deferred()
+  const peer = await receiver(t, {
+    handle: async () => {
+      if (peer.notices.length === 1) await gate.promise
+      return {}
+    }
+  })
+  const { b } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 5000 })
+
+  const first = b.notify([change('t1', 1)])
+  const second = b.notify([change('t1', 2)])
+  t.equal(await immediately(first), 'waited', 'the first write waits while the peer handles it')
+  gate.resolve()
+  t.same(await first, { acked: 1, total: 1 })
+  t.same(await second, { acked: 1, total: 1 })
+  t.equal(peer.completed.length, 2, 'revision 2 was acknowledged by the second request, not by the first')
+  t.same(peer.completed.map((notice) => notice.changes[0].revision), [1, 2])
+})
+
+test('coalesces a burst into at most one more request, carrying the latest revision per tenant', async (t) => {
+  const entered = deferred()
+  const gate = deferred()
+  const done = deferred()
+  const peer = await receiver(t, {
+    handle: async (notice) => {
+      if (peer.notices.length === 1) {
+        entered.resolve()
+        await gate.promise
+      }
+      if (notice.changes.some((c) => c.tenant === 't1' && c.revision === 20)) done.resolve()
+      return {}
+    }
+  })
+  const { b } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 0 })
+
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 }, 'ackTimeoutMs 0 does not wait')
+  await entered.promise
+  for (let revision = 2; revision <= 20; revision++) {
+    await b.notify([change('t1', revision), change(`other${revision % 3}`, revision)])
+  }
+  gate.resolve()
+  await done.promise
+  t.equal(peer.requests.length, 2, 'two requests for twenty writes')
+  const last = peer.notices[1].changes
+  t.same(last.find((c) => c.tenant === 't1'), change('t1', 20))
+  t.same(last.map((c) => c.tenant).sort(), ['other0', 'other1', 'other2', 't1'])
+  t.same(last.find((c) => c.tenant === 'other2'), change('other2', 20))
+})
+
+test('a down peer costs the first write no bounded wait and the next ones nothing', async (t) => {
+  keepAlive(t)
+  const url = await closedPortUrl()
+  const { b, logs } = broadcaster(t, { peers: [url], ackTimeoutMs: 2000, retry: { retries: 3, minDelayMs: 1, maxDelayMs: 2 } })
+
+  const started = performance.now()
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 })
+  t.ok(performance.now() - started < 1000, 'released at the failure, not at ackTimeoutMs')
+  const [status] = b.status()
+  t.equal(status.state, 'down')
+  t.match(status.lastError, /ECONNREFUSED/)
+  t.ok(status.lastFailureAt)
+
+  t.same(await immediately(b.notify([change('t1', 2)])), { acked: 0, total: 1 }, 'a down peer is not waited for at all')
+
+  await logs.until('debug', 2) // both notices given up after their retries
+  const after = b.status()[0]
+  t.equal(after.failed, 8, 'four attempts for each of the two notices')
+  t.equal(after.consecutiveFailures, 8)
+  t.equal(logs.entries.filter((entry) => entry.level === 'warn').length, 1, 'one warning per state change, not per attempt')
+  t.match(logs.entries.find((entry) => entry.level === 'warn'), { obj: { peer: url, reason: /ECONNREFUSED/ } })
+  t.notMatch(JSON.stringify(logs.entries), /v1,|sender-test-secret/, 'no signature or secret is logged')
+})
+
+test('a hanging peer costs one write ackTimeoutMs and no later write anything', async (t) => {
+  const { url } = await hangingServer(t)
+  const { b, logs } = broadcaster(t, { peers: [url], ackTimeoutMs: 100, requestTimeoutMs: 5000 })
+
+  const started = performance.now()
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 })
+  const waited = performance.now() - started
+  t.ok(waited >= 95 && waited < 1000, `waited ${Math.round(waited)} ms, about ackTimeoutMs`)
+  t.match(b.status()[0], { state: 'down', lastError: 'no acknowledgement within 100 ms', failed: 0 })
+  t.equal(logs.entries.length, 1)
+  t.match(logs.entries[0], { level: 'warn', obj: { peer: url } })
+
+  t.same(await immediately(b.notify([change('t1', 2)])), { acked: 0, total: 1 })
+  t.same(await immediately(b.notify([change('t1', 3)])), { acked: 0, total: 1 })
+
+  const closing = performance.now()
+  await b.close()
+  t.ok(performance.now() - closing < 1000, 'close aborts the hanging request')
+})
+
+test('a request that exceeds requestTimeoutMs fails and marks the peer down', async (t) => {
+  const { url } = await hangingServer(t)
+  const { b, logs } = broadcaster(t, { peers: [url], ackTimeoutMs: 0, requestTimeoutMs: 100 })
+  await b.notify([change('t1', 1)])
+  await once(logs.events, 'warn')
+  t.match(b.status()[0], { state: 'down', failed: 1, consecutiveFailures: 1, lastError: /timeout/i })
+})
+
+test('a peer comes back up when a retry succeeds, with the same id and a fresh timestamp', async (t) => {
+  const realNow = Date.now
+  let offsetMs = 0
+  Date.now = () => realNow() + offsetMs
+  t.teardown(() => { Date.now = realNow })
+
+  let failures = 2
+  const peer = await receiver(t, {
+    handle: async () => {
+      offsetMs += 5000 // each attempt happens 5 s after the previous one
+      if (failures-- > 0) throw new Error('database unavailable')
+      return { t1: 1 }
+    }
+  })
+  const { b, logs } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 1000, retry: { retries: 5, minDelayMs: 1, maxDelayMs: 5 } })
+
+  const recovered = once(logs.events, 'info')
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 }, 'the failed first attempt releases the write')
+  t.equal(b.status()[0].state, 'down')
+  await recovered
+
+  t.equal(peer.requests.length, 3)
+  t.equal(new Set(peer.requests.map((request) => request.id)).size, 1, 'one webhook-id for every attempt')
+  const timestamps = peer.requests.map((request) => Number(request.timestamp))
+  t.ok(timestamps[0] < timestamps[1] && timestamps[1] < timestamps[2], `fresh timestamps ${timestamps.join(', ')}`)
+  t.match(b.status()[0], { state: 'up', serverId: 'receiver', delivered: 1, failed: 2, consecutiveFailures: 0, lastError: 'HTTP 500' })
+
+  t.same(await b.notify([change('t1', 2)]), { acked: 1, total: 1 }, 'an up peer is waited for again')
+  t.not(peer.requests[3].id, peer.requests[0].id, 'a new message has a new id')
+})
+
+test('a redirect is a failure and is not followed; so is a 2xx that is not a receiver\'s', async (t) => {
+  const target = await receiver(t)
+  const app = Fastify()
+  app.post('/redirect/webhook/refresh', async (request, reply) => reply.redirect(`${target.url}/webhook/refresh`, 307))
+  app.post('/plain/webhook/refresh', async () => 'ok')
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const { port } = app.server.address() as { port: number }
+
+  const { b } = broadcaster(t, { peers: [`http://127.0.0.1:${port}/redirect`, `http://127.0.0.1:${port}/plain/`] })
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 2 })
+  const [redirected, plain] = b.status()
+  t.match(redirected, { state: 'down', lastError: 'HTTP 307' })
+  t.match(plain, { state: 'down', serverId: null })
+  t.equal(target.requests.length, 0, 'the redirect target got nothing')
+})
+
+test('splits large bursts into notices a receiver accepts', async (t) => {
+  const peer = await receiver(t)
+  const { b } = broadcaster(t, { peers: [peer.url] })
+
+  const many = Array.from({ length: 1500 }, (_, i) => ({ tenant: `t${i}`, revision: 1 }))
+  t.same(await b.notify(many), { acked: 1, total: 1 })
+  t.same(peer.notices.map((notice) => notice.changes.length), [1000, 500])
+
+  const long = Array.from({ length: 300 }, (_, i) => change(`${'x'.repeat(120)}${i}`, 2 ** 40))
+  t.same(await b.notify(long), { acked: 1, total: 1 }, 'under the 64 KiB body limit')
+  t.ok(peer.notices.length > 3)
+  t.equal(b.status()[0].failed, 0)
+})
+
+test('setPeers keeps remaining peers, drops removed ones and releases their waiters', async (t) => {
+  const { url: hanging } = await hangingServer(t)
+  const good = await receiver(t, { serverId: 'good' })
+  const added = await receiver(t, { serverId: 'added' })
+  const { b } = broadcaster(t, { peers: [good.url, hanging], ackTimeoutMs: 5000, requestTimeoutMs: 5000 })
+
+  const pending = b.notify([change('t1', 1)])
+  await once(good.handled, 'notice')
+  t.equal(await immediately(pending), 'waited', 'still waiting for the hanging peer')
+  b.setPeers([good.url, added.url])
+  t.same(await pending, { acked: 1, total: 2 }, 'the removed peer\'s waiter is released at once')
+
+  t.match(b.status(), [{ url: good.url, state: 'up', delivered: 1 }, { url: added.url, state: 'unknown', delivered: 0 }])
+  t.same(await b.notify([change('t1', 2)]), { acked: 2, total: 2 })
+  t.equal(good.requests.length, 2)
+  t.equal(added.requests.length, 1)
+})
+
+test('close releases waiting writes, stops retries and leaves no handles', async (t) => {
+  const count = () => {
+    const counts: Record<string, number> = {}
+    for (const type of process.getActiveResourcesInfo()) counts[type] = (counts[type] ?? 0) + 1
+    return counts
+  }
+  // Sockets finish closing a few turns of the event loop after their owner's close() resolves.
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve))
+  }
+  await settle()
+  const before = count()
+  const peer = await receiver(t)
+  const { url: hanging, close: closeHanging } = await hangingServer(t)
+  const down = await closedPortUrl()
+  const { b } = broadcaster(t, {
+    peers: [peer.url, hanging, down],
+    ackTimeoutMs: 5000,
+    requestTimeoutMs: 5000,
+    retry: { retries: 1000, minDelayMs: 5, maxDelayMs: 5 }
+  })
+
+  const pending = b.notify([change('t1', 1)])
+  await once(peer.handled, 'notice')
+  t.ok((count().TCPSocketWrap ?? 0) > (before.TCPSocketWrap ?? 0), 'connections are open')
+
+  await b.close()
+  t.match(await immediately(pending), { total: 3 }, 'the waiting write is released by close')
+  t.equal(await immediately(b.close()), undefined, 'close is idempotent')
+  const failed = b.status()[2].failed
+  t.ok(failed >= 1)
+  t.same(await b.notify([change('t1', 2)]), { acked: 0, total: 3 }, 'notify after close sends nothing')
+  // Asserting that retries stopped needs a bound: 50 ms is ten backoff periods.
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(b.status()[2].failed, failed, 'no retry after close')
+  t.equal(peer.requests.length, 1)
+
+  await peer.app.close()
+  await closeHanging()
+  await settle()
+  const after = count()
+  for (const type of ['TCPSocketWrap', 'TCPServerWrap', 'Timeout']) t.ok((after[type] ?? 0) <= (before[type] ?? 0), `no ${type} left behind`)
+})

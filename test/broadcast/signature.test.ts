@@ -1,0 +1,103 @@
+import { test } from 'tap'
+import { newMessageId, parseSecret, sign, TIMESTAMP_TOLERANCE_SECONDS, verify } from '../../lib/broadcast/signature.js'
+
+// The Standard Webhooks reference test vector (standard-webhooks libraries' tests).
+const SPEC_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+const SPEC_ID = 'msg_p5jXN8AQM9LWM0D4loKWxJek'
+const SPEC_TIMESTAMP = 1614265330
+const SPEC_PAYLOAD = '{"test": 2432232314}'
+const SPEC_SIGNATURE = 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='
+
+const key = parseSecret(SPEC_SECRET, 'webhookSecret')
+const body = Buffer.from(SPEC_PAYLOAD)
+const now = SPEC_TIMESTAMP
+const valid = { id: SPEC_ID, timestamp: String(SPEC_TIMESTAMP), signature: SPEC_SIGNATURE }
+
+test('reproduces the Standard Webhooks known-answer vector', async (t) => {
+  t.equal(sign([key], SPEC_ID, SPEC_TIMESTAMP, SPEC_PAYLOAD), SPEC_SIGNATURE)
+  t.equal(sign([key], SPEC_ID, SPEC_TIMESTAMP, body), SPEC_SIGNATURE, 'a Buffer body signs the same')
+  t.ok(verify([key], valid, body, now))
+})
+
+test('rejects forged, truncated, non-base64 signatures and a tampered body', async (t) => {
+  const other = parseSecret('another-secret-of-enough-length', 'webhookSecret')
+  t.notOk(verify([key], { ...valid, signature: sign([other], SPEC_ID, SPEC_TIMESTAMP, SPEC_PAYLOAD) }, body, now), 'forged with another key')
+  t.notOk(verify([key], { ...valid, signature: SPEC_SIGNATURE.slice(0, -4) }, body, now), 'truncated')
+  t.notOk(verify([key], { ...valid, signature: 'v1,' }, body, now), 'empty mac')
+  t.notOk(verify([key], { ...valid, signature: 'v1,!!!not base64!!!' }, body, now), 'non-base64')
+  t.notOk(verify([key], valid, Buffer.from('{"test": 2432232315}'), now), 'tampered body')
+  t.notOk(verify([key], { ...valid, id: 'msg_p5jXN8AQM9LWM0D4loKWxJeK' }, body, now), 'id not covered by the mac')
+})
+
+test('enforces the timestamp tolerance in both directions', async (t) => {
+  t.equal(TIMESTAMP_TOLERANCE_SECONDS, 300)
+  t.ok(verify([key], valid, body, now + 300), '300 s old is accepted')
+  t.ok(verify([key], valid, body, now - 300), '300 s ahead is accepted')
+  t.notOk(verify([key], valid, body, now + 301), '301 s old is rejected')
+  t.notOk(verify([key], valid, body, now - 301), '301 s ahead is rejected')
+})
+
+test('rejects non-canonical timestamps even when correctly signed', async (t) => {
+  for (const timestamp of ['+1614265330', '1.61426533e9', ' 1614265330', '1614265330 ', '0x6037', '16142653300', '', '-1614265330']) {
+    const signature = sign([key], SPEC_ID, timestamp as unknown as number, SPEC_PAYLOAD)
+    t.notOk(verify([key], { ...valid, timestamp, signature }, body, now), JSON.stringify(timestamp))
+  }
+})
+
+test('rejects bad ids and missing headers', async (t) => {
+  for (const id of ['', 'msg p5j', 'msg.p5j', 'ä', 'a'.repeat(65)]) {
+    const signature = sign([key], id, SPEC_TIMESTAMP, SPEC_PAYLOAD)
+    t.notOk(verify([key], { ...valid, id, signature }, body, now), `id ${JSON.stringify(id)}`)
+  }
+  const longest = 'a'.repeat(64)
+  t.ok(verify([key], { ...valid, id: longest, signature: sign([key], longest, SPEC_TIMESTAMP, SPEC_PAYLOAD) }, body, now), '64 characters is fine')
+  t.notOk(verify([key], { timestamp: valid.timestamp, signature: valid.signature }, body, now), 'no id')
+  t.notOk(verify([key], { id: valid.id, signature: valid.signature }, body, now), 'no timestamp')
+  t.notOk(verify([key], { id: valid.id, timestamp: valid.timestamp }, body, now), 'no signature')
+})
+
+test('rotation: every key signs, any key verifies', async (t) => {
+  const next = parseSecret('the-next-secret-0123456789', 'webhookSecret')
+  const both = sign([key, next], SPEC_ID, SPEC_TIMESTAMP, SPEC_PAYLOAD)
+  const entries = both.split(' ')
+  t.equal(entries.length, 2)
+  t.equal(entries[0], SPEC_SIGNATURE)
+  t.ok(verify([key], { ...valid, signature: both }, body, now), 'old key alone verifies')
+  t.ok(verify([next], { ...valid, signature: both }, body, now), 'new key alone verifies')
+  t.ok(verify([next, key], valid, body, now), 'a receiver holding both accepts the old signature')
+})
+
+test('skips entries of other versions and garbage', async (t) => {
+  const mac = SPEC_SIGNATURE.slice(3)
+  t.ok(verify([key], { ...valid, signature: `v2,${mac} garbage  v1a,${mac} ${SPEC_SIGNATURE}` }, body, now))
+  t.notOk(verify([key], { ...valid, signature: `v2,${mac}` }, body, now), 'the right mac under v2 is not accepted')
+  t.notOk(verify([key], { ...valid, signature: mac }, body, now), 'a bare mac is not accepted')
+})
+
+test('parseSecret: whsec_ base64, raw UTF-8, trimming, refusals', async (t) => {
+  t.same(parseSecret(SPEC_SECRET, 'webhookSecret'), Buffer.from('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'base64'))
+  t.same(parseSecret(`  ${SPEC_SECRET}\n`, 'webhookSecret'), key, 'surrounding spaces are trimmed')
+  t.same(parseSecret(' sixteen-bytes-ok ', 'webhookSecret'), Buffer.from('sixteen-bytes-ok'), 'raw secrets are UTF-8')
+
+  const weak = (() => { try { parseSecret('short-secret', 'webhookSecret') } catch (err) { return err } })() as Error & { code: string }
+  t.equal(weak.code, 'FST_POLICY_CACHE_INVALID_OPTION')
+  t.match(weak.message, /webhookSecret/)
+  t.match(weak.message, /16 bytes/)
+  t.notMatch(weak.message, /short-secret/, 'the secret is not in the message')
+
+  t.throws(() => parseSecret('               ', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'blank')
+  t.throws(() => parseSecret('whsec_c2hvcnQ=', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'whsec_ decoding to < 16 bytes')
+  t.throws(() => parseSecret('whsec_', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'empty whsec_')
+  const bad = (() => { try { parseSecret('whsec_MfKQ9r8GKYqrTwjU*D8ILPZIo2LaLaSw', 'secrets[1]') } catch (err) { return err } })() as Error & { code: string }
+  t.equal(bad.code, 'FST_POLICY_CACHE_INVALID_OPTION', 'invalid base64 after whsec_')
+  t.match(bad.message, /secrets\[1\].*base64/)
+  t.notMatch(bad.message, /MfKQ9r8/)
+  t.throws(() => parseSecret('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'truncated base64')
+  t.throws(() => parseSecret('whsec_MfKQ9r8GKYqr TwjUPD8ILPZIo2LaLaSw', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'inner space')
+})
+
+test('newMessageId: prefixed, url-safe, unique', async (t) => {
+  const ids = new Set(Array.from({ length: 100 }, newMessageId))
+  t.equal(ids.size, 100)
+  for (const id of ids) t.match(id, /^msg_[A-Za-z0-9_-]{32}$/)
+})

@@ -21,12 +21,3 @@ export const StoreUnavailableError = createError<'FST_POLICY_CACHE_STORE_UNAVAIL
 
 export const UnauthorizedWebhookError = createError<'FST_POLICY_CACHE_UNAUTHORIZED', 401, []>(
   'FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)
-
-export const ForbiddenError = createError<'FST_POLICY_CACHE_FORBIDDEN', 403, [string]>(
-  'FST_POLICY_CACHE_FORBIDDEN', 'Permission "%s" denied', 403)
-
-export const UnidentifiedError = createError<'FST_POLICY_CACHE_UNIDENTIFIED', 401, []>(
-  'FST_POLICY_CACHE_UNIDENTIFIED', 'No identity for this request', 401)
-
-export const ClosedError = createError<'FST_POLICY_CACHE_CLOSED', 503, []>(
-  'FST_POLICY_CACHE_CLOSED', 'The policy cache is closed', 503)

@@ -1,0 +1,206 @@
+/**
+ * The cached tenants: an LRU of TenantStates with single-flight loading, coalesced catch-up from
+ * the store's changelog (full reload only when the log no longer reaches), and the anti-entropy
+ * sync that polls the revisions of every cached tenant in one query.
+ *
+ * Invariants: a tenant's cached revision never goes backwards; at most one catch-up per tenant runs
+ * at a time, and notices arriving meanwhile share exactly one trailing run.
+ */
+import { LRUCache } from 'lru-cache'
+import type { LoggedChange } from '../model.js'
+import type { PolicyStore } from '../store/types.js'
+import { TenantState } from './tenant-state.js'
+
+/** Counters for `/health`, stats and metrics. */
+export interface CacheStats {
+  /** Tenants held now. */
+  tenants: number
+  hits: number
+  misses: number
+  /** Initial loads from a snapshot. */
+  loads: number
+  /** Catch-ups served from the changelog. */
+  deltaCatchUps: number
+  /** Catch-ups that had to reload the whole tenant. */
+  fullReloads: number
+  /** Tenants dropped by the `maxTenants` bound. */
+  evictions: number
+}
+
+interface CatchUpSlot {
+  /** A trailing run requested while one was running: its waiters. */
+  next?: { promise: Promise<void>, resolve: () => void, reject: (err: unknown) => void }
+}
+
+export interface TenantCacheOptions {
+  store: PolicyStore
+  maxTenants: number
+}
+
+export class TenantCache {
+  readonly #store: PolicyStore
+  readonly #tenants: LRUCache<string, TenantState>
+  readonly #loading = new Map<string, Promise<TenantState>>()
+  readonly #catchUps = new Map<string, CatchUpSlot>()
+  readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, fullReloads: 0, evictions: 0 }
+
+  constructor ({ store, maxTenants }: TenantCacheOptions) {
+    this.#store = store
+    this.#tenants = new LRUCache({
+      max: maxTenants,
+      dispose: (_value, _key, reason) => { if (reason === 'evict') this.#stats.evictions++ }
+    })
+  }
+
+  /** The cached state of a tenant, or undefined; marks it recently used. The hot path. */
+  peek (tenant: string): TenantState | undefined {
+    return this.#tenants.get(tenant)
+  }
+
+  /** The cached state of a tenant, loading it once (single-flight) when absent. */
+  async get (tenant: string): Promise<TenantState> {
+    const cached = this.#tenants.get(tenant)
+    if (cached !== undefined) {
+      this.#stats.hits++
+      return cached
+    }
+    this.#stats.misses++
+    return await this.#load(tenant)
+  }
+
+  /** Tenants cached now, most recently used first. */
+  tenants (): string[] {
+    return [...this.#tenants.keys()]
+  }
+
+  stats (): CacheStats {
+    return { tenants: this.#tenants.size, ...this.#stats }
+  }
+
+  /**
+   * Applies this instance's own committed write. When the cache is exactly one revision behind it
+   * is applied in place; when further behind (another instance wrote meanwhile) the tenant catches
+   * up from the store; an uncached tenant is left to load lazily.
+   */
+  async applyOwn (tenant: string, change: LoggedChange): Promise<void> {
+    const pending = this.#loading.get(tenant)
+    if (pending !== undefined) await pending
+    const state = this.#tenants.peek(tenant)
+    if (state === undefined || state.revision >= change.revision) return
+    if (state.revision === change.revision - 1) {
+      state.applyAll([change])
+      return
+    }
+    await this.catchUp(tenant)
+  }
+
+  /**
+   * A peer says `tenant` is at `revision`. Returns this instance's revision afterwards, or null when
+   * the tenant is not cached (it loads lazily, from the database, when first needed).
+   */
+  async noticed (tenant: string, revision: number): Promise<number | null> {
+    const pending = this.#loading.get(tenant)
+    if (pending !== undefined) await pending
+    const state = this.#tenants.peek(tenant)
+    if (state === undefined) return null
+    if (state.revision < revision) await this.catchUp(tenant)
+    return this.#tenants.peek(tenant)?.revision ?? null
+  }
+
+  /**
+   * Brings a cached tenant up to the store's current revision. Coalesced: while a catch-up of this
+   * tenant runs, every further call shares one trailing run, which starts when the current one ends.
+   */
+  catchUp (tenant: string): Promise<void> {
+    const slot = this.#catchUps.get(tenant)
+    if (slot !== undefined) {
+      if (slot.next === undefined) {
+        let resolve!: () => void
+        let reject!: (err: unknown) => void
+        const promise = new Promise<void>((_resolve, _reject) => { resolve = _resolve; reject = _reject })
+        slot.next = { promise, resolve, reject }
+      }
+      return slot.next.promise
+    }
+    const fresh: CatchUpSlot = {}
+    this.#catchUps.set(tenant, fresh)
+    return this.#run(tenant, fresh)
+  }
+
+  /** Reloads a tenant from a full snapshot (cached or not) and returns its revision. */
+  async reload (tenant: string): Promise<number> {
+    const snapshot = await this.#store.snapshot(tenant)
+    this.#stats.fullReloads++
+    return this.#install(tenant, new TenantState(snapshot)).revision
+  }
+
+  /**
+   * Anti-entropy: reads the revisions of every cached tenant in one query and catches up those
+   * behind. Returns the tenants that were behind.
+   */
+  async sync (): Promise<string[]> {
+    const cached = this.tenants()
+    if (cached.length === 0) return []
+    const revisions = await this.#store.revisions(cached)
+    const behind = cached.filter((tenant) => {
+      const state = this.#tenants.peek(tenant)
+      return state !== undefined && (revisions.get(tenant) ?? 0) > state.revision
+    })
+    await Promise.all(behind.map((tenant) => this.catchUp(tenant)))
+    return behind
+  }
+
+  /** Drops every cached tenant. */
+  clear (): void {
+    this.#tenants.clear()
+  }
+
+  async #run (tenant: string, slot: CatchUpSlot): Promise<void> {
+    try {
+      await this.#catchUpOnce(tenant)
+    } finally {
+      const next = slot.next
+      if (next === undefined) {
+        this.#catchUps.delete(tenant)
+      } else {
+        slot.next = undefined
+        this.#run(tenant, slot).then(next.resolve, next.reject)
+      }
+    }
+  }
+
+  async #catchUpOnce (tenant: string): Promise<void> {
+    const pending = this.#loading.get(tenant)
+    if (pending !== undefined) await pending
+    const state = this.#tenants.peek(tenant)
+    if (state === undefined) return
+    const changes = await this.#store.changesSince(tenant, state.revision)
+    if (changes !== null && state.applyAll(changes)) {
+      this.#stats.deltaCatchUps++
+      return
+    }
+    await this.reload(tenant)
+  }
+
+  #load (tenant: string): Promise<TenantState> {
+    let pending = this.#loading.get(tenant)
+    if (pending === undefined) {
+      pending = this.#store.snapshot(tenant)
+        .then((snapshot) => {
+          this.#stats.loads++
+          return this.#install(tenant, new TenantState(snapshot))
+        })
+        .finally(() => this.#loading.delete(tenant))
+      this.#loading.set(tenant, pending)
+    }
+    return pending
+  }
+
+  /** Swaps in a freshly built state unless the cached one is already at or past it. */
+  #install (tenant: string, state: TenantState): TenantState {
+    const current = this.#tenants.peek(tenant)
+    if (current !== undefined && current.revision >= state.revision) return current
+    this.#tenants.set(tenant, state)
+    return state
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * fastify-policy-cache: a multi-tenant RBAC policy cache for Fastify 5, kept consistent across
+ * instances by signed webhooks and a revision-numbered changelog.
+ *
+ *   route → PolicyCache → PolicyStore (one transaction) → own cache → Broadcaster → peers' receiver
+ */
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import { Broadcaster } from './broadcast/sender.js'
+import { resolveOptions, resolvePeerList, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
+import { PolicyCache, wrapStoreError } from './policy-cache.js'
+import opsRoutes from './routes/ops.js'
+import policyRoutes from './routes/policy.js'
+import webhookRoutes from './routes/webhook.js'
+import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The policy engine: checks, writes, views and peer status, without HTTP. */
+    policyCache: PolicyCache
+  }
+}
+
+function createStore (opts: ResolvedOptions): { store: PolicyStore, owned: boolean } {
+  if (isPolicyStore(opts.db)) return { store: opts.db, owned: false }
+  const common = { tablePrefix: opts.tablePrefix, changelogRetention: opts.changelogRetention }
+  if (opts.db !== undefined) return { store: new KyselyPolicyStore({ db: opts.db, ...common, ownsDb: false }), owned: true }
+  return { store: new KyselyPolicyStore({ db: createSqliteDb(opts.sqliteFile), ...common, ownsDb: true }), owned: true }
+}
+
+const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> = async (fastify, options) => {
+  const opts = resolveOptions(options)
+  const log = fastify.log.child({ plugin: 'policy-cache' })
+  const resolvePeers = async (): Promise<string[]> =>
+    typeof opts.peers === 'function' ? resolvePeerList(await opts.peers(), opts.publicUrl) : [...opts.peers]
+
+  const { store, owned } = createStore(opts)
+  const broadcaster = new Broadcaster({
+    serverId: opts.serverId,
+    keys: [...opts.keys],
+    peers: await resolvePeers(),
+    requestTimeoutMs: opts.requestTimeoutMs,
+    ackTimeoutMs: opts.ackTimeoutMs,
+    retry: opts.retry,
+    log
+  })
+  let syncTimer: NodeJS.Timeout | undefined
+  let closed = false
+
+  // One onClose, tearing down in reverse order and only what the plugin created.
+  fastify.addHook('onClose', async () => {
+    closed = true
+    clearTimeout(syncTimer)
+    await broadcaster.close()
+    if (owned) await store.close()
+  })
+
+  await store.migrate().catch(wrapStoreError)
+  const engine = new PolicyCache({
+    store,
+    notifier: broadcaster,
+    serverId: opts.serverId,
+    maxTenants: opts.maxTenants,
+    catchUpTimeoutMs: opts.catchUpTimeoutMs,
+    log
+  })
+  fastify.decorate('policyCache', engine)
+
+  // Anti-entropy: every syncIntervalMs ± 10 %, one revision query for all cached tenants.
+  const scheduleSync = (): void => {
+    if (closed || opts.syncIntervalMs === 0) return
+    const delay = opts.syncIntervalMs * (0.9 + Math.random() * 0.2)
+    syncTimer = setTimeout(() => {
+      const round = async (): Promise<void> => {
+        if (typeof opts.peers === 'function') broadcaster.setPeers(await resolvePeers())
+        const behind = await engine.sync()
+        if (behind.length > 0) log.info({ tenants: behind }, 'policy-cache: sync caught up tenants that were behind')
+      }
+      round().catch((err) => log.warn({ err }, 'policy-cache: sync failed')).finally(scheduleSync)
+    }, delay)
+    syncTimer.unref()
+  }
+  scheduleSync()
+
+  if (!opts.routes) return
+  const prefix = options.prefix
+  await fastify.register(async (routes) => {
+    await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
+    await routes.register(async (guarded) => {
+      for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
+      for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
+      await guarded.register(policyRoutes, { engine })
+    })
+    if (opts.keys.length > 0) {
+      await routes.register(webhookRoutes, {
+        keys: [...opts.keys],
+        serverId: opts.serverId,
+        bodyLimit: opts.webhookBodyLimit,
+        handleNotice: (notice) => engine.noticed(notice.changes)
+      })
+    }
+  }, { prefix })
+}
+
+export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
+export { policyCache }
+export type { PolicyCacheOptions, PeersOption } from './options.js'
+export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
+export type { CacheStats } from './cache/tenant-cache.js'
+export type { PolicyStore } from './store/types.js'
+export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, WriteResult } from './model.js'
+export type { Notice, NoticeChange, NoticeReply, AckSummary, PeerStatus } from './broadcast/types.js'
+export { KyselyPolicyStore, createSqliteDb } from './store/index.js'
+export * as errors from './errors.js'

@@ -1,0 +1,245 @@
+/**
+ * The policy engine behind both the routes and the `fastify.policyCache` decorator:
+ * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
+ */
+import type { AckSummary, NoticeChange, PeerStatus } from './broadcast/types.js'
+import type { CacheStats } from './cache/tenant-cache.js'
+import { TenantCache } from './cache/tenant-cache.js'
+import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
+import {
+  assertChange, assertIdentifier, assertPermission, isPermission,
+  type Change, type GroupData
+} from './model.js'
+import type { PolicyStore } from './store/types.js'
+
+/** What every write answers. `revision` is the token to pass as `minRevision` for read-your-writes. */
+export interface WriteOutcome {
+  tenant: string
+  revision: number
+  changed: boolean
+  /** Peers that acknowledged within `ackTimeoutMs`; both 0 when nothing changed (nothing is sent). */
+  peers: AckSummary
+}
+
+export interface Decision {
+  allowed: boolean
+  /** The revision the answer was given from. */
+  revision: number
+}
+
+export interface TenantView {
+  tenant: string
+  revision: number
+  groups: GroupData[]
+}
+
+export interface UserView {
+  tenant: string
+  user: string
+  revision: number
+  groups: string[]
+  permissions: string[]
+}
+
+export interface CheckOptions {
+  /** Answer from revision ≥ minRevision: a cache behind it catches up from the database first. */
+  minRevision?: number
+}
+
+/** The part of the broadcaster the engine uses. */
+export interface Notifier {
+  notify (changes: NoticeChange[]): Promise<AckSummary>
+  status (): PeerStatus[]
+}
+
+export interface PolicyCacheDeps {
+  store: PolicyStore
+  notifier: Notifier
+  serverId: string
+  maxTenants: number
+  catchUpTimeoutMs: number
+  log: { warn: (obj: object, msg: string) => void }
+}
+
+/** Known errors pass through; anything else from the store becomes a coded 503 with its cause. */
+export function wrapStoreError (err: unknown): never {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
+  throw new StoreUnavailableError(err instanceof Error ? err.message : String(err), { cause: err })
+}
+
+async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new StoreUnavailableError(`no answer within ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export class PolicyCache {
+  /** This instance's id, as peers and `/servers` see it. */
+  readonly serverId: string
+  readonly #store: PolicyStore
+  readonly #notifier: Notifier
+  readonly #tenants: TenantCache
+  readonly #catchUpTimeoutMs: number
+  readonly #log: PolicyCacheDeps['log']
+
+  constructor (deps: PolicyCacheDeps) {
+    this.serverId = deps.serverId
+    this.#store = deps.store
+    this.#notifier = deps.notifier
+    this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
+    this.#log = deps.log
+    this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants })
+  }
+
+  /**
+   * The synchronous hot path: the answer for a cached tenant, or `undefined` when the tenant is not
+   * loaded yet (use `check`). Throws a coded 400 for a permission containing `*`.
+   */
+  checkSync (tenant: string, user: string, permission: string): boolean | undefined {
+    const state = this.#tenants.peek(tenant)
+    if (state === undefined) return undefined
+    if (!isPermission(permission)) assertPermission(permission)
+    return state.check(user, permission)
+  }
+
+  /** May `user` do `permission` in `tenant`? Loads the tenant on first use. */
+  async check (tenant: string, user: string, permission: string, options?: CheckOptions): Promise<boolean> {
+    return (await this.decide(tenant, user, permission, options)).allowed
+  }
+
+  /** Like `check`, with the revision the answer came from. */
+  async decide (tenant: string, user: string, permission: string, options: CheckOptions = {}): Promise<Decision> {
+    assertIdentifier('tenant', tenant)
+    assertIdentifier('user', user)
+    assertPermission(permission)
+    const state = await this.#state(tenant, options.minRevision)
+    return { allowed: state.check(user, permission), revision: state.revision }
+  }
+
+  createGroup (tenant: string, group: string): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'create-group', group })
+  }
+
+  deleteGroup (tenant: string, group: string): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'delete-group', group })
+  }
+
+  addPermission (tenant: string, group: string, permission: string): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'add-permission', group, permission })
+  }
+
+  removePermission (tenant: string, group: string, permission: string): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'remove-permission', group, permission })
+  }
+
+  assignUser (tenant: string, group: string, user: string): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'assign-user', group, user })
+  }
+
+  unassignUser (tenant: string, group: string, user: string): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'unassign-user', group, user })
+  }
+
+  /** Applies one change: committed in the database, applied here, then broadcast to the peers. */
+  async write (tenant: string, change: Change): Promise<WriteOutcome> {
+    assertIdentifier('tenant', tenant)
+    assertChange(change)
+    const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
+    if (!changed) return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
+    try {
+      await this.#tenants.applyOwn(tenant, { ...change, revision })
+    } catch (err) {
+      // Committed already: the write stands; the cache heals on the next catch-up or sync.
+      this.#log.warn({ err, tenant, revision }, 'policy-cache: applying an own write to the cache failed')
+    }
+    const peers = await this.#notifier.notify([{ tenant, revision, operation: change.op }])
+    return { tenant, revision, changed, peers }
+  }
+
+  /** The whole tenant as cached (loading it if needed). */
+  async tenant (tenant: string, options: CheckOptions = {}): Promise<TenantView> {
+    assertIdentifier('tenant', tenant)
+    const state = await this.#state(tenant, options.minRevision)
+    return { tenant, revision: state.revision, groups: state.view() }
+  }
+
+  /** One user's groups and effective grants in a tenant. */
+  async user (tenant: string, user: string, options: CheckOptions = {}): Promise<UserView> {
+    assertIdentifier('tenant', tenant)
+    assertIdentifier('user', user)
+    const state = await this.#state(tenant, options.minRevision)
+    return { tenant, user, revision: state.revision, ...state.userView(user) }
+  }
+
+  /** Reloads a tenant fully from the database. */
+  async refresh (tenant: string): Promise<{ tenant: string, revision: number }> {
+    assertIdentifier('tenant', tenant)
+    const revision = await this.#tenants.reload(tenant).catch(wrapStoreError)
+    return { tenant, revision }
+  }
+
+  /** The tenant's revision as this instance answers from (loading it if needed). */
+  async revision (tenant: string): Promise<number> {
+    assertIdentifier('tenant', tenant)
+    return (await this.#state(tenant)).revision
+  }
+
+  /** Each peer's state and delivery stats. */
+  peers (): PeerStatus[] {
+    return this.#notifier.status()
+  }
+
+  /** Cache counters. */
+  stats (): CacheStats {
+    return this.#tenants.stats()
+  }
+
+  /**
+   * A peer's notice: catch up cached tenants behind it. Returns this instance's revision per tenant
+   * (null: not cached, loads lazily). Never moves a revision backwards.
+   */
+  async noticed (changes: readonly NoticeChange[]): Promise<Record<string, number | null>> {
+    const latest = new Map<string, number>()
+    for (const { tenant, revision } of changes) latest.set(tenant, Math.max(revision, latest.get(tenant) ?? 0))
+    const revisions: Record<string, number | null> = Object.create(null)
+    await Promise.all([...latest].map(async ([tenant, revision]) => {
+      revisions[tenant] = await this.#tenants.noticed(tenant, revision).catch(wrapStoreError)
+    }))
+    return revisions
+  }
+
+  /** Anti-entropy: one query for the revisions of all cached tenants; catches up those behind. */
+  sync (): Promise<string[]> {
+    return this.#tenants.sync().catch(wrapStoreError)
+  }
+
+  /** Whether the database answers. */
+  async ping (): Promise<void> {
+    await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+  }
+
+  async #state (tenant: string, minRevision?: number) {
+    if (minRevision !== undefined && (!Number.isSafeInteger(minRevision) || minRevision < 0)) {
+      throw new InvalidInputError('minRevision', 'must be a non-negative integer')
+    }
+    const cached = this.#tenants.peek(tenant)
+    if (cached !== undefined && (minRevision === undefined || cached.revision >= minRevision)) return cached
+    const load = async () => {
+      let state = await this.#tenants.get(tenant)
+      if (minRevision !== undefined && state.revision < minRevision) {
+        await this.#tenants.catchUp(tenant)
+        state = this.#tenants.peek(tenant) ?? await this.#tenants.get(tenant)
+        if (state.revision < minRevision) throw new RevisionAheadError(tenant, state.revision, minRevision)
+      }
+      return state
+    }
+    return await bounded(load(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+  }
+}

@@ -1,0 +1,47 @@
+/** `/health` and `/servers`: never behind the host's route hooks. */
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { PolicyCache } from '../policy-cache.js'
+import { HealthReply, ServersReply } from './schemas.js'
+
+export interface OpsRoutesOptions {
+  engine: PolicyCache
+  /** This instance's URL as peers see it, when configured. */
+  publicUrl: string | undefined
+}
+
+export default async function opsRoutes (fastify: FastifyInstance, { engine, publicUrl }: OpsRoutesOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const startedAt = Date.now()
+
+  app.get('/health', {
+    schema: {
+      description: 'Liveness and database reachability; 503 when the database does not answer',
+      tags: ['ops'],
+      response: { 200: HealthReply, 503: HealthReply }
+    }
+  }, async (_request, reply) => {
+    const db = await engine.ping().then(() => 'ok' as const, () => 'unavailable' as const)
+    const peers = engine.peers()
+    if (db !== 'ok') reply.code(503)
+    return {
+      status: db === 'ok' ? 'ok' as const : 'unavailable' as const,
+      serverId: engine.serverId,
+      uptimeMs: Date.now() - startedAt,
+      db,
+      tenantsCached: engine.stats().tenants,
+      peers: { total: peers.length, up: peers.filter((peer) => peer.state === 'up').length }
+    }
+  })
+
+  app.get('/servers', {
+    schema: {
+      description: 'This instance and each peer\'s delivery state and stats',
+      tags: ['ops'],
+      response: { 200: ServersReply }
+    }
+  }, async () => ({
+    self: { serverId: engine.serverId, url: publicUrl ?? null },
+    peers: engine.peers()
+  }))
+}

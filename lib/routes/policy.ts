@@ -1,0 +1,91 @@
+/** The policy routes: the six writes, the check, the tenant and user views, refresh (DESIGN §4). */
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
+import type { TSchema } from 'typebox'
+import type { Change, Operation } from '../model.js'
+import type { PolicyCache, WriteOutcome } from '../policy-cache.js'
+import {
+  CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
+  TenantParams, TenantReply, UserBody, UserParams, UserReply, WriteReply
+} from './schemas.js'
+
+export interface PolicyRoutesOptions {
+  engine: PolicyCache
+}
+
+const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
+
+function withRevision<T extends { revision: number }> (reply: FastifyReply, body: T): T {
+  reply.header('policy-revision', String(body.revision))
+  return body
+}
+
+export default async function policyRoutes (fastify: FastifyInstance, { engine }: PolicyRoutesOptions): Promise<void> {
+  // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
+  fastify.setValidatorCompiler(TypeBoxValidatorCompiler)
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+
+  // Each write's route is its operation's name: POST /create-group, /add-permission, …
+  const writes: Array<[Operation, TSchema, string]> = [
+    ['create-group', GroupBody, 'Create a group in a tenant'],
+    ['delete-group', GroupBody, 'Delete a group with its grants and memberships'],
+    ['add-permission', PermissionBody, 'Grant a permission (or wildcard) to a group'],
+    ['remove-permission', PermissionBody, 'Revoke a permission from a group'],
+    ['assign-user', UserBody, 'Add a user to a group'],
+    ['unassign-user', UserBody, 'Remove a user from a group']
+  ]
+
+  for (const [op, body, description] of writes) {
+    app.post(`/${op}`, {
+      schema: {
+        description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.`,
+        tags: ['policy'],
+        body,
+        response: { 200: WriteReply, ...errors }
+      }
+    }, async (request, reply): Promise<WriteOutcome> => {
+      const { tenant, ...fields } = request.body as { tenant: string, group: string }
+      return withRevision(reply, await engine.write(tenant, { op, ...fields } as Change))
+    })
+  }
+
+  app.get('/check-access', {
+    schema: {
+      description: 'May the user do the permission in the tenant? Answered from memory; `minRevision` catches up first when behind.',
+      tags: ['check'],
+      querystring: CheckQuery,
+      response: { 200: CheckReply, ...errors }
+    }
+  }, async (request, reply) => {
+    const { tenant, user, permission, minRevision } = request.query
+    return withRevision(reply, await engine.decide(tenant, user, permission, { minRevision: minRevision === undefined ? undefined : Number(minRevision) }))
+  })
+
+  app.get('/tenants/:tenant', {
+    schema: {
+      description: 'A tenant\'s groups with their permissions and users, as this instance has them cached',
+      tags: ['policy'],
+      params: TenantParams,
+      response: { 200: TenantReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.tenant(request.params.tenant)))
+
+  app.get('/tenants/:tenant/users/:user', {
+    schema: {
+      description: 'A user\'s groups and effective grants in a tenant',
+      tags: ['policy'],
+      params: UserParams,
+      response: { 200: UserReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.user(request.params.tenant, request.params.user)))
+
+  app.post('/refresh-tenant', {
+    schema: {
+      description: 'Reload a tenant fully from the database',
+      tags: ['ops'],
+      body: TenantBody,
+      response: { 200: RefreshReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.refresh(request.body.tenant)))
+}

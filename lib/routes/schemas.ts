@@ -1,0 +1,96 @@
+/** TypeBox schemas of the HTTP contract (DESIGN §4). Every object is closed (`additionalProperties: false`). */
+import { Type } from 'typebox'
+import { GRANT_PATTERN, IDENTIFIER_PATTERN, PERMISSION_MAX_LENGTH, PERMISSION_PATTERN } from '../model.js'
+
+const closed = { additionalProperties: false } as const
+
+export const Tenant = Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'Tenant id', examples: ['tenant1'] })
+export const Group = Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'Group name', examples: ['editors'] })
+export const User = Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'User id', examples: ['alice'] })
+export const Grant = Type.String({
+  pattern: GRANT_PATTERN,
+  maxLength: PERMISSION_MAX_LENGTH,
+  description: 'A grant: segment(:segment)* with an optional final `*`',
+  examples: ['documents:read', 'documents:*']
+})
+export const Permission = Type.String({
+  pattern: PERMISSION_PATTERN,
+  maxLength: PERMISSION_MAX_LENGTH,
+  description: 'A concrete permission to check (no `*`)',
+  examples: ['documents:read']
+})
+const Revision = Type.Integer({ minimum: 0, description: 'The tenant\'s revision' })
+
+export const GroupBody = Type.Object({ tenant: Tenant, group: Group }, closed)
+export const PermissionBody = Type.Object({ tenant: Tenant, group: Group, permission: Grant }, closed)
+export const UserBody = Type.Object({ tenant: Tenant, group: Group, user: User }, closed)
+export const TenantBody = Type.Object({ tenant: Tenant }, closed)
+
+export const WriteReply = Type.Object({
+  tenant: Tenant,
+  revision: Revision,
+  changed: Type.Boolean({ description: 'false when the write changed nothing (already present / already absent)' }),
+  peers: Type.Object({
+    acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
+    total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
+  }, closed)
+}, closed)
+
+export const CheckQuery = Type.Object({
+  tenant: Tenant,
+  user: User,
+  permission: Permission,
+  // A decimal string, checked exactly (integer conversion would turn `1.5` into 1).
+  minRevision: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'Answer from revision ≥ minRevision (read-your-writes): the `revision` a write returned', examples: ['12'] }))
+}, closed)
+export const CheckReply = Type.Object({ allowed: Type.Boolean(), revision: Revision }, closed)
+
+export const TenantParams = Type.Object({ tenant: Tenant }, closed)
+export const UserParams = Type.Object({ tenant: Tenant, user: User }, closed)
+export const TenantReply = Type.Object({
+  tenant: Tenant,
+  revision: Revision,
+  groups: Type.Array(Type.Object({ name: Group, permissions: Type.Array(Grant), users: Type.Array(User) }, closed))
+}, closed)
+export const UserReply = Type.Object({
+  tenant: Tenant,
+  user: User,
+  revision: Revision,
+  groups: Type.Array(Group),
+  permissions: Type.Array(Grant)
+}, closed)
+export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, closed)
+
+export const HealthReply = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  serverId: Type.String(),
+  uptimeMs: Type.Integer({ minimum: 0 }),
+  db: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  tenantsCached: Type.Integer({ minimum: 0 }),
+  peers: Type.Object({ total: Type.Integer({ minimum: 0 }), up: Type.Integer({ minimum: 0 }) }, closed)
+}, closed)
+
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
+
+export const ServersReply = Type.Object({
+  self: Type.Object({ serverId: Type.String(), url: Nullable(Type.String()) }, closed),
+  peers: Type.Array(Type.Object({
+    url: Type.String(),
+    serverId: Nullable(Type.String()),
+    state: Type.Union([Type.Literal('up'), Type.Literal('down'), Type.Literal('unknown')]),
+    lastSuccessAt: Nullable(Type.String()),
+    lastFailureAt: Nullable(Type.String()),
+    lastError: Nullable(Type.String()),
+    consecutiveFailures: Type.Integer({ minimum: 0 }),
+    delivered: Type.Integer({ minimum: 0 }),
+    failed: Type.Integer({ minimum: 0 }),
+    latencyMs: Nullable(Type.Number({ minimum: 0 }))
+  }, closed))
+}, closed)
+
+export const ErrorReply = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String(),
+  error: Type.String(),
+  message: Type.String()
+}, { description: 'Fastify\'s error shape' })

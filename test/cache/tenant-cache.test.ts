@@ -1,0 +1,109 @@
+import { test } from 'tap'
+import { TenantCache } from '../../lib/cache/tenant-cache.js'
+import { InstrumentedStore } from '../helpers/instrumented-store.js'
+
+async function seeded (retention?: number) {
+  const store = new InstrumentedStore({ retention })
+  await store.write('t1', { op: 'create-group', group: 'g' }, 'test')
+  await store.write('t1', { op: 'add-permission', group: 'g', permission: 'doc:read' }, 'test')
+  return store
+}
+
+test('concurrent first uses load a tenant once', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  const release = store.hold('snapshot')
+  const loads = Array.from({ length: 10 }, () => cache.get('t1'))
+  release()
+  const states = await Promise.all(loads)
+  t.equal(store.calls.snapshot, 1)
+  t.ok(states.every((s) => s === states[0]))
+  t.equal(states[0].revision, 2)
+})
+
+test('catching up one change applies the delta, no reload', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', 3), 3)
+  t.equal(store.calls.snapshot, 1, 'only the initial load read a snapshot')
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+  t.match(cache.stats(), { deltaCatchUps: 1, fullReloads: 0 })
+})
+
+test('a burst of notices during a catch-up costs one trailing run and loses nothing', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const release = store.hold('changesSince')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'u0' }, 'peer')
+  const first = cache.noticed('t1', 3)
+  const burst: Array<Promise<number | null>> = []
+  for (let i = 1; i <= 20; i++) {
+    await store.write('t1', { op: 'assign-user', group: 'g', user: `u${i}` }, 'peer')
+    burst.push(cache.noticed('t1', 3 + i))
+  }
+  release()
+  await Promise.all([first, ...burst])
+  t.equal(store.calls.changesSince, 2, 'one run plus exactly one trailing run')
+  t.equal(cache.peek('t1')!.revision, 23, 'the last notice is not lost')
+  t.ok(cache.peek('t1')!.check('u20', 'doc:read'))
+})
+
+test('a log that no longer reaches back means one full reload', async (t) => {
+  const store = await seeded(2)
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  for (const user of ['a', 'b', 'c', 'd']) await store.write('t1', { op: 'assign-user', group: 'g', user }, 'peer')
+  await cache.catchUp('t1')
+  t.equal(cache.peek('t1')!.revision, 6)
+  t.ok(cache.peek('t1')!.check('a', 'doc:read'))
+  t.match(cache.stats(), { fullReloads: 1, deltaCatchUps: 0 })
+})
+
+test('a revision never goes backwards', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  t.equal(await cache.noticed('t1', 1), 2, 'an old notice does nothing')
+  t.equal(store.calls.changesSince, 0)
+  // A reload that read an older snapshot than what is cached must not win.
+  const release = store.hold('snapshot')
+  const reload = cache.reload('t1')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'late' }, 'peer')
+  await cache.applyOwn('t1', { revision: 3, op: 'assign-user', group: 'g', user: 'late' })
+  t.equal(cache.peek('t1')!.revision, 3)
+  release()
+  t.equal(await reload, 3, 'the snapshot read at revision 2 did not move it back')
+  t.ok(cache.peek('t1')!.check('late', 'doc:read'))
+})
+
+test('an uncached tenant is left to load lazily', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  t.equal(await cache.noticed('t1', 2), null)
+  t.equal(store.calls.snapshot, 0)
+})
+
+test('maxTenants bounds memory; evictions are counted', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 2 })
+  await cache.get('a')
+  await cache.get('b')
+  await cache.get('c')
+  t.same(cache.tenants().sort(), ['b', 'c'])
+  t.match(cache.stats(), { tenants: 2, evictions: 1, loads: 3 })
+})
+
+test('sync polls all cached tenants in one query and catches up those behind', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await cache.get('t2')
+  await store.write('t2', { op: 'create-group', group: 'x' }, 'peer')
+  t.same(await cache.sync(), ['t2'])
+  t.equal(store.calls.revisions, 1)
+  t.equal(cache.peek('t2')!.revision, 1)
+  t.same(await cache.sync(), [], 'nothing behind the second time')
+})

@@ -1,0 +1,35 @@
+/** A loopback TCP proxy in front of an instance that a test can cut and restore (a partition). */
+import { once } from 'node:events'
+import { connect, createServer, type Socket } from 'node:net'
+import type { Test } from 'tap'
+
+export interface Proxy {
+  url: string
+  /** While false, new connections are refused (reset) and open ones are cut. */
+  setUp (up: boolean): void
+}
+
+export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
+  let up = true
+  const open = new Set<Socket>()
+  const server = createServer((client) => {
+    if (!up) { client.resetAndDestroy(); return }
+    const upstream = connect(targetPort, '127.0.0.1')
+    for (const s of [client, upstream]) {
+      open.add(s)
+      s.on('close', () => open.delete(s))
+      s.on('error', () => { client.destroy(); upstream.destroy() })
+    }
+    client.pipe(upstream).pipe(client)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { for (const s of open) s.destroy(); server.close() })
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    setUp (value) {
+      up = value
+      if (!value) for (const s of open) s.destroy()
+    }
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * Type tests for the public surface, checked by `tsc --noEmit` in `npm test` (not run by tap).
+ * A line marked @ts-expect-error fails the type-check if it ever compiles.
+ */
+import Fastify from 'fastify'
+import { Kysely } from 'kysely'
+import policyCache, { type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
+function expectType<T extends true> (_ok: T): void {}
+
+async function usage (db: Kysely<any>, store: PolicyStore): Promise<void> {
+  const app = Fastify()
+  await app.register(policyCache, { db, peers: ['http://10.0.0.2:3000'], webhookSecret: ['new-secret-1234567', 'old-secret-1234567'] })
+  await app.register(policyCache, { db: store, peers: async () => ['http://10.0.0.2:3000'], webhookSecret: 'x'.repeat(16) })
+  await app.register(policyCache, { prefix: '/policy', routeHooks: { onRequest: async () => {} } })
+
+  // The decorator is typed by declaration merging.
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.check>>, boolean>>(true)
+  expectType<Equal<ReturnType<typeof app.policyCache.checkSync>, boolean | undefined>>(true)
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.assignUser>>, WriteOutcome>>(true)
+  expectType<Equal<ReturnType<typeof app.policyCache.peers>, PeerStatus[]>>(true)
+  const outcome = await app.policyCache.createGroup('t', 'g')
+  expectType<Equal<typeof outcome.peers, { acked: number, total: number }>>(true)
+  const decision = await app.policyCache.decide('t', 'u', 'p', { minRevision: outcome.revision })
+  expectType<Equal<typeof decision, { allowed: boolean, revision: number }>>(true)
+
+  // @ts-expect-error ackTimeoutMs is a number
+  await app.register(policyCache, { ackTimeoutMs: '200' })
+  // @ts-expect-error peers are strings
+  const bad: PolicyCacheOptions = { peers: [3000] }
+  // @ts-expect-error check takes a permission
+  await app.policyCache.check('t', 'u')
+  void bad
+}
+void usage

@@ -9,7 +9,7 @@ import policyCache, { type PolicyCacheOptions, type PolicyStore, type WriteOutco
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_ok: T): void {}
 
-async function usage (db: Kysely<any>, store: PolicyStore): Promise<void> {
+export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void> {
   const app = Fastify()
   await app.register(policyCache, { db, peers: ['http://10.0.0.2:3000'], webhookSecret: ['new-secret-1234567', 'old-secret-1234567'] })
   await app.register(policyCache, { db: store, peers: async () => ['http://10.0.0.2:3000'], webhookSecret: 'x'.repeat(16) })
@@ -22,15 +22,14 @@ async function usage (db: Kysely<any>, store: PolicyStore): Promise<void> {
   expectType<Equal<ReturnType<typeof app.policyCache.peers>, PeerStatus[]>>(true)
   const outcome = await app.policyCache.createGroup('t', 'g')
   expectType<Equal<typeof outcome.peers, { acked: number, total: number }>>(true)
-  const decision = await app.policyCache.decide('t', 'u', 'p', { minRevision: outcome.revision })
-  expectType<Equal<typeof decision, { allowed: boolean, revision: number }>>(true)
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.decide>>, { allowed: boolean, revision: number }>>(true)
+  await app.policyCache.decide('t', 'u', 'p', { minRevision: outcome.revision })
 
   // @ts-expect-error ackTimeoutMs is a number
   await app.register(policyCache, { ackTimeoutMs: '200' })
+  const options: PolicyCacheOptions[] = []
   // @ts-expect-error peers are strings
-  const bad: PolicyCacheOptions = { peers: [3000] }
+  options.push({ peers: [3000] })
   // @ts-expect-error check takes a permission
   await app.policyCache.check('t', 'u')
-  void bad
 }
-void usage

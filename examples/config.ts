@@ -1,0 +1,186 @@
+/**
+ * The example server's configuration: command line and environment in, a typed config out.
+ * Everything is checked before anything is created (no database file for a bad secret), and every
+ * failure names the variable to fix, so the server can exit with one line instead of a stack trace.
+ */
+import type { PolicyCacheOptions } from '../lib/plugin.js'
+import { normalizePeerUrl, resolveOptions } from '../lib/options.js'
+
+/** Where the policies live: a SQLite file, or a PostgreSQL / MySQL server. */
+export type DbConfig =
+  | { kind: 'sqlite', file: string }
+  | { kind: 'postgres', url: string }
+  | { kind: 'mysql', url: string }
+
+export interface ServerConfig {
+  port: number
+  host: string
+  /** `undefined`: the plugin generates one. */
+  serverId: string | undefined
+  /** Empty: no webhook route, no peers allowed. Several while rotating (all sign, any verifies). */
+  webhookSecrets: string[]
+  peers: string[]
+  db: DbConfig
+  /** This instance's URL as the peers see it; `undefined` only when listening on port 0. */
+  publicUrl: string | undefined
+  syncIntervalMs: number
+  /** `undefined`: the plugin's default (200 ms). */
+  ackTimeoutMs: number | undefined
+  /** `undefined`: the plugin's default (`policy_`). */
+  tablePrefix: string | undefined
+  logLevel: string
+}
+
+/** A configuration mistake, always naming the variable (or argument) to fix. */
+export class ConfigError extends Error {
+  readonly variable: string
+
+  constructor (variable: string, reason: string) {
+    super(`${variable}: ${reason}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+export const DEFAULT_PORT = 3000
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_POLICY_DB = './data/policy.db'
+export const DEFAULT_SYNC_INTERVAL_MS = 30000
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+/** Which environment variable feeds which plugin option, to name the right one in errors. */
+const OPTION_VARIABLES: Record<string, string> = {
+  webhookSecret: 'WEBHOOK_SECRET',
+  peers: 'OTHER_SERVERS',
+  serverId: 'SERVER_ID',
+  publicUrl: 'PUBLIC_URL',
+  syncIntervalMs: 'SYNC_INTERVAL_MS',
+  ackTimeoutMs: 'ACK_TIMEOUT_MS',
+  tablePrefix: 'POLICY_TABLE_PREFIX'
+}
+
+type Env = Record<string, string | undefined>
+
+/** A set, non-blank variable's trimmed value, else `undefined`. */
+function value (env: Env, name: string): string | undefined {
+  const raw = env[name]?.trim()
+  return raw === undefined || raw === '' ? undefined : raw
+}
+
+function integer (name: string, raw: string, min: number, max: number): number {
+  const n = /^[0-9]+$/.test(raw) ? Number(raw) : NaN
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new ConfigError(name, `"${raw}" is not an integer from ${min} to ${max}`)
+  return n
+}
+
+/** Comma-separated list: entries trimmed, empty entries ignored. */
+function list (raw: string | undefined): string[] {
+  return (raw ?? '').split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
+}
+
+function parseDb (raw: string | undefined): DbConfig {
+  const db = raw ?? DEFAULT_POLICY_DB
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(db)?.[1]?.toLowerCase()
+  if (scheme === undefined) return { kind: 'sqlite', file: db }
+  if (scheme === 'postgres' || scheme === 'postgresql') return { kind: 'postgres', url: db }
+  if (scheme === 'mysql') return { kind: 'mysql', url: db }
+  throw new ConfigError('POLICY_DB', `unsupported scheme "${scheme}://" (use a SQLite file path, postgres:// or mysql://)`)
+}
+
+/** `http://host:port` as reachable from this machine: wildcard addresses become loopback. */
+function defaultPublicUrl (host: string, port: number): string {
+  const reachable = host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host
+  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`
+}
+
+/**
+ * Reads the server's configuration from its arguments (`[port]`) and environment; throws a
+ * {@link ConfigError} naming the variable on the first mistake. The plugin's own option checks
+ * (secret strength, URLs, identifiers) run here too, before any database is opened.
+ */
+export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
+  const portArg = argv[0]?.trim()
+  const port = portArg !== undefined && portArg !== ''
+    ? integer('port argument', portArg, 0, 65535)
+    : integer('PORT', value(env, 'PORT') ?? String(DEFAULT_PORT), 0, 65535)
+  const host = value(env, 'HOST') ?? DEFAULT_HOST
+
+  const publicUrlRaw = value(env, 'PUBLIC_URL')
+  const publicUrl = publicUrlRaw !== undefined
+    ? normalizePeerUrl(publicUrlRaw, 'PUBLIC_URL')
+    : port === 0 ? undefined : defaultPublicUrl(host, port)
+  // Normalised and deduplicated; this instance's own URL dropped, so one list can serve every instance.
+  const peers = [...new Set(list(env.OTHER_SERVERS).map((url) => normalizePeerUrl(url, 'OTHER_SERVERS')))]
+    .filter((url) => url !== publicUrl)
+
+  const syncRaw = value(env, 'SYNC_INTERVAL_MS')
+  const ackRaw = value(env, 'ACK_TIMEOUT_MS')
+  const logLevel = (value(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `"${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`)
+
+  const config: ServerConfig = {
+    port,
+    host,
+    serverId: value(env, 'SERVER_ID'),
+    webhookSecrets: list(env.WEBHOOK_SECRET),
+    peers,
+    db: parseDb(value(env, 'POLICY_DB')),
+    publicUrl,
+    syncIntervalMs: syncRaw === undefined ? DEFAULT_SYNC_INTERVAL_MS : integer('SYNC_INTERVAL_MS', syncRaw, 0, 86400000),
+    ackTimeoutMs: ackRaw === undefined ? undefined : integer('ACK_TIMEOUT_MS', ackRaw, 0, 60000),
+    tablePrefix: value(env, 'POLICY_TABLE_PREFIX'),
+    logLevel
+  }
+  // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
+  resolveOptions(pluginOptions(config))
+  return config
+}
+
+/** The plugin options this configuration stands for, without the database. */
+export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
+  const options: PolicyCacheOptions = {
+    peers: config.peers,
+    serverId: config.serverId,
+    publicUrl: config.publicUrl,
+    syncIntervalMs: config.syncIntervalMs,
+    ackTimeoutMs: config.ackTimeoutMs,
+    tablePrefix: config.tablePrefix
+  }
+  if (config.webhookSecrets.length > 0) options.webhookSecret = config.webhookSecrets
+  return options
+}
+
+/**
+ * The one line to print for a startup failure that is the operator's to fix (bad configuration,
+ * port in use, database unreachable), or `undefined` for anything else (a bug: print it whole).
+ */
+export function describeStartupError (err: unknown): string | undefined {
+  if (err instanceof ConfigError) return `invalid configuration: ${err.message}`
+  const { code, message } = (err ?? {}) as { code?: unknown, message?: unknown }
+  if (typeof code !== 'string' || typeof message !== 'string') return undefined
+  if (code.startsWith('FST_POLICY_CACHE_INVALID_OPTION')) {
+    const named = /^Invalid option "([^"]+)": ([^]*)$/.exec(message)
+    if (named === null) return `invalid configuration: ${oneLine(message)}`
+    const name = named[1]
+    const variable = OPTION_VARIABLES[name] ?? (/^[A-Z][A-Z0-9_]*$/.test(name) ? name : `option ${name}`)
+    return `invalid configuration: ${variable}: ${oneLine(named[2])}`
+  }
+  if (code === 'FST_POLICY_CACHE_STORE_UNAVAILABLE') return `the policy database (POLICY_DB) is unavailable: ${oneLine(withCauses(err as Error))}`
+  if (code === 'EADDRINUSE') return `the port is already in use: ${oneLine(message)}`
+  if (code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'ENOTFOUND') return `cannot listen: ${oneLine(message)}`
+  return undefined
+}
+
+/** The message followed by its causes' (e.g. the driver's `connect ECONNREFUSED …`). */
+function withCauses (err: Error): string {
+  const messages: string[] = []
+  for (let e: unknown = err; e instanceof Error && messages.length < 5; e = e.cause) {
+    const message = e.message === '' && e instanceof AggregateError ? String(e.errors[0]?.message ?? '') : e.message
+    if (message !== '' && !messages.some((seen) => seen.includes(message))) messages.push(message)
+  }
+  return messages.join(': ')
+}
+
+function oneLine (text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').trim()
+}

@@ -1,0 +1,157 @@
+/**
+ * The example server: one instance of the seed's deployment, a Fastify app hosting the plugin.
+ *
+ *   npm run server -- 3001
+ *   WEBHOOK_SECRET=whsec_… OTHER_SERVERS=http://127.0.0.1:3002,http://127.0.0.1:3003 SERVER_ID=server-1 npm run server -- 3001
+ *
+ * Environment: PORT, HOST, SERVER_ID, WEBHOOK_SECRET (comma-separated while rotating),
+ * OTHER_SERVERS, POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
+ * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL. A bad configuration exits 1 with one
+ * line on stderr.
+ *
+ * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.
+ */
+import { realpathSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { Kysely, MysqlDialect, PostgresDialect } from 'kysely'
+import policyCache, { createSqliteDb } from '../lib/plugin.js'
+import { ConfigError, describeStartupError, parseConfig, pluginOptions, type DbConfig, type ServerConfig } from './config.js'
+
+export { ConfigError, parseConfig, type ServerConfig } from './config.js'
+
+/** Opens the configured database as a Kysely; the drivers for PostgreSQL and MySQL load on demand. */
+export async function openDatabase (db: DbConfig): Promise<Kysely<any>> {
+  try {
+    switch (db.kind) {
+      case 'sqlite':
+        return createSqliteDb(db.file)
+      case 'postgres': {
+        const { default: pg } = await import('pg')
+        const pool = new pg.Pool({ connectionString: db.url, max: 10 })
+        // An idle client losing its connection must not crash the process; the next query reports it.
+        pool.on('error', () => {})
+        return new Kysely<any>({ dialect: new PostgresDialect({ pool }) })
+      }
+      case 'mysql': {
+        const { createPool } = await import('mysql2')
+        return new Kysely<any>({ dialect: new MysqlDialect({ pool: createPool({ uri: db.url, connectionLimit: 10 }) }) })
+      }
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    throw new ConfigError('POLICY_DB', `cannot open the ${db.kind} database: ${(err as Error).message}`)
+  }
+}
+
+/**
+ * Builds the app (not listening yet): Fastify with pino logging, the host-owned Kysely, the plugin.
+ * The database is destroyed on close, after the plugin has closed. On a failure everything opened
+ * is released before the error is rethrown.
+ */
+export async function buildServer (
+  config: ServerConfig,
+  overrides: { logger?: FastifyServerOptions['logger'] } = {}
+): Promise<FastifyInstance> {
+  const db = await openDatabase(config.db)
+  let destroyed = false
+  const destroyDb = async (): Promise<void> => {
+    if (destroyed) return
+    destroyed = true
+    await db.destroy()
+  }
+  const app = Fastify({ logger: overrides.logger ?? { level: config.logLevel } })
+  // onClose hooks run last-added first: added before the plugin, this one runs after the plugin's.
+  app.addHook('onClose', destroyDb)
+  try {
+    await app.register(policyCache, { ...pluginOptions(config), db })
+    await app.ready()
+  } catch (err) {
+    await app.close().catch(() => {})
+    await destroyDb().catch(() => {})
+    throw err
+  }
+  return app
+}
+
+/** Builds the app and listens; logs one line describing the instance. Closes everything on failure. */
+export async function startServer (
+  config: ServerConfig,
+  overrides: { logger?: FastifyServerOptions['logger'] } = {}
+): Promise<{ app: FastifyInstance, url: string }> {
+  const app = await buildServer(config, overrides)
+  let address: string
+  try {
+    address = await app.listen({ port: config.port, host: config.host })
+  } catch (err) {
+    await app.close().catch(() => {})
+    throw err
+  }
+  const url = config.publicUrl ?? address
+  app.log.info({
+    serverId: app.policyCache.serverId,
+    url,
+    listening: address,
+    peers: app.policyCache.peers().length,
+    db: config.db.kind,
+    ...(config.db.kind === 'sqlite' ? { file: config.db.file } : {}),
+    webhook: config.webhookSecrets.length > 0,
+    syncIntervalMs: config.syncIntervalMs
+  }, 'policy-cache example server started')
+  return { app, url }
+}
+
+function fail (line: string): never {
+  process.stderr.write(`server: ${line}\n`)
+  process.exit(1)
+}
+
+async function main (): Promise<void> {
+  let app: FastifyInstance
+  try {
+    const config = parseConfig(process.argv.slice(2), process.env)
+    app = (await startServer(config)).app
+  } catch (err) {
+    const line = describeStartupError(err)
+    if (line !== undefined) fail(line)
+    throw err
+  }
+
+  let closing = false
+  const shutdown = (signal: NodeJS.Signals): void => {
+    // A repeated signal (Ctrl-C reaches a whole process group, a supervisor may follow up with
+    // SIGTERM) does not cut the graceful close short; the 10 s limit below bounds it.
+    if (closing) return
+    closing = true
+    app.log.info({ signal }, 'shutting down')
+    const force = setTimeout(() => {
+      app.log.error('shutdown took longer than 10 s; exiting')
+      process.exit(1)
+    }, 10000)
+    force.unref()
+    app.close().then(() => process.exit(0), (err) => {
+      app.log.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', shutdown)
+  process.on('SIGTERM', shutdown)
+}
+
+/** Whether this module is the program being run (not imported by a test or the demo). */
+function isMain (): boolean {
+  const script = process.argv[1]
+  if (script === undefined) return false
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(script)).href
+  } catch {
+    return false
+  }
+}
+
+if (isMain()) {
+  main().catch((err) => {
+    process.stderr.write(`server: unexpected startup failure: ${(err as Error)?.stack ?? String(err)}\n`)
+    process.exit(1)
+  })
+}

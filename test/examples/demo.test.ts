@@ -1,0 +1,86 @@
+/**
+ * `npm run demo -- --once`: the walkthrough on three real processes exits 0, names every step,
+ * stops its servers and removes its temp directory. And a cluster that cannot start fails fast
+ * with the servers' own one-line reason.
+ */
+import { spawn } from 'node:child_process'
+import { existsSync, rmSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { test } from 'tap'
+import { startCluster, StepError, waitHealthy } from '../../examples/demo.js'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+/** Runs `npm run demo -- --once` in its own process group (stopped whole after 60 s). */
+async function runDemo (env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, output: string }> {
+  const child = spawn('npm', ['run', 'demo', '--', '--once'], {
+    cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true
+  })
+  let output = ''
+  child.stdout.on('data', (chunk) => { output += chunk })
+  child.stderr.on('data', (chunk) => { output += chunk })
+  const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGTERM') } catch {} }, 60000)
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
+  clearTimeout(timer)
+  return { code, output }
+}
+
+test('npm run demo -- --once walks the seed scenario and exits 0', async (t) => {
+  const { code, output } = await runDemo()
+  t.equal(code, 0, 'exit code 0')
+
+  const steps = [
+    'Step 1/9: health of all three servers',
+    'Step 2/9: before any write: alice documents:read on servers 2 and 3',
+    'Step 3/9: create group "editors" in "tenant1" on server 1',
+    'Step 4/9: add permissions documents:read and documents:write on server 1',
+    'Step 5/9: assign user "alice" to "editors" on server 1',
+    'Step 6/9: immediately (no wait): alice documents:read on servers 2 and 3',
+    'Step 7/9: revoke documents:read from "editors" on server 3',
+    'Step 8/9: immediately (no wait): alice documents:read on server 1',
+    'Step 9/9: peer status on server 1 (/servers)',
+    'Summary: every step passed'
+  ]
+  for (const step of steps) t.ok(output.includes(step), step)
+  t.match(output, /server-2: alice documents:read -> allowed \(revision 4/)
+  t.match(output, /server-3: alice documents:read -> allowed \(revision 4/)
+  t.match(output, /server-1: alice documents:read -> denied \(revision 5/)
+  t.match(output, /assign-user .* peers acked 2\/2/)
+  t.match(output, /propagation: \d+\.\d ms from sending the assign-user write/)
+  t.notMatch(output, /FAILED|whsec_[A-Za-z0-9+/]/, 'no failure, no secret printed')
+
+  const dir = /data directory +(\S+)/.exec(output)?.[1]
+  t.ok(dir, 'prints its data directory')
+  t.match(output, new RegExp(`server log +${dir}/servers\\.log`), 'prints the log path')
+  t.notOk(existsSync(dir!), 'the temp directory is removed after --once')
+})
+
+test('npm run demo -- --once exits 1 on a failed step, naming it, with its servers stopped', async (t) => {
+  // Writes that do not wait for acknowledgements report 0 of 2 peers: the walkthrough must fail there.
+  const { code, output } = await runDemo({ ACK_TIMEOUT_MS: '0' })
+  t.equal(code, 1, 'exit code 1')
+  t.match(output, /FAILED: step 3 \(create group "editors" in "tenant1" on server 1\) failed: only 0 of 2 peers acknowledged/)
+  t.notMatch(output, /Summary: every step passed/)
+  const urls = [...new Set([...output.matchAll(/server-\d +(http:\/\/127\.0\.0\.1:\d+)/g)].map((m) => m[1]))]
+  t.equal(urls.length, 3)
+  for (const url of urls) {
+    t.equal(await fetch(`${url}/health`).then(() => 'up', () => 'down'), 'down', `${url} stopped`)
+  }
+  const dir = /data directory +(\S+)/.exec(output)?.[1]
+  t.ok(dir !== undefined && existsSync(dir), 'the logs are kept for a failed run')
+  t.match(output, `Logs and database kept in ${dir}`)
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+})
+
+test('a cluster whose servers refuse their configuration fails fast with their reason', async (t) => {
+  const cluster = await startCluster({ env: { WEBHOOK_SECRET: 'mysecret123' } })
+  t.teardown(async () => {
+    await cluster.stop()
+    rmSync(cluster.dir, { recursive: true, force: true })
+  })
+  const started = Date.now()
+  const err = await waitHealthy(cluster, 60000).then(() => null, (e: unknown) => e)
+  t.ok(err instanceof StepError)
+  t.match((err as Error).message, /^server-\d exited \(1\) before it was healthy: server: invalid configuration: WEBHOOK_SECRET: /)
+  t.ok(Date.now() - started < 30000, 'does not wait for the deadline')
+})

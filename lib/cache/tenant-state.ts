@@ -30,12 +30,6 @@ class GrantIndex {
     else this.exact.delete(grant)
   }
 
-  has (grant: string): boolean {
-    if (grant === '*') return this.all
-    if (grant.endsWith(':*')) return this.prefixes.has(grant.slice(0, -1))
-    return this.exact.has(grant)
-  }
-
   /** Does a grant of this group match the concrete `permission`? O(segments). */
   matches (permission: string): boolean {
     if (this.all || this.exact.has(permission)) return true
@@ -169,5 +163,3 @@ export class TenantState {
     if (groups.size === 0) this.#userGroups.delete(user)
   }
 }
-
-export { GrantIndex }

@@ -111,9 +111,10 @@ test('a hanging peer: one write pays the bounded wait, the rest do not wait', as
   t.match(await check(b.url, 'tenant=t1&user=u&permission=p4'), { revision: 6 })
 })
 
-test('a partitioned peer converges once back (retries, then sync)', async (t) => {
+test('a partitioned peer converges once back, through the next delivery', async (t) => {
   const file = join(tempDir(t), 'shared.db')
-  const [b] = await startCluster(t, 1, { file, name: 'b', syncIntervalMs: 200 })
+  // No sync on b: what heals it here is delivery alone (the sync has its own test below).
+  const [b] = await startCluster(t, 1, { file, name: 'b', syncIntervalMs: 0 })
   const proxy = await startProxy(t, Number(new URL(b.url).port))
   const [a] = await startCluster(t, 1, { file, name: 'a', extraPeers: [proxy.url], retry: { retries: 1, minDelayMs: 10, maxDelayMs: 20 } })
   await write(a.url, '/create-group', { tenant: 't1', group: 'g' })

@@ -28,14 +28,18 @@ export async function openDatabase (db: DbConfig): Promise<Kysely<any>> {
         return createSqliteDb(db.file)
       case 'postgres': {
         const { default: pg } = await import('pg')
-        const pool = new pg.Pool({ connectionString: db.url, max: 10 })
-        // An idle client losing its connection must not crash the process; the next query reports it.
+        // A bounded connect wait: with the database gone, a write fails (503) instead of queueing.
+        const pool = new pg.Pool({ connectionString: db.url, max: 10, connectionTimeoutMillis: 5000, keepAlive: true })
+        // A client losing its connection, idle in the pool or checked out by kysely, must not crash
+        // the process: pg emits 'error' on it, the query in flight fails and the pool discards it.
         pool.on('error', () => {})
+        pool.on('connect', (client) => client.on('error', () => {}))
         return new Kysely<any>({ dialect: new PostgresDialect({ pool }) })
       }
       case 'mysql': {
         const { createPool } = await import('mysql2')
-        return new Kysely<any>({ dialect: new MysqlDialect({ pool: createPool({ uri: db.url, connectionLimit: 10 }) }) })
+        const pool = createPool({ uri: db.url, connectionLimit: 10, connectTimeout: 5000, enableKeepAlive: true })
+        return new Kysely<any>({ dialect: new MysqlDialect({ pool }) })
       }
     }
   } catch (err) {

@@ -11,16 +11,30 @@ import type { Test } from 'tap'
 export const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 export const MYSQL_URL = process.env.TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
 
-/** A pooled Kysely on the test PostgreSQL, or undefined when it does not answer. The caller destroys it. */
-export async function postgresDb (): Promise<Kysely<any> | undefined> {
-  const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 10, connectionTimeoutMillis: 3000 })
+/**
+ * A pooled Kysely on the test PostgreSQL (or `url`), or undefined when it does not answer. The caller
+ * destroys it. Set up as docs/databases.md advises: bounded connect wait, idle-client errors handled.
+ */
+export async function postgresDb (url = POSTGRES_URL): Promise<Kysely<any> | undefined> {
+  const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 3000 })
+  // A connection lost while idle in the pool, or while checked out by kysely: the query in flight
+  // (if any) fails with the error, the pool discards the client; no 'error' event goes unhandled.
+  pool.on('error', () => {})
+  pool.on('connect', (client) => client.on('error', () => {}))
   return await reachable(new Kysely<any>({ dialect: new PostgresDialect({ pool }) }))
 }
 
-/** A pooled Kysely on the test MySQL/MariaDB, or undefined when it does not answer. The caller destroys it. */
-export async function mysqlDb (): Promise<Kysely<any> | undefined> {
-  const pool = createPool({ uri: MYSQL_URL, connectionLimit: 10, connectTimeout: 3000 })
+/** A pooled Kysely on the test MySQL/MariaDB (or `url`), or undefined when it does not answer. The caller destroys it. */
+export async function mysqlDb (url = MYSQL_URL): Promise<Kysely<any> | undefined> {
+  const pool = createPool({ uri: url, connectionLimit: 10, connectTimeout: 3000 })
   return await reachable(new Kysely<any>({ dialect: new MysqlDialect({ pool }) }))
+}
+
+/** `url` with its port replaced, e.g. to go through a test proxy. */
+export function withPort (url: string, port: number): string {
+  const changed = new URL(url)
+  changed.port = String(port)
+  return changed.href
 }
 
 async function reachable (db: Kysely<any>): Promise<Kysely<any> | undefined> {

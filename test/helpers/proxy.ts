@@ -7,11 +7,14 @@ export interface Proxy {
   url: string
   /** While false, new connections are refused (reset) and open ones are cut. */
   setUp (up: boolean): void
+  /** Resolves once the next bytes from a client have been forwarded (e.g. a query is on its way). */
+  nextData (): Promise<void>
 }
 
 export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
   let up = true
   const open = new Set<Socket>()
+  let waiting: Array<() => void> = []
   const server = createServer((client) => {
     if (!up) { client.resetAndDestroy(); return }
     const upstream = connect(targetPort, '127.0.0.1')
@@ -20,6 +23,11 @@ export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
       s.on('close', () => open.delete(s))
       s.on('error', () => { client.destroy(); upstream.destroy() })
     }
+    client.on('data', () => {
+      const resolve = waiting
+      waiting = []
+      for (const fn of resolve) fn()
+    })
     client.pipe(upstream).pipe(client)
   })
   server.listen(0, '127.0.0.1')
@@ -30,6 +38,9 @@ export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
     setUp (value) {
       up = value
       if (!value) for (const s of open) s.destroy()
+    },
+    nextData () {
+      return new Promise((resolve) => { waiting.push(resolve) })
     }
   }
 }

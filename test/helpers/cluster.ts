@@ -1,8 +1,12 @@
-/** In-process clusters: several host apps on loopback sharing one SQLite file, each listing the others as peers. */
+/**
+ * In-process clusters: several host apps on loopback sharing one database (a SQLite file, or each
+ * its own pool on a server database), each listing the others as peers.
+ */
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
+import type { Kysely } from 'kysely'
 import type { Test } from 'tap'
 import policyCache, { type PolicyCacheOptions } from '../../lib/plugin.js'
 import { SECRET, tempDir } from './app.js'
@@ -24,16 +28,28 @@ export interface Node {
 }
 
 /**
- * Starts `count` instances sharing one SQLite file (`file`, or a new one). `extraPeers` are appended
- * to every instance's peer list (e.g. a dead, hanging or proxied peer). Server ids are `<name>-<n>`. Everything is closed at the end of the test.
+ * Starts `count` instances sharing one SQLite file (`file`, or a new one), or, with `openDb`, each on
+ * a Kysely of its own (its own pool, as separate hosts would have; destroyed after its app closes).
+ * `extraPeers` are appended to every instance's peer list (e.g. a dead, hanging or proxied peer).
+ * Server ids are `<name>-<n>`. Everything is closed at the end of the test.
  */
-export async function startCluster (t: Test, count: number, options: PolicyCacheOptions & { extraPeers?: string[], file?: string, name?: string } = {}): Promise<Node[]> {
-  const { extraPeers = [], file = join(tempDir(t), 'cluster.db'), name = 'node', ...rest } = options
+export async function startCluster (t: Test, count: number, options: PolicyCacheOptions & {
+  extraPeers?: string[]
+  file?: string
+  name?: string
+  openDb?: () => Promise<Kysely<any>>
+} = {}): Promise<Node[]> {
+  const { extraPeers = [], file = join(tempDir(t), 'cluster.db'), name = 'node', openDb, ...rest } = options
   const ports = await Promise.all(Array.from({ length: count }, freePort))
   const urls = ports.map((port) => `http://127.0.0.1:${port}`)
   const nodes: Node[] = []
   for (const [i, url] of urls.entries()) {
     const app = Fastify()
+    const db = await openDb?.()
+    t.teardown(async () => {
+      await app.close()
+      await db?.destroy()
+    })
     await app.register(policyCache, {
       sqliteFile: file,
       serverId: `${name}-${i + 1}`,
@@ -41,10 +57,10 @@ export async function startCluster (t: Test, count: number, options: PolicyCache
       peers: [...urls.filter((u) => u !== url), ...extraPeers],
       webhookSecret: SECRET,
       syncIntervalMs: 0,
-      ...rest
+      ...rest,
+      ...(db === undefined ? {} : { db })
     })
     await app.listen({ port: ports[i], host: '127.0.0.1' })
-    t.teardown(() => app.close())
     nodes.push({ app, url })
   }
   return nodes

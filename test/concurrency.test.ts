@@ -3,12 +3,16 @@
  * instances, each on its own pool (as separate hosts would be) and broadcasting to the others over
  * real signed webhooks, four concurrent writers each. The changelog must hold unique, gap-free
  * revisions, no write may be lost, and every instance must end at the database's revision with the
- * same policy and the same answers.
+ * same policy and the same answers. On SQLite, whose connections must not share a process, the
+ * same storm runs against three processes of the example server sharing one file.
  */
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Kysely } from 'kysely'
 import { test, type Test } from 'tap'
+import { startCluster as startProcesses, waitHealthy } from '../examples/demo.js'
 import type { WriteOutcome } from '../lib/plugin.js'
-import { KyselyPolicyStore } from '../lib/store/index.js'
+import { createSqliteDb, KyselyPolicyStore } from '../lib/store/index.js'
 import { startCluster } from './helpers/cluster.js'
 import { dropPrefixed, mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, randomPrefix, unreachable } from './helpers/databases.js'
 
@@ -88,3 +92,68 @@ for (const { name, url, connect } of servers) {
     }
   })
 }
+
+async function request (method: 'GET' | 'POST', url: string, body?: object): Promise<any> {
+  const res = await fetch(url, {
+    method,
+    headers: body === undefined ? undefined : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(60000)
+  })
+  if (res.status !== 200) throw new Error(`${method} ${url} answered ${res.status}: ${await res.text()}`)
+  return await res.json()
+}
+
+test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes on one tenant`, async (t) => {
+  const cluster = await startProcesses({ size: INSTANCES, env: { ACK_TIMEOUT_MS: '30000', SYNC_INTERVAL_MS: '0' } })
+  t.teardown(async () => {
+    await cluster.stop()
+    rmSync(cluster.dir, { recursive: true, force: true })
+  })
+  await waitHealthy(cluster, 60000)
+  const urls = cluster.instances.map((instance) => instance.url)
+  const check = (base: string, user: string, permission: string) =>
+    request('GET', `${base}/check-access?tenant=${TENANT}&user=${user}&permission=${permission}`)
+  await request('POST', `${urls[0]}/create-group`, { tenant: TENANT, group: 'staff' })
+  await request('POST', `${urls[0]}/assign-user`, { tenant: TENANT, group: 'staff', user: 'alice' })
+  for (const base of urls) t.match(await check(base, 'alice', 'none'), { allowed: false, revision: 2 })
+
+  const permissions: string[] = []
+  const users: string[] = []
+  const outcomes: WriteOutcome[] = []
+  await Promise.all(urls.flatMap((base, i) => Array.from({ length: WRITERS }, async (_, w) => {
+    for (let k = 0; k < WRITES; k++) {
+      const id = `${i}-${w}-${k}`
+      if (k % 3 === 2) {
+        users.push(`u-${id}`)
+        outcomes.push(await request('POST', `${base}/assign-user`, { tenant: TENANT, group: 'staff', user: `u-${id}` }))
+      } else {
+        permissions.push(`p-${id}`)
+        outcomes.push(await request('POST', `${base}/add-permission`, { tenant: TENANT, group: 'staff', permission: `p-${id}` }))
+      }
+    }
+  })))
+
+  const total = INSTANCES * WRITERS * WRITES
+  const final = total + 2
+  t.ok(outcomes.every((outcome) => outcome.changed), 'every write changed something')
+  t.strictSame(outcomes.map((outcome) => outcome.revision).sort((a, b) => a - b),
+    Array.from({ length: total }, (_, i) => i + 3), 'the writes got revisions 3..n, each once')
+  t.equal(outcomes.filter((outcome) => outcome.peers.acked !== INSTANCES - 1).length, 0,
+    'every write was acknowledged by both peers over the webhooks')
+
+  const store = new KyselyPolicyStore({ db: createSqliteDb(join(cluster.dir, 'policy.db')), ownsDb: true })
+  t.teardown(() => store.close())
+  t.strictSame((await store.changesSince(TENANT, 0))?.map((change) => change.revision),
+    Array.from({ length: final }, (_, i) => i + 1), 'the changelog is gap-free and unique')
+  const snapshot = await store.snapshot(TENANT)
+  t.strictSame(snapshot, { revision: final, groups: [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort() }] },
+    'no write was lost')
+
+  for (const [i, base] of urls.entries()) {
+    t.strictSame(await request('GET', `${base}/tenants/${TENANT}`), { tenant: TENANT, ...snapshot },
+      `instance ${i + 1} is at the database's revision and holds its policy`)
+    const answers = await Promise.all([...permissions, 'missing'].map(async (permission) => (await check(base, users[i], permission)).allowed))
+    t.strictSame(answers, [...permissions.map(() => true), false], `instance ${i + 1} answers every check alike`)
+  }
+})

@@ -17,7 +17,7 @@ export const RevisionAheadError = createError<'FST_POLICY_CACHE_REVISION_AHEAD',
   'FST_POLICY_CACHE_REVISION_AHEAD', 'Tenant "%s" is at revision %d in the database, behind the requested minRevision %d', 412)
 
 export const StoreUnavailableError = createError<'FST_POLICY_CACHE_STORE_UNAVAILABLE', 503, [string, ({ cause: unknown })?]>(
-  'FST_POLICY_CACHE_STORE_UNAVAILABLE', 'The policy database did not answer: %s', 503)
+  'FST_POLICY_CACHE_STORE_UNAVAILABLE', 'The policy database failed or did not answer: %s', 503)
 
 export const UnauthorizedWebhookError = createError<'FST_POLICY_CACHE_UNAUTHORIZED', 401, []>(
   'FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)

@@ -8,6 +8,7 @@ import type { onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { Kysely } from 'kysely'
 import { parseSecret } from './broadcast/signature.js'
 import { InvalidOptionError } from './errors.js'
+import type { IdentifyFunction } from './guard.js'
 import { isIdentifier } from './model.js'
 import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/index.js'
 
@@ -52,6 +53,12 @@ export interface PolicyCacheOptions {
     onRequest?: onRequestHookHandler | onRequestHookHandler[]
     preHandler?: preHandlerHookHandler | preHandlerHookHandler[]
   }
+  /**
+   * Who a request is, for the route guard (`config: { policy }` on a host route, or
+   * `app.policyCache.require(permission)`): `{ tenant, user }`, or `undefined` when it carries no
+   * identity (401). Sync or async; required as soon as a route is guarded.
+   */
+  identify?: IdentifyFunction
 }
 
 export interface ResolvedOptions {
@@ -72,6 +79,7 @@ export interface ResolvedOptions {
   readonly webhookBodyLimit: number
   readonly routes: boolean
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
+  readonly identify: IdentifyFunction | undefined
 }
 
 function integer (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -155,6 +163,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   if (typeof routes !== 'boolean') throw new InvalidOptionError('routes', 'must be a boolean')
   const routeHooks = o.routeHooks ?? {}
   if (typeof routeHooks !== 'object' || routeHooks === null) throw new InvalidOptionError('routeHooks', 'must be an object')
+  if (o.identify !== undefined && typeof o.identify !== 'function') throw new InvalidOptionError('identify', 'must be a function (request) => { tenant, user } | undefined')
 
   return Object.freeze({
     db,
@@ -176,6 +185,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),
       preHandler: hooks('routeHooks.preHandler', routeHooks.preHandler)
-    })
+    }),
+    identify: o.identify
   })
 }

@@ -7,6 +7,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/sender.js'
+import { guardRoutes } from './guard.js'
 import { resolveOptions, resolvePeerList, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
 import opsRoutes from './routes/ops.js'
@@ -62,9 +63,13 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     serverId: opts.serverId,
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
-    log
+    log,
+    identify: opts.identify
   })
   fastify.decorate('policyCache', engine)
+  // fastify-plugin: this hook lives in the host's scope, so it sees the routes the host (and its
+  // child plugins) declare after registering this plugin.
+  fastify.addHook('onRoute', guardRoutes(engine, opts.identify))
 
   // Anti-entropy: every syncIntervalMs ± 10 %, one revision query for all cached tenants.
   const scheduleSync = (): void => {
@@ -107,6 +112,7 @@ export { policyCache }
 export type { PolicyCacheOptions, PeersOption } from './options.js'
 export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
+export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore } from './store/types.js'
 export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, WriteResult } from './model.js'
 export type { Notice, NoticeChange, NoticeReply, AckSummary, PeerStatus } from './broadcast/types.js'

@@ -2,10 +2,12 @@
  * The policy engine behind both the routes and the `fastify.policyCache` decorator:
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
+import type { preHandlerHookHandler } from 'fastify'
 import type { AckSummary, NoticeChange, PeerStatus } from './broadcast/types.js'
 import type { CacheStats } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
+import { createGuard, type IdentifyFunction } from './guard.js'
 import {
   assertChange, assertIdentifier, assertPermission, isPermission,
   type Change, type GroupData
@@ -59,6 +61,8 @@ export interface PolicyCacheDeps {
   maxTenants: number
   catchUpTimeoutMs: number
   log: { warn: (obj: object, msg: string) => void }
+  /** The host's identify option, for `require`. */
+  identify?: IdentifyFunction
 }
 
 /** Known errors pass through; anything else from the store becomes a coded 503 with its cause. */
@@ -88,6 +92,7 @@ export class PolicyCache {
   readonly #tenants: TenantCache
   readonly #catchUpTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
+  readonly #identify: IdentifyFunction | undefined
 
   constructor (deps: PolicyCacheDeps) {
     this.serverId = deps.serverId
@@ -95,6 +100,7 @@ export class PolicyCache {
     this.#notifier = deps.notifier
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
     this.#log = deps.log
+    this.#identify = deps.identify
     this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants })
   }
 
@@ -107,6 +113,16 @@ export class PolicyCache {
     if (state === undefined) return undefined
     if (!isPermission(permission)) assertPermission(permission)
     return state.check(user, permission)
+  }
+
+  /**
+   * A preHandler hook admitting only requests whose identity (the `identify` option) holds
+   * `permission`: 401 FST_POLICY_CACHE_UNIDENTIFIED without one, 403 FST_POLICY_CACHE_FORBIDDEN
+   * without the permission. Throws FST_POLICY_CACHE_INVALID_OPTION at once without `identify` or for
+   * a permission that is not concrete.
+   */
+  require (permission: string): preHandlerHookHandler {
+    return createGuard(this, this.#identify, permission)
   }
 
   /** May `user` do `permission` in `tenant`? Loads the tenant on first use. */

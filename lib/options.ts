@@ -9,6 +9,7 @@ import type { Kysely } from 'kysely'
 import { parseSecret } from './broadcast/signature.js'
 import { InvalidOptionError } from './errors.js'
 import type { IdentifyFunction } from './guard.js'
+import type { MetricsRegistry } from './metrics.js'
 import { isIdentifier } from './model.js'
 import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/index.js'
 
@@ -59,6 +60,11 @@ export interface PolicyCacheOptions {
    * identity (401). Sync or async; required as soon as a route is guarded.
    */
   identify?: IdentifyFunction
+  /**
+   * Prometheus metrics at `path` (default `/metrics`, under the register prefix, not behind
+   * routeHooks), in a new registry per instance unless the host passes its own. Default off.
+   */
+  metrics?: boolean | { registry?: MetricsRegistry, path?: string, prefix?: string }
 }
 
 export interface ResolvedOptions {
@@ -80,6 +86,7 @@ export interface ResolvedOptions {
   readonly routes: boolean
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
+  readonly metrics: Readonly<{ registry: MetricsRegistry | undefined, path: string, prefix: string }> | undefined
 }
 
 function integer (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -119,6 +126,20 @@ export function resolvePeerList (list: readonly unknown[], publicUrl: string | u
   const urls = new Set(list.map((value) => normalizePeerUrl(value)))
   if (publicUrl !== undefined) urls.delete(publicUrl)
   return [...urls]
+}
+
+function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions['metrics'] {
+  if (value === undefined || value === false) return undefined
+  const given = value === true ? {} : value
+  if (typeof given !== 'object' || given === null) throw new InvalidOptionError('metrics', 'must be a boolean or { registry, path, prefix }')
+  const { registry, path = '/metrics', prefix = 'policy_cache_' } = given
+  if (registry !== undefined && (typeof registry?.registerMetric !== 'function' || typeof registry.metrics !== 'function' ||
+    typeof registry.removeSingleMetric !== 'function')) {
+    throw new InvalidOptionError('metrics.registry', 'must be a prom-client Registry')
+  }
+  if (typeof path !== 'string' || !/^\/[A-Za-z0-9._~/-]*$/.test(path)) throw new InvalidOptionError('metrics.path', 'must be a URL path starting with "/"')
+  if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new InvalidOptionError('metrics.prefix', 'must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)')
+  return Object.freeze({ registry, path, prefix })
 }
 
 export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions {
@@ -186,6 +207,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),
       preHandler: hooks('routeHooks.preHandler', routeHooks.preHandler)
     }),
-    identify: o.identify
+    identify: o.identify,
+    metrics: resolveMetrics(o.metrics)
   })
 }

@@ -10,7 +10,8 @@ import { Broadcaster } from './broadcast/sender.js'
 import { guardRoutes } from './guard.js'
 import { resolveOptions, resolvePeerList, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
-import opsRoutes from './routes/ops.js'
+import { PolicyMetrics } from './metrics.js'
+import opsRoutes, { metricsRoute } from './routes/ops.js'
 import policyRoutes from './routes/policy.js'
 import webhookRoutes from './routes/webhook.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
@@ -36,6 +37,18 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     typeof opts.peers === 'function' ? resolvePeerList(await opts.peers(), opts.publicUrl) : [...opts.peers]
 
   const { store, owned } = createStore(opts)
+  const metrics: PolicyMetrics | undefined = opts.metrics === undefined
+    ? undefined
+    : new PolicyMetrics({
+      registry: opts.metrics.registry,
+      prefix: opts.metrics.prefix,
+      // Read at scrape time, through the decorator.
+      sources: {
+        stats: () => fastify.policyCache.stats(),
+        peers: () => fastify.policyCache.peers(),
+        cachedRevisions: (limit) => fastify.policyCache.cachedRevisions(limit)
+      }
+    })
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
     keys: [...opts.keys],
@@ -43,7 +56,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     requestTimeoutMs: opts.requestTimeoutMs,
     ackTimeoutMs: opts.ackTimeoutMs,
     retry: opts.retry,
-    log
+    log,
+    observe: metrics?.observe
   })
   let syncTimer: NodeJS.Timeout | undefined
   let closed = false
@@ -54,12 +68,16 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     clearTimeout(syncTimer)
     await broadcaster.close()
     if (owned) await store.close()
+    metrics?.close()
   })
 
   await store.migrate().catch(wrapStoreError)
   const engine = new PolicyCache({
     store,
-    notifier: broadcaster,
+    // With metrics, a write handed to the broadcaster starts its propagation clock.
+    notifier: metrics === undefined
+      ? broadcaster
+      : { notify: (changes) => { metrics.committed(changes); return broadcaster.notify(changes) }, status: () => broadcaster.status() },
     serverId: opts.serverId,
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
@@ -87,9 +105,11 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   }
   scheduleSync()
 
-  if (!opts.routes) return
+  if (!opts.routes && metrics === undefined) return
   const prefix = options.prefix
   await fastify.register(async (routes) => {
+    if (metrics !== undefined) await routes.register(metricsRoute, { metrics, path: (opts.metrics as { path: string }).path })
+    if (!opts.routes) return
     await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
     await routes.register(async (guarded) => {
       for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
@@ -112,6 +132,8 @@ export { policyCache }
 export type { PolicyCacheOptions, PeersOption } from './options.js'
 export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
+export type { EngineStats } from './policy-cache.js'
+export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore } from './store/types.js'
 export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, WriteResult } from './model.js'

@@ -73,6 +73,8 @@ export interface ResolvedOptions {
   readonly tablePrefix: string
   readonly changelogRetention: number
   readonly peers: PeersOption
+  /** Entries of a static `peers` list left out (this instance, duplicates): the plugin warns. */
+  readonly droppedPeers: readonly DroppedPeer[]
   readonly keys: readonly Buffer[]
   readonly serverId: string
   readonly publicUrl: string | undefined
@@ -120,12 +122,26 @@ export function normalizePeerUrl (value: unknown, name = 'peers'): string {
   return url.origin + url.pathname.replace(/\/+$/, '')
 }
 
-/** Validates a resolved peer list: normalised, deduplicated, this instance's own URL dropped. */
-export function resolvePeerList (list: readonly unknown[], publicUrl: string | undefined): string[] {
+/** A peer URL left out of the list, and why (logged as a warning at startup and on re-resolution). */
+export interface DroppedPeer {
+  url: string
+  reason: 'publicUrl' | 'duplicate'
+}
+
+/**
+ * Validates a resolved peer list: each URL normalised (a bad one throws, naming `peers`), duplicates
+ * collapsed and this instance's own URL dropped — both reported in `dropped`.
+ */
+export function resolvePeerList (list: readonly unknown[], publicUrl: string | undefined): { peers: string[], dropped: DroppedPeer[] } {
   if (!Array.isArray(list)) throw new InvalidOptionError('peers', 'must be an array of URLs or a function returning one')
-  const urls = new Set(list.map((value) => normalizePeerUrl(value)))
-  if (publicUrl !== undefined) urls.delete(publicUrl)
-  return [...urls]
+  const peers = new Set<string>()
+  const dropped: DroppedPeer[] = []
+  for (const url of list.map((value) => normalizePeerUrl(value))) {
+    if (url === publicUrl) dropped.push({ url, reason: 'publicUrl' })
+    else if (peers.has(url)) dropped.push({ url, reason: 'duplicate' })
+    else peers.add(url)
+  }
+  return { peers: [...peers], dropped }
 }
 
 function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions['metrics'] {
@@ -162,7 +178,12 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   const publicUrl = o.publicUrl === undefined ? undefined : normalizePeerUrl(o.publicUrl, 'publicUrl')
 
   let peers: PeersOption = o.peers ?? []
-  if (typeof peers !== 'function') peers = Object.freeze(resolvePeerList(peers, publicUrl))
+  let droppedPeers: DroppedPeer[] = []
+  if (typeof peers !== 'function') {
+    const resolved = resolvePeerList(peers, publicUrl)
+    peers = Object.freeze(resolved.peers)
+    droppedPeers = resolved.dropped
+  }
 
   const secrets = o.webhookSecret === undefined ? [] : typeof o.webhookSecret === 'string' ? [o.webhookSecret] : o.webhookSecret
   if (!Array.isArray(secrets) || secrets.some((s) => typeof s !== 'string')) {
@@ -192,6 +213,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     tablePrefix,
     changelogRetention: integer('changelogRetention', o.changelogRetention, 10000, 1),
     peers,
+    droppedPeers: Object.freeze(droppedPeers),
     keys: Object.freeze(keys),
     serverId,
     publicUrl,

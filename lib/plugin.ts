@@ -8,7 +8,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/sender.js'
 import { guardRoutes } from './guard.js'
-import { resolveOptions, resolvePeerList, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
+import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
 import opsRoutes, { metricsRoute } from './routes/ops.js'
@@ -33,8 +33,27 @@ function createStore (opts: ResolvedOptions): { store: PolicyStore, owned: boole
 const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> = async (fastify, options) => {
   const opts = resolveOptions(options)
   const log = fastify.log.child({ plugin: 'policy-cache' })
-  const resolvePeers = async (): Promise<string[]> =>
-    typeof opts.peers === 'function' ? resolvePeerList(await opts.peers(), opts.publicUrl) : [...opts.peers]
+  // Peers left out are worth a warning — once per change of the list, not on every sync.
+  let lastDropped = ''
+  const warnDropped = (dropped: readonly DroppedPeer[]): void => {
+    const key = JSON.stringify(dropped)
+    if (key === lastDropped) return
+    lastDropped = key
+    for (const { url, reason } of dropped) {
+      log.warn({ peer: url, reason }, reason === 'publicUrl'
+        ? 'policy-cache: a peer URL is this instance\'s publicUrl; dropped'
+        : 'policy-cache: a peer URL is listed twice; collapsed')
+    }
+  }
+  const resolvePeers = async (): Promise<string[]> => {
+    if (typeof opts.peers !== 'function') {
+      warnDropped(opts.droppedPeers)
+      return [...opts.peers]
+    }
+    const { peers, dropped } = resolvePeerList(await opts.peers(), opts.publicUrl)
+    warnDropped(dropped)
+    return peers
+  }
 
   const { store, owned } = createStore(opts)
   const metrics: PolicyMetrics | undefined = opts.metrics === undefined

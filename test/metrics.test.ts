@@ -113,10 +113,12 @@ test('metrics: deliveries, failures, retries and give-ups per peer, propagation,
     webhookSecret: SECRET,
     syncIntervalMs: 0,
     retry: { retries: 2, minDelayMs: 1, maxDelayMs: 2 },
+    // Long enough for any load: both peers answer (or refuse) well before it, so the waits are exact.
+    ackTimeoutMs: 30000,
     metrics: true
   })
   const deadGivenUp = async (count: number): Promise<string> => {
-    for (let i = 0; i < 500; i++) {
+    for (let i = 0; i < 3000; i++) {
       const text = await scrape(a)
       if (sample(text, 'policy_cache_webhook_given_up_total', { peer: dead }) === count) return text
       await new Promise((resolve) => setTimeout(resolve, 10))

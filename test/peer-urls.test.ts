@@ -107,7 +107,7 @@ test('a redirecting peer is a failed delivery; the redirect target receives noth
 
     const app = Fastify()
     t.teardown(() => app.close())
-    await app.register(policyCache, { syncIntervalMs: 0, webhookSecret: SECRET, peers: [url], retry: { retries: 0 } })
+    await app.register(policyCache, { syncIntervalMs: 0, webhookSecret: SECRET, peers: [url], retry: { retries: 0 }, ackTimeoutMs: 30000 })
     const outcome = await app.policyCache.createGroup('t1', 'g')
     t.same(outcome.peers, { acked: 0, total: 1 }, `${status}: not acknowledged`)
     t.same(hits, ['POST /webhook/refresh'], `${status}: the peer was asked once`)

@@ -10,15 +10,24 @@ import { LRUCache } from 'lru-cache'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { DeliveryEvent } from './broadcast/sender.js'
 import type { NoticeChange, PeerStatus } from './broadcast/types.js'
+import { InvalidOptionError } from './errors.js'
 import type { EngineStats } from './policy-cache.js'
 
 /** The part of a prom-client `Registry` the plugin uses (any prom-client 15 registry fits). */
 export interface MetricsRegistry {
   registerMetric (metric: any): void
+  getSingleMetric (name: string): unknown
   removeSingleMetric (name: string): void
   metrics (): Promise<string>
   readonly contentType: string
 }
+
+/** Every metric's name after the prefix. */
+const NAMES = [
+  'checks_total', 'writes_total', 'cache_hits_total', 'cache_misses_total', 'cache_loads_total', 'cache_evictions_total',
+  'catch_ups_total', 'tenants_cached', 'peer_up', 'peer_revision_lag', 'webhook_deliveries_total', 'webhook_failures_total',
+  'webhook_retries_total', 'webhook_given_up_total', 'propagation_seconds'
+] as const
 
 /** Tenants (most recently used first) the revision-lag gauge reports at most, per peer. */
 export const MAX_LAG_TENANTS = 100
@@ -62,13 +71,18 @@ export class PolicyMetrics {
 
   constructor ({ registry, prefix, sources }: PolicyMetricsOptions) {
     this.registry = registry ?? new Registry()
+    // A host's registry may hold another instance's metrics: refuse before registering anything.
+    const taken = NAMES.find((suffix) => this.registry.getSingleMetric(prefix + suffix) !== undefined)
+    if (taken !== undefined) {
+      throw new InvalidOptionError('metrics.prefix', `the registry already has a metric named ${prefix}${taken} (give each plugin instance its own prefix)`)
+    }
     // Never prom-client's global registry: only the one given or created here.
     const registers = [this.registry as unknown as Registry]
-    const name = (suffix: string): string => {
+    const name = (suffix: typeof NAMES[number]): string => {
       this.#names.push(prefix + suffix)
       return prefix + suffix
     }
-    const fromStats = (suffix: string, help: string, read: (stats: EngineStats) => number): Counter =>
+    const fromStats = (suffix: typeof NAMES[number], help: string, read: (stats: EngineStats) => number): Counter =>
       new Counter({
         name: name(suffix),
         help,
@@ -78,7 +92,7 @@ export class PolicyMetrics {
           this.inc(read(sources.stats()))
         }
       })
-    const byLabel = <L extends string>(suffix: string, help: string, label: L, read: (stats: EngineStats) => Record<string, number>): Counter<L> =>
+    const byLabel = <L extends string>(suffix: typeof NAMES[number], help: string, label: L, read: (stats: EngineStats) => Record<string, number>): Counter<L> =>
       new Counter({
         name: name(suffix),
         help,

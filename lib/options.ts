@@ -150,7 +150,7 @@ function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions[
   if (typeof given !== 'object' || given === null) throw new InvalidOptionError('metrics', 'must be a boolean or { registry, path, prefix }')
   const { registry, path = '/metrics', prefix = 'policy_cache_' } = given
   if (registry !== undefined && (typeof registry?.registerMetric !== 'function' || typeof registry.metrics !== 'function' ||
-    typeof registry.removeSingleMetric !== 'function')) {
+    typeof registry.getSingleMetric !== 'function' || typeof registry.removeSingleMetric !== 'function')) {
     throw new InvalidOptionError('metrics.registry', 'must be a prom-client Registry')
   }
   if (typeof path !== 'string' || !/^\/[A-Za-z0-9._~/-]*$/.test(path)) throw new InvalidOptionError('metrics.path', 'must be a URL path starting with "/"')

@@ -55,7 +55,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     return peers
   }
 
-  const { store, owned } = createStore(opts)
+  // Before the store: a registry conflict fails registration with nothing to close.
   const metrics: PolicyMetrics | undefined = opts.metrics === undefined
     ? undefined
     : new PolicyMetrics({
@@ -68,6 +68,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
         cachedRevisions: (limit) => fastify.policyCache.cachedRevisions(limit)
       }
     })
+  const { store, owned } = createStore(opts)
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
     keys: [...opts.keys],

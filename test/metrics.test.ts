@@ -78,6 +78,17 @@ test('metrics: a host registry, path and prefix; the metrics leave the registry 
   await again.register(policyCache, options)
   t.equal(sample(await scrape(again, '/policy/prom'), 'acl_checks_total', { result: 'denied' }), 0)
 
+  // A second instance on the same registry needs its own prefix; the first's metrics stay.
+  const clash = Fastify()
+  const err = await clash.register(policyCache, options).ready().then(() => null, (e: Error) => e)
+  await clash.close()
+  t.match(err, { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: /^Invalid option "metrics\.prefix": the registry already has a metric named acl_/ })
+  t.match(await registry.metrics(), /acl_checks_total/, 'the first instance\'s metrics are intact')
+  const other = Fastify()
+  t.teardown(() => other.close())
+  await other.register(policyCache, { syncIntervalMs: 0, routes: false, metrics: { registry, prefix: 'acl2_' } })
+  t.match(await registry.metrics(), /acl2_checks_total/, 'another prefix shares the registry')
+
   // Metrics without the other routes.
   const bare = await buildApp(t, { routes: false, metrics: true })
   t.equal((await bare.inject('/metrics')).statusCode, 200)

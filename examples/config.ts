@@ -29,6 +29,10 @@ export interface ServerConfig {
   /** `undefined`: the plugin's default (`policy_`). */
   tablePrefix: string | undefined
   logLevel: string
+  /** Bearer token required on the policy routes; `undefined`: they are open (private network only). */
+  adminToken: string | undefined
+  /** Serve Prometheus metrics at /metrics (METRICS, default on; `0` turns it off). */
+  metrics: boolean
 }
 
 /** A configuration mistake, always naming the variable (or argument) to fix. */
@@ -118,6 +122,11 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
   const logLevel = (value(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `"${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`)
 
+  const adminToken = value(env, 'ADMIN_TOKEN')
+  if (adminToken !== undefined && Buffer.byteLength(adminToken) < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 bytes (e.g. openssl rand -base64 32)')
+  const metricsRaw = (value(env, 'METRICS') ?? '1').toLowerCase()
+  if (!['0', '1', 'true', 'false'].includes(metricsRaw)) throw new ConfigError('METRICS', `"${metricsRaw}" is not 0, 1, true or false`)
+
   const config: ServerConfig = {
     port,
     host,
@@ -129,7 +138,9 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     syncIntervalMs: syncRaw === undefined ? DEFAULT_SYNC_INTERVAL_MS : integer('SYNC_INTERVAL_MS', syncRaw, 0, 86400000),
     ackTimeoutMs: ackRaw === undefined ? undefined : integer('ACK_TIMEOUT_MS', ackRaw, 0, 60000),
     tablePrefix: value(env, 'POLICY_TABLE_PREFIX'),
-    logLevel
+    logLevel,
+    adminToken,
+    metrics: metricsRaw === '1' || metricsRaw === 'true'
   }
   // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
   resolveOptions(pluginOptions(config))
@@ -147,6 +158,7 @@ export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
     tablePrefix: config.tablePrefix
   }
   if (config.webhookSecrets.length > 0) options.webhookSecret = config.webhookSecrets
+  if (config.metrics) options.metrics = true
   return options
 }
 

@@ -6,16 +6,20 @@
  *
  * Environment: PORT, HOST, SERVER_ID, WEBHOOK_SECRET (comma-separated while rotating),
  * OTHER_SERVERS, POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
- * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL. A bad configuration exits 1 with one
- * line on stderr.
+ * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL, ADMIN_TOKEN (bearer token required on
+ * the policy routes), METRICS (0 turns /metrics off). A bad configuration exits 1 with one line on
+ * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
  *
  * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.
  */
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import Fastify, { type FastifyInstance, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
 import { Kysely, MysqlDialect, PostgresDialect } from 'kysely'
-import policyCache, { createSqliteDb } from '../lib/plugin.js'
+import policyCache, { createSqliteDb, errors } from '../lib/plugin.js'
 import { ConfigError, describeStartupError, parseConfig, pluginOptions, type DbConfig, type ServerConfig } from './config.js'
 
 export { ConfigError, parseConfig, type ServerConfig } from './config.js'
@@ -48,6 +52,26 @@ export async function openDatabase (db: DbConfig): Promise<Kysely<any>> {
   }
 }
 
+/** The routes ADMIN_TOKEN leaves open (with /docs). */
+const OPEN_ROUTES = new Set(['/health', '/servers', '/metrics', '/webhook/refresh'])
+
+/**
+ * An onRequest hook admitting only `Authorization: Bearer <token>`. Both sides are hashed first, so
+ * the comparison is constant-time whatever the lengths; any other header is 401
+ * FST_POLICY_CACHE_UNIDENTIFIED with a `www-authenticate` challenge.
+ */
+export function bearerToken (token: string): onRequestHookHandler {
+  const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
+  const expected = digest(token)
+  return async (request, reply) => {
+    const header = request.headers.authorization
+    const given = typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7) : ''
+    if (given !== '' && timingSafeEqual(digest(given), expected)) return
+    reply.header('www-authenticate', 'Bearer realm="policy-cache"')
+    throw new errors.UnidentifiedError()
+  }
+}
+
 /**
  * Builds the app (not listening yet): Fastify with pino logging, the host-owned Kysely, the plugin.
  * The database is destroyed on close, after the plugin has closed. On a failure everything opened
@@ -68,7 +92,28 @@ export async function buildServer (
   // onClose hooks run last-added first: added before the plugin, this one runs after the plugin's.
   app.addHook('onClose', destroyDb)
   try {
-    await app.register(policyCache, { ...pluginOptions(config), db })
+    // OpenAPI: registered first, so it sees every route the plugin adds.
+    await app.register(swagger, {
+      openapi: {
+        info: { title: 'fastify-policy-cache example server', version: '0.1.0', description: 'Multi-tenant RBAC policy routes, kept consistent across instances by signed webhooks' },
+        components: { securitySchemes: { adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN, when the server sets one' } } }
+      },
+      // The token's requirement is shown on the routes it guards: everything but the open ones.
+      transform: ({ schema, url }) => ({
+        url,
+        schema: config.adminToken === undefined || OPEN_ROUTES.has(url) || url.startsWith('/docs')
+          ? schema
+          : { ...schema, security: [{ adminToken: [] }] } as typeof schema
+      })
+    })
+    await app.register(swaggerUi, { routePrefix: '/docs' })
+    await app.register(policyCache, {
+      ...pluginOptions(config),
+      db,
+      // ADMIN_TOKEN guards every policy route, reads and writes alike (a tenant's groups and users are
+      // confidential too); /health, /servers, /metrics, /docs and the signed webhook stay open.
+      ...(config.adminToken === undefined ? {} : { routeHooks: { onRequest: bearerToken(config.adminToken) } })
+    })
     await app.ready()
   } catch (err) {
     await app.close().catch(() => {})
@@ -100,7 +145,9 @@ export async function startServer (
     db: config.db.kind,
     ...(config.db.kind === 'sqlite' ? { file: config.db.file } : {}),
     webhook: config.webhookSecrets.length > 0,
-    syncIntervalMs: config.syncIntervalMs
+    syncIntervalMs: config.syncIntervalMs,
+    adminToken: config.adminToken !== undefined,
+    metrics: config.metrics
   }, 'policy-cache example server started')
   return { app, url }
 }

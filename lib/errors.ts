@@ -21,3 +21,9 @@ export const StoreUnavailableError = createError<'FST_POLICY_CACHE_STORE_UNAVAIL
 
 export const UnauthorizedWebhookError = createError<'FST_POLICY_CACHE_UNAUTHORIZED', 401, []>(
   'FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)
+
+export const ForbiddenError = createError<'FST_POLICY_CACHE_FORBIDDEN', 403, [string]>(
+  'FST_POLICY_CACHE_FORBIDDEN', 'Permission "%s" is required', 403)
+
+export const UnidentifiedError = createError<'FST_POLICY_CACHE_UNIDENTIFIED', 401, []>(
+  'FST_POLICY_CACHE_UNIDENTIFIED', 'The request carries no identity', 401)

@@ -8,6 +8,8 @@ import type { onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { Kysely } from 'kysely'
 import { parseSecret } from './broadcast/signature.js'
 import { InvalidOptionError } from './errors.js'
+import type { IdentifyFunction } from './guard.js'
+import type { MetricsRegistry } from './metrics.js'
 import { isIdentifier } from './model.js'
 import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/index.js'
 
@@ -52,6 +54,17 @@ export interface PolicyCacheOptions {
     onRequest?: onRequestHookHandler | onRequestHookHandler[]
     preHandler?: preHandlerHookHandler | preHandlerHookHandler[]
   }
+  /**
+   * Who a request is, for the route guard (`config: { policy }` on a host route, or
+   * `app.policyCache.require(permission)`): `{ tenant, user }`, or `undefined` when it carries no
+   * identity (401). Sync or async; required as soon as a route is guarded.
+   */
+  identify?: IdentifyFunction
+  /**
+   * Prometheus metrics at `path` (default `/metrics`, under the register prefix, not behind
+   * routeHooks), in a new registry per instance unless the host passes its own. Default off.
+   */
+  metrics?: boolean | { registry?: MetricsRegistry, path?: string, prefix?: string }
 }
 
 export interface ResolvedOptions {
@@ -60,6 +73,8 @@ export interface ResolvedOptions {
   readonly tablePrefix: string
   readonly changelogRetention: number
   readonly peers: PeersOption
+  /** Entries of a static `peers` list left out (this instance, duplicates): the plugin warns. */
+  readonly droppedPeers: readonly DroppedPeer[]
   readonly keys: readonly Buffer[]
   readonly serverId: string
   readonly publicUrl: string | undefined
@@ -72,6 +87,8 @@ export interface ResolvedOptions {
   readonly webhookBodyLimit: number
   readonly routes: boolean
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
+  readonly identify: IdentifyFunction | undefined
+  readonly metrics: Readonly<{ registry: MetricsRegistry | undefined, path: string, prefix: string }> | undefined
 }
 
 function integer (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -105,12 +122,40 @@ export function normalizePeerUrl (value: unknown, name = 'peers'): string {
   return url.origin + url.pathname.replace(/\/+$/, '')
 }
 
-/** Validates a resolved peer list: normalised, deduplicated, this instance's own URL dropped. */
-export function resolvePeerList (list: readonly unknown[], publicUrl: string | undefined): string[] {
+/** A peer URL left out of the list, and why (logged as a warning at startup and on re-resolution). */
+export interface DroppedPeer {
+  url: string
+  reason: 'publicUrl' | 'duplicate'
+}
+
+/**
+ * Validates a resolved peer list: each URL normalised (a bad one throws, naming `peers`), duplicates
+ * collapsed and this instance's own URL dropped — both reported in `dropped`.
+ */
+export function resolvePeerList (list: readonly unknown[], publicUrl: string | undefined): { peers: string[], dropped: DroppedPeer[] } {
   if (!Array.isArray(list)) throw new InvalidOptionError('peers', 'must be an array of URLs or a function returning one')
-  const urls = new Set(list.map((value) => normalizePeerUrl(value)))
-  if (publicUrl !== undefined) urls.delete(publicUrl)
-  return [...urls]
+  const peers = new Set<string>()
+  const dropped: DroppedPeer[] = []
+  for (const url of list.map((value) => normalizePeerUrl(value))) {
+    if (url === publicUrl) dropped.push({ url, reason: 'publicUrl' })
+    else if (peers.has(url)) dropped.push({ url, reason: 'duplicate' })
+    else peers.add(url)
+  }
+  return { peers: [...peers], dropped }
+}
+
+function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions['metrics'] {
+  if (value === undefined || value === false) return undefined
+  const given = value === true ? {} : value
+  if (typeof given !== 'object' || given === null) throw new InvalidOptionError('metrics', 'must be a boolean or { registry, path, prefix }')
+  const { registry, path = '/metrics', prefix = 'policy_cache_' } = given
+  if (registry !== undefined && (typeof registry?.registerMetric !== 'function' || typeof registry.metrics !== 'function' ||
+    typeof registry.getSingleMetric !== 'function' || typeof registry.removeSingleMetric !== 'function')) {
+    throw new InvalidOptionError('metrics.registry', 'must be a prom-client Registry')
+  }
+  if (typeof path !== 'string' || !/^\/[A-Za-z0-9._~/-]*$/.test(path)) throw new InvalidOptionError('metrics.path', 'must be a URL path starting with "/"')
+  if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new InvalidOptionError('metrics.prefix', 'must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)')
+  return Object.freeze({ registry, path, prefix })
 }
 
 export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions {
@@ -133,7 +178,12 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   const publicUrl = o.publicUrl === undefined ? undefined : normalizePeerUrl(o.publicUrl, 'publicUrl')
 
   let peers: PeersOption = o.peers ?? []
-  if (typeof peers !== 'function') peers = Object.freeze(resolvePeerList(peers, publicUrl))
+  let droppedPeers: DroppedPeer[] = []
+  if (typeof peers !== 'function') {
+    const resolved = resolvePeerList(peers, publicUrl)
+    peers = Object.freeze(resolved.peers)
+    droppedPeers = resolved.dropped
+  }
 
   const secrets = o.webhookSecret === undefined ? [] : typeof o.webhookSecret === 'string' ? [o.webhookSecret] : o.webhookSecret
   if (!Array.isArray(secrets) || secrets.some((s) => typeof s !== 'string')) {
@@ -155,6 +205,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   if (typeof routes !== 'boolean') throw new InvalidOptionError('routes', 'must be a boolean')
   const routeHooks = o.routeHooks ?? {}
   if (typeof routeHooks !== 'object' || routeHooks === null) throw new InvalidOptionError('routeHooks', 'must be an object')
+  if (o.identify !== undefined && typeof o.identify !== 'function') throw new InvalidOptionError('identify', 'must be a function (request) => { tenant, user } | undefined')
 
   return Object.freeze({
     db,
@@ -162,6 +213,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     tablePrefix,
     changelogRetention: integer('changelogRetention', o.changelogRetention, 10000, 1),
     peers,
+    droppedPeers: Object.freeze(droppedPeers),
     keys: Object.freeze(keys),
     serverId,
     publicUrl,
@@ -176,6 +228,8 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),
       preHandler: hooks('routeHooks.preHandler', routeHooks.preHandler)
-    })
+    }),
+    identify: o.identify,
+    metrics: resolveMetrics(o.metrics)
   })
 }

@@ -7,9 +7,11 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/sender.js'
-import { resolveOptions, resolvePeerList, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
+import { guardRoutes } from './guard.js'
+import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
-import opsRoutes from './routes/ops.js'
+import { PolicyMetrics } from './metrics.js'
+import opsRoutes, { metricsRoute } from './routes/ops.js'
 import policyRoutes from './routes/policy.js'
 import webhookRoutes from './routes/webhook.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
@@ -31,9 +33,41 @@ function createStore (opts: ResolvedOptions): { store: PolicyStore, owned: boole
 const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> = async (fastify, options) => {
   const opts = resolveOptions(options)
   const log = fastify.log.child({ plugin: 'policy-cache' })
-  const resolvePeers = async (): Promise<string[]> =>
-    typeof opts.peers === 'function' ? resolvePeerList(await opts.peers(), opts.publicUrl) : [...opts.peers]
+  // Peers left out are worth a warning — once per change of the list, not on every sync.
+  let lastDropped = ''
+  const warnDropped = (dropped: readonly DroppedPeer[]): void => {
+    const key = JSON.stringify(dropped)
+    if (key === lastDropped) return
+    lastDropped = key
+    for (const { url, reason } of dropped) {
+      log.warn({ peer: url, reason }, reason === 'publicUrl'
+        ? 'policy-cache: a peer URL is this instance\'s publicUrl; dropped'
+        : 'policy-cache: a peer URL is listed twice; collapsed')
+    }
+  }
+  const resolvePeers = async (): Promise<string[]> => {
+    if (typeof opts.peers !== 'function') {
+      warnDropped(opts.droppedPeers)
+      return [...opts.peers]
+    }
+    const { peers, dropped } = resolvePeerList(await opts.peers(), opts.publicUrl)
+    warnDropped(dropped)
+    return peers
+  }
 
+  // Before the store: a registry conflict fails registration with nothing to close.
+  const metrics: PolicyMetrics | undefined = opts.metrics === undefined
+    ? undefined
+    : new PolicyMetrics({
+      registry: opts.metrics.registry,
+      prefix: opts.metrics.prefix,
+      // Read at scrape time, through the decorator.
+      sources: {
+        stats: () => fastify.policyCache.stats(),
+        peers: () => fastify.policyCache.peers(),
+        cachedRevisions: (limit) => fastify.policyCache.cachedRevisions(limit)
+      }
+    })
   const { store, owned } = createStore(opts)
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
@@ -42,7 +76,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     requestTimeoutMs: opts.requestTimeoutMs,
     ackTimeoutMs: opts.ackTimeoutMs,
     retry: opts.retry,
-    log
+    log,
+    observe: metrics?.observe
   })
   let syncTimer: NodeJS.Timeout | undefined
   let closed = false
@@ -53,18 +88,26 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     clearTimeout(syncTimer)
     await broadcaster.close()
     if (owned) await store.close()
+    metrics?.close()
   })
 
   await store.migrate().catch(wrapStoreError)
   const engine = new PolicyCache({
     store,
-    notifier: broadcaster,
+    // With metrics, a write handed to the broadcaster starts its propagation clock.
+    notifier: metrics === undefined
+      ? broadcaster
+      : { notify: (changes) => { metrics.committed(changes); return broadcaster.notify(changes) }, status: () => broadcaster.status() },
     serverId: opts.serverId,
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
-    log
+    log,
+    identify: opts.identify
   })
   fastify.decorate('policyCache', engine)
+  // fastify-plugin: this hook lives in the host's scope, so it sees the routes the host (and its
+  // child plugins) declare after registering this plugin.
+  fastify.addHook('onRoute', guardRoutes(engine, opts.identify))
 
   // Anti-entropy: every syncIntervalMs ± 10 %, one revision query for all cached tenants.
   const scheduleSync = (): void => {
@@ -82,9 +125,11 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   }
   scheduleSync()
 
-  if (!opts.routes) return
+  if (!opts.routes && metrics === undefined) return
   const prefix = options.prefix
   await fastify.register(async (routes) => {
+    if (metrics !== undefined) await routes.register(metricsRoute, { metrics, path: (opts.metrics as { path: string }).path })
+    if (!opts.routes) return
     await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
     await routes.register(async (guarded) => {
       for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
@@ -107,6 +152,9 @@ export { policyCache }
 export type { PolicyCacheOptions, PeersOption } from './options.js'
 export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
+export type { EngineStats } from './policy-cache.js'
+export type { MetricsRegistry } from './metrics.js'
+export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore } from './store/types.js'
 export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, WriteResult } from './model.js'
 export type { Notice, NoticeChange, NoticeReply, AckSummary, PeerStatus } from './broadcast/types.js'

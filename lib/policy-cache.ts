@@ -2,15 +2,29 @@
  * The policy engine behind both the routes and the `fastify.policyCache` decorator:
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
+import type { preHandlerHookHandler } from 'fastify'
 import type { AckSummary, NoticeChange, PeerStatus } from './broadcast/types.js'
 import type { CacheStats } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
+import { createGuard, type IdentifyFunction } from './guard.js'
 import {
   assertChange, assertIdentifier, assertPermission, isPermission,
   type Change, type GroupData
 } from './model.js'
 import type { PolicyStore } from './store/types.js'
+
+/** Cache counters plus the engine's own: checks by outcome, writes by effect (for metrics). */
+export interface EngineStats extends CacheStats {
+  /** Checks answered `true` (checkSync, check, decide, the route guard). */
+  checksAllowed: number
+  /** Checks answered `false`. */
+  checksDenied: number
+  /** Writes committed with an effect (each bumped a revision). */
+  writes: number
+  /** Writes that changed nothing. */
+  writesUnchanged: number
+}
 
 /** What every write answers. `revision` is the token to pass as `minRevision` for read-your-writes. */
 export interface WriteOutcome {
@@ -59,6 +73,8 @@ export interface PolicyCacheDeps {
   maxTenants: number
   catchUpTimeoutMs: number
   log: { warn: (obj: object, msg: string) => void }
+  /** The host's identify option, for `require`. */
+  identify?: IdentifyFunction
 }
 
 /** Known errors pass through; anything else from the store becomes a coded 503 with its cause. */
@@ -88,6 +104,12 @@ export class PolicyCache {
   readonly #tenants: TenantCache
   readonly #catchUpTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
+  readonly #identify: IdentifyFunction | undefined
+  // Plain counters, read at scrape time: the hot path pays one increment.
+  #allowed = 0
+  #denied = 0
+  #writes = 0
+  #unchanged = 0
 
   constructor (deps: PolicyCacheDeps) {
     this.serverId = deps.serverId
@@ -95,6 +117,7 @@ export class PolicyCache {
     this.#notifier = deps.notifier
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
     this.#log = deps.log
+    this.#identify = deps.identify
     this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants })
   }
 
@@ -103,10 +126,23 @@ export class PolicyCache {
    * loaded yet (use `check`). Throws a coded 400 for a permission containing `*`.
    */
   checkSync (tenant: string, user: string, permission: string): boolean | undefined {
-    const state = this.#tenants.peek(tenant)
+    const state = this.#tenants.lookup(tenant)
     if (state === undefined) return undefined
     if (!isPermission(permission)) assertPermission(permission)
-    return state.check(user, permission)
+    const allowed = state.check(user, permission)
+    if (allowed) this.#allowed++
+    else this.#denied++
+    return allowed
+  }
+
+  /**
+   * A preHandler hook admitting only requests whose identity (the `identify` option) holds
+   * `permission`: 401 FST_POLICY_CACHE_UNIDENTIFIED without one, 403 FST_POLICY_CACHE_FORBIDDEN
+   * without the permission. Throws FST_POLICY_CACHE_INVALID_OPTION at once without `identify` or for
+   * a permission that is not concrete.
+   */
+  require (permission: string): preHandlerHookHandler {
+    return createGuard(this, this.#identify, permission)
   }
 
   /** May `user` do `permission` in `tenant`? Loads the tenant on first use. */
@@ -120,7 +156,10 @@ export class PolicyCache {
     assertIdentifier('user', user)
     assertPermission(permission)
     const state = await this.#state(tenant, options.minRevision)
-    return { allowed: state.check(user, permission), revision: state.revision }
+    const allowed = state.check(user, permission)
+    if (allowed) this.#allowed++
+    else this.#denied++
+    return { allowed, revision: state.revision }
   }
 
   createGroup (tenant: string, group: string): Promise<WriteOutcome> {
@@ -152,7 +191,11 @@ export class PolicyCache {
     assertIdentifier('tenant', tenant)
     assertChange(change)
     const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
-    if (!changed) return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
+    if (!changed) {
+      this.#unchanged++
+      return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
+    }
+    this.#writes++
     try {
       await this.#tenants.applyOwn(tenant, { ...change, revision })
     } catch (err) {
@@ -196,9 +239,14 @@ export class PolicyCache {
     return this.#notifier.status()
   }
 
-  /** Cache counters. */
-  stats (): CacheStats {
-    return this.#tenants.stats()
+  /** Cache and engine counters. */
+  stats (): EngineStats {
+    return { ...this.#tenants.stats(), checksAllowed: this.#allowed, checksDenied: this.#denied, writes: this.#writes, writesUnchanged: this.#unchanged }
+  }
+
+  /** Up to `limit` cached tenants with the revision each is answered from, most recently used first. */
+  cachedRevisions (limit = Infinity): Array<[string, number]> {
+    return this.#tenants.revisions(limit)
   }
 
   /**
@@ -229,7 +277,7 @@ export class PolicyCache {
     if (minRevision !== undefined && (!Number.isSafeInteger(minRevision) || minRevision < 0)) {
       throw new InvalidInputError('minRevision', 'must be a non-negative integer')
     }
-    const cached = this.#tenants.peek(tenant)
+    const cached = this.#tenants.lookup(tenant)
     if (cached !== undefined && (minRevision === undefined || cached.revision >= minRevision)) return cached
     const load = async () => {
       let state = await this.#tenants.get(tenant)

@@ -46,6 +46,22 @@ export interface RetryOptions {
   maxDelayMs: number
 }
 
+/**
+ * One delivery event, for metrics: `delivered` (a receiver's 2xx), `failed` (one failed attempt),
+ * `retry` (a retry scheduled after a failure), `given-up` (retries exhausted; the sync heals).
+ */
+export interface DeliveryEvent {
+  kind: 'delivered' | 'failed' | 'retry' | 'given-up'
+  /** The peer's configured URL. */
+  peer: string
+  /** The changes the notice carries. */
+  changes: readonly NoticeChange[]
+  /** `delivered` and `failed`: how long the attempt took. */
+  latencyMs?: number
+  /** `delivered`: the receiver's revision per tenant (null: not cached there). */
+  revisions?: NoticeReply['revisions']
+}
+
 /** What a {@link Broadcaster} is built from. */
 export interface BroadcasterOptions {
   /** This instance's id, sent as the notice's `origin`. */
@@ -62,6 +78,8 @@ export interface BroadcasterOptions {
   retry?: Partial<RetryOptions>
   /** Where state changes are logged; never receives secrets or signatures. */
   log: BroadcastLogger
+  /** Told of every delivery event (metrics); must not throw — an exception is ignored. */
+  observe?: (event: DeliveryEvent) => void
 }
 
 /** One `notify` call's wait on one peer: done once every tenant it needs got a 2xx at a high enough revision. */
@@ -231,6 +249,7 @@ export class Broadcaster {
   #ackTimeoutMs: number
   #retry: RetryOptions
   #log: BroadcastLogger
+  #observe: ((event: DeliveryEvent) => void) | undefined
   #agent: Agent
   #peers = new Map<string, Peer>()
   #closing: Promise<void> | null = null
@@ -243,6 +262,7 @@ export class Broadcaster {
     this.#ackTimeoutMs = options.ackTimeoutMs ?? BROADCAST_DEFAULTS.ackTimeoutMs
     this.#retry = { ...BROADCAST_DEFAULTS.retry, ...options.retry }
     this.#log = options.log
+    this.#observe = options.observe
     // Keep-alive is undici's default; its 300 s header/body timeouts are not. No redirect interceptor:
     // a 3xx is a failed delivery.
     this.#agent = new Agent({
@@ -355,6 +375,7 @@ export class Broadcaster {
     for (let attempt = 0; peer.active; attempt++) {
       if (await this.#attempt(peer, id, body, changes)) return
       if (attempt >= this.#retry.retries) break
+      this.#emit({ kind: 'retry', peer: peer.url, changes })
       const cap = Math.min(this.#retry.maxDelayMs, this.#retry.minDelayMs * 2 ** attempt)
       try {
         await sleep(Math.random() * cap, undefined, { signal: peer.stop.signal, ref: false })
@@ -362,7 +383,15 @@ export class Broadcaster {
         return
       }
     }
-    if (peer.active) this.#log.debug({ peer: peer.url, webhookId: id, tenants: changes.length }, 'policy-cache: notice given up after retries')
+    if (!peer.active) return
+    this.#emit({ kind: 'given-up', peer: peer.url, changes })
+    this.#log.debug({ peer: peer.url, webhookId: id, tenants: changes.length }, 'policy-cache: notice given up after retries')
+  }
+
+  #emit (event: DeliveryEvent): void {
+    try {
+      this.#observe?.(event)
+    } catch {}
   }
 
   /** One request; true on a 2xx with a receiver's reply. Updates the peer's state either way. */
@@ -390,13 +419,16 @@ export class Broadcaster {
       if (typeof reply?.serverId !== 'string') throw new Error('the reply is not a webhook receiver\'s')
       if (!peer.active) return true
       const wasDown = peer.status.state === 'down'
-      peer.succeeded(reply.serverId, Math.round(performance.now() - started), changes)
+      const latencyMs = performance.now() - started
+      peer.succeeded(reply.serverId, Math.round(latencyMs), changes)
+      this.#emit({ kind: 'delivered', peer: peer.url, changes, latencyMs, revisions: reply.revisions })
       if (wasDown) this.#log.info({ peer: peer.url, serverId: reply.serverId }, 'policy-cache: peer is up again')
       return true
     } catch (err) {
       if (!peer.active) return false
       const wasDown = peer.status.state === 'down'
       peer.failed(describe(err))
+      this.#emit({ kind: 'failed', peer: peer.url, changes, latencyMs: performance.now() - started })
       if (!wasDown) this.#log.warn({ peer: peer.url, reason: peer.status.lastError }, 'policy-cache: peer is down')
       return false
     }

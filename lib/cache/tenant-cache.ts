@@ -57,6 +57,13 @@ export class TenantCache {
     return this.#tenants.get(tenant)
   }
 
+  /** Like `peek`, for a reader: counts a hit when the tenant is cached (a miss is counted by `get`). */
+  lookup (tenant: string): TenantState | undefined {
+    const state = this.#tenants.get(tenant)
+    if (state !== undefined) this.#stats.hits++
+    return state
+  }
+
   /** The cached state of a tenant, loading it once (single-flight) when absent. */
   async get (tenant: string): Promise<TenantState> {
     const cached = this.#tenants.get(tenant)
@@ -71,6 +78,16 @@ export class TenantCache {
   /** Tenants cached now, most recently used first. */
   tenants (): string[] {
     return [...this.#tenants.keys()]
+  }
+
+  /** Up to `limit` cached tenants with their revisions, most recently used first (recency untouched). */
+  revisions (limit: number): Array<[string, number]> {
+    const out: Array<[string, number]> = []
+    for (const [tenant, state] of this.#tenants.entries()) {
+      if (out.length >= limit) break
+      out.push([tenant, state.revision])
+    }
+    return out
   }
 
   stats (): CacheStats {

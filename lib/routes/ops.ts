@@ -1,6 +1,7 @@
 /** `/health` and `/servers`: never behind the host's route hooks. */
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifySchema } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { PolicyMetrics } from '../metrics.js'
 import type { PolicyCache } from '../policy-cache.js'
 import { HealthReply, ServersReply } from './schemas.js'
 
@@ -44,4 +45,23 @@ export default async function opsRoutes (fastify: FastifyInstance, { engine, pub
     self: { serverId: engine.serverId, url: publicUrl ?? null },
     peers: engine.peers()
   }))
+}
+
+export interface MetricsRouteOptions {
+  metrics: PolicyMetrics
+  path: string
+}
+
+/** `GET <path>` (default `/metrics`): the Prometheus text exposition of the plugin's registry. */
+export async function metricsRoute (fastify: FastifyInstance, { metrics, path }: MetricsRouteOptions): Promise<void> {
+  // OpenAPI keywords only (no validation): a plain object, so Fastify's schema type takes it as is.
+  const schema = {
+    description: 'Prometheus metrics: checks, writes, cache, catch-ups, webhook deliveries, propagation latency, revision lag',
+    tags: ['ops'],
+    produces: ['text/plain']
+  }
+  fastify.get(path, { schema: schema as FastifySchema }, async (_request, reply) => {
+    const body = await metrics.registry.metrics()
+    return reply.type(metrics.registry.contentType).send(body)
+  })
 }

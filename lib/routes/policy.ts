@@ -39,6 +39,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
   for (const [op, body, description] of writes) {
     app.post(`/${op}`, {
       schema: {
+        summary: description,
         description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.`,
         tags: ['policy'],
         body,
@@ -52,6 +53,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
 
   app.get('/check-access', {
     schema: {
+      summary: 'Check a permission',
       description: 'May the user do the permission in the tenant? Answered from memory; `minRevision` catches up first when behind.',
       tags: ['check'],
       querystring: CheckQuery,
@@ -64,6 +66,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
 
   app.get('/tenants/:tenant', {
     schema: {
+      summary: 'View a tenant',
       description: 'A tenant\'s groups with their permissions and users, as this instance has them cached',
       tags: ['policy'],
       params: TenantParams,
@@ -73,6 +76,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
 
   app.get('/tenants/:tenant/users/:user', {
     schema: {
+      summary: 'View a user',
       description: 'A user\'s groups and effective grants in a tenant',
       tags: ['policy'],
       params: UserParams,
@@ -82,7 +86,8 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
 
   app.post('/refresh-tenant', {
     schema: {
-      description: 'Reload a tenant fully from the database',
+      summary: 'Reload a tenant',
+      description: 'Reload a tenant fully from the database (this instance only)',
       tags: ['ops'],
       body: TenantBody,
       response: { 200: RefreshReply, ...errors }

@@ -21,10 +21,16 @@ export const Permission = Type.String({
 })
 const Revision = Type.Integer({ minimum: 0, description: 'The tenant\'s revision' })
 
-export const GroupBody = Type.Object({ tenant: Tenant, group: Group }, closed)
-export const PermissionBody = Type.Object({ tenant: Tenant, group: Group, permission: Grant }, closed)
-export const UserBody = Type.Object({ tenant: Tenant, group: Group, user: User }, closed)
-export const TenantBody = Type.Object({ tenant: Tenant }, closed)
+export const GroupBody = Type.Object({ tenant: Tenant, group: Group }, {
+  ...closed, description: 'A group of a tenant', examples: [{ tenant: 'tenant1', group: 'editors' }]
+})
+export const PermissionBody = Type.Object({ tenant: Tenant, group: Group, permission: Grant }, {
+  ...closed, description: 'A grant of a group', examples: [{ tenant: 'tenant1', group: 'editors', permission: 'documents:*' }]
+})
+export const UserBody = Type.Object({ tenant: Tenant, group: Group, user: User }, {
+  ...closed, description: 'A user\'s membership of a group', examples: [{ tenant: 'tenant1', group: 'editors', user: 'alice' }]
+})
+export const TenantBody = Type.Object({ tenant: Tenant }, { ...closed, description: 'A tenant', examples: [{ tenant: 'tenant1' }] })
 
 export const WriteReply = Type.Object({
   tenant: Tenant,
@@ -34,7 +40,11 @@ export const WriteReply = Type.Object({
     acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
     total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
   }, closed)
-}, closed)
+}, {
+  ...closed,
+  description: 'The outcome of a write; pass `revision` as `minRevision` to read your own write on any instance',
+  examples: [{ tenant: 'tenant1', revision: 3, changed: true, peers: { acked: 2, total: 2 } }]
+})
 
 export const CheckQuery = Type.Object({
   tenant: Tenant,
@@ -43,7 +53,10 @@ export const CheckQuery = Type.Object({
   // A decimal string, checked exactly (integer conversion would turn `1.5` into 1).
   minRevision: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'Answer from revision ≥ minRevision (read-your-writes): the `revision` a write returned', examples: ['12'] }))
 }, closed)
-export const CheckReply = Type.Object({ allowed: Type.Boolean(), revision: Revision }, closed)
+export const CheckReply = Type.Object({
+  allowed: Type.Boolean({ description: 'Whether the user holds the permission' }),
+  revision: Revision
+}, { ...closed, description: 'A decision and the revision it was answered from', examples: [{ allowed: true, revision: 3 }] })
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
 export const UserParams = Type.Object({ tenant: Tenant, user: User }, closed)
@@ -51,15 +64,25 @@ export const TenantReply = Type.Object({
   tenant: Tenant,
   revision: Revision,
   groups: Type.Array(Type.Object({ name: Group, permissions: Type.Array(Grant), users: Type.Array(User) }, closed))
-}, closed)
+}, {
+  ...closed,
+  description: 'A tenant\'s groups with their grants and members',
+  examples: [{ tenant: 'tenant1', revision: 3, groups: [{ name: 'editors', permissions: ['documents:*'], users: ['alice'] }] }]
+})
 export const UserReply = Type.Object({
   tenant: Tenant,
   user: User,
   revision: Revision,
   groups: Type.Array(Group),
   permissions: Type.Array(Grant)
-}, closed)
-export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, closed)
+}, {
+  ...closed,
+  description: 'A user\'s groups and effective grants in a tenant',
+  examples: [{ tenant: 'tenant1', user: 'alice', revision: 3, groups: ['editors'], permissions: ['documents:*'] }]
+})
+export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, {
+  ...closed, description: 'The tenant\'s revision after the reload', examples: [{ tenant: 'tenant1', revision: 3 }]
+})
 
 export const HealthReply = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),

@@ -62,7 +62,9 @@ test('parseConfig: defaults', async (t) => {
     syncIntervalMs: 30000,
     ackTimeoutMs: undefined,
     tablePrefix: undefined,
-    logLevel: 'info'
+    logLevel: 'info',
+    adminToken: undefined,
+    metrics: true
   })
 })
 
@@ -121,7 +123,9 @@ test('parseConfig: each mistake names its variable', async (t) => {
     [{ ACK_TIMEOUT_MS: '-5' }, [], /^invalid configuration: ACK_TIMEOUT_MS: /],
     [{ POLICY_DB: 'redis://127.0.0.1:6379' }, [], /^invalid configuration: POLICY_DB: unsupported scheme "redis:\/\/"/],
     [{ POLICY_TABLE_PREFIX: 'drop table;' }, [], /^invalid configuration: POLICY_TABLE_PREFIX: /],
-    [{ LOG_LEVEL: 'loud' }, [], /^invalid configuration: LOG_LEVEL: /]
+    [{ LOG_LEVEL: 'loud' }, [], /^invalid configuration: LOG_LEVEL: /],
+    [{ ADMIN_TOKEN: 'short' }, [], /^invalid configuration: ADMIN_TOKEN: must be at least 16 bytes/],
+    [{ METRICS: 'maybe' }, [], /^invalid configuration: METRICS: /]
   ]
   for (const [vars, argv, expected] of cases) {
     const err = (() => {

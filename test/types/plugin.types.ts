@@ -33,3 +33,15 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   // @ts-expect-error check takes a permission
   await app.policyCache.check('t', 'u')
 }
+
+export async function guardUsage (): Promise<void> {
+  const app = Fastify()
+  await app.register(policyCache, { identify: (request) => ({ tenant: String(request.headers['x-tenant']), user: 'u' }) })
+  await app.register(policyCache, { identify: async () => undefined })
+  app.get('/documents', { config: { policy: 'documents:read' } }, async () => ({}))
+  app.get('/reports', { preHandler: app.policyCache.require('reports:read') }, async () => ({}))
+  // @ts-expect-error config.policy is a permission string
+  app.get('/x', { config: { policy: ['documents:read'] } }, async () => ({}))
+  // @ts-expect-error identify returns { tenant, user }
+  await app.register(policyCache, { identify: () => ({ tenant: 't' }) })
+}

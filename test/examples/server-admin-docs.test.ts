@@ -1,0 +1,92 @@
+/**
+ * The example server: ADMIN_TOKEN guards the policy routes (reads and writes), /metrics is on by
+ * default, and the OpenAPI document at /docs/json lists every route with its schemas.
+ */
+import { test } from 'tap'
+import { parseConfig } from '../../examples/config.js'
+import { buildServer } from '../../examples/server.js'
+
+const TOKEN = 'an-admin-token-long-enough'
+
+test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs and the webhook stay open', async (t) => {
+  const app = await buildServer(parseConfig(['0'], { POLICY_DB: ':memory:', ADMIN_TOKEN: TOKEN }), { logger: false })
+  t.teardown(() => app.close())
+  const bearer = { authorization: `Bearer ${TOKEN}` }
+  const policy: Array<[string, string, object?]> = [
+    ['POST', '/create-group', { tenant: 't1', group: 'g' }],
+    ['POST', '/add-permission', { tenant: 't1', group: 'g', permission: 'documents:read' }],
+    ['GET', '/check-access?tenant=t1&user=alice&permission=documents:read'],
+    ['GET', '/tenants/t1'],
+    ['GET', '/tenants/t1/users/alice'],
+    ['POST', '/refresh-tenant', { tenant: 't1' }]
+  ]
+  for (const [method, url, payload] of policy) {
+    for (const authorization of [undefined, 'Bearer wrong-token', `Bearer ${TOKEN}x`, TOKEN, `Basic ${TOKEN}`, 'Bearer ']) {
+      const res = await app.inject({ method: method as 'GET', url, payload, headers: authorization === undefined ? {} : { authorization } })
+      t.equal(res.statusCode, 401, `${method} ${url} with ${authorization ?? 'no header'}`)
+      t.equal(res.json().code, 'FST_POLICY_CACHE_UNIDENTIFIED')
+      t.match(res.headers['www-authenticate'], /^Bearer /)
+    }
+    t.equal((await app.inject({ method: method as 'GET', url, payload, headers: bearer })).statusCode, 200, `${method} ${url} with the token`)
+  }
+  t.equal(await app.policyCache.revision('t1'), 2, 'only the authorised writes happened')
+  for (const url of ['/health', '/servers', '/metrics', '/docs/json']) {
+    t.equal((await app.inject(url)).statusCode, 200, `${url} is open`)
+  }
+  t.equal((await app.inject({ method: 'POST', url: '/webhook/refresh', payload: {} })).statusCode, 404, 'no secret, no webhook')
+
+  const open = await buildServer(parseConfig(['0'], { POLICY_DB: ':memory:', METRICS: '0' }), { logger: false })
+  t.teardown(() => open.close())
+  t.equal((await open.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })).statusCode, 200, 'without ADMIN_TOKEN the routes are open')
+  t.equal((await open.inject('/metrics')).statusCode, 404, 'METRICS=0 turns /metrics off')
+})
+
+test('OpenAPI: /docs/json lists every route with its request and response schemas', async (t) => {
+  const app = await buildServer(parseConfig(['0'], { POLICY_DB: ':memory:', ADMIN_TOKEN: TOKEN, WEBHOOK_SECRET: 'a-webhook-secret-long-enough' }), { logger: false })
+  t.teardown(() => app.close())
+  const res = await app.inject('/docs/json')
+  t.equal(res.statusCode, 200)
+  const doc = res.json() as { openapi: string, paths: Record<string, Record<string, any>> }
+  t.match(doc.openapi, /^3\./)
+
+  const writes = {
+    '/create-group': ['tenant', 'group'],
+    '/delete-group': ['tenant', 'group'],
+    '/add-permission': ['tenant', 'group', 'permission'],
+    '/remove-permission': ['tenant', 'group', 'permission'],
+    '/assign-user': ['tenant', 'group', 'user'],
+    '/unassign-user': ['tenant', 'group', 'user'],
+    '/refresh-tenant': ['tenant']
+  }
+  for (const [path, fields] of Object.entries(writes)) {
+    const op = doc.paths[path]?.post
+    t.ok(op, `${path} is documented`)
+    t.type(op?.description, 'string', `${path} has a description`)
+    t.type(op?.summary, 'string', `${path} has a summary`)
+    const body = op?.requestBody?.content?.['application/json']?.schema
+    t.same(Object.keys(body?.properties ?? {}).sort(), [...fields].sort(), `${path} request body`)
+    t.same(body?.required?.slice().sort(), [...fields].sort(), `${path} required fields`)
+    t.equal(body?.properties?.tenant?.pattern, '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$', `${path} tenant pattern`)
+    t.ok(body?.examples ?? body?.example ?? op?.requestBody?.content?.['application/json']?.example, `${path} has an example`)
+    t.ok(op?.responses?.['200']?.content?.['application/json']?.schema?.properties?.revision, `${path} 200 schema`)
+    t.same(op?.security, [{ adminToken: [] }], `${path} needs the admin token`)
+  }
+
+  const check = doc.paths['/check-access']?.get
+  t.same(check?.parameters?.filter((p: any) => p.in === 'query').map((p: any) => p.name).sort(), ['minRevision', 'permission', 'tenant', 'user'])
+  t.same(Object.keys(check?.responses?.['200']?.content?.['application/json']?.schema?.properties ?? {}).sort(), ['allowed', 'revision'])
+  const tenant = doc.paths['/tenants/{tenant}']?.get
+  t.same(tenant?.parameters?.map((p: any) => [p.in, p.name]), [['path', 'tenant']])
+  t.ok(tenant?.responses?.['200']?.content?.['application/json']?.schema?.properties?.groups)
+  const user = doc.paths['/tenants/{tenant}/users/{user}']?.get
+  t.same(user?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['path', 'user']])
+  t.ok(user?.responses?.['200']?.content?.['application/json']?.schema?.properties?.permissions)
+
+  for (const path of ['/health', '/servers', '/metrics']) {
+    t.ok(doc.paths[path]?.get, `${path} is documented`)
+    t.equal(doc.paths[path]?.get?.security, undefined, `${path} is open`)
+  }
+  const webhook = doc.paths['/webhook/refresh']?.post
+  t.ok(webhook?.requestBody?.content?.['application/json']?.schema?.properties?.changes, 'the webhook body')
+  t.equal((await app.inject('/docs/')).statusCode, 200, 'the UI is served')
+})

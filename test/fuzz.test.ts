@@ -1,0 +1,232 @@
+/**
+ * Property-based fuzzing of every route's inputs (bodies, query strings, path params, headers):
+ * arbitrary unicode (NUL, lone surrogates, invalid UTF-8), huge sizes, wrong types, nested objects,
+ * `__proto__` / `constructor` keys, arrays. Every answer is 2xx or 4xx, never 5xx, and a rejected
+ * request leaves the store exactly as it was. Bounded runs: the file takes seconds.
+ */
+import fc from 'fast-check'
+import Fastify, { type FastifyInstance, type InjectOptions } from 'fastify'
+import { test, type Test } from 'tap'
+import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
+import policyCache, { createSqliteDb, KyselyPolicyStore } from '../lib/plugin.js'
+import { SECRET } from './helpers/app.js'
+
+const RUNS = 120
+const TENANTS = ['t1', 't2']
+
+const loneSurrogate = fc.integer({ min: 0xd800, max: 0xdfff }).map((code) => String.fromCharCode(code))
+const controlChar = fc.integer({ min: 0, max: 0x1f }).map((code) => String.fromCharCode(code))
+/** Strings a client might send: valid ids and permissions, near misses, arbitrary unicode, huge ones. */
+const text = fc.oneof(
+  fc.constantFrom('t1', 't2', 'g', 'editors', 'alice', 'documents:read', 'documents:*', '*', '', ' ', 'a'.repeat(128), 'a'.repeat(129),
+    'x:'.repeat(200) + 'y', '../etc', 'a\u0000b', '\u202e', '__proto__', 'constructor', 'toString'),
+  fc.string({ unit: 'binary', maxLength: 40 }),
+  fc.string({ unit: fc.oneof(loneSurrogate, controlChar, fc.constantFrom('a', ':', '*', '.', '@', '-', '%', '&', '=', '/', '?', '#')), maxLength: 40 }),
+  fc.string({ unit: 'binary-ascii', minLength: 200, maxLength: 5000 })
+)
+/** Any JSON-ish value: wrong types, nesting, arrays. */
+const value = fc.oneof(
+  { depthSize: 'small' },
+  text,
+  fc.integer(), fc.double(), fc.boolean(), fc.constant(null),
+  fc.array(text, { maxLength: 3 }),
+  fc.dictionary(text, text, { maxKeys: 3 }),
+  fc.jsonValue({ maxDepth: 3 })
+)
+const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'minRevision', '__proto__', 'constructor', 'prototype'), text)
+
+/** Valid values per field, so that many generated requests pass validation and reach the engine. */
+const id = fc.oneof(fc.constantFrom('t1', 't2', 'g', 'alice'), fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,20}$/), fc.constant('a'.repeat(128)))
+const grant = fc.oneof(fc.constantFrom('documents:read', 'documents:*', '*'), fc.stringMatching(/^[a-z0-9._-]{1,8}(:[a-z0-9._-]{1,8}){0,3}(:\*)?$/))
+const VALID: Record<string, fc.Arbitrary<unknown>> = { tenant: id, group: id, user: id, permission: grant }
+/** `null` five times out of six. */
+const rarely = <T>(arbitrary: fc.Arbitrary<T>): fc.Arbitrary<T | null> =>
+  fc.oneof({ weight: 5, arbitrary: fc.constant(null) }, { weight: 1, arbitrary })
+/** A route's own fields, mostly valid, sometimes anything; sometimes a field missing or an extra key. */
+function shaped (fields: string[]): fc.Arbitrary<string> {
+  return fc.tuple(
+    fc.tuple(...fields.map((field) => fc.oneof({ weight: 4, arbitrary: VALID[field] }, { weight: 1, arbitrary: value }))),
+    rarely(fc.nat({ max: fields.length - 1 })),
+    rarely(fc.tuple(key, value))
+  ).map(([values, drop, extra]) => {
+    const entries: Array<[string, unknown]> = fields.map((field, i) => [field, values[i]])
+    if (drop !== null) entries.splice(drop, 1)
+    if (extra !== null) entries.push(extra)
+    // Built as text so `__proto__` / `constructor` really are keys of the JSON sent.
+    return '{' + entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v) ?? 'null'}`).join(',') + '}'
+  })
+}
+/** A raw JSON body: the route's shape, or anything at all. */
+const anyBody = fc.oneof(
+  fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v)),
+  fc.constantFrom('{"__proto__":{"isAdmin":true},"tenant":"t1","group":"g"}', '{"constructor":{"prototype":{"x":1}},"tenant":"t1","group":"g"}',
+    '{"tenant":"t1","group":"g"', 'null', '', '[]', '{"tenant":"t1","group":"g","group":"h"}', '\u0000', '{"tenant":"\\ud800","group":"g"}'),
+  fc.string({ unit: 'binary', maxLength: 200 })
+)
+const FIELDS: Record<string, string[]> = {
+  '/create-group': ['tenant', 'group'],
+  '/delete-group': ['tenant', 'group'],
+  '/add-permission': ['tenant', 'group', 'permission'],
+  '/remove-permission': ['tenant', 'group', 'permission'],
+  '/assign-user': ['tenant', 'group', 'user'],
+  '/unassign-user': ['tenant', 'group', 'user'],
+  '/refresh-tenant': ['tenant']
+}
+const jsonBody = (url: string): fc.Arbitrary<string> => fc.oneof({ weight: 3, arbitrary: shaped(FIELDS[url]) }, { weight: 1, arbitrary: anyBody })
+/** A path segment: encoded text, raw bytes as percent escapes (often invalid UTF-8), or unencoded. */
+const segment = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom('t1', 'alice', 'bob') },
+  text.map((s) => { try { return encodeURIComponent(s) } catch { return 'x' } }),
+  fc.uint8Array({ minLength: 1, maxLength: 12 }).map((bytes) => [...bytes].map((b) => '%' + b.toString(16).padStart(2, '0')).join('')),
+  fc.constantFrom('t1', '%', '%zz', '..', '.', '%00', '%2F', 'a%2Fb', '%ED%A0%80')
+)
+/** A query string: the check's own fields (mostly valid), fields from `text`, repeated keys, raw escapes. */
+const concrete = fc.oneof(fc.constantFrom('documents:read', 'documents:write'), fc.stringMatching(/^[a-z0-9._-]{1,8}(:[a-z0-9._-]{1,8}){0,3}$/))
+const query = fc.oneof(
+  {
+    weight: 3,
+    arbitrary: fc.tuple(fc.oneof(id, text), fc.oneof(id, text), fc.oneof({ weight: 3, arbitrary: concrete }, { weight: 1, arbitrary: text }), rarely(fc.oneof(fc.nat().map(String), text))).map(([tenant, user, permission, minRevision]) => {
+      const params = new URLSearchParams({ tenant, user, permission, ...(minRevision === null ? {} : { minRevision }) })
+      try { return params.toString() } catch { return 'tenant=%ED%A0%80' }
+    })
+  },
+  fc.array(fc.tuple(key, fc.oneof(text, fc.integer().map(String))), { maxLength: 6 })
+    .map((pairs) => pairs.map(([k, v]) => { try { return `${encodeURIComponent(k)}=${encodeURIComponent(v)}` } catch { return 'x=%ED%A0%80' } }).join('&')),
+  fc.tuple(segment, segment, segment).map(([t, u, p]) => `tenant=${t}&user=${u}&permission=${p}`),
+  fc.constantFrom('tenant=t1&tenant=t2&user=alice&permission=documents:read', 'tenant=t1&user=alice&permission=documents:read&minRevision=1.5',
+    'tenant=t1&user=alice&permission=documents:read&minRevision=99999999999999999999', 'tenant[]=t1', '%', '&&&', 'tenant=t1&user=alice&permission=a&minRevision=')
+)
+
+interface Harness {
+  app: FastifyInstance
+  /** Answers seen, by class: both must occur, or the generators miss the engine. */
+  seen: { ok: number, rejected: number }
+  store: KyselyPolicyStore
+  /** The store's state of every tenant a request could touch (read from the database, not the cache). */
+  fingerprint: (tenants: string[]) => Promise<string>
+}
+
+async function harness (t: Test): Promise<Harness> {
+  const store = new KyselyPolicyStore({ db: createSqliteDb(':memory:'), ownsDb: true })
+  const app = Fastify()
+  await app.register(policyCache, {
+    db: store,
+    syncIntervalMs: 0,
+    webhookSecret: SECRET,
+    identify: (request) => {
+      const tenant = request.headers['x-tenant']
+      const user = request.headers['x-user']
+      return typeof tenant === 'string' && typeof user === 'string' ? { tenant, user } : undefined
+    }
+  })
+  app.get('/guarded/:id', { config: { policy: 'documents:read' } }, async () => ({ ok: true }))
+  await app.ready()
+  t.teardown(async () => {
+    await app.close()
+    await store.close()
+  })
+  await app.policyCache.createGroup('t1', 'g')
+  await app.policyCache.addPermission('t1', 'g', 'documents:*')
+  await app.policyCache.assignUser('t1', 'g', 'alice')
+  const fingerprint = async (tenants: string[]): Promise<string> =>
+    JSON.stringify(await Promise.all([...new Set(tenants)].map((tenant) => store.snapshot(tenant))))
+  return { app, store, fingerprint, seen: { ok: 0, rejected: 0 } }
+}
+
+/** The tenants a body could name (any string value of its `tenant` key, when it parses). */
+function tenantsIn (body: string): string[] {
+  try {
+    const parsed = JSON.parse(body) as { tenant?: unknown } | null
+    return typeof parsed?.tenant === 'string' ? [parsed.tenant] : []
+  } catch {
+    return []
+  }
+}
+
+async function expectNo5xx (h: Harness, request: InjectOptions, touched: string[]): Promise<boolean> {
+  const tenants = [...TENANTS, ...touched]
+  const before = await h.fingerprint(tenants)
+  const res = await h.app.inject(request)
+  if (res.statusCode >= 500) throw new Error(`${res.statusCode} for ${JSON.stringify(request).slice(0, 500)}: ${res.body.slice(0, 300)}`)
+  if (res.statusCode < 200 || (res.statusCode >= 300 && res.statusCode < 400)) throw new Error(`unexpected ${res.statusCode}`)
+  if (res.statusCode < 400) h.seen.ok++
+  else h.seen.rejected++
+  if (res.statusCode >= 400) {
+    const after = await h.fingerprint(tenants)
+    if (after !== before) throw new Error(`a rejected request (${res.statusCode}) wrote: ${JSON.stringify(request).slice(0, 300)}`)
+    const body = res.json() as { statusCode?: unknown, code?: unknown, message?: unknown }
+    // Fastify's own not-found reply (an empty path segment matches no route) has no code.
+    const notFound = res.statusCode === 404 && /^Route .* not found$/.test(String(body.message))
+    if (body.statusCode !== res.statusCode || (typeof body.code !== 'string' && !notFound)) throw new Error(`not Fastify's error shape: ${res.body.slice(0, 200)}`)
+  }
+  return true
+}
+
+const WRITES = Object.keys(FIELDS)
+
+/** Both outcomes well represented (expected: 10–30 % accepted), or the generators miss the engine. */
+function mixed (h: Harness): boolean {
+  const total = h.seen.ok + h.seen.rejected
+  return h.seen.ok >= total * 0.04 && h.seen.rejected >= total * 0.2
+}
+
+test('fuzz: write and refresh bodies', async (t) => {
+  const h = await harness(t)
+  const request = fc.constantFrom(...WRITES).chain((url) => fc.tuple(fc.constant(url), jsonBody(url)))
+  await fc.assert(fc.asyncProperty(request, fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain'),
+    async ([url, body], type) => expectNo5xx(h, { method: 'POST', url, payload: body, headers: { 'content-type': type } }, tenantsIn(body))
+  ), { numRuns: RUNS * 4 })
+  // Huge bodies: Fastify's 413 before anything is parsed.
+  await expectNo5xx(h, { method: 'POST', url: '/create-group', payload: JSON.stringify({ tenant: 't1', group: 'a'.repeat(2 * 1024 * 1024) }), headers: { 'content-type': 'application/json' } }, [])
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; rejected ones wrote nothing`)
+})
+
+test('fuzz: check-access query strings', async (t) => {
+  const h = await harness(t)
+  await fc.assert(fc.asyncProperty(query, async (q) => expectNo5xx(h, { method: 'GET', url: `/check-access?${q}` }, [])), { numRuns: RUNS * 2 })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}`)
+})
+
+test('fuzz: path params of the views and the guarded host route\'s identity headers', async (t) => {
+  const h = await harness(t)
+  await fc.assert(fc.asyncProperty(segment, segment, async (tenant, user) => {
+    await expectNo5xx(h, { method: 'GET', url: `/tenants/${tenant}` }, [])
+    await expectNo5xx(h, { method: 'GET', url: `/tenants/${tenant}/users/${user}` }, [])
+    return true
+  }), { numRuns: RUNS })
+  const header = text.filter((s) => /^[\t\x20-\x7e\x80-\xff]*$/.test(s))
+  await fc.assert(fc.asyncProperty(fc.option(header), fc.option(header), segment, async (tenant, user, id) => {
+    const headers: Record<string, string> = {}
+    if (tenant !== null) headers['x-tenant'] = tenant
+    if (user !== null) headers['x-user'] = user
+    return expectNo5xx(h, { method: 'GET', url: `/guarded/${id}`, headers }, [])
+  }), { numRuns: RUNS })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}`)
+})
+
+test('fuzz: the webhook, unsigned and signed', async (t) => {
+  const h = await harness(t)
+  const keys = [parseSecret(SECRET, 'webhookSecret')]
+  const notice = fc.oneof(
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        type: fc.oneof({ weight: 6, arbitrary: fc.constant('policy.changed') }, { weight: 1, arbitrary: value }),
+        origin: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }),
+        changes: fc.oneof(
+          { weight: 6, arbitrary: fc.array(fc.record({ tenant: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), revision: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 1e6 }) }, { weight: 1, arbitrary: value }), operation: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('assign-user', 'create-group') }, { weight: 1, arbitrary: value }) }, { requiredKeys: ['tenant', 'revision'] }), { minLength: 1, maxLength: 4 }) },
+          { weight: 1, arbitrary: value })
+      }).map((n) => JSON.stringify(n))
+    },
+    { weight: 1, arbitrary: anyBody })
+  await fc.assert(fc.asyncProperty(notice, fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }), async (body, signed) => {
+    const id = newMessageId()
+    const timestamp = Math.floor(Date.now() / 1000)
+    const headers: Record<string, string> = { 'content-type': 'application/json' }
+    if (signed) {
+      Object.assign(headers, { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign(keys, id, timestamp, body) })
+    }
+    return expectNo5xx(h, { method: 'POST', url: '/webhook/refresh', payload: body, headers }, [])
+  }), { numRuns: RUNS * 2 })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; nothing written`)
+})

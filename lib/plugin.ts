@@ -42,6 +42,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     requestTimeoutMs: opts.requestTimeoutMs,
     ackTimeoutMs: opts.ackTimeoutMs,
     retry: opts.retry,
+    circuitBreaker: opts.circuitBreaker,
     log
   })
   let syncTimer: NodeJS.Timeout | undefined

@@ -12,9 +12,10 @@
  * Runs are seeded (FC_SEED overrides) and bounded in number and time.
  */
 import fc from 'fast-check'
-import { test } from 'tap'
+import { test, type Test } from 'tap'
 import type { Change, LoggedChange } from '../lib/model.js'
-import { CrashedError, startFaultCluster, type Fault, type FaultCluster } from './helpers/fault-cluster.js'
+import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from './helpers/databases.js'
+import { CrashedError, startFaultCluster, type Fault, type FaultCluster, type FaultClusterOptions } from './helpers/fault-cluster.js'
 
 const INSTANCES = 3
 const TENANTS = ['t1', 't2', 't3']
@@ -88,8 +89,10 @@ function modelAllows (log: LoggedChange[], revision: number, user: string, permi
 /** What one run observed, for the measurements reported at the end. */
 interface RunReport { convergedMs: number, steps: number, faults: number }
 
-async function run (commands: Command[], seed: number): Promise<RunReport> {
-  const cluster: FaultCluster = await startFaultCluster({ instances: INSTANCES, syncIntervalMs: SYNC_INTERVAL_MS, seed })
+type ClusterFactory = (options: FaultClusterOptions) => Promise<FaultCluster>
+
+async function run (commands: Command[], seed: number, start: ClusterFactory): Promise<RunReport> {
+  const cluster = await start({ instances: INSTANCES, syncIntervalMs: SYNC_INTERVAL_MS, seed })
   const { engines, network, truth } = cluster
   try {
     // Every instance caches every tenant: the hard case (a cached tenant must catch up, not load).
@@ -215,17 +218,33 @@ async function run (commands: Command[], seed: number): Promise<RunReport> {
   }
 }
 
-test('instances converge, reads are monotonic, minRevision holds, revisions are unique, under random faults', async (t) => {
+/** Runs the property `numRuns` times (seeded, bounded in time) and reports what it measured. */
+async function property (t: Test, numRuns: number, start: ClusterFactory): Promise<void> {
   const reports: RunReport[] = []
   await fc.assert(
     fc.asyncProperty(fc.array(command, { minLength: 15, maxLength: 60 }), fc.nat(), async (commands, seed) => {
-      reports.push(await run(commands, seed))
+      reports.push(await run(commands, seed, start))
     }),
-    { numRuns: 25, seed: SEED, timeout: 15000, interruptAfterTimeLimit: 45000, markInterruptAsFailure: true }
+    { numRuns, seed: SEED, timeout: 15000, interruptAfterTimeLimit: 40000, markInterruptAsFailure: true }
   )
-  t.ok(reports.length >= 25, `${reports.length} runs`)
+  t.ok(reports.length >= numRuns, `${reports.length} runs`)
   const sorted = reports.map((r) => r.convergedMs).sort((a, b) => a - b)
   const median = sorted[Math.floor(sorted.length / 2)]
   t.comment(`seed ${SEED}: ${reports.reduce((n, r) => n + r.steps, 0)} steps, ${reports.reduce((n, r) => n + r.faults, 0)} faults;` +
     ` faults stop → all converged: median ${median.toFixed(0)} ms, max ${sorted[sorted.length - 1].toFixed(0)} ms (syncIntervalMs ${SYNC_INTERVAL_MS})`)
+}
+
+test('instances converge, reads are monotonic, minRevision holds, revisions are unique, under random faults', async (t) => {
+  await property(t, 25, startFaultCluster)
+})
+
+test('the same on PostgreSQL: concurrent writes from two instances really race on the tenant row', async (t) => {
+  const db = await postgresDb()
+  if (db === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
+  t.teardown(() => db.destroy())
+  await property(t, 8, async (options) => {
+    const tablePrefix = randomPrefix()
+    const cluster = await startFaultCluster({ ...options, db, tablePrefix, maxDbDelayMs: 0 })
+    return { ...cluster, close: async () => { await cluster.close(); await dropPrefixed(db, tablePrefix) } }
+  })
 })

@@ -488,12 +488,13 @@ export class Broadcaster {
     for (let attempt = 0; peer.active; attempt++) {
       const outcome = await this.#attempt(peer, id, body, changes)
       if (outcome === 'ok' || outcome === 'gone') return
+      if (outcome === 'give-up') break
       if (peer.status.circuit === 'open') {
         // The drain loop sends them again (as the probe) once the cool-down is over.
         peer.requeue(changes)
         return
       }
-      if (outcome === 'give-up' || attempt >= this.#retry.retries) break
+      if (attempt >= this.#retry.retries) break
       const cap = Math.min(this.#retry.maxDelayMs, this.#retry.minDelayMs * 2 ** attempt)
       try {
         await sleep(Math.max(Math.random() * cap, peer.holdMs), undefined, { signal: peer.stop.signal, ref: false })

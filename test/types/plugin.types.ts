@@ -27,9 +27,9 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
 
   const options: PolicyCacheOptions[] = []
   await app.register(policyCache, { circuitBreaker: { failureThreshold: 5 }, retry: { maxRetryAfterMs: 10000 } })
-  const [peer] = app.policyCache.peers()
-  expectType<Equal<typeof peer.state, 'up' | 'down' | 'unknown' | 'gone'>>(true)
-  expectType<Equal<typeof peer.lag, Array<{ tenant: string, acked: number | null, revision: number }>>>(true)
+  type Peer = ReturnType<typeof app.policyCache.peers>[number]
+  expectType<Equal<Peer['state'], 'up' | 'down' | 'unknown' | 'gone'>>(true)
+  expectType<Equal<Peer['lag'], Array<{ tenant: string, acked: number | null, revision: number }>>>(true)
   // @ts-expect-error cooldownMs is a number
   options.push({ circuitBreaker: { cooldownMs: '30s' } })
   // @ts-expect-error ackTimeoutMs is a number

@@ -14,6 +14,8 @@ export function retryAfterMs (header: string | string[] | undefined, nowMs: numb
   if (/^[0-9]+$/.test(value)) {
     ms = Number(value) * 1000
   } else {
+    // Every HTTP-date form (IMF-fixdate, RFC 850, asctime) starts with a day name.
+    if (!/^[A-Za-z]{3}/.test(value)) return undefined
     const at = Date.parse(value)
     if (Number.isNaN(at)) return undefined
     ms = at - nowMs

@@ -7,7 +7,7 @@
  * state: `unknown` until the first answer, `up` after a 2xx, `down` after a failed attempt or a missed
  * acknowledgement — a `down` peer is not waited for until a later delivery to it succeeds.
  *
- * Robustness (see `PeerHealthOptions`): a per-peer circuit breaker (after `failureThreshold`
+ * Robustness (`CircuitBreakerOptions`, `RetryOptions`): a per-peer circuit breaker (after `failureThreshold`
  * consecutive failed attempts nothing is sent for `cooldownMs`, then one probe), `Retry-After` honoured
  * on 429 and 503, other 4xx not retried, and a 410 ends delivery to that peer for good (`gone`).
  * Each peer also tracks, per tenant, the revision it last acknowledged against ours (its lag).

@@ -184,7 +184,7 @@ class SyncLoop extends EventEmitter {
   #timer: NodeJS.Timeout | undefined
   #stopped = false
 
-  constructor (readonly engine: PolicyCache, readonly intervalMs: number) {
+  constructor (readonly engine: PolicyCache, readonly intervalMs: number, readonly random: () => number) {
     super()
     this.#schedule()
   }
@@ -200,7 +200,7 @@ class SyncLoop extends EventEmitter {
           this.emit('round')
           this.#schedule()
         })
-    }, this.intervalMs * (0.9 + Math.random() * 0.2))
+    }, this.intervalMs * (0.9 + this.random() * 0.2))
   }
 
   /**
@@ -270,7 +270,7 @@ export async function startFaultCluster (options: FaultClusterOptions): Promise<
       log: silent
     }))
   }
-  const loops = engines.map((engine) => new SyncLoop(engine, syncIntervalMs))
+  const loops = engines.map((engine) => new SyncLoop(engine, syncIntervalMs, random))
   return {
     engines,
     network,

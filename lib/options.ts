@@ -37,8 +37,10 @@ export interface PolicyCacheOptions {
   ackTimeoutMs?: number
   /** Timeout of one webhook attempt. Default 2000. */
   requestTimeoutMs?: number
-  /** Webhook retries with capped exponential backoff and full jitter. */
-  retry?: { retries?: number, minDelayMs?: number, maxDelayMs?: number }
+  /** Webhook retries with capped exponential backoff and full jitter; a peer's Retry-After (429/503) is honoured up to `maxRetryAfterMs`. */
+  retry?: { retries?: number, minDelayMs?: number, maxDelayMs?: number, maxRetryAfterMs?: number }
+  /** Per-peer circuit breaker: after `failureThreshold` consecutive failed attempts (default 10) nothing is sent to the peer for `cooldownMs` (default 30000), then one probe. */
+  circuitBreaker?: { failureThreshold?: number, cooldownMs?: number }
   /** Anti-entropy interval (± 10 % jitter); 0 turns it off. Default 30000. */
   syncIntervalMs?: number
   /** Most tenants held in memory (LRU). Default 10000. */
@@ -80,7 +82,8 @@ export interface ResolvedOptions {
   readonly publicUrl: string | undefined
   readonly ackTimeoutMs: number
   readonly requestTimeoutMs: number
-  readonly retry: Readonly<{ retries: number, minDelayMs: number, maxDelayMs: number }>
+  readonly retry: Readonly<{ retries: number, minDelayMs: number, maxDelayMs: number, maxRetryAfterMs: number }>
+  readonly circuitBreaker: Readonly<{ failureThreshold: number, cooldownMs: number }>
   readonly syncIntervalMs: number
   readonly maxTenants: number
   readonly catchUpTimeoutMs: number
@@ -198,7 +201,14 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   const resolvedRetry = Object.freeze({
     retries: integer('retry.retries', retry.retries, 5, 0, 100),
     minDelayMs,
-    maxDelayMs: integer('retry.maxDelayMs', retry.maxDelayMs, Math.max(5000, minDelayMs), minDelayMs)
+    maxDelayMs: integer('retry.maxDelayMs', retry.maxDelayMs, Math.max(5000, minDelayMs), minDelayMs),
+    maxRetryAfterMs: integer('retry.maxRetryAfterMs', retry.maxRetryAfterMs, 60000, 0, 3600000)
+  })
+  const breaker = o.circuitBreaker === undefined ? {} : o.circuitBreaker
+  if (typeof breaker !== 'object' || breaker === null) throw new InvalidOptionError('circuitBreaker', 'must be an object')
+  const circuitBreaker = Object.freeze({
+    failureThreshold: integer('circuitBreaker.failureThreshold', breaker.failureThreshold, 10, 1, 1000),
+    cooldownMs: integer('circuitBreaker.cooldownMs', breaker.cooldownMs, 30000, 1, 3600000)
   })
 
   const routes = o.routes ?? true
@@ -220,6 +230,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     ackTimeoutMs: integer('ackTimeoutMs', o.ackTimeoutMs, 200, 0, 60000),
     requestTimeoutMs: integer('requestTimeoutMs', o.requestTimeoutMs, 2000, 1, 60000),
     retry: resolvedRetry,
+    circuitBreaker,
     syncIntervalMs: integer('syncIntervalMs', o.syncIntervalMs, 30000, 0, 86400000),
     maxTenants: integer('maxTenants', o.maxTenants, 10000, 1),
     catchUpTimeoutMs: integer('catchUpTimeoutMs', o.catchUpTimeoutMs, 2000, 1, 60000),

@@ -76,6 +76,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     requestTimeoutMs: opts.requestTimeoutMs,
     ackTimeoutMs: opts.ackTimeoutMs,
     retry: opts.retry,
+    circuitBreaker: opts.circuitBreaker,
     log,
     observe: metrics?.observe
   })

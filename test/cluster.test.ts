@@ -126,6 +126,8 @@ test('a partitioned peer converges once back, through the next delivery', async 
   await write(a.url, '/assign-user', { tenant: 't1', group: 'g', user: 'u' })
   t.match(await check(b.url, 'tenant=t1&user=u&permission=p:q'), { allowed: false, revision: 1 }, 'b is stale while partitioned')
   t.match(await check(b.url, 'tenant=t1&user=u&permission=p:q&minRevision=3'), { allowed: true, revision: 3 }, 'a token still gets a fresh answer')
+  const lagging = await (await fetch(`${a.url}/servers`)).json() as { peers: Array<{ tenantsBehind: number, lag: unknown[] }> }
+  t.match(lagging.peers[0], { state: 'down', tenantsBehind: 1, lag: [{ tenant: 't1', acked: 1, revision: 3 }] }, '/servers shows the lag: b acknowledged 1, we are at 3')
 
   proxy.setUp(true)
   const healed = await write(a.url, '/create-group', { tenant: 't1', group: 'h' })
@@ -137,6 +139,8 @@ test('a partitioned peer converges once back, through the next delivery', async 
     if (state !== 'up') await new Promise((resolve) => setTimeout(resolve, 20))
   }
   t.equal(state, 'up', 'b acknowledged a later delivery: back up')
+  const caughtUp = await (await fetch(`${a.url}/servers`)).json() as { peers: Array<{ tenantsBehind: number, lag: unknown[] }> }
+  t.match(caughtUp.peers[0], { tenantsBehind: 0, lag: [] }, 'no lag once b acknowledged our revision')
   t.same(await check(b.url, 'tenant=t1&user=u&permission=p:q'), { allowed: true, revision: 4 }, 'b converged')
   const next = await write(a.url, '/unassign-user', { tenant: 't1', group: 'g', user: 'u' })
   t.same(next.body.peers, { acked: 1, total: 1 }, 'and is waited for again')

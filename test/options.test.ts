@@ -24,6 +24,10 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     ['maxTenants', { maxTenants: 0 }],
     ['requestTimeoutMs', { requestTimeoutMs: 0 }],
     ['retry.retries', { retry: { retries: -1 } }],
+    ['retry.maxRetryAfterMs', { retry: { maxRetryAfterMs: -1 } }],
+    ['circuitBreaker', { circuitBreaker: null }],
+    ['circuitBreaker.failureThreshold', { circuitBreaker: { failureThreshold: 0 } }],
+    ['circuitBreaker.cooldownMs', { circuitBreaker: { cooldownMs: 1.5 } }],
     ['tablePrefix', { tablePrefix: 'drop table;' }],
     ['db', { db: { query: () => {} } }],
     ['routes', { routes: 'yes' }],
@@ -47,6 +51,8 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
   t.same(opts.peers, ['http://127.0.0.1:3001'])
   t.equal(opts.keys[0].toString(), secret, 'surrounding spaces trimmed')
   t.match(opts, { ackTimeoutMs: 200, syncIntervalMs: 30000, maxTenants: 10000, requestTimeoutMs: 2000, webhookBodyLimit: 65536, tablePrefix: 'policy_' })
+  t.same(opts.circuitBreaker, { failureThreshold: 10, cooldownMs: 30000 })
+  t.equal(opts.retry.maxRetryAfterMs, 60000)
   t.match(opts.serverId, /^srv-[0-9a-f]{8}$/)
   t.not(resolveOptions({}).serverId, opts.serverId, 'generated per instance')
 })

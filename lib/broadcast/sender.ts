@@ -6,18 +6,26 @@
  * (what piles up meanwhile goes out as one notice), retries with capped full-jitter backoff, and a
  * state: `unknown` until the first answer, `up` after a 2xx, `down` after a failed attempt or a missed
  * acknowledgement — a `down` peer is not waited for until a later delivery to it succeeds.
+ *
+ * Robustness (`CircuitBreakerOptions`, `RetryOptions`): a per-peer circuit breaker (after `failureThreshold`
+ * consecutive failed attempts nothing is sent for `cooldownMs`, then one probe), `Retry-After` honoured
+ * on 429 and 503, other 4xx not retried, and a 410 ends delivery to that peer for good (`gone`).
+ * Each peer also tracks, per tenant, the revision it last acknowledged against ours (its lag).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
+import { LRUCache } from 'lru-cache'
 import { Agent, request } from 'undici'
+import { retryAfterMs } from './retry-after.js'
 import { newMessageId, sign, WEBHOOK_HEADERS } from './signature.js'
 import { MAX_NOTICE_CHANGES, WEBHOOK_PATH } from './types.js'
-import type { AckSummary, Notice, NoticeChange, NoticeReply, PeerStatus } from './types.js'
+import type { AckSummary, Notice, NoticeChange, NoticeReply, PeerLag, PeerStatus } from './types.js'
 
 /** Defaults of {@link BroadcasterOptions}. */
 export const BROADCAST_DEFAULTS = Object.freeze({
   requestTimeoutMs: 2000,
   ackTimeoutMs: 200,
-  retry: Object.freeze({ retries: 5, minDelayMs: 50, maxDelayMs: 5000 })
+  retry: Object.freeze({ retries: 5, minDelayMs: 50, maxDelayMs: 5000, maxRetryAfterMs: 60000 }),
+  circuitBreaker: Object.freeze({ failureThreshold: 10, cooldownMs: 30000 })
 })
 
 /** A notice body is split before it grows past this many bytes (receivers accept 64 KiB by default). */
@@ -25,6 +33,11 @@ export const MAX_NOTICE_BYTES = 32 * 1024
 
 /** Replies larger than this are treated as a failed delivery. */
 const MAX_REPLY_BYTES = 1024 * 1024
+
+/** Tenants whose acknowledged revision each peer remembers (least recently written dropped first). */
+const MAX_TRACKED_TENANTS = 10000
+/** Lagging tenants listed per peer in `status()` (the count covers all). */
+const MAX_LAG_LISTED = 100
 
 /** The part of a pino logger the broadcaster writes to. */
 export interface BroadcastLogger {
@@ -44,6 +57,16 @@ export interface RetryOptions {
   minDelayMs: number
   /** Backoff cap. */
   maxDelayMs: number
+  /** Longest wait a peer's `Retry-After` (on 429 or 503) is honoured for. */
+  maxRetryAfterMs: number
+}
+
+/** The per-peer circuit breaker. */
+export interface CircuitBreakerOptions {
+  /** Consecutive failed attempts after which the circuit opens and nothing is sent to the peer. */
+  failureThreshold: number
+  /** How long an open circuit stays open; then one probe decides (success closes it, failure reopens it). */
+  cooldownMs: number
 }
 
 /**
@@ -74,8 +97,10 @@ export interface BroadcasterOptions {
   requestTimeoutMs?: number
   /** How long `notify` waits for acknowledgements; 0 returns at once. Default 200. */
   ackTimeoutMs?: number
-  /** Retry schedule; each field defaults separately (5 retries, 50 ms, 5000 ms). */
+  /** Retry schedule; each field defaults separately (5 retries, 50 ms, 5000 ms, Retry-After ≤ 60000 ms). */
   retry?: Partial<RetryOptions>
+  /** Per-peer circuit breaker; each field defaults separately (10 failures, 30000 ms). */
+  circuitBreaker?: Partial<CircuitBreakerOptions>
   /** Where state changes are logged; never receives secrets or signatures. */
   log: BroadcastLogger
   /** Told of every delivery event (metrics); must not throw — an exception is ignored. */
@@ -123,8 +148,14 @@ class Peer {
   sending = false
   /** The latest delivery loop, awaited on close. */
   loop: Promise<void> = Promise.resolve()
+  /** Epoch ms before which nothing is sent: an open circuit's cool-down or a `Retry-After`. */
+  notBefore = 0
   #pending = new Map<string, NoticeChange>()
   #waiters = new Set<Waiter>()
+  /** Tenant → the highest revision this peer acknowledged. */
+  #acked = new LRUCache<string, number>({ max: MAX_TRACKED_TENANTS })
+  /** Tenant → our revision, for tenants whose latest revision this peer has not acknowledged yet. */
+  #behind = new LRUCache<string, number>({ max: MAX_TRACKED_TENANTS })
 
   constructor (url: string) {
     this.url = url
@@ -139,7 +170,11 @@ class Peer {
       consecutiveFailures: 0,
       delivered: 0,
       failed: 0,
-      latencyMs: null
+      latencyMs: null,
+      circuit: 'closed',
+      nextAttemptAt: null,
+      tenantsBehind: 0,
+      lag: []
     }
   }
 
@@ -148,17 +183,49 @@ class Peer {
     return !this.stop.signal.aborted
   }
 
+  /** Whether the peer answered 410 Gone: nothing is sent to it any more. */
+  get gone (): boolean {
+    return this.status.state === 'gone'
+  }
+
   /** Whether changes wait to be sent. */
   get hasPending (): boolean {
     return this.#pending.size > 0
   }
 
-  /** Queues changes, keeping the highest revision per tenant. */
+  /** Milliseconds until the next attempt is allowed (0: now). */
+  get holdMs (): number {
+    return Math.max(0, this.notBefore - Date.now())
+  }
+
+  /** Queues changes, keeping the highest revision per tenant, and notes them as not yet acknowledged. */
   enqueue (changes: NoticeChange[]): void {
     for (const change of changes) {
       const queued = this.#pending.get(change.tenant)
       if (queued === undefined || change.revision > queued.revision) this.#pending.set(change.tenant, change)
+      if (change.revision > (this.#acked.get(change.tenant) ?? 0) && change.revision > (this.#behind.get(change.tenant) ?? 0)) {
+        this.#behind.set(change.tenant, change.revision)
+      }
     }
+  }
+
+  /** Puts back changes that were taken but not delivered (an open circuit); newer queued ones win. */
+  requeue (changes: NoticeChange[]): void {
+    for (const change of changes) {
+      const queued = this.#pending.get(change.tenant)
+      if (queued === undefined || change.revision > queued.revision) this.#pending.set(change.tenant, change)
+    }
+  }
+
+  /** `status` plus the lag: tenants whose latest revision the peer has not acknowledged, most recent first. */
+  snapshot (): PeerStatus {
+    const lag: PeerLag[] = []
+    for (const [tenant, revision] of this.#behind.entries()) {
+      if (lag.length === MAX_LAG_LISTED) break
+      lag.push({ tenant, acked: this.#acked.get(tenant) ?? null, revision })
+    }
+    const nextAttemptAt = this.holdMs > 0 ? new Date(this.notBefore).toISOString() : null
+    return { ...this.status, nextAttemptAt, tenantsBehind: this.#behind.size, lag }
   }
 
   /** Takes the next notice's worth of queued changes (bounded in count and size). */
@@ -201,8 +268,14 @@ class Peer {
       lastSuccessAt: new Date().toISOString(),
       consecutiveFailures: 0,
       delivered: this.status.delivered + 1,
-      latencyMs
+      latencyMs,
+      circuit: 'closed'
     })
+    this.notBefore = 0
+    for (const { tenant, revision } of changes) {
+      if (revision > (this.#acked.get(tenant) ?? 0)) this.#acked.set(tenant, revision)
+      if ((this.#behind.get(tenant) ?? Infinity) <= revision) this.#behind.delete(tenant)
+    }
     for (const waiter of this.#waiters) {
       for (const { tenant, revision } of changes) {
         if ((waiter.need.get(tenant) ?? Infinity) <= revision) waiter.need.delete(tenant)
@@ -214,15 +287,40 @@ class Peer {
     }
   }
 
-  /** Records a failed attempt, marks the peer down and releases its waiters. */
-  failed (reason: string): void {
+  /**
+   * Records a failed attempt, marks the peer down and releases its waiters. Opens the circuit for
+   * `breaker.cooldownMs` when the failures reach the threshold or a probe failed; honours a
+   * `Retry-After` wait. Returns whether this failure opened the circuit.
+   */
+  failed (reason: string, breaker: CircuitBreakerOptions, waitMs = 0): boolean {
+    const now = Date.now()
+    const consecutiveFailures = this.status.consecutiveFailures + 1
+    const opens = this.status.circuit === 'half-open' || (this.status.circuit === 'closed' && consecutiveFailures >= breaker.failureThreshold)
     Object.assign(this.status, {
       state: 'down',
-      lastFailureAt: new Date().toISOString(),
+      lastFailureAt: new Date(now).toISOString(),
       lastError: reason,
-      consecutiveFailures: this.status.consecutiveFailures + 1,
+      consecutiveFailures,
       failed: this.status.failed + 1
     })
+    if (opens) {
+      this.status.circuit = 'open'
+      this.notBefore = Math.max(this.notBefore, now + breaker.cooldownMs)
+    }
+    this.notBefore = Math.max(this.notBefore, now + waitMs)
+    this.releaseAll()
+    return opens
+  }
+
+  /** Records a 410 Gone: nothing is sent to this peer any more; its queue and waiters are dropped. */
+  goneForGood (reason: string): void {
+    Object.assign(this.status, {
+      state: 'gone',
+      lastFailureAt: new Date().toISOString(),
+      lastError: reason,
+      failed: this.status.failed + 1
+    })
+    this.#pending.clear()
     this.releaseAll()
   }
 
@@ -231,6 +329,23 @@ class Peer {
     Object.assign(this.status, { state: 'down', lastFailureAt: new Date().toISOString(), lastError: reason })
     this.releaseAll()
   }
+}
+
+/** A non-2xx answer, with what it means for retrying. */
+class HttpStatusError extends Error {
+  constructor (readonly statusCode: number, readonly retryAfterMs: number | undefined) {
+    super(`HTTP ${statusCode}`)
+  }
+}
+
+/** What a failed attempt means: retry (after `waitMs` at least), give this message up, or stop the peer. */
+function classify (err: unknown): { next: 'retry' | 'give-up' | 'gone', waitMs: number } {
+  if (!(err instanceof HttpStatusError)) return { next: 'retry', waitMs: 0 }
+  const { statusCode, retryAfterMs } = err
+  if (statusCode === 410) return { next: 'gone', waitMs: 0 }
+  // Other 4xx will not succeed by repeating the same request (408 and 429 are about timing).
+  const permanent = statusCode >= 400 && statusCode <= 499 && statusCode !== 408 && statusCode !== 429
+  return { next: permanent ? 'give-up' : 'retry', waitMs: retryAfterMs ?? 0 }
 }
 
 function describe (err: unknown): string {
@@ -248,6 +363,7 @@ export class Broadcaster {
   #requestTimeoutMs: number
   #ackTimeoutMs: number
   #retry: RetryOptions
+  #breaker: CircuitBreakerOptions
   #log: BroadcastLogger
   #observe: ((event: DeliveryEvent) => void) | undefined
   #agent: Agent
@@ -261,6 +377,7 @@ export class Broadcaster {
     this.#requestTimeoutMs = options.requestTimeoutMs ?? BROADCAST_DEFAULTS.requestTimeoutMs
     this.#ackTimeoutMs = options.ackTimeoutMs ?? BROADCAST_DEFAULTS.ackTimeoutMs
     this.#retry = { ...BROADCAST_DEFAULTS.retry, ...options.retry }
+    this.#breaker = { ...BROADCAST_DEFAULTS.circuitBreaker, ...options.circuitBreaker }
     this.#log = options.log
     this.#observe = options.observe
     // Keep-alive is undici's default; its 300 s header/body timeouts are not. No redirect interceptor:
@@ -285,6 +402,7 @@ export class Broadcaster {
 
     const waits: Array<[Peer, Waiter]> = []
     for (const peer of this.#peers.values()) {
+      if (peer.gone) continue
       if (this.#ackTimeoutMs > 0 && peer.status.state !== 'down') waits.push([peer, peer.wait(changes)])
       peer.enqueue(changes)
       this.#deliverPending(peer)
@@ -325,9 +443,9 @@ export class Broadcaster {
     this.#peers = next
   }
 
-  /** A snapshot of every peer's state and counters, in configuration order. */
+  /** A snapshot of every peer's state, counters and lag, in configuration order. */
   status (): PeerStatus[] {
-    return [...this.#peers.values()].map((peer) => ({ ...peer.status }))
+    return [...this.#peers.values()].map((peer) => peer.snapshot())
   }
 
   /**
@@ -358,10 +476,25 @@ export class Broadcaster {
     peer.loop = this.#drain(peer)
   }
 
-  /** Sends notices until the peer's queue is empty; what is queued meanwhile goes out as one notice. */
+  /**
+   * Sends notices until the peer's queue is empty; what is queued meanwhile goes out as one notice.
+   * While the circuit is open or a `Retry-After` holds, it waits (the queue keeps coalescing); the
+   * first notice after an open circuit's cool-down is the probe.
+   */
   async #drain (peer: Peer): Promise<void> {
     try {
-      while (peer.active && peer.hasPending) await this.#deliver(peer, peer.take())
+      while (peer.active && !peer.gone && peer.hasPending) {
+        if (peer.holdMs > 0) {
+          try {
+            await sleep(peer.holdMs, undefined, { signal: peer.stop.signal, ref: false })
+          } catch {
+            return
+          }
+          continue
+        }
+        if (peer.status.circuit === 'open') peer.status.circuit = 'half-open'
+        await this.#deliver(peer, peer.take())
+      }
     } finally {
       peer.sending = false
     }
@@ -373,12 +506,19 @@ export class Broadcaster {
     const notice: Notice = { type: 'policy.changed', origin: this.#serverId, changes }
     const body = JSON.stringify(notice)
     for (let attempt = 0; peer.active; attempt++) {
-      if (await this.#attempt(peer, id, body, changes)) return
+      const outcome = await this.#attempt(peer, id, body, changes)
+      if (outcome === 'ok' || outcome === 'gone') return
+      if (outcome === 'give-up') break
+      if (peer.status.circuit === 'open') {
+        // The drain loop sends them again (as the probe) once the cool-down is over.
+        peer.requeue(changes)
+        return
+      }
       if (attempt >= this.#retry.retries) break
       this.#emit({ kind: 'retry', peer: peer.url, changes })
       const cap = Math.min(this.#retry.maxDelayMs, this.#retry.minDelayMs * 2 ** attempt)
       try {
-        await sleep(Math.random() * cap, undefined, { signal: peer.stop.signal, ref: false })
+        await sleep(Math.max(Math.random() * cap, peer.holdMs), undefined, { signal: peer.stop.signal, ref: false })
       } catch {
         return
       }
@@ -394,8 +534,8 @@ export class Broadcaster {
     } catch {}
   }
 
-  /** One request; true on a 2xx with a receiver's reply. Updates the peer's state either way. */
-  async #attempt (peer: Peer, id: string, body: string, changes: NoticeChange[]): Promise<boolean> {
+  /** One request: `ok` on a 2xx with a receiver's reply, else what to do next. Updates the peer's state either way. */
+  async #attempt (peer: Peer, id: string, body: string, changes: NoticeChange[]): Promise<'ok' | 'retry' | 'give-up' | 'gone'> {
     const timestamp = Math.floor(Date.now() / 1000)
     const started = performance.now()
     try {
@@ -413,29 +553,39 @@ export class Broadcaster {
       })
       if (response.statusCode < 200 || response.statusCode > 299) {
         await response.body.dump()
-        throw new Error(`HTTP ${response.statusCode}`)
+        const honoured = response.statusCode === 429 || response.statusCode === 503
+        throw new HttpStatusError(response.statusCode, honoured
+          ? retryAfterMs(response.headers['retry-after'], Date.now(), this.#retry.maxRetryAfterMs)
+          : undefined)
       }
       const reply = await response.body.json() as Partial<NoticeReply> | null
       if (typeof reply?.serverId !== 'string') throw new Error('the reply is not a webhook receiver\'s')
-      if (!peer.active) return true
+      if (!peer.active) return 'ok'
       const wasDown = peer.status.state === 'down'
       const latencyMs = performance.now() - started
       peer.succeeded(reply.serverId, Math.round(latencyMs), changes)
       this.#emit({ kind: 'delivered', peer: peer.url, changes, latencyMs, revisions: reply.revisions })
       if (wasDown) this.#log.info({ peer: peer.url, serverId: reply.serverId }, 'policy-cache: peer is up again')
-      return true
+      return 'ok'
     } catch (err) {
-      if (!peer.active) return false
+      if (!peer.active) return 'give-up'
+      const { next, waitMs } = classify(err)
+      if (next === 'gone') {
+        peer.goneForGood(describe(err))
+        this.#log.warn({ peer: peer.url }, 'policy-cache: peer answered 410 Gone; no more notices are sent to it')
+        return 'gone'
+      }
       const wasDown = peer.status.state === 'down'
-      peer.failed(describe(err))
+      const opened = peer.failed(describe(err), this.#breaker, waitMs)
       this.#emit({ kind: 'failed', peer: peer.url, changes, latencyMs: performance.now() - started })
       if (!wasDown) this.#log.warn({ peer: peer.url, reason: peer.status.lastError }, 'policy-cache: peer is down')
-      return false
+      if (opened) this.#log.info({ peer: peer.url, cooldownMs: this.#breaker.cooldownMs, consecutiveFailures: peer.status.consecutiveFailures }, 'policy-cache: circuit open, pausing delivery to the peer')
+      return next
     }
   }
 
   #markUnresponsive (peer: Peer): void {
-    if (peer.status.state === 'down' || !peer.active) return
+    if (peer.status.state === 'down' || peer.gone || !peer.active) return
     const reason = `no acknowledgement within ${this.#ackTimeoutMs} ms`
     peer.unresponsive(reason)
     this.#log.warn({ peer: peer.url, reason }, 'policy-cache: peer is down')

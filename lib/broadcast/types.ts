@@ -31,11 +31,21 @@ export interface AckSummary {
   total: number
 }
 
+/** A tenant whose latest revision a peer has not acknowledged yet. */
+export interface PeerLag {
+  tenant: string
+  /** The highest revision of the tenant the peer acknowledged; null when none (or forgotten). */
+  acked: number | null
+  /** Our revision of the tenant: the latest this instance sent. */
+  revision: number
+}
+
 /** One peer as `/servers` shows it. Times are ISO strings, `null` until they happen. */
 export interface PeerStatus {
   url: string
   serverId: string | null
-  state: 'up' | 'down' | 'unknown'
+  /** `gone`: the peer answered 410 and is sent nothing more (until it is configured anew). */
+  state: 'up' | 'down' | 'unknown' | 'gone'
   lastSuccessAt: string | null
   lastFailureAt: string | null
   lastError: string | null
@@ -43,4 +53,12 @@ export interface PeerStatus {
   delivered: number
   failed: number
   latencyMs: number | null
+  /** The circuit breaker: `open` sends nothing until `nextAttemptAt`, `half-open` is sending its one probe. */
+  circuit: 'closed' | 'open' | 'half-open'
+  /** When sending resumes, while an open circuit or a `Retry-After` holds it; else null. */
+  nextAttemptAt: string | null
+  /** How many tenants the peer has not acknowledged our latest revision of. */
+  tenantsBehind: number
+  /** Those tenants (at most 100, most recently written first), each with the peer's acknowledged revision vs ours. */
+  lag: PeerLag[]
 }

@@ -189,14 +189,20 @@ export class TenantCache {
   async #catchUpOnce (tenant: string): Promise<void> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
-    const state = this.#tenants.peek(tenant)
-    if (state === undefined) return
-    const changes = await this.#store.changesSince(tenant, state.revision)
-    if (changes !== null && state.applyAll(changes)) {
-      this.#stats.deltaCatchUps++
+    for (;;) {
+      const state = this.#tenants.peek(tenant)
+      if (state === undefined) return
+      const changes = await this.#store.changesSince(tenant, state.revision)
+      // A reload (or an eviction and load) swapped the state meanwhile: applying the delta to the
+      // replaced one would lose it, so catch up the state cached now.
+      if (this.#tenants.peek(tenant) !== state) continue
+      if (changes !== null && state.applyAll(changes)) {
+        this.#stats.deltaCatchUps++
+        return
+      }
+      await this.reload(tenant)
       return
     }
-    await this.reload(tenant)
   }
 
   #load (tenant: string): Promise<TenantState> {

@@ -100,14 +100,22 @@ export const ServersReply = Type.Object({
   peers: Type.Array(Type.Object({
     url: Type.String(),
     serverId: Nullable(Type.String()),
-    state: Type.Union([Type.Literal('up'), Type.Literal('down'), Type.Literal('unknown')]),
+    state: Type.Union([Type.Literal('up'), Type.Literal('down'), Type.Literal('unknown'), Type.Literal('gone')]),
     lastSuccessAt: Nullable(Type.String()),
     lastFailureAt: Nullable(Type.String()),
     lastError: Nullable(Type.String()),
     consecutiveFailures: Type.Integer({ minimum: 0 }),
     delivered: Type.Integer({ minimum: 0 }),
     failed: Type.Integer({ minimum: 0 }),
-    latencyMs: Nullable(Type.Number({ minimum: 0 }))
+    latencyMs: Nullable(Type.Number({ minimum: 0 })),
+    circuit: Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half-open')]),
+    nextAttemptAt: Nullable(Type.String()),
+    tenantsBehind: Type.Integer({ minimum: 0 }),
+    lag: Type.Array(Type.Object({
+      tenant: Type.String(),
+      acked: Nullable(Type.Integer({ minimum: 0 })),
+      revision: Type.Integer({ minimum: 0 })
+    }, closed), { description: 'Tenants whose latest revision the peer has not acknowledged: its acknowledged revision vs ours' })
   }, closed))
 }, closed)
 

@@ -384,3 +384,124 @@ test('close releases waiting writes, stops retries and leaves no handles', async
   const after = count()
   for (const type of ['TCPSocketWrap', 'TCPServerWrap', 'Timeout']) t.ok((after[type] ?? 0) <= (before[type] ?? 0), `no ${type} left behind`)
 })
+
+/** A peer answering each request with what `answer` says (a status and headers), else as a receiver does. */
+async function scriptedPeer (t: Teardown, answer: (n: number, notice: Notice) => { status: number, headers?: Record<string, string> } | undefined) {
+  const app = Fastify()
+  const notices: Notice[] = []
+  const arrivals: number[] = []
+  app.post('/webhook/refresh', async (request, reply) => {
+    const notice = request.body as Notice
+    notices.push(notice)
+    arrivals.push(performance.now())
+    const scripted = answer(notices.length, notice)
+    if (scripted !== undefined) return reply.code(scripted.status).headers(scripted.headers ?? {}).send({ error: 'scripted' })
+    return { serverId: 'scripted', revisions: {} }
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const { port } = app.server.address() as { port: number }
+  return { url: `http://127.0.0.1:${port}`, notices, arrivals }
+}
+
+test('the circuit opens after consecutive failures, sends nothing during the cool-down, then one probe', async (t) => {
+  keepAlive(t)
+  let healthy = false
+  const peer = await scriptedPeer(t, () => healthy ? undefined : { status: 500 })
+  const { b, logs } = broadcaster(t, {
+    peers: [peer.url],
+    retry: { retries: 10, minDelayMs: 1, maxDelayMs: 2 },
+    circuitBreaker: { failureThreshold: 3, cooldownMs: 150 }
+  })
+  const atOpening: number[] = []
+  logs.events.on('info', (obj: { cooldownMs?: number }) => { if (obj.cooldownMs !== undefined) atOpening.push(peer.notices.length) })
+
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 })
+  await logs.until('info', 1)
+  t.same(atOpening, [3], 'opened at the third consecutive failure, although ten retries were allowed')
+  t.match(b.status()[0], { state: 'down', circuit: 'open', consecutiveFailures: 3 })
+  t.ok(b.status()[0].nextAttemptAt, 'shows when sending resumes')
+
+  t.same(await immediately(b.notify([change('t1', 2), change('t2', 1)])), { acked: 0, total: 1 }, 'an open circuit is not waited for')
+  await logs.until('info', 2)
+  t.same(atOpening, [3, 4], 'after the cool-down exactly one probe, whose failure reopened the circuit')
+
+  healthy = true
+  const recovered = new Promise((resolve) => logs.events.on('info', (obj: { serverId?: string }) => { if (obj.serverId !== undefined) resolve(obj) }))
+  await recovered
+  t.equal(peer.notices.length, 5, 'the next probe succeeded')
+  t.same(peer.notices[4].changes.map((c) => [c.tenant, c.revision]).sort(), [['t1', 2], ['t2', 1]], 'the probe carried the coalesced latest revisions')
+  t.match(b.status()[0], { state: 'up', circuit: 'closed', consecutiveFailures: 0, nextAttemptAt: null, tenantsBehind: 0 })
+})
+
+test('Retry-After on 503 is honoured before the next attempt', async (t) => {
+  keepAlive(t)
+  const peer = await scriptedPeer(t, (n) => n === 1 ? { status: 503, headers: { 'retry-after': '1' } } : undefined)
+  const { b, logs } = broadcaster(t, { peers: [peer.url], retry: { retries: 3, minDelayMs: 1, maxDelayMs: 2 } })
+  await b.notify([change('t1', 1)])
+  t.match(b.status()[0], { state: 'down', lastError: 'HTTP 503', circuit: 'closed' })
+  t.ok(b.status()[0].nextAttemptAt, 'the hold is visible')
+  await logs.until('info', 1)
+  t.equal(peer.notices.length, 2)
+  const gap = peer.arrivals[1] - peer.arrivals[0]
+  t.ok(gap >= 900, `waited ${Math.round(gap)} ms for Retry-After: 1 (the backoff alone is at most 2 ms)`)
+  t.match(b.status()[0], { state: 'up', nextAttemptAt: null })
+})
+
+test('Retry-After on 429 is capped by retry.maxRetryAfterMs', async (t) => {
+  keepAlive(t)
+  const peer = await scriptedPeer(t, (n) => n === 1 ? { status: 429, headers: { 'retry-after': '3600' } } : undefined)
+  const { b, logs } = broadcaster(t, { peers: [peer.url], retry: { retries: 3, minDelayMs: 1, maxDelayMs: 2, maxRetryAfterMs: 100 } })
+  await b.notify([change('t1', 1)])
+  const hold = Date.parse(b.status()[0].nextAttemptAt as string) - Date.now()
+  t.ok(hold <= 100, 'held for at most the cap, not an hour')
+  await logs.until('info', 1)
+  t.equal(peer.notices.length, 2, 'retried after the capped wait')
+  t.ok(peer.arrivals[1] - peer.arrivals[0] >= 50, 'but it did wait')
+})
+
+test('other 4xx answers are not retried', async (t) => {
+  const peer = await scriptedPeer(t, (_n, notice) => notice.changes[0].tenant === 'bad' ? { status: 400 } : undefined)
+  const { b, logs } = broadcaster(t, { peers: [peer.url], retry: { retries: 5, minDelayMs: 1, maxDelayMs: 2 } })
+  t.same(await b.notify([change('bad', 1)]), { acked: 0, total: 1 })
+  await logs.until('debug', 1) // given up
+  t.equal(peer.notices.length, 1, 'one attempt, no retries')
+  t.match(b.status()[0], { state: 'down', lastError: 'HTTP 400', failed: 1 })
+  t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 }, 'a down peer is not waited for')
+  await logs.until('info', 1)
+  t.match(b.status()[0], { state: 'up', delivered: 1 }, 'later notices still go out')
+})
+
+test('410 Gone stops all sending to that peer, shown in its state and logged once', async (t) => {
+  const peer = await scriptedPeer(t, () => ({ status: 410 }))
+  const other = await receiver(t)
+  const { b, logs } = broadcaster(t, { peers: [peer.url, other.url], retry: { retries: 5, minDelayMs: 1, maxDelayMs: 2 } })
+  t.same(await b.notify([change('t1', 1)]), { acked: 1, total: 2 })
+  t.match(b.status()[0], { state: 'gone', lastError: 'HTTP 410', failed: 1 })
+  t.same(await b.notify([change('t1', 2)]), { acked: 1, total: 2 })
+  t.same(await b.notify([change('t1', 3)]), { acked: 1, total: 2 })
+  t.equal(peer.notices.length, 1, 'nothing sent after the 410')
+  t.equal(other.notices.length, 3, 'the other peer still gets everything')
+  t.equal(logs.entries.filter((entry) => /410/.test(entry.msg)).length, 1, 'logged once')
+})
+
+test('status shows each peer\'s lag: per tenant, the revision it acknowledged vs ours', async (t) => {
+  const peer = await scriptedPeer(t, (_n, notice) => notice.changes.some((c) => c.tenant === 'bad') ? { status: 500 } : undefined)
+  const { b, logs } = broadcaster(t, { peers: [peer.url] })
+  await b.notify([change('t1', 1), change('bad', 1)])
+  t.match(b.status()[0], { state: 'down', tenantsBehind: 2 })
+  t.same(b.status()[0].lag.sort((x, y) => x.tenant < y.tenant ? -1 : 1), [
+    { tenant: 'bad', acked: null, revision: 1 },
+    { tenant: 't1', acked: null, revision: 1 }
+  ])
+  await b.notify([change('t1', 2)]) // the peer is down: not waited for
+  await logs.until('info', 1) // up again
+  t.same(b.status()[0].lag, [{ tenant: 'bad', acked: null, revision: 1 }], 't1 is acknowledged at our revision')
+  await b.notify([change('t1', 3), change('bad', 2)])
+  await logs.until('warn', 2) // down again
+  t.same(b.status()[0].lag.sort((x, y) => x.tenant < y.tenant ? -1 : 1), [
+    { tenant: 'bad', acked: null, revision: 2 },
+    { tenant: 't1', acked: 2, revision: 3 }
+  ], 'acknowledged 2, ours 3')
+  t.equal(b.status()[0].tenantsBehind, 2)
+})

@@ -107,3 +107,22 @@ test('sync polls all cached tenants in one query and catches up those behind', a
   t.equal(cache.peek('t2')!.revision, 1)
   t.same(await cache.sync(), [], 'nothing behind the second time')
 })
+
+test('a catch-up racing a full reload is not lost on the state the reload replaced', async (t) => {
+  const store = new InstrumentedStore()
+  await store.write('t1', { op: 'create-group', group: 'g' }, 'test')
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await store.write('t1', { op: 'add-permission', group: 'g', permission: 'doc:read' }, 'peer')
+  const releaseSnapshot = store.hold('snapshot')
+  const reload = cache.reload('t1') // reads revision 2, answers late
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  const releaseChanges = store.hold('changesSince')
+  const noticed = cache.noticed('t1', 3) // reads the changes after 1 (2 and 3), answers late
+  releaseSnapshot()
+  t.equal(await reload, 2, 'the reload swapped in a new state at 2')
+  releaseChanges()
+  t.equal(await noticed, 3, 'the catch-up reached 3 on the state now cached')
+  t.equal(cache.peek('t1')!.revision, 3)
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+})

@@ -50,4 +50,5 @@ test('/servers lists this instance and its peers', async (t) => {
   t.same(res.body.self, { serverId: 'node-a', url: 'http://127.0.0.1:4000' })
   t.equal(res.body.peers.length, 1, 'this instance\'s own URL is dropped from its peers')
   t.match(res.body.peers[0], { url: 'http://127.0.0.1:1', state: 'unknown', delivered: 0, failed: 0, serverId: null })
+  t.match(res.body.peers[0], { circuit: 'closed', nextAttemptAt: null, tenantsBehind: 0, lag: [] }, 'breaker and lag are shown')
 })

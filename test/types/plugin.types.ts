@@ -25,9 +25,15 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   expectType<Equal<Awaited<ReturnType<typeof app.policyCache.decide>>, { allowed: boolean, revision: number }>>(true)
   await app.policyCache.decide('t', 'u', 'p', { minRevision: outcome.revision })
 
+  const options: PolicyCacheOptions[] = []
+  await app.register(policyCache, { circuitBreaker: { failureThreshold: 5 }, retry: { maxRetryAfterMs: 10000 } })
+  type Peer = ReturnType<typeof app.policyCache.peers>[number]
+  expectType<Equal<Peer['state'], 'up' | 'down' | 'unknown' | 'gone'>>(true)
+  expectType<Equal<Peer['lag'], Array<{ tenant: string, acked: number | null, revision: number }>>>(true)
+  // @ts-expect-error cooldownMs is a number
+  options.push({ circuitBreaker: { cooldownMs: '30s' } })
   // @ts-expect-error ackTimeoutMs is a number
   await app.register(policyCache, { ackTimeoutMs: '200' })
-  const options: PolicyCacheOptions[] = []
   // @ts-expect-error peers are strings
   options.push({ peers: [3000] })
   // @ts-expect-error check takes a permission

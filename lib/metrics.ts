@@ -123,12 +123,12 @@ export class PolicyMetrics {
       }),
       new Gauge({
         name: name('peer_up'),
-        help: 'Whether a peer is up (1), down (0) or not heard from yet (-1)',
+        help: 'Whether a peer is up (1), down or gone (0), or not heard from yet (-1)',
         labelNames: ['peer'],
         registers,
         collect () {
           this.reset()
-          for (const peer of sources.peers()) this.set({ peer: peer.url }, peer.state === 'up' ? 1 : peer.state === 'down' ? 0 : -1)
+          for (const peer of sources.peers()) this.set({ peer: peer.url }, peer.state === 'up' ? 1 : peer.state === 'unknown' ? -1 : 0)
         }
       })
     ]

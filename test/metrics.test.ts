@@ -165,3 +165,24 @@ test('metrics: deliveries, failures, retries and give-ups per peer, propagation,
   t.equal(sample(text, 'policy_cache_webhook_deliveries_total', proxied), 1)
   t.ok((sample(text, 'policy_cache_webhook_failures_total', proxied) ?? 0) >= 1)
 })
+
+test('metrics: a peer that answered 410 Gone counts as not up', async (t) => {
+  const gone = Fastify()
+  t.teardown(() => gone.close())
+  gone.post('/webhook/refresh', async (_request, reply) => await reply.code(410).send())
+  const goneUrl = await gone.listen({ port: 0, host: '127.0.0.1' })
+  const a = Fastify()
+  t.teardown(() => a.close())
+  await a.register(policyCache, {
+    sqliteFile: join(tempDir(t), 'gone.db'),
+    serverId: 'a',
+    peers: [goneUrl],
+    webhookSecret: SECRET,
+    syncIntervalMs: 0,
+    ackTimeoutMs: 30000,
+    metrics: true
+  })
+  await a.policyCache.createGroup('t', 'g')
+  t.equal(a.policyCache.peers()[0]?.state, 'gone')
+  t.equal(sample(await scrape(a), 'policy_cache_peer_up', { peer: goneUrl }), 0)
+})

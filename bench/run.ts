@@ -1,0 +1,40 @@
+/**
+ * `npm run bench [-- --quick] [section …]`: runs the benchmark sections side by side, prints a table
+ * and writes docs/benchmarks.md (+ the propagation plot). Sections: check, http, propagation,
+ * faults, catchup, writes. `--quick` is a fast smoke run (small counts; its figures are rough).
+ * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
+ */
+import { runCheck } from './check.js'
+import { printReport, writeReport } from './report.js'
+import type { RunOptions, SectionResult } from './stats.js'
+
+const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
+  check: runCheck
+}
+
+async function main (): Promise<void> {
+  const args = process.argv.slice(2)
+  const quick = args.includes('--quick')
+  const outAt = args.indexOf('--out')
+  const out = outAt === -1 ? undefined : args[outAt + 1]
+  if (outAt !== -1 && (out === undefined || out.startsWith('--'))) throw new Error('--out needs a directory')
+  const wanted = args.filter((a, i) => !a.startsWith('--') && i !== outAt + 1)
+  for (const name of wanted) if (!(name in SECTIONS)) throw new Error(`unknown section "${name}" (one of ${Object.keys(SECTIONS).join(', ')})`)
+  const names = wanted.length > 0 ? wanted : Object.keys(SECTIONS)
+  const started = Date.now()
+  const opts: RunOptions = { quick, log: (line) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`) }
+  const results: SectionResult[] = []
+  for (const name of names) results.push(await SECTIONS[name](opts))
+  const seconds = (Date.now() - started) / 1000
+  printReport(results)
+  const dir = out ?? (!quick && wanted.length === 0 ? 'docs' : undefined)
+  if (dir !== undefined) {
+    const files = await writeReport(results, { quick, seconds, args, dir, conditions: process.env.BENCH_CONDITIONS })
+    opts.log(`wrote ${files.join(', ')}`)
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`)
+  process.exit(1)
+})

@@ -5,11 +5,13 @@
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
 import { runCheck } from './check.js'
+import { runPropagation } from './propagation.js'
 import { printReport, writeReport } from './report.js'
 import type { RunOptions, SectionResult } from './stats.js'
 
 const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
-  check: runCheck
+  check: runCheck,
+  propagation: runPropagation
 }
 
 async function main (): Promise<void> {

@@ -19,6 +19,8 @@ export interface Instance {
   call<T = unknown> (cmd: string, args?: object, timeoutMs?: number): Promise<T>
   /** Resolves with the timestamp at which this instance first saw change `seq` (or rejects on timeout). */
   visible (seq: number, timeoutMs: number): Promise<number>
+  /** When the request that carried change `seq` reached this instance, if it reports that. */
+  arrival (seq: number): number | undefined
   /** This instance's clock minus ours, estimated from one IPC round trip (ms), and that round trip. */
   clockOffset (): Promise<{ offset: number, rtt: number }>
   close (): Promise<void>
@@ -33,6 +35,7 @@ export async function spawnInstance (config: InstanceConfig): Promise<Instance> 
   let nextId = 1
   const calls = new Map<number, { resolve: (v: any) => void, reject: (e: Error) => void }>()
   const seen = new Map<number, number>()
+  const arrivals = new Map<number, number>()
   const waiters = new Map<number, (at: number) => void>()
   let ready!: (url: string) => void
   let failed!: (err: Error) => void
@@ -41,6 +44,7 @@ export async function spawnInstance (config: InstanceConfig): Promise<Instance> 
     if (msg.event === 'ready') ready(msg.url ?? '')
     else if (msg.event === 'visible') {
       seen.set(msg.seq, msg.at)
+      if (typeof msg.arrived === 'number') arrivals.set(msg.seq, msg.arrived)
       waiters.get(msg.seq)?.(msg.at)
     } else {
       const call = calls.get(msg.id)
@@ -77,6 +81,7 @@ export async function spawnInstance (config: InstanceConfig): Promise<Instance> 
         waiters.set(seq, (v) => { clearTimeout(timer); waiters.delete(seq); resolve(v) })
       })
     },
+    arrival: (seq) => arrivals.get(seq),
     clockOffset: async () => {
       const t0 = now()
       const theirs = await call<number>('clock')

@@ -39,30 +39,33 @@ let pending: { tenant: string, seq: number } | undefined
 let fallback: NodeJS.Timeout | undefined
 
 /** Reports the watched change's first visibility; `visible` is this instance's own check. */
-function found (seq: number): void {
+function found (seq: number, arrived?: number): void {
   if (pending?.seq !== seq) return
   pending = undefined
   clearInterval(fallback)
-  process.send!({ event: 'visible', seq, at: now() })
+  process.send!({ event: 'visible', seq, at: now(), arrived })
 }
 
 /**
  * Starts watching: `probe` is called on every notification this instance receives (the earliest
- * moment its answer can change) and, as a safety net, every millisecond.
+ * moment its answer can change) and, as a safety net, every 20 ms.
  */
 function watch (tenant: string, seq: number, probe: () => void): void {
   pending = { tenant, seq }
   clearInterval(fallback)
-  fallback = setInterval(probe, 1)
+  fallback = setInterval(probe, 20)
   probe()
 }
 
 async function ours (): Promise<{ url: string, handlers: Record<string, Handler>, close: () => Promise<void> }> {
   const db = createSqliteDb(config.sqliteFile!)
   const app = Fastify()
+  let arrived: number | undefined
   const probe = (): void => {
-    if (pending !== undefined && app.policyCache.checkSync(pending.tenant, 'u0', permissionOf(pending.seq)) === true) found(pending.seq)
+    if (pending !== undefined && app.policyCache.checkSync(pending.tenant, 'u0', permissionOf(pending.seq)) === true) found(pending.seq, arrived)
   }
+  // For the breakdown: when the last webhook request reached this instance.
+  app.addHook('onRequest', async (request) => { if (request.url.startsWith('/webhook/')) arrived = now() })
   // Runs after the webhook handler has caught up, before the reply is written: the change is visible now.
   app.addHook('onSend', async (_request, _reply, payload) => { probe(); return payload })
   await app.register(policyCache, {

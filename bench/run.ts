@@ -4,14 +4,22 @@
  * faults, catchup, writes. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
+import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
+import { runFaults } from './faults.js'
+import { runHttp } from './http.js'
 import { runPropagation } from './propagation.js'
 import { printReport, writeReport } from './report.js'
+import { runWrites } from './writes.js'
 import type { RunOptions, SectionResult } from './stats.js'
 
 const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   check: runCheck,
-  propagation: runPropagation
+  http: runHttp,
+  propagation: runPropagation,
+  faults: runFaults,
+  catchup: runCatchUp,
+  writes: runWrites
 }
 
 async function main (): Promise<void> {

@@ -57,8 +57,8 @@ export function cdfSvg (title: string, series: Record<string, number[]>): string
   const all = entries.flatMap(([, v]) => v).filter((v) => v > 0)
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...all))))
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...all))))
-  const x = (v: number): number => m.left + (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) * (W - m.left - m.right)
-  const y = (f: number): number => H - m.bottom - f * (H - m.top - m.bottom)
+  const x = (v: number): number => Math.round(10 * (m.left + (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) * (W - m.left - m.right))) / 10
+  const y = (f: number): number => Math.round(10 * (H - m.bottom - f * (H - m.top - m.bottom))) / 10
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
@@ -78,8 +78,10 @@ export function cdfSvg (title: string, series: Record<string, number[]>): string
     const points = sorted.map((v, k) => `${x(v).toFixed(1)},${y((k + 1) / sorted.length).toFixed(1)}`)
     const color = COLORS[i % COLORS.length]
     parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${x(sorted[0]).toFixed(1)},${y(0)} ${points.join(' ')}"/>`)
-    parts.push(`<rect x="${m.left + 10}" y="${m.top + 8 + i * 18}" width="14" height="4" fill="${color}"/>`)
-    parts.push(`<text x="${m.left + 30}" y="${m.top + 14 + i * 18}">${name} (n=${values.length})</text>`)
+    // Legend bottom right, where a CDF rarely runs.
+    const ly = H - m.bottom - 16 - (entries.length - 1 - i) * 18
+    parts.push(`<rect x="${W - m.right - 260}" y="${ly - 6}" width="14" height="4" fill="${color}"/>`)
+    parts.push(`<text x="${W - m.right - 240}" y="${ly}">${name} (n=${values.length})</text>`)
   })
   parts.push('</svg>')
   return parts.join('\n') + '\n'

@@ -28,7 +28,7 @@ async function main (): Promise<void> {
   const outAt = args.indexOf('--out')
   const out = outAt === -1 ? undefined : args[outAt + 1]
   if (outAt !== -1 && (out === undefined || out.startsWith('--'))) throw new Error('--out needs a directory')
-  const wanted = args.filter((a, i) => !a.startsWith('--') && i !== outAt + 1)
+  const wanted = args.filter((a, i) => !a.startsWith('--') && (outAt === -1 || i !== outAt + 1))
   for (const name of wanted) if (!(name in SECTIONS)) throw new Error(`unknown section "${name}" (one of ${Object.keys(SECTIONS).join(', ')})`)
   const names = wanted.length > 0 ? wanted : Object.keys(SECTIONS)
   const started = Date.now()

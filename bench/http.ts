@@ -9,7 +9,7 @@ import { fmt, median, ratio, type RunOptions, type SectionResult } from './stats
 
 export async function runHttp ({ quick, log }: RunOptions): Promise<SectionResult> {
   const duration = quick ? 1 : 4
-  const reps = quick ? 1 : 5
+  const reps = quick ? 1 : 7
   const connections = 10
   const server = await spawnInstance({ mode: 'http' })
   const rates: Record<string, number[]> = { plugin: [], bare: [] }

@@ -41,29 +41,38 @@ interface Run {
   missed: number
 }
 
-async function measure (a: Instance, peers: Instance[], tenant: string, count: number, firstSeq: number, timeoutMs: number): Promise<Run> {
-  const run: Run = { latencies: [], toArrival: [], handling: [], allPeers: [], writes: [], visibleAtReturn: 0, ackedAll: 0, count, missed: 0 }
+function emptyRun (): Run {
+  return { latencies: [], toArrival: [], handling: [], allPeers: [], writes: [], visibleAtReturn: 0, ackedAll: 0, count: 0, missed: 0 }
+}
+
+/** `count` writes on each tenant, taking turns between the tenants so that both see the same conditions. */
+async function measure (a: Instance, peers: Instance[], tenants: string[], count: number, next: { seq: number }, timeoutMs: number): Promise<Record<string, Run>> {
+  const runs: Record<string, Run> = Object.fromEntries(tenants.map((t) => [t, emptyRun()]))
   for (let k = 0; k < count; k++) {
-    const seq = firstSeq + k
-    await Promise.all(peers.map((b) => b.call('watch', { tenant, seq })))
-    const out = await a.call<{ start: number, end: number, acked?: number, total?: number }>('write', { tenant, seq })
-    const seen = await Promise.all(peers.map((b) => b.visible(seq, timeoutMs).catch(() => NaN)))
-    run.writes.push(out.end - out.start)
-    if (seen.some(Number.isNaN)) { run.missed++; continue }
-    const lat = seen.map((at) => at - out.start)
-    run.latencies.push(...lat)
-    peers.forEach((b, i) => {
-      const arrived = b.arrival(seq)
-      if (arrived === undefined || arrived < out.start) return
-      run.toArrival.push(arrived - out.start)
-      run.handling.push(seen[i] - arrived)
-    })
-    run.allPeers.push(Math.max(...lat))
-    if (seen.every((at) => at <= out.end)) run.visibleAtReturn++
-    if (out.total !== undefined && out.acked === out.total) run.ackedAll++
-    await sleep(3)
+    for (const tenant of tenants) {
+      const run = runs[tenant]
+      const seq = next.seq++
+      run.count++
+      await Promise.all(peers.map((b) => b.call('watch', { tenant, seq })))
+      const out = await a.call<{ start: number, end: number, acked?: number, total?: number }>('write', { tenant, seq })
+      const seen = await Promise.all(peers.map((b) => b.visible(seq, timeoutMs).catch(() => NaN)))
+      run.writes.push(out.end - out.start)
+      if (seen.some(Number.isNaN)) { run.missed++; continue }
+      const lat = seen.map((at) => at - out.start)
+      run.latencies.push(...lat)
+      peers.forEach((b, i) => {
+        const arrived = b.arrival(seq)
+        if (arrived === undefined || arrived < out.start) return
+        run.toArrival.push(arrived - out.start)
+        run.handling.push(seen[i] - arrived)
+      })
+      run.allPeers.push(Math.max(...lat))
+      if (seen.every((at) => at <= out.end)) run.visibleAtReturn++
+      if (out.total !== undefined && out.acked === out.total) run.ackedAll++
+      await sleep(3)
+    }
   }
-  return run
+  return runs
 }
 
 interface Cluster { instances: Instance[], cleanup: () => Promise<void> }
@@ -105,8 +114,9 @@ async function casbinCluster (n: number, dir: string): Promise<Cluster> {
 
 export async function runPropagation ({ quick, log }: RunOptions): Promise<SectionResult> {
   const sizes = quick ? [3] : [3, 10]
-  const writes = quick ? 8 : 60
-  const warmup = quick ? 10 : 20
+  const writes = quick ? 8 : 100
+  const warmup = quick ? 6 : 20
+  const slowWrites = quick ? 3 : 10
   const dir = mkdtempSync(join(tmpdir(), 'policy-cache-bench-'))
   const results: Array<{ system: System, n: number, tenant: string, run: Run }> = []
   const clock: number[] = []
@@ -132,22 +142,27 @@ export async function runPropagation ({ quick, log }: RunOptions): Promise<Secti
         const [a, ...peers] = cluster.instances
         try {
           for (const inst of cluster.instances) {
-            const { offset, rtt } = await inst.clockOffset()
-            clock.push(Math.abs(offset))
-            ipc.push(rtt)
+            // The estimate from the fastest of a few IPC round trips is the tightest.
+            const pings = []
+            for (let k = 0; k < 5; k++) pings.push(await inst.clockOffset())
+            const best = pings.reduce((x, y) => y.rtt < x.rtt ? y : x)
+            clock.push(Math.abs(best.offset))
+            ipc.push(best.rtt)
           }
           for (const [tenant] of TENANTS) await Promise.all(cluster.instances.map((i) => i.call('load', { tenant })))
-          let seq = 1
-          for (const [tenant] of TENANTS) {
-            // casbin reloads the whole policy on every peer for every write: on the 10 k-rule tenant
-            // that takes seconds per write, so it gets fewer writes to keep the run bounded.
-            const slow = system === 'casbin + redis-watcher' && tenant === 'rules10k'
-            const [w, c] = slow ? [2, quick ? 3 : 10] : [warmup, writes]
-            log(`propagation: ${system}, ${n} instances, ${tenant}: ${w} warm-up + ${c} writes`)
-            await measure(a, peers, tenant, w, seq, 60000) // warm-up (JIT, connections), not recorded
-            seq += w
-            results.push({ system, n, tenant, run: await measure(a, peers, tenant, c, seq, 60000) })
-            seq += c
+          const next = { seq: 1 }
+          const names = TENANTS.map(([tenant]) => tenant)
+          // casbin reloads the whole policy on every peer for every write: on the 10 k-rule tenant
+          // that takes seconds per write, so it is measured apart, with fewer writes.
+          const slow = system === 'casbin + redis-watcher' ? ['rules10k'] : []
+          const fast = names.filter((t) => !slow.includes(t))
+          log(`propagation: ${system}, ${n} instances: ${warmup} warm-up + ${writes} writes on ${fast.join(' and ')}, taking turns`)
+          await measure(a, peers, fast, warmup, next, 60000) // warm-up (JIT, connections), not recorded
+          for (const [tenant, run] of Object.entries(await measure(a, peers, fast, writes, next, 60000))) results.push({ system, n, tenant, run })
+          if (slow.length > 0) {
+            log(`propagation: ${system}, ${n} instances: 2 warm-up + ${slowWrites} writes on ${slow.join(', ')}`)
+            await measure(a, peers, slow, 2, next, 60000)
+            for (const [tenant, run] of Object.entries(await measure(a, peers, slow, slowWrites, next, 60000))) results.push({ system, n, tenant, run })
           }
           await cluster.cleanup()
         } finally {
@@ -211,10 +226,11 @@ export async function runPropagation ({ quick, log }: RunOptions): Promise<Secti
       { name: 'flat in tenant size (p50 10 k rules ÷ small)', target: '≤ 1.5×', measured: ratio(median(oursBig.latencies), p50), met: sizeRatio <= 1.5 }
     ],
     notes: [
-      'Method. Every instance is its own Node.js process on 127.0.0.1. Before each write the orchestrator tells every peer B which change to watch for; B runs its own check (`checkSync` / BentoCache `get` / casbin `enforceSync`) whenever a notification reaches it — for the plugin in an `onSend` hook of the webhook route, i.e. after the catch-up and before the reply; for BentoCache on its `bus:message:received` event; for casbin after the watcher\'s policy reload — and every millisecond as a safety net; it reports over IPC the time of the first check that answers with the change. A reports when its write started and when it returned. Timestamps are `performance.timeOrigin + performance.now()`, which is comparable across processes on one host; the orchestrator estimated each instance\'s clock offset from an IPC round trip: at most ' + fmt(Math.max(...clock)) + ' ms (median IPC round trip ' + fmt(median(ipc)) + ' ms), an upper bound on the error.',
+      'Method. Every instance is its own Node.js process on 127.0.0.1. Before each write the orchestrator tells every peer B which change to watch for; B runs its own check (`checkSync` / BentoCache `get` / casbin `enforceSync`) whenever a notification reaches it — for the plugin in an `onSend` hook of the webhook route, i.e. after the catch-up and before the reply; for BentoCache on its `bus:message:received` event; for casbin after the watcher\'s policy reload — and every 20 ms as a safety net; it reports over IPC the time of the first check that answers with the change. A reports when its write started and when it returned. Timestamps are `performance.timeOrigin + performance.now()`, which is comparable across processes on one host; the orchestrator estimated each instance\'s clock offset against its own from the fastest of five IPC round trips: median ' + fmt(median(clock)) + ' ms, at most ' + fmt(Math.max(...clock)) + ' ms (each estimate is itself uncertain by half its round trip, median ' + fmt(median(ipc) / 2) + ' ms).',
       'What is written. Each write adds a grant `bench:p<n>` to group g0, which user u0 belongs to; B\'s check is "may u0 do bench:p<n>?". The plugin\'s write includes its SQLite transaction on a file shared by all instances (WAL), the local apply, the signed webhooks and the wait for acknowledgements. BentoCache caches each tenant\'s policy as one value (its rule list and a version), as an app without a policy index would; its write is one `set` (L1, then L2 in Redis, then a bus message that invalidates the peers\' L1; a peer\'s next `get` reads L2). casbin keeps one enforcer per tenant over a policy file (the built-in FileAdapter); a write is `addPolicy` + `savePolicy`, which rewrites the file and publishes on the Redis watcher, and each peer reloads the policy from the file (the watcher\'s stock reaction). Neither alternative includes a database transaction, which favours them.',
       '"Visible everywhere at return" counts the writes after whose return every peer\'s check already answered with the change (B\'s timestamp ≤ A\'s return). For the plugin it should match `peers.acked === peers.total`: a write waits (bounded by ackTimeoutMs) for every peer to have caught up. BentoCache and casbin return as soon as the message is published, before any peer has it.',
-      `Each configuration runs ${warmup} warm-up writes and then ${writes} measured writes (casbin on the 10 k-rule tenant: 2 and ${quick ? 3 : 10}, as each of its writes makes every peer reload the whole policy for seconds), one at a time with a 3 ms pause; a change not visible on a peer within 60 s counts as missed. The whole run shares two cores with other work on the machine; compare within a row group, not across runs.`
+      `What limits the plugin's propagation here: its path is a loopback HTTP round trip (the floor: p50 ${fmt(median(floor))} ms, p99 ${fmt(percentile(floor, 99))} ms in this run) plus a SQLite transaction on A before it sends and a changelog query on B before it answers; the breakdown table splits the time between A's side and B's side. On two cores shared with other work, process scheduling adds to every hop, which is why the floor itself is far above what loopback does on an idle machine, and why the absolute targets (p50 ≤ 1.5 ms, p99 ≤ 5 ms) hinge on the machine rather than on the code. BentoCache's write returns as soon as its bus message is published — before any peer has the change and without a database transaction — so its latency has fewer hops; the plugin's write returns only after every peer has caught up (see "visible everywhere at return").`,
+      `Each configuration runs ${warmup} warm-up writes and then ${writes} measured writes (casbin on the 10 k-rule tenant: 2 and ${slowWrites}, as each of its writes makes every peer reload the whole policy for seconds), one at a time with a 3 ms pause, taking turns between the two tenants; a change not visible on a peer within 60 s counts as missed. The whole run shares two cores with other work on the machine; compare within a row group, not across runs.`
     ],
     samples
   }

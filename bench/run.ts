@@ -4,6 +4,7 @@
  * faults, catchup, writes. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
+import { loadavg } from 'node:os'
 import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
 import { runFaults } from './faults.js'
@@ -22,6 +23,14 @@ const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   writes: runWrites
 }
 
+/** The paragraph about the run's conditions: the machine's load, and any note passed in BENCH_CONDITIONS. */
+function conditions (loadAtStart: string): string {
+  return [
+    `Load average (1/5/15 min) when the run started: ${loadAtStart}.`,
+    process.env.BENCH_CONDITIONS ?? ''
+  ].join(' ').trim()
+}
+
 async function main (): Promise<void> {
   const args = process.argv.slice(2)
   const quick = args.includes('--quick')
@@ -32,6 +41,7 @@ async function main (): Promise<void> {
   for (const name of wanted) if (!(name in SECTIONS)) throw new Error(`unknown section "${name}" (one of ${Object.keys(SECTIONS).join(', ')})`)
   const names = wanted.length > 0 ? wanted : Object.keys(SECTIONS)
   const started = Date.now()
+  const loadAtStart = loadavg().map((l) => l.toFixed(2)).join(' / ')
   const opts: RunOptions = { quick, log: (line) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`) }
   const results: SectionResult[] = []
   for (const name of names) results.push(await SECTIONS[name](opts))
@@ -39,7 +49,7 @@ async function main (): Promise<void> {
   printReport(results)
   const dir = out ?? (!quick && wanted.length === 0 ? 'docs' : undefined)
   if (dir !== undefined) {
-    const files = await writeReport(results, { quick, seconds, args, dir, conditions: process.env.BENCH_CONDITIONS })
+    const files = await writeReport(results, { quick, seconds, args, dir, conditions: conditions(loadAtStart) })
     opts.log(`wrote ${files.join(', ')}`)
   }
 }

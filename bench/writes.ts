@@ -41,7 +41,7 @@ async function throughput (db: Kysely<any>, prefix: string, count: number, reps:
 }
 
 export async function runWrites ({ quick, log }: RunOptions): Promise<SectionResult> {
-  const count = quick ? 160 : 1600
+  const count = quick ? 160 : 800
   const reps = quick ? 1 : 3
   const rows = [['database', 'sequential writes/s', `${CONCURRENCY} in flight (16 tenants) writes/s`, 'concurrent ÷ sequential']]
   const notes: string[] = []

@@ -14,7 +14,7 @@ import { fmt, median, percentile, ratio, type RunOptions, type SectionResult } f
 interface WriteOut { start: number, end: number, acked: number, total: number }
 
 export async function runFaults ({ quick, log }: RunOptions): Promise<SectionResult> {
-  const count = quick ? 15 : 120
+  const count = quick ? 15 : 150
   const warmup = quick ? 5 : 20
   const dir = mkdtempSync(join(tmpdir(), 'policy-cache-bench-'))
   const hanging = await hangingServer()

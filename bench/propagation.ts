@@ -114,7 +114,7 @@ async function casbinCluster (n: number, dir: string): Promise<Cluster> {
 
 export async function runPropagation ({ quick, log }: RunOptions): Promise<SectionResult> {
   const sizes = quick ? [3] : [3, 10]
-  const writes = quick ? 8 : 100
+  const writes = quick ? 8 : 150
   const warmup = quick ? 6 : 20
   const slowWrites = quick ? 3 : 10
   const dir = mkdtempSync(join(tmpdir(), 'policy-cache-bench-'))

@@ -127,7 +127,7 @@ export async function writeReport (results: readonly SectionResult[], ctx: Repor
     '```sh',
     'npm install',
     '# Redis on 127.0.0.1:6379 (BentoCache and casbin\'s watcher), PostgreSQL on 127.0.0.1:5432 db `test` (write section)',
-    'npm run bench                      # everything, ~10 min on 2 cores; rewrites this file and the plot',
+    'npm run bench                      # everything, a few minutes (≤ 10) on 2 cores; rewrites this file and the plot',
     'npm run bench -- --quick           # smoke run, < 1 min',
     'npm run bench -- check propagation # some sections only (printed, not written unless --out DIR)',
     '```',
@@ -139,6 +139,8 @@ export async function writeReport (results: readonly SectionResult[], ctx: Repor
     '## Targets',
     '',
     mdTable([['target', 'goal', 'measured', ''], ...results.flatMap((r) => r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : '**missed**']))]),
+    '',
+    'Where a target is missed, the section\'s notes say what limits it.',
     ''
   )
   for (const section of results) {

@@ -43,23 +43,38 @@ export class TenantCache {
   readonly #loading = new Map<string, Promise<TenantState>>()
   readonly #catchUps = new Map<string, CatchUpSlot>()
   readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, fullReloads: 0, evictions: 0 }
+  /**
+   * The tenant `peek` answered last and its state: while set, that tenant is the most recently used,
+   * so answering it again needs no LRU bookkeeping. Forgotten on every install, eviction and clear.
+   */
+  #hotTenant: string | undefined
+  #hotState: TenantState | undefined
 
   constructor ({ store, maxTenants }: TenantCacheOptions) {
     this.#store = store
     this.#tenants = new LRUCache({
       max: maxTenants,
-      dispose: (_value, _key, reason) => { if (reason === 'evict') this.#stats.evictions++ }
+      dispose: (_value, _key, reason) => {
+        this.#forgetHot()
+        if (reason === 'evict') this.#stats.evictions++
+      }
     })
   }
 
   /** The cached state of a tenant, or undefined; marks it recently used. The hot path. */
   peek (tenant: string): TenantState | undefined {
-    return this.#tenants.get(tenant)
+    if (tenant === this.#hotTenant) return this.#hotState
+    const state = this.#tenants.get(tenant)
+    if (state !== undefined) {
+      this.#hotTenant = tenant
+      this.#hotState = state
+    }
+    return state
   }
 
   /** Like `peek`, for a reader: counts a hit when the tenant is cached (a miss is counted by `get`). */
   lookup (tenant: string): TenantState | undefined {
-    const state = this.#tenants.get(tenant)
+    const state = this.peek(tenant)
     if (state !== undefined) this.#stats.hits++
     return state
   }
@@ -169,7 +184,13 @@ export class TenantCache {
 
   /** Drops every cached tenant. */
   clear (): void {
+    this.#forgetHot()
     this.#tenants.clear()
+  }
+
+  #forgetHot (): void {
+    this.#hotTenant = undefined
+    this.#hotState = undefined
   }
 
   async #run (tenant: string, slot: CatchUpSlot): Promise<void> {
@@ -223,6 +244,7 @@ export class TenantCache {
   #install (tenant: string, state: TenantState): TenantState {
     const current = this.#tenants.peek(tenant)
     if (current !== undefined && current.revision >= state.revision) return current
+    this.#forgetHot()
     this.#tenants.set(tenant, state)
     return state
   }

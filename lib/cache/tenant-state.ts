@@ -9,31 +9,42 @@
  */
 import type { Change, GroupData, LoggedChange, TenantSnapshot } from '../model.js'
 
+/** Up to this many wildcard grants per group are matched with `startsWith`, beyond it by slicing at each `:`. */
+const PREFIX_SCAN_LIMIT = 8
+
 /** The grants of one group, split for matching: exact permissions, and wildcard prefixes. */
 class GrantIndex {
   /** Concrete grants, e.g. `documents:read`. */
   readonly exact = new Set<string>()
   /** Wildcard grants by their prefix including the colon: `documents:*` → `documents:`. */
   readonly prefixes = new Set<string>()
+  /** The same prefixes as an array, for an allocation-free scan when there are few. */
+  #prefixList: string[] = []
   /** True when the group holds `*`. */
   all = false
 
   add (grant: string): void {
     if (grant === '*') this.all = true
-    else if (grant.endsWith(':*')) this.prefixes.add(grant.slice(0, -1))
+    else if (grant.endsWith(':*')) this.#setPrefixes(() => this.prefixes.add(grant.slice(0, -1)))
     else this.exact.add(grant)
   }
 
   delete (grant: string): void {
     if (grant === '*') this.all = false
-    else if (grant.endsWith(':*')) this.prefixes.delete(grant.slice(0, -1))
+    else if (grant.endsWith(':*')) this.#setPrefixes(() => this.prefixes.delete(grant.slice(0, -1)))
     else this.exact.delete(grant)
   }
 
-  /** Does a grant of this group match the concrete `permission`? O(segments). */
+  /** Does a grant of this group match the concrete `permission`? O(segments), no allocation for few wildcards. */
   matches (permission: string): boolean {
     if (this.all || this.exact.has(permission)) return true
-    if (this.prefixes.size === 0) return false
+    const list = this.#prefixList
+    if (list.length === 0) return false
+    if (list.length <= PREFIX_SCAN_LIMIT) {
+      // A prefix ends with ':' and a concrete permission has no empty segment, so a match is a proper prefix.
+      for (let i = 0; i < list.length; i++) if (permission.startsWith(list[i])) return true
+      return false
+    }
     for (let i = permission.indexOf(':'); i !== -1; i = permission.indexOf(':', i + 1)) {
       if (this.prefixes.has(permission.slice(0, i + 1))) return true
     }
@@ -41,13 +52,19 @@ class GrantIndex {
   }
 
   list (): string[] {
-    const out = [...this.exact, ...[...this.prefixes].map((p) => p + '*')]
+    const out = [...this.exact, ...this.#prefixList.map((p) => p + '*')]
     if (this.all) out.push('*')
     return out.sort()
+  }
+
+  #setPrefixes (mutate: () => void): void {
+    mutate()
+    this.#prefixList = [...this.prefixes]
   }
 }
 
 interface GroupState {
+  name: string
   grants: GrantIndex
   users: Set<string>
 }
@@ -56,15 +73,15 @@ export class TenantState {
   /** The revision this state reflects. */
   revision: number
   readonly #groups = new Map<string, GroupState>()
-  /** user → names of the groups they belong to. */
-  readonly #userGroups = new Map<string, Set<string>>()
+  /** user → the groups they belong to (a short array: the hot path iterates it). */
+  readonly #userGroups = new Map<string, GroupState[]>()
 
   constructor (snapshot: TenantSnapshot) {
     this.revision = snapshot.revision
     for (const group of snapshot.groups) {
       const state = this.#createGroup(group.name)
       for (const permission of group.permissions) state.grants.add(permission)
-      for (const user of group.users) this.#assign(state, group.name, user)
+      for (const user of group.users) this.#assign(state, user)
     }
   }
 
@@ -72,8 +89,8 @@ export class TenantState {
   check (user: string, permission: string): boolean {
     const groups = this.#userGroups.get(user)
     if (groups === undefined) return false
-    for (const name of groups) {
-      if (this.#groups.get(name)!.grants.matches(permission)) return true
+    for (let i = 0; i < groups.length; i++) {
+      if (groups[i].grants.matches(permission)) return true
     }
     return false
   }
@@ -106,7 +123,7 @@ export class TenantState {
         break
       case 'delete-group':
         if (group === undefined) break
-        for (const user of group.users) this.#unassign(group, change.group, user)
+        for (const user of group.users) this.#unassign(group, user)
         this.#groups.delete(change.group)
         break
       case 'add-permission':
@@ -116,10 +133,10 @@ export class TenantState {
         group?.grants.delete(change.permission)
         break
       case 'assign-user':
-        this.#assign(group ?? this.#createGroup(change.group), change.group, change.user)
+        this.#assign(group ?? this.#createGroup(change.group), change.user)
         break
       case 'unassign-user':
-        if (group !== undefined) this.#unassign(group, change.group, change.user)
+        if (group !== undefined) this.#unassign(group, change.user)
         break
     }
   }
@@ -134,7 +151,7 @@ export class TenantState {
 
   /** One user's groups and the grants they hold through them (sorted, deduplicated). */
   userView (user: string): { groups: string[], permissions: string[] } {
-    const groups = [...(this.#userGroups.get(user) ?? [])].sort()
+    const groups = (this.#userGroups.get(user) ?? []).map((group) => group.name).sort()
     const permissions = new Set<string>()
     for (const name of groups) {
       for (const grant of this.#groups.get(name)!.grants.list()) permissions.add(grant)
@@ -143,23 +160,25 @@ export class TenantState {
   }
 
   #createGroup (name: string): GroupState {
-    const state = { grants: new GrantIndex(), users: new Set<string>() }
+    const state = { name, grants: new GrantIndex(), users: new Set<string>() }
     this.#groups.set(name, state)
     return state
   }
 
-  #assign (group: GroupState, name: string, user: string): void {
+  #assign (group: GroupState, user: string): void {
+    if (group.users.has(user)) return
     group.users.add(user)
-    let groups = this.#userGroups.get(user)
-    if (groups === undefined) this.#userGroups.set(user, groups = new Set())
-    groups.add(name)
+    const groups = this.#userGroups.get(user)
+    if (groups === undefined) this.#userGroups.set(user, [group])
+    else groups.push(group)
   }
 
-  #unassign (group: GroupState, name: string, user: string): void {
-    group.users.delete(user)
+  #unassign (group: GroupState, user: string): void {
+    if (!group.users.delete(user)) return
     const groups = this.#userGroups.get(user)
     if (groups === undefined) return
-    groups.delete(name)
-    if (groups.size === 0) this.#userGroups.delete(user)
+    const at = groups.indexOf(group)
+    if (at !== -1) groups.splice(at, 1)
+    if (groups.length === 0) this.#userGroups.delete(user)
   }
 }

@@ -60,3 +60,39 @@ test('views are sorted plain data', async (t) => {
   s.apply({ op: 'assign-user', group: 'admins', user: 'alice' })
   t.same(s.userView('alice'), { groups: ['admins', 'editors'], permissions: ['*', 'documents:*', 'reports:read'] })
 })
+
+test('the user index stays exact through membership churn (records moved, grown, compacted)', async (t) => {
+  // Starts from a snapshot, then thousands of assigns, unassigns and group deletions and re-creations:
+  // enough to outgrow records, leave most of the index as garbage and compact it several times.
+  const groups = ['g0', 'g1', 'g2', 'g3', 'g4', 'g5']
+  const users = Array.from({ length: 40 }, (_, i) => `u${i}`)
+  const model = new Map<string, Set<string>>(groups.map((g) => [g, new Set(users.filter((_, i) => i % groups.length === groups.indexOf(g)))]))
+  const s = new TenantState({ revision: 0, groups: groups.map((g) => ({ name: g, permissions: [`p:${g}`], users: [...model.get(g)!] })) })
+  let seed = 12345
+  const next = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  let mismatches = 0
+  for (let step = 0; step < 5000; step++) {
+    const group = groups[next(groups.length)]
+    const user = users[next(users.length)]
+    const roll = next(100)
+    if (roll < 55) {
+      s.apply({ op: 'assign-user', group, user })
+      model.get(group)!.add(user)
+    } else if (roll < 97) {
+      s.apply({ op: 'unassign-user', group, user })
+      model.get(group)!.delete(user)
+    } else {
+      s.apply({ op: 'delete-group', group })
+      model.delete(group)
+      s.apply({ op: 'add-permission', group, permission: `p:${group}` })
+      model.set(group, new Set())
+    }
+    for (const u of users) {
+      const expected = groups.filter((g) => model.get(g)!.has(u))
+      if (JSON.stringify(s.userView(u).groups) !== JSON.stringify(expected)) mismatches++
+      for (const g of groups) if (s.check(u, `p:${g}`) !== expected.includes(g)) mismatches++
+    }
+  }
+  t.equal(mismatches, 0)
+  t.same(s.view().map((g) => ({ name: g.name, users: g.users })), groups.map((g) => ({ name: g, users: [...model.get(g)!].sort() })))
+})

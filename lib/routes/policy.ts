@@ -1,13 +1,12 @@
 /** The policy routes: the six writes, the check, the tenant and user views, refresh (DESIGN §4). */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import type { TSchema } from 'typebox'
 import type { Change, Operation } from '../model.js'
 import type { PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
   CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
-  TenantParams, TenantReply, UserBody, UserParams, UserReply, WriteReply
+  TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
 } from './schemas.js'
 
 export interface PolicyRoutesOptions {
@@ -23,7 +22,7 @@ function withRevision<T extends { revision: number }> (reply: FastifyReply, body
 
 export default async function policyRoutes (fastify: FastifyInstance, { engine }: PolicyRoutesOptions): Promise<void> {
   // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
-  fastify.setValidatorCompiler(TypeBoxValidatorCompiler)
+  fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
 
   // Each write's route is its operation's name: POST /create-group, /add-permission, …

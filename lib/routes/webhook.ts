@@ -7,7 +7,7 @@
  * schema (400), then own origin and replayed ids (200, nothing done), then `handleNotice`.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { LRUCache } from 'lru-cache'
 import { Type } from 'typebox'
 import { UnauthorizedWebhookError } from '../errors.js'
@@ -15,6 +15,7 @@ import { IDENTIFIER_PATTERN, OPERATIONS } from '../model.js'
 import { verify, WEBHOOK_HEADERS } from '../broadcast/signature.js'
 import { MAX_NOTICE_CHANGES, WEBHOOK_PATH } from '../broadcast/types.js'
 import type { Notice, NoticeReply } from '../broadcast/types.js'
+import { validatorCompiler } from './schemas.js'
 
 /** Default largest accepted webhook body, in bytes. */
 export const DEFAULT_WEBHOOK_BODY_LIMIT = 64 * 1024
@@ -96,7 +97,7 @@ export default async function webhookRoutes (fastify: FastifyInstance, opts: Web
     parseJson(request, rawBody.toString('utf8'), done)
   })
   // Known fields strictly (no type coercion), unknown ones ignored.
-  fastify.setValidatorCompiler(TypeBoxValidatorCompiler)
+  fastify.setValidatorCompiler(validatorCompiler)
 
   fastify.withTypeProvider<TypeBoxTypeProvider>().post(WEBHOOK_PATH, {
     bodyLimit,

@@ -214,7 +214,7 @@ test('fuzz: the webhook, unsigned and signed', async (t) => {
         type: fc.oneof({ weight: 6, arbitrary: fc.constant('policy.changed') }, { weight: 1, arbitrary: value }),
         origin: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }),
         changes: fc.oneof(
-          { weight: 6, arbitrary: fc.array(fc.record({ tenant: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), revision: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 1e6 }) }, { weight: 1, arbitrary: value }), operation: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('assign-user', 'create-group') }, { weight: 1, arbitrary: value }) }, { requiredKeys: ['tenant', 'revision'] }), { minLength: 1, maxLength: 4 }) },
+          { weight: 6, arbitrary: fc.array(fc.record({ tenant: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), revision: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 1e6 }) }, { weight: 1, arbitrary: value }), operation: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('assign-user', 'create-group', 'add-permission') }, { weight: 1, arbitrary: value }), group: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), user: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), permission: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('doc:read', 'doc:*', '*') }, { weight: 1, arbitrary: value }) }, { requiredKeys: ['tenant', 'revision'] }), { minLength: 1, maxLength: 4 }) },
           { weight: 1, arbitrary: value })
       }).map((n) => JSON.stringify(n))
     },

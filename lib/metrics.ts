@@ -113,8 +113,8 @@ export class PolicyMetrics {
       fromStats('cache_misses_total', 'Tenant lookups that had to load the tenant', (s) => s.misses),
       fromStats('cache_loads_total', 'Tenants loaded from a database snapshot', (s) => s.loads),
       fromStats('cache_evictions_total', 'Tenants dropped by the maxTenants bound', (s) => s.evictions),
-      byLabel('catch_ups_total', 'Catch-ups of a cached tenant: delta (from the changelog) or full (a snapshot reload)', 'kind',
-        (s) => ({ delta: s.deltaCatchUps, full: s.fullReloads })),
+      byLabel('catch_ups_total', 'Catch-ups of a cached tenant: carried (the change a notice carried), delta (from the changelog) or full (a snapshot reload)', 'kind',
+        (s) => ({ carried: s.carriedCatchUps, delta: s.deltaCatchUps, full: s.fullReloads })),
       new Gauge({
         name: name('tenants_cached'),
         help: 'Tenants held in memory',

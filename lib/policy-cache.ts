@@ -3,14 +3,14 @@
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
 import type { preHandlerHookHandler } from 'fastify'
-import type { AckSummary, NoticeChange, PeerStatus } from './broadcast/types.js'
+import { carriedChange, noticeChange, type AckSummary, type NoticeChange, type PeerStatus } from './broadcast/types.js'
 import type { CacheStats } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
   assertChange, assertIdentifier, assertPermission, isPermission,
-  type Change, type GroupData
+  type Change, type GroupData, type LoggedChange
 } from './model.js'
 import type { PolicyStore } from './store/types.js'
 
@@ -82,6 +82,10 @@ export function wrapStoreError (err: unknown): never {
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
   throw new StoreUnavailableError(err instanceof Error ? err.message : String(err), { cause: err })
+}
+
+function sameChange (a: LoggedChange | undefined, b: LoggedChange | undefined): boolean {
+  return a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b)
 }
 
 async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
@@ -196,13 +200,15 @@ export class PolicyCache {
       return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
     }
     this.#writes++
+    const committed = { ...change, revision }
     try {
-      await this.#tenants.applyOwn(tenant, { ...change, revision })
+      await this.#tenants.applyOwn(tenant, committed)
     } catch (err) {
       // Committed already: the write stands; the cache heals on the next catch-up or sync.
       this.#log.warn({ err, tenant, revision }, 'policy-cache: applying an own write to the cache failed')
     }
-    const peers = await this.#notifier.notify([{ tenant, revision, operation: change.op }])
+    // The notice carries the change itself: a peer one revision behind applies it without a query.
+    const peers = await this.#notifier.notify([noticeChange(tenant, committed)])
     return { tenant, revision, changed, peers }
   }
 
@@ -250,15 +256,27 @@ export class PolicyCache {
   }
 
   /**
-   * A peer's notice: catch up cached tenants behind it. Returns this instance's revision per tenant
-   * (null: not cached, loads lazily). Never moves a revision backwards.
+   * A peer's notice: catch up cached tenants behind it — with the change an entry carries when the
+   * cache is exactly one revision behind it, else from the changelog. Returns this instance's
+   * revision per tenant (null: not cached, loads lazily). Never moves a revision backwards. Throws a
+   * coded 400 for a malformed carried change, before anything is applied.
    */
   async noticed (changes: readonly NoticeChange[]): Promise<Record<string, number | null>> {
-    const latest = new Map<string, number>()
-    for (const { tenant, revision } of changes) latest.set(tenant, Math.max(revision, latest.get(tenant) ?? 0))
+    // The highest revision per tenant, with the change carried at exactly that revision (two
+    // entries naming the same revision with different data carry none: the changelog decides).
+    const latest = new Map<string, { revision: number, carried: LoggedChange | undefined }>()
+    for (const entry of changes) {
+      const carried = carriedChange(entry)
+      const seen = latest.get(entry.tenant)
+      if (seen === undefined || entry.revision > seen.revision) {
+        latest.set(entry.tenant, { revision: entry.revision, carried })
+      } else if (entry.revision === seen.revision && !sameChange(seen.carried, carried)) {
+        seen.carried = undefined
+      }
+    }
     const revisions: Record<string, number | null> = Object.create(null)
-    await Promise.all([...latest].map(async ([tenant, revision]) => {
-      revisions[tenant] = await this.#tenants.noticed(tenant, revision).catch(wrapStoreError)
+    await Promise.all([...latest].map(async ([tenant, { revision, carried }]) => {
+      revisions[tenant] = await this.#tenants.noticed(tenant, revision, carried).catch(wrapStoreError)
     }))
     return revisions
   }

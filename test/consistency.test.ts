@@ -87,7 +87,8 @@ function modelAllows (log: LoggedChange[], revision: number, user: string, permi
 }
 
 /** What one run observed, for the measurements reported at the end. */
-interface RunReport { convergedMs: number, steps: number, faults: number }
+/** `carried`: catch-ups served by the change a notice carried (the path without a database read). */
+interface RunReport { convergedMs: number, steps: number, faults: number, carried: number }
 
 type ClusterFactory = (options: FaultClusterOptions) => Promise<FaultCluster>
 
@@ -212,7 +213,7 @@ async function run (commands: Command[], seed: number, start: ClusterFactory): P
     network.release([3, 1, 4, 1, 5])
     await network.quiesce()
     await sample('after late notices')
-    return { convergedMs, steps: commands.length, faults }
+    return { convergedMs, steps: commands.length, faults, carried: engines.reduce((n, engine) => n + engine.stats().carriedCatchUps, 0) }
   } finally {
     await cluster.close()
   }
@@ -228,6 +229,8 @@ async function property (t: Test, numRuns: number, start: ClusterFactory): Promi
     { numRuns, seed: SEED, timeout: 15000, interruptAfterTimeLimit: 40000, markInterruptAsFailure: true }
   )
   t.ok(reports.length >= numRuns, `${reports.length} runs`)
+  const carried = reports.reduce((n, r) => n + r.carried, 0)
+  t.ok(carried > 0, `notices carry their change and the runs applied ${carried} of them without a changelog query`)
   const sorted = reports.map((r) => r.convergedMs).sort((a, b) => a - b)
   const median = sorted[Math.floor(sorted.length / 2)]
   t.comment(`seed ${SEED}: ${reports.reduce((n, r) => n + r.steps, 0)} steps, ${reports.reduce((n, r) => n + r.faults, 0)} faults;` +

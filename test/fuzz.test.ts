@@ -207,6 +207,17 @@ test('fuzz: path params of the views and the guarded host route\'s identity head
 test('fuzz: the webhook, unsigned and signed', async (t) => {
   const h = await harness(t)
   const keys = [parseSecret(SECRET, 'webhookSecret')]
+  // A carried change: none (an older sender), one that fits its operation, or arbitrary fields.
+  const carried = fc.oneof(
+    { weight: 3, arbitrary: fc.constant({}) },
+    {
+      weight: 3,
+      arbitrary: fc.oneof(
+        fc.record({ operation: fc.constantFrom('create-group', 'delete-group'), group: id }),
+        fc.record({ operation: fc.constantFrom('add-permission', 'remove-permission'), group: id, permission: fc.constantFrom('doc:read', 'doc:*', '*') }),
+        fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: id, user: id }))
+    },
+    { weight: 1, arbitrary: fc.record({ group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value) }, { requiredKeys: [] }) })
   const notice = fc.oneof(
     {
       weight: 3,
@@ -214,7 +225,7 @@ test('fuzz: the webhook, unsigned and signed', async (t) => {
         type: fc.oneof({ weight: 6, arbitrary: fc.constant('policy.changed') }, { weight: 1, arbitrary: value }),
         origin: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }),
         changes: fc.oneof(
-          { weight: 6, arbitrary: fc.array(fc.record({ tenant: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), revision: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 1e6 }) }, { weight: 1, arbitrary: value }), operation: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('assign-user', 'create-group') }, { weight: 1, arbitrary: value }) }, { requiredKeys: ['tenant', 'revision'] }), { minLength: 1, maxLength: 4 }) },
+          { weight: 6, arbitrary: fc.array(fc.record({ tenant: fc.oneof({ weight: 6, arbitrary: id }, { weight: 1, arbitrary: value }), revision: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 1e6 }) }, { weight: 1, arbitrary: value }), operation: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('assign-user', 'create-group') }, { weight: 1, arbitrary: value }) }, { requiredKeys: ['tenant', 'revision'] }).chain((entry) => carried.map((data) => ({ ...entry, ...data }))), { minLength: 1, maxLength: 4 }) },
           { weight: 1, arbitrary: value })
       }).map((n) => JSON.stringify(n))
     },

@@ -52,6 +52,7 @@ test('metrics: off by default; on, the engine\'s counters are read at scrape tim
   t.equal(sample(text, 'policy_cache_tenants_cached'), 2)
   t.equal(sample(text, 'policy_cache_catch_ups_total', { kind: 'delta' }), 0)
   t.equal(sample(text, 'policy_cache_catch_ups_total', { kind: 'full' }), 0)
+  t.equal(sample(text, 'policy_cache_catch_ups_total', { kind: 'carried' }), 0)
   await app.policyCache.refresh('t1')
   t.equal(sample(await scrape(app), 'policy_cache_catch_ups_total', { kind: 'full' }), 1)
 
@@ -142,6 +143,7 @@ test('metrics: deliveries, failures, retries and give-ups per peer, propagation,
   await b.app.policyCache.check('t', 'alice', 'documents:read')
   const first = await a.policyCache.createGroup('t', 'g')
   t.same(first.peers, { acked: 1, total: 2 })
+  t.match(b.app.policyCache.stats(), { carriedCatchUps: 1, deltaCatchUps: 0 }, 'the peer applied the change the signed notice carried')
   let text = await deadGivenUp(1)
 
   const proxied = { peer: proxy.url }

@@ -1,15 +1,52 @@
-import type { Operation } from '../model.js'
+import { InvalidInputError } from '../errors.js'
+import { assertChange, type Change, type LoggedChange, type Operation } from '../model.js'
 
 /** Where a peer's receiver listens, relative to the peer's URL (DESIGN §4). */
 export const WEBHOOK_PATH = '/webhook/refresh'
 /** The most changes one notice may carry; a receiver rejects more, a sender splits. */
 export const MAX_NOTICE_CHANGES = 1000
 
-/** One entry of a webhook notice: tenant `tenant` is at `revision` on the sender. */
+/**
+ * One entry of a webhook notice: tenant `tenant` is at `revision` on the sender. It may carry the
+ * change committed AT that revision (`operation` and `group`, plus `permission` or `user` as the
+ * operation needs): a receiver cached at exactly `revision - 1` applies it without reading the
+ * database. An entry is one object from writer to wire, so coalescing never pairs a revision with
+ * another revision's data.
+ */
 export interface NoticeChange {
   tenant: string
   revision: number
   operation?: Operation
+  group?: string
+  permission?: string
+  user?: string
+}
+
+/** The notice entry of a committed change: its revision, its operation and its data. */
+export function noticeChange (tenant: string, change: LoggedChange): NoticeChange {
+  const { op, revision, ...data } = change
+  return { tenant, revision, operation: op, ...data }
+}
+
+/**
+ * The change an entry carries, or undefined when it carries none (no `group`, `permission` or
+ * `user`: an older sender's entry). Throws a coded 400 when the data is malformed or does not fit
+ * `operation` (missing, or a field the operation has no use for).
+ */
+export function carriedChange (entry: NoticeChange): LoggedChange | undefined {
+  const { operation: op, group, permission, user, revision } = entry
+  if (group === undefined && permission === undefined && user === undefined) return undefined
+  if (op === undefined) throw new InvalidInputError('change', 'carried data needs an operation')
+  const needs = op === 'add-permission' || op === 'remove-permission'
+    ? 'permission'
+    : op === 'assign-user' || op === 'unassign-user' ? 'user' : 'group'
+  if ((needs !== 'permission' && permission !== undefined) || (needs !== 'user' && user !== undefined)) {
+    throw new InvalidInputError('change', `${op} carries ${needs === 'group' ? 'only group' : `group and ${needs} only`}`)
+  }
+  const change = (needs === 'permission' ? { op, group, permission } : needs === 'user' ? { op, group, user } : { op, group }) as Change
+  // Presence and patterns (a missing group, permission or user is a 400 here).
+  assertChange(change)
+  return { ...change, revision }
 }
 
 /** The webhook body (DESIGN §5). */

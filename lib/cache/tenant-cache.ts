@@ -1,7 +1,8 @@
 /**
- * The cached tenants: an LRU of TenantStates with single-flight loading, coalesced catch-up from
- * the store's changelog (full reload only when the log no longer reaches), and the anti-entropy
- * sync that polls the revisions of every cached tenant in one query.
+ * The cached tenants: an LRU of TenantStates with single-flight loading, coalesced catch-up (by the
+ * change a notice carried when exactly one revision behind it, else from the store's changelog, a
+ * full reload only when the log no longer reaches), and the anti-entropy sync that polls the
+ * revisions of every cached tenant in one query.
  *
  * Invariants: a tenant's cached revision never goes backwards; at most one catch-up per tenant runs
  * at a time, and notices arriving meanwhile share exactly one trailing run.
@@ -21,15 +22,29 @@ export interface CacheStats {
   loads: number
   /** Catch-ups served from the changelog. */
   deltaCatchUps: number
+  /** Catch-ups served by the change a peer's notice carried (no database read). */
+  carriedCatchUps: number
   /** Catch-ups that had to reload the whole tenant. */
   fullReloads: number
   /** Tenants dropped by the `maxTenants` bound. */
   evictions: number
 }
 
+/**
+ * What one catch-up run may use: the change carried at the highest revision asked for, or null when
+ * some caller needs the store's current revision (a sync, a `minRevision`, a notice carrying nothing).
+ */
+type Carried = LoggedChange | null
+
 interface CatchUpSlot {
-  /** A trailing run requested while one was running: its waiters. */
-  next?: { promise: Promise<void>, resolve: () => void, reject: (err: unknown) => void }
+  /** A trailing run requested while one was running: its waiters and what it may use. */
+  next?: { promise: Promise<void>, resolve: () => void, reject: (err: unknown) => void, carried: Carried }
+}
+
+/** What a run serving both `a` and `b` may use: the later carried change, or the changelog if either needs it. */
+function merge (a: Carried, b: Carried): Carried {
+  if (a === null || b === null) return null
+  return b.revision > a.revision ? b : a
 }
 
 export interface TenantCacheOptions {
@@ -42,7 +57,7 @@ export class TenantCache {
   readonly #tenants: LRUCache<string, TenantState>
   readonly #loading = new Map<string, Promise<TenantState>>()
   readonly #catchUps = new Map<string, CatchUpSlot>()
-  readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, fullReloads: 0, evictions: 0 }
+  readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, evictions: 0 }
   /**
    * The tenant `peek` answered last and its state: while set, that tenant is the most recently used,
    * so answering it again needs no LRU bookkeeping. Forgotten on every install, eviction and clear.
@@ -127,15 +142,16 @@ export class TenantCache {
   }
 
   /**
-   * A peer says `tenant` is at `revision`. Returns this instance's revision afterwards, or null when
-   * the tenant is not cached (it loads lazily, from the database, when first needed).
+   * A peer says `tenant` is at `revision`, optionally carrying the change committed at exactly that
+   * revision. Returns this instance's revision afterwards, or null when the tenant is not cached (it
+   * loads lazily, from the database, when first needed).
    */
-  async noticed (tenant: string, revision: number): Promise<number | null> {
+  async noticed (tenant: string, revision: number, carried?: LoggedChange): Promise<number | null> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
     const state = this.#tenants.peek(tenant)
     if (state === undefined) return null
-    if (state.revision < revision) await this.catchUp(tenant)
+    if (state.revision < revision) await this.#catchUp(tenant, carried?.revision === revision ? carried : null)
     return this.#tenants.peek(tenant)?.revision ?? null
   }
 
@@ -144,19 +160,7 @@ export class TenantCache {
    * tenant runs, every further call shares one trailing run, which starts when the current one ends.
    */
   catchUp (tenant: string): Promise<void> {
-    const slot = this.#catchUps.get(tenant)
-    if (slot !== undefined) {
-      if (slot.next === undefined) {
-        let resolve!: () => void
-        let reject!: (err: unknown) => void
-        const promise = new Promise<void>((_resolve, _reject) => { resolve = _resolve; reject = _reject })
-        slot.next = { promise, resolve, reject }
-      }
-      return slot.next.promise
-    }
-    const fresh: CatchUpSlot = {}
-    this.#catchUps.set(tenant, fresh)
-    return this.#run(tenant, fresh)
+    return this.#catchUp(tenant, null)
   }
 
   /** Reloads a tenant from a full snapshot (cached or not) and returns its revision. */
@@ -193,26 +197,54 @@ export class TenantCache {
     this.#hotState = undefined
   }
 
-  async #run (tenant: string, slot: CatchUpSlot): Promise<void> {
+  /** `catchUp`, where a run asked for only by notices carrying changes may apply the latest of them. */
+  #catchUp (tenant: string, carried: Carried): Promise<void> {
+    const slot = this.#catchUps.get(tenant)
+    if (slot !== undefined) {
+      if (slot.next === undefined) {
+        let resolve!: () => void
+        let reject!: (err: unknown) => void
+        const promise = new Promise<void>((_resolve, _reject) => { resolve = _resolve; reject = _reject })
+        slot.next = { promise, resolve, reject, carried }
+      } else {
+        slot.next.carried = merge(slot.next.carried, carried)
+      }
+      return slot.next.promise
+    }
+    const fresh: CatchUpSlot = {}
+    this.#catchUps.set(tenant, fresh)
+    return this.#run(tenant, fresh, carried)
+  }
+
+  async #run (tenant: string, slot: CatchUpSlot, carried: Carried): Promise<void> {
     try {
-      await this.#catchUpOnce(tenant)
+      await this.#catchUpOnce(tenant, carried)
     } finally {
       const next = slot.next
       if (next === undefined) {
         this.#catchUps.delete(tenant)
       } else {
         slot.next = undefined
-        this.#run(tenant, slot).then(next.resolve, next.reject)
+        this.#run(tenant, slot, next.carried).then(next.resolve, next.reject)
       }
     }
   }
 
-  async #catchUpOnce (tenant: string): Promise<void> {
+  async #catchUpOnce (tenant: string, carried: Carried): Promise<void> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
     for (;;) {
       const state = this.#tenants.peek(tenant)
       if (state === undefined) return
+      if (carried !== null) {
+        // Every caller of this run asked for at most `carried.revision`.
+        if (state.revision >= carried.revision) return
+        if (state.applyAll([carried])) {
+          this.#stats.carriedCatchUps++
+          return
+        }
+        // More than one revision behind: the changelog fills the gap.
+      }
       const changes = await this.#store.changesSince(tenant, state.revision)
       // A reload (or an eviction and load) swapped the state meanwhile: applying the delta to the
       // replaced one would lose it, so catch up the state cached now.

@@ -4,16 +4,17 @@
  *
  * Order of checks: content type (415), body size (413), signature over the raw bytes (401, one
  * identical reply for every authentication failure), JSON with prototype-poisoning protection (400),
- * schema (400), then own origin and replayed ids (200, nothing done), then `handleNotice`.
+ * schema (400), carried changes consistent with their `operation` (400 FST_POLICY_CACHE_INVALID_INPUT),
+ * then own origin and replayed ids (200, nothing done), then `handleNotice`.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { LRUCache } from 'lru-cache'
 import { Type } from 'typebox'
 import { UnauthorizedWebhookError } from '../errors.js'
-import { IDENTIFIER_PATTERN, OPERATIONS } from '../model.js'
+import { GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH } from '../model.js'
 import { verify, WEBHOOK_HEADERS } from '../broadcast/signature.js'
-import { MAX_NOTICE_CHANGES, WEBHOOK_PATH } from '../broadcast/types.js'
+import { carriedChange, MAX_NOTICE_CHANGES, WEBHOOK_PATH } from '../broadcast/types.js'
 import type { Notice, NoticeReply } from '../broadcast/types.js'
 import { validatorCompiler } from './schemas.js'
 
@@ -43,7 +44,10 @@ export interface WebhookRoutesOptions {
 const NoticeChangeSchema = Type.Object({
   tenant: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The tenant that changed' }),
   revision: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The tenant\'s revision on the sender' }),
-  operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write that produced the revision (informational)' }))
+  operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write that produced the revision; required when the entry carries the change' })),
+  group: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group written at this revision' })),
+  permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'Carried change: the grant added or removed (add-permission, remove-permission only)' })),
+  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the user assigned or unassigned (assign-user, unassign-user only)' }))
 }, { additionalProperties: true })
 
 const NoticeSchema = Type.Object({
@@ -112,6 +116,8 @@ export default async function webhookRoutes (fastify: FastifyInstance, opts: Web
     }
   }, async (request) => {
     const notice = request.body
+    // Every entry before anything is applied: one malformed carried change rejects the whole notice.
+    for (const change of notice.changes) carriedChange(change)
     if (notice.origin === serverId) {
       // Our own notice came back, or another instance shares our serverId (their notices would be ignored).
       request.log.warn({ origin: notice.origin }, 'policy-cache: ignored a notice carrying this instance\'s own serverId; is SERVER_ID unique?')

@@ -191,6 +191,53 @@ test('unknown extra fields are accepted; operation is optional', async (t) => {
   t.equal(calls.length, 1)
 })
 
+test('a carried change is validated strictly: malformed or inconsistent with its operation is 400, nothing handled', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const good = { tenant: 't2', revision: 4, operation: 'add-permission', group: 'g', permission: 'doc:*' }
+  const schema: Record<string, Record<string, unknown>> = {
+    'bad group': { group: '-g' },
+    'group not a string': { group: 7 },
+    'bad grant': { permission: 'doc:**' },
+    'grant too long': { permission: 'a'.repeat(257) },
+    'bad user': { operation: 'assign-user', permission: undefined, user: 'a b' }
+  }
+  for (const [name, override] of Object.entries(schema)) {
+    const res = await sendJson(notice({ changes: [good, { ...good, tenant: 't1', ...override }] }))
+    t.equal(res.statusCode, 400, name)
+    t.equal(res.json().code, 'FST_ERR_VALIDATION', name)
+  }
+  const inconsistent: Record<string, Record<string, unknown>> = {
+    'data without operation': { tenant: 't1', revision: 3, group: 'g' },
+    'permission without group': { tenant: 't1', revision: 3, operation: 'add-permission', permission: 'doc:read' },
+    'add-permission without permission': { tenant: 't1', revision: 3, operation: 'add-permission', group: 'g' },
+    'assign-user without user': { tenant: 't1', revision: 3, operation: 'assign-user', group: 'g' },
+    'assign-user with a permission': { tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'u', permission: 'doc:read' },
+    'create-group with a user': { tenant: 't1', revision: 3, operation: 'create-group', group: 'g', user: 'u' },
+    'delete-group with a permission': { tenant: 't1', revision: 3, operation: 'delete-group', group: 'g', permission: 'doc:read' }
+  }
+  for (const [name, change] of Object.entries(inconsistent)) {
+    const res = await sendJson(notice({ changes: [good, change] }))
+    t.equal(res.statusCode, 400, name)
+    t.equal(res.json().code, 'FST_POLICY_CACHE_INVALID_INPUT', name)
+  }
+  t.equal(calls.length, 0, 'a notice with one bad entry is not handled at all')
+})
+
+test('well-formed carried changes of every operation are handed over as sent', async (t) => {
+  const { calls, sendJson } = await build(t)
+  const changes = [
+    { tenant: 't1', revision: 1, operation: 'create-group', group: 'g' },
+    { tenant: 't2', revision: 2, operation: 'add-permission', group: 'g', permission: 'doc:*' },
+    { tenant: 't3', revision: 3, operation: 'remove-permission', group: 'g', permission: '*' },
+    { tenant: 't4', revision: 4, operation: 'assign-user', group: 'g', user: 'alice@example.com' },
+    { tenant: 't5', revision: 5, operation: 'unassign-user', group: 'g', user: 'bob' },
+    { tenant: 't6', revision: 6, operation: 'delete-group', group: 'g' }
+  ]
+  const res = await sendJson(notice({ changes }))
+  t.equal(res.statusCode, 200)
+  t.same(calls[0].changes, changes)
+})
+
 test('oversized bodies are 413, before any handling', async (t) => {
   const { calls, sendJson } = await build(t)
   const res = await sendJson(notice({ padding: 'x'.repeat(64 * 1024) }))

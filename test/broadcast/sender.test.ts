@@ -209,6 +209,45 @@ test('coalesces a burst into at most one more request, carrying the latest revis
   t.same(last.find((c) => c.tenant === 'other2'), change('other2', 20))
 })
 
+test('coalescing keeps each carried change with its own revision; split notices stay valid', async (t) => {
+  const carrying = (tenant: string, revision: number): NoticeChange => ({ tenant, revision, operation: 'assign-user', group: 'g', user: `u${revision}` })
+  const entered = deferred()
+  const gate = deferred()
+  const done = deferred()
+  const peer = await receiver(t, {
+    handle: async (notice) => {
+      if (peer.notices.length === 1) {
+        entered.resolve()
+        await gate.promise
+      }
+      if (notice.changes.some((c) => c.tenant === 't1' && c.revision === 20)) done.resolve()
+      return {}
+    }
+  })
+  const { b } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 0 })
+
+  await b.notify([carrying('t1', 1)])
+  await entered.promise
+  // Revisions arrive out of order too: an older one never replaces a newer one's entry.
+  for (let revision = 2; revision <= 20; revision++) await b.notify([carrying('t1', revision), carrying('t2', 22 - revision)])
+  gate.resolve()
+  await done.promise
+  t.equal(peer.requests.length, 2)
+  t.same(peer.notices[1].changes, [carrying('t1', 20), carrying('t2', 20)], 'the latest revision, with the change made at it')
+  for (const { changes } of peer.notices) {
+    for (const entry of changes) t.equal(entry.user, `u${entry.revision}`, 'never another revision\'s data')
+  }
+
+  const long = Array.from({ length: 400 }, (_, i): NoticeChange =>
+    ({ tenant: `${'x'.repeat(120)}${i}`, revision: 2 ** 40, operation: 'add-permission', group: 'g'.repeat(128), permission: 'p'.repeat(256) }))
+  const before = peer.notices.length
+  const { b: waiting } = broadcaster(t, { peers: [peer.url] })
+  t.same(await waiting.notify(long), { acked: 1, total: 1 }, 'acknowledged once every part is delivered')
+  t.ok(peer.notices.length - before > 1, 'split into several notices')
+  t.same(peer.notices.slice(before).flatMap((n) => n.changes), long, 'every entry delivered whole, accepted by the strict receiver')
+  t.equal(waiting.status()[0].failed, 0)
+})
+
 test('a down peer costs the first write no bounded wait and the next ones nothing', async (t) => {
   keepAlive(t)
   const url = await closedPortUrl()

@@ -126,3 +126,75 @@ test('a catch-up racing a full reload is not lost on the state the reload replac
   t.equal(cache.peek('t1')!.revision, 3)
   t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
 })
+
+test('a carried change one revision ahead is applied without reading the database', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const { revision } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', revision, { op: 'assign-user', group: 'g', user: 'alice', revision }), 3)
+  t.equal(store.calls.changesSince, 0, 'no changelog query')
+  t.equal(store.calls.snapshot, 1, 'only the initial load')
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+  t.match(cache.stats(), { carriedCatchUps: 1, deltaCatchUps: 0, fullReloads: 0 })
+})
+
+test('a carried change past a gap is not applied: the changelog fills the gap', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, 'peer')
+  const { revision } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', revision, { op: 'assign-user', group: 'g', user: 'alice', revision }), 4)
+  t.equal(store.calls.changesSince, 1)
+  t.ok(cache.peek('t1')!.check('bob', 'doc:read'), 'the skipped revision is applied too')
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+  t.match(cache.stats(), { carriedCatchUps: 0, deltaCatchUps: 1 })
+})
+
+test('a carried change does not load an uncached tenant', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  t.equal(await cache.noticed('t1', 3, { op: 'create-group', group: 'h', revision: 3 }), null)
+  t.equal(cache.peek('t1'), undefined)
+  t.equal(store.calls.snapshot + store.calls.changesSince, 0)
+})
+
+test('notices carrying changes during a catch-up share one trailing run that applies the latest', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  // A sync-driven catch-up to revision 3 is running (it reads the changelog) when the notices arrive.
+  const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  const release = store.hold('changesSince')
+  const running = cache.catchUp('t1')
+  const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
+  const notices = [
+    cache.noticed('t1', b.revision, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision }),
+    cache.noticed('t1', a.revision, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
+  ]
+  release()
+  await running
+  t.same(await Promise.all(notices), [4, 4])
+  t.equal(store.calls.changesSince, 1, 'the running catch-up read the log; the trailing run did not')
+  t.ok(cache.peek('t1')!.check('a', 'doc:read'))
+  t.ok(cache.peek('t1')!.check('b', 'doc:read'))
+  t.match(cache.stats(), { carriedCatchUps: 1, deltaCatchUps: 1 })
+})
+
+test('a trailing run that a sync also asked for reads the changelog', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const release = store.hold('changesSince')
+  const running = cache.catchUp('t1')
+  const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  const notice = cache.noticed('t1', a.revision, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
+  const sync = cache.sync()
+  release()
+  await Promise.all([running, notice, sync])
+  t.equal(cache.peek('t1')!.revision, 4, 'the store\'s current revision, past the carried one')
+  t.ok(cache.peek('t1')!.check('b', 'doc:read'))
+  t.match(cache.stats(), { carriedCatchUps: 0 })
+})

@@ -14,7 +14,8 @@ import { startCluster as startProcesses, waitHealthy } from '../examples/demo.js
 import type { WriteOutcome } from '../lib/plugin.js'
 import { createSqliteDb, KyselyPolicyStore } from '../lib/store/index.js'
 import { startCluster } from './helpers/cluster.js'
-import { dropPrefixed, mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, randomPrefix, unreachable } from './helpers/databases.js'
+import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable } from './helpers/databases.js'
+import { request } from './helpers/http.js'
 
 const INSTANCES = 3
 const WRITERS = 4
@@ -30,11 +31,7 @@ for (const { name, url, connect } of servers) {
   test(`${name}: ${INSTANCES} instances × ${WRITERS} writers × ${WRITES} writes on one tenant`, async (t: Test) => {
     const direct = await connect()
     if (direct === undefined) return unreachable(t, name, url)
-    const tablePrefix = randomPrefix()
-    t.teardown(async () => {
-      await dropPrefixed(direct, tablePrefix)
-      await direct.destroy()
-    })
+    const tablePrefix = scratchPrefix(t, direct)
 
     // Generous bounds for a loaded machine: every write waits until both peers acknowledged it.
     const nodes = await startCluster(t, INSTANCES, {
@@ -93,15 +90,11 @@ for (const { name, url, connect } of servers) {
   })
 }
 
-async function request (method: 'GET' | 'POST', url: string, body?: object): Promise<any> {
-  const res = await fetch(url, {
-    method,
-    headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(60000)
-  })
-  if (res.status !== 200) throw new Error(`${method} ${url} answered ${res.status}: ${await res.text()}`)
-  return await res.json()
+/** A request that must answer 200; its JSON body. */
+async function expectOk (method: 'GET' | 'POST', url: string, body?: object): Promise<any> {
+  const res = await request(method, url, body, 60000)
+  if (res.status !== 200) throw new Error(`${method} ${url} answered ${res.status}: ${JSON.stringify(res.body)}`)
+  return res.body
 }
 
 test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes on one tenant`, async (t) => {
@@ -113,9 +106,9 @@ test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes o
   await waitHealthy(cluster, 60000)
   const urls = cluster.instances.map((instance) => instance.url)
   const check = (base: string, user: string, permission: string) =>
-    request('GET', `${base}/check-access?tenant=${TENANT}&user=${user}&permission=${permission}`)
-  await request('POST', `${urls[0]}/create-group`, { tenant: TENANT, group: 'staff' })
-  await request('POST', `${urls[0]}/assign-user`, { tenant: TENANT, group: 'staff', user: 'alice' })
+    expectOk('GET', `${base}/check-access?tenant=${TENANT}&user=${user}&permission=${permission}`)
+  await expectOk('POST', `${urls[0]}/create-group`, { tenant: TENANT, group: 'staff' })
+  await expectOk('POST', `${urls[0]}/assign-user`, { tenant: TENANT, group: 'staff', user: 'alice' })
   for (const base of urls) t.match(await check(base, 'alice', 'none'), { allowed: false, revision: 2 })
 
   const permissions: string[] = []
@@ -126,10 +119,10 @@ test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes o
       const id = `${i}-${w}-${k}`
       if (k % 3 === 2) {
         users.push(`u-${id}`)
-        outcomes.push(await request('POST', `${base}/assign-user`, { tenant: TENANT, group: 'staff', user: `u-${id}` }))
+        outcomes.push(await expectOk('POST', `${base}/assign-user`, { tenant: TENANT, group: 'staff', user: `u-${id}` }))
       } else {
         permissions.push(`p-${id}`)
-        outcomes.push(await request('POST', `${base}/add-permission`, { tenant: TENANT, group: 'staff', permission: `p-${id}` }))
+        outcomes.push(await expectOk('POST', `${base}/add-permission`, { tenant: TENANT, group: 'staff', permission: `p-${id}` }))
       }
     }
   })))
@@ -151,7 +144,7 @@ test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes o
     'no write was lost')
 
   for (const [i, base] of urls.entries()) {
-    t.strictSame(await request('GET', `${base}/tenants/${TENANT}`), { tenant: TENANT, ...snapshot },
+    t.strictSame(await expectOk('GET', `${base}/tenants/${TENANT}`), { tenant: TENANT, ...snapshot },
       `instance ${i + 1} is at the database's revision and holds its policy`)
     const answers = await Promise.all([...permissions, 'missing'].map(async (permission) => (await check(base, users[i], permission)).allowed))
     t.strictSame(answers, [...permissions.map(() => true), false], `instance ${i + 1} answers every check alike`)

@@ -9,7 +9,7 @@ import type { Kysely } from 'kysely'
 import { test, type Test } from 'tap'
 import policyCache from '../lib/plugin.js'
 import { KyselyPolicyStore } from '../lib/store/index.js'
-import { dropPrefixed, mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, randomPrefix, unreachable, withPort } from './helpers/databases.js'
+import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable, withPort } from './helpers/databases.js'
 import { startProxy } from './helpers/proxy.js'
 
 const servers = [
@@ -26,11 +26,7 @@ for (const { name, url, connect } of servers) {
   test(`${name}: losing the database and getting it back`, async (t: Test) => {
     const direct = await connect()
     if (direct === undefined) return unreachable(t, name, url)
-    const tablePrefix = randomPrefix()
-    t.teardown(async () => {
-      await dropPrefixed(direct, tablePrefix)
-      await direct.destroy()
-    })
+    const tablePrefix = scratchPrefix(t, direct)
 
     const proxy = await startProxy(t, Number(new URL(url).port))
     const db = await connect(withPort(url, Number(new URL(proxy.url).port))) as Kysely<any>

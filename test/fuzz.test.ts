@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance, type InjectOptions } from 'fastify'
 import { test, type Test } from 'tap'
 import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
 import policyCache, { createSqliteDb, KyselyPolicyStore } from '../lib/plugin.js'
-import { SECRET } from './helpers/app.js'
+import { SECRET, WRITE_BODY_FIELDS } from './helpers/app.js'
 
 const RUNS = 120
 const TENANTS = ['t1', 't2']
@@ -43,7 +43,7 @@ const VALID: Record<string, fc.Arbitrary<unknown>> = { tenant: id, group: id, us
 const rarely = <T>(arbitrary: fc.Arbitrary<T>): fc.Arbitrary<T | null> =>
   fc.oneof({ weight: 5, arbitrary: fc.constant(null) }, { weight: 1, arbitrary })
 /** A route's own fields, mostly valid, sometimes anything; sometimes a field missing or an extra key. */
-function shaped (fields: string[]): fc.Arbitrary<string> {
+function shaped (fields: readonly string[]): fc.Arbitrary<string> {
   return fc.tuple(
     fc.tuple(...fields.map((field) => fc.oneof({ weight: 4, arbitrary: VALID[field] }, { weight: 1, arbitrary: value }))),
     rarely(fc.nat({ max: fields.length - 1 })),
@@ -63,16 +63,7 @@ const anyBody = fc.oneof(
     '{"tenant":"t1","group":"g"', 'null', '', '[]', '{"tenant":"t1","group":"g","group":"h"}', '\u0000', '{"tenant":"\\ud800","group":"g"}'),
   fc.string({ unit: 'binary', maxLength: 200 })
 )
-const FIELDS: Record<string, string[]> = {
-  '/create-group': ['tenant', 'group'],
-  '/delete-group': ['tenant', 'group'],
-  '/add-permission': ['tenant', 'group', 'permission'],
-  '/remove-permission': ['tenant', 'group', 'permission'],
-  '/assign-user': ['tenant', 'group', 'user'],
-  '/unassign-user': ['tenant', 'group', 'user'],
-  '/refresh-tenant': ['tenant']
-}
-const jsonBody = (url: string): fc.Arbitrary<string> => fc.oneof({ weight: 3, arbitrary: shaped(FIELDS[url]) }, { weight: 1, arbitrary: anyBody })
+const jsonBody = (url: string): fc.Arbitrary<string> => fc.oneof({ weight: 3, arbitrary: shaped(WRITE_BODY_FIELDS[url]) }, { weight: 1, arbitrary: anyBody })
 /** A path segment: encoded text, raw bytes as percent escapes (often invalid UTF-8), or unencoded. */
 const segment = fc.oneof(
   { weight: 3, arbitrary: fc.constantFrom('t1', 'alice', 'bob') },
@@ -162,7 +153,7 @@ async function expectNo5xx (h: Harness, request: InjectOptions, touched: string[
   return true
 }
 
-const WRITES = Object.keys(FIELDS)
+const WRITES = Object.keys(WRITE_BODY_FIELDS)
 
 /** Both outcomes well represented (expected: 10–30 % accepted), or the generators miss the engine. */
 function mixed (h: Harness): boolean {

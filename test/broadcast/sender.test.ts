@@ -67,6 +67,26 @@ async function receiver (t: Teardown, options: ReceiverOptions = {}) {
   const { port } = app.server.address() as { port: number }
   return { app, url: `http://127.0.0.1:${port}`, requests, notices, completed, handled }
 }
+/**
+ * A receiver that holds its first notice until `gate` resolves (`entered` resolves once it is held)
+ * and resolves `done` when a notice carries revision `last` of tenant t1.
+ */
+async function gatedReceiver (t: Teardown, last: number) {
+  const entered = deferred()
+  const gate = deferred()
+  const done = deferred()
+  const peer = await receiver(t, {
+    handle: async (notice) => {
+      if (peer.notices.length === 1) {
+        entered.resolve()
+        await gate.promise
+      }
+      if (notice.changes.some((c) => c.tenant === 't1' && c.revision === last)) done.resolve()
+      return {}
+    }
+  })
+  return { peer, entered, gate, done }
+}
 
 /** A TCP server that accepts connections and never answers. */
 async function hangingServer (t: Teardown) {
@@ -180,19 +200,7 @@ test('an acknowledgement comes only from a 2xx carrying the revision, after the 
 })
 
 test('coalesces a burst into at most one more request, carrying the latest revision per tenant', async (t) => {
-  const entered = deferred()
-  const gate = deferred()
-  const done = deferred()
-  const peer = await receiver(t, {
-    handle: async (notice) => {
-      if (peer.notices.length === 1) {
-        entered.resolve()
-        await gate.promise
-      }
-      if (notice.changes.some((c) => c.tenant === 't1' && c.revision === 20)) done.resolve()
-      return {}
-    }
-  })
+  const { peer, entered, gate, done } = await gatedReceiver(t, 20)
   const { b } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 0 })
 
   t.same(await b.notify([change('t1', 1)]), { acked: 0, total: 1 }, 'ackTimeoutMs 0 does not wait')
@@ -211,19 +219,7 @@ test('coalesces a burst into at most one more request, carrying the latest revis
 
 test('coalescing keeps each carried change with its own revision; split notices stay valid', async (t) => {
   const carrying = (tenant: string, revision: number): NoticeChange => ({ tenant, revision, operation: 'assign-user', group: 'g', user: `u${revision}` })
-  const entered = deferred()
-  const gate = deferred()
-  const done = deferred()
-  const peer = await receiver(t, {
-    handle: async (notice) => {
-      if (peer.notices.length === 1) {
-        entered.resolve()
-        await gate.promise
-      }
-      if (notice.changes.some((c) => c.tenant === 't1' && c.revision === 20)) done.resolve()
-      return {}
-    }
-  })
+  const { peer, entered, gate, done } = await gatedReceiver(t, 20)
   const { b } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 0 })
 
   await b.notify([carrying('t1', 1)])

@@ -7,18 +7,7 @@ import { rmSync } from 'node:fs'
 import { test, type Test } from 'tap'
 import { startCluster, waitHealthy, type Cluster, type ClusterOptions } from '../../examples/demo.js'
 import { dropPrefixed, mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, randomPrefix, unreachable } from '../helpers/databases.js'
-
-interface Answer { status: number, body: any, revision: string | undefined }
-
-async function request (method: 'GET' | 'POST', url: string, body?: object): Promise<Answer> {
-  const res = await fetch(url, {
-    method,
-    headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(10000)
-  })
-  return { status: res.status, body: await res.json(), revision: res.headers.get('policy-revision') ?? undefined }
-}
+import { request } from '../helpers/http.js'
 
 const checkUrl = (base: string, permission: string): string =>
   `${base}/check-access?tenant=tenant1&user=alice&permission=${permission}`

@@ -5,6 +5,7 @@
 import { test } from 'tap'
 import { parseConfig } from '../../examples/config.js'
 import { buildServer } from '../../examples/server.js'
+import { WRITE_BODY_FIELDS } from '../helpers/app.js'
 
 const TOKEN = 'an-admin-token-long-enough'
 
@@ -49,16 +50,7 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   const doc = res.json() as { openapi: string, paths: Record<string, Record<string, any>> }
   t.match(doc.openapi, /^3\./)
 
-  const writes = {
-    '/create-group': ['tenant', 'group'],
-    '/delete-group': ['tenant', 'group'],
-    '/add-permission': ['tenant', 'group', 'permission'],
-    '/remove-permission': ['tenant', 'group', 'permission'],
-    '/assign-user': ['tenant', 'group', 'user'],
-    '/unassign-user': ['tenant', 'group', 'user'],
-    '/refresh-tenant': ['tenant']
-  }
-  for (const [path, fields] of Object.entries(writes)) {
+  for (const [path, fields] of Object.entries(WRITE_BODY_FIELDS)) {
     const op = doc.paths[path]?.post
     t.ok(op, `${path} is documented`)
     t.type(op?.description, 'string', `${path} has a description`)

@@ -8,17 +8,8 @@ import { rmSync } from 'node:fs'
 import { test, type Test } from 'tap'
 import { startCluster, waitHealthy } from '../../examples/demo.js'
 import { dropPrefixed, mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, randomPrefix, unreachable, withPort } from '../helpers/databases.js'
+import { request } from '../helpers/http.js'
 import { startProxy } from '../helpers/proxy.js'
-
-async function request (method: 'GET' | 'POST', url: string, body?: object): Promise<{ status: number, body: any }> {
-  const res = await fetch(url, {
-    method,
-    headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(15000)
-  })
-  return { status: res.status, body: await res.json() }
-}
 
 const servers = [
   { name: 'PostgreSQL', url: POSTGRES_URL, connect: postgresDb },

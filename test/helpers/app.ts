@@ -35,3 +35,14 @@ export async function get (app: FastifyInstance, url: string) {
   const res = await app.inject({ method: 'GET', url })
   return { status: res.statusCode, body: res.json(), headers: res.headers }
 }
+
+/** Each policy write route (and refresh) with the fields of its JSON body. */
+export const WRITE_BODY_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  '/create-group': ['tenant', 'group'],
+  '/delete-group': ['tenant', 'group'],
+  '/add-permission': ['tenant', 'group', 'permission'],
+  '/remove-permission': ['tenant', 'group', 'permission'],
+  '/assign-user': ['tenant', 'group', 'user'],
+  '/unassign-user': ['tenant', 'group', 'user'],
+  '/refresh-tenant': ['tenant']
+}

@@ -65,3 +65,16 @@ export function unreachable (t: Test, what: string, url: string): void {
   if (process.env.CI === 'true') t.fail(message)
   else t.skip(message, () => {})
 }
+
+/**
+ * A fresh table prefix on `db` for this test: at its end the prefix's tables are dropped and `db`
+ * is destroyed.
+ */
+export function scratchPrefix (t: Test, db: Kysely<any>): string {
+  const prefix = randomPrefix()
+  t.teardown(async () => {
+    await dropPrefixed(db, prefix)
+    await db.destroy()
+  })
+  return prefix
+}

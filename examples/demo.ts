@@ -211,7 +211,7 @@ function ms (value: number): string {
 }
 
 function check (tenant: string, user: string, permission: string): string {
-  // Identifiers and permissions are URL-safe as they are (DESIGN §2); kept readable for the curl examples.
+  // Identifiers and permissions are URL-safe as they are (README.md, "Policy model"); kept readable for the curl examples.
   return `/check-access?tenant=${tenant}&user=${user}&permission=${permission}`
 }
 

@@ -1,5 +1,5 @@
 /**
- * The policy model (DESIGN §2): identifiers, permissions, changes and snapshots, shared by the
+ * The policy model (README.md, "Policy model"): identifiers, permissions, changes and snapshots, shared by the
  * store, the cache, the broadcaster and the routes.
  */
 import { InvalidInputError } from './errors.js'

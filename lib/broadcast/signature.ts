@@ -1,6 +1,6 @@
 /**
- * Standard Webhooks v1 symmetric signatures (DESIGN §5): HMAC-SHA256 over `id.timestamp.body`,
- * base64-encoded, one `v1,<mac>` entry per key so secrets can be rotated.
+ * Standard Webhooks v1 symmetric signatures (docs/protocol.md, "The webhook"): HMAC-SHA256 over
+ * `id.timestamp.body`, base64-encoded, one `v1,<mac>` entry per key so secrets can be rotated.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { InvalidOptionError } from '../errors.js'

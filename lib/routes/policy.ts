@@ -1,4 +1,4 @@
-/** The policy routes: the six writes, the check, the tenant and user views, refresh (DESIGN §4). */
+/** The policy routes: the six writes, the check, the tenant and user views, refresh (README.md, "Routes"). */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { TSchema } from 'typebox'

@@ -1,4 +1,4 @@
-/** TypeBox schemas of the HTTP contract (DESIGN §4). Every object is closed (`additionalProperties: false`). */
+/** TypeBox schemas of the HTTP contract (README.md, "Routes"). Every object is closed (`additionalProperties: false`). */
 import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify'
 import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'

@@ -126,8 +126,8 @@ export class KyselyPolicyStore implements PolicyStore {
         for (const { group_name: group, user_id: user } of memberRows) byName.get(group)?.users.push(user)
       } else {
         // One row per group, its users joined in the database: on a large tenant, materialising a row
-        // object per membership dominated the reload (~8x slower in bench/). ',' is never in an id
-        // (every write is validated); MySQL's GROUP_CONCAT truncates silently, so it reads rows.
+        // object per membership dominated the reload (docs/benchmarks.md, section 5). ',' is never in
+        // an id (every write is validated); MySQL's GROUP_CONCAT truncates silently, so it reads rows.
         const joined = this.#dialect === 'sqlite' ? sql<string>`group_concat(user_id, ',')` : sql<string>`string_agg(user_id, ',')`
         const memberRows = await trx.selectFrom(members).select(['group_name', joined.as('users')])
           .where('tenant', '=', tenant).groupBy('group_name').execute()

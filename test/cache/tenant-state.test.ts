@@ -12,7 +12,7 @@ function tenant () {
   })
 }
 
-test('exact and wildcard grants match as DESIGN §2 says', async (t) => {
+test('exact and wildcard grants match as the policy model says', async (t) => {
   const s = tenant()
   t.ok(s.check('alice', 'documents:read'))
   t.ok(s.check('alice', 'documents:x:y'), 'a wildcard covers deeper segments')

@@ -8,8 +8,8 @@
  */
 import { LRUCache } from 'lru-cache'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { DeliveryEvent } from './broadcast/sender.js'
-import type { NoticeChange, PeerStatus } from './broadcast/types.js'
+import type { NoticeChange } from './broadcast/notice.js'
+import type { DeliveryEvent, PeerStatus } from './broadcast/status.js'
 import { InvalidOptionError } from './errors.js'
 import type { EngineStats } from './policy-cache.js'
 

@@ -6,6 +6,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import webhookRoutes from './broadcast/receiver.js'
 import { Broadcaster } from './broadcast/sender.js'
 import { guardRoutes } from './guard.js'
 import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
@@ -13,7 +14,6 @@ import { PolicyCache, wrapStoreError } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
 import opsRoutes, { metricsRoute } from './routes/ops.js'
 import policyRoutes from './routes/policy.js'
-import webhookRoutes from './routes/webhook.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
 
 declare module 'fastify' {
@@ -142,7 +142,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
         keys: [...opts.keys],
         serverId: opts.serverId,
         bodyLimit: opts.webhookBodyLimit,
-        handleNotice: (notice) => engine.noticed(notice.changes)
+        handleNotice: (notice) => engine.noticed(notice.entries)
       })
     }
   }, { prefix })
@@ -158,6 +158,7 @@ export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore } from './store/types.js'
 export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, WriteResult } from './model.js'
-export type { Notice, NoticeChange, NoticeReply, AckSummary, PeerStatus } from './broadcast/types.js'
+export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
+export type { AckSummary, PeerStatus } from './broadcast/status.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'
 export * as errors from './errors.js'

@@ -3,7 +3,8 @@
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
 import type { preHandlerHookHandler } from 'fastify'
-import { carriedChange, noticeChange, type AckSummary, type NoticeChange, type PeerStatus } from './broadcast/types.js'
+import { noticeChange, type NoticeChange, type NoticeEntry } from './broadcast/notice.js'
+import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
@@ -258,15 +259,15 @@ export class PolicyCache {
   /**
    * A peer's notice: catch up cached tenants behind it — with the change an entry carries when the
    * cache is exactly one revision behind it, else from the changelog. Returns this instance's
-   * revision per tenant (null: not cached, loads lazily). Never moves a revision backwards. Throws a
-   * coded 400 for a malformed carried change, before anything is applied.
+   * revision per tenant (null: not cached, loads lazily). Never moves a revision backwards. The
+   * entries come decoded (`decodeNotice`): a malformed notice was rejected before reaching here.
    */
-  async noticed (changes: readonly NoticeChange[]): Promise<Record<string, number | null>> {
+  async noticed (entries: readonly NoticeEntry[]): Promise<Record<string, number | null>> {
     // The highest revision per tenant, with the change carried at exactly that revision (two
     // entries naming the same revision with different data carry none: the changelog decides).
     const latest = new Map<string, { revision: number, carried: LoggedChange | undefined }>()
-    for (const entry of changes) {
-      const carried = carriedChange(entry)
+    for (const entry of entries) {
+      const { carried } = entry
       const seen = latest.get(entry.tenant)
       if (seen === undefined || entry.revision > seen.revision) {
         latest.set(entry.tenant, { revision: entry.revision, carried })

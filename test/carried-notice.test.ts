@@ -1,11 +1,15 @@
 /**
  * A notice carries the committed change: the receiving engine applies it without reading the
  * database when exactly one revision behind, and catches up from the changelog in every other case.
- * Two engines share one store (one database); A's notifier hands its notices to the test.
+ * Two engines share one store (one database); A's notifier hands its notices to the test, which
+ * decodes them as the receiver does.
  */
 import { test } from 'tap'
-import type { NoticeChange } from '../lib/broadcast/types.js'
+import type { FastifyInstance } from 'fastify'
+import { decodeEntry, type NoticeChange } from '../lib/broadcast/notice.js'
+import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
 import { PolicyCache } from '../lib/policy-cache.js'
+import { buildApp, SECRET } from './helpers/app.js'
 import { InstrumentedStore } from './helpers/instrumented-store.js'
 
 function engines () {
@@ -29,11 +33,13 @@ function engines () {
     seen = now
     return delta
   }
-  return { store, a, b, sent, reads }
+  /** B receives the entries as the receiver hands them over: decoded. */
+  const deliver = (changes: NoticeChange[]) => b.noticed(changes.map(decodeEntry))
+  return { store, a, b, sent, reads, deliver }
 }
 
 test('a write\'s notice carries its change; a peer one revision behind applies it with no database read', async (t) => {
-  const { a, b, sent, reads } = engines()
+  const { a, b, sent, reads, deliver } = engines()
   await a.createGroup('t1', 'readers')
   await a.addPermission('t1', 'readers', 'doc:*')
   t.same(await b.decide('t1', 'alice', 'doc:read'), { allowed: false, revision: 2 })
@@ -42,7 +48,7 @@ test('a write\'s notice carries its change; a peer one revision behind applies i
   const { revision } = await a.assignUser('t1', 'readers', 'alice')
   const notice = sent.at(-1) as NoticeChange[]
   t.same(notice, [{ tenant: 't1', revision, operation: 'assign-user', group: 'readers', user: 'alice' }])
-  t.same(await b.noticed(notice), { t1: 3 })
+  t.same(await deliver(notice), { t1: 3 })
   t.same(reads(), { snapshot: 0, changesSince: 0 }, 'no changelog query, no snapshot')
   t.same(await b.decide('t1', 'alice', 'doc:read'), { allowed: true, revision: 3 })
   t.equal(b.checkSync('t1', 'alice', 'doc:read'), true)
@@ -56,7 +62,7 @@ test('a write\'s notice carries its change; a peer one revision behind applies i
     [() => a.deleteGroup('t1', 'readers'), false]
   ] as const) {
     const { revision } = await write()
-    t.same(await b.noticed(sent.at(-1) as NoticeChange[]), { t1: revision })
+    t.same(await deliver(sent.at(-1) as NoticeChange[]), { t1: revision })
     t.same(await b.decide('t1', 'alice', 'doc:read'), { allowed: expected, revision })
   }
   t.same(reads(), { snapshot: 0, changesSince: 0 }, 'every operation applied from its notice')
@@ -64,7 +70,7 @@ test('a write\'s notice carries its change; a peer one revision behind applies i
 })
 
 test('a gap, an uncached tenant and an older sender\'s notice take the old paths and end correct', async (t) => {
-  const { a, b, sent, reads } = engines()
+  const { a, b, sent, reads, deliver } = engines()
   await a.createGroup('t1', 'readers')
   await a.addPermission('t1', 'readers', 'doc:read')
   await b.revision('t1')
@@ -73,45 +79,64 @@ test('a gap, an uncached tenant and an older sender\'s notice take the old paths
   // Cached at r-2: the notice of r is lost in between, so the carried change cannot be applied.
   await a.assignUser('t1', 'readers', 'bob')
   const { revision } = await a.assignUser('t1', 'readers', 'alice')
-  t.same(await b.noticed(sent.at(-1) as NoticeChange[]), { t1: revision })
+  t.same(await deliver(sent.at(-1) as NoticeChange[]), { t1: revision })
   t.same(reads(), { snapshot: 0, changesSince: 1 }, 'the changelog filled the gap')
   t.equal(b.checkSync('t1', 'bob', 'doc:read'), true, 'the skipped revision is there too')
   t.equal(b.checkSync('t1', 'alice', 'doc:read'), true)
 
   await a.createGroup('t2', 'g')
-  t.same(await b.noticed(sent.at(-1) as NoticeChange[]), { t2: null }, 'an uncached tenant stays uncached')
+  t.same(await deliver(sent.at(-1) as NoticeChange[]), { t2: null }, 'an uncached tenant stays uncached')
   t.same(reads(), { snapshot: 0, changesSince: 0 })
   t.same(b.cachedRevisions(), [['t1', 4]])
 
   const next = await a.unassignUser('t1', 'readers', 'alice')
-  t.same(await b.noticed([{ tenant: 't1', revision: next.revision, operation: 'unassign-user' }]), { t1: next.revision }, 'an older sender: no data carried')
+  t.same(await deliver([{ tenant: 't1', revision: next.revision, operation: 'unassign-user' }]), { t1: next.revision }, 'an older sender: no data carried')
   t.same(reads(), { snapshot: 0, changesSince: 1 })
   t.equal(b.checkSync('t1', 'alice', 'doc:read'), false)
 })
 
-test('a malformed carried change is a coded 400 and nothing of the notice is applied', async (t) => {
-  const { a, b, sent } = engines()
-  await a.createGroup('t1', 'readers')
-  await a.createGroup('t2', 'readers')
-  await b.revision('t1')
-  await b.revision('t2')
-  await a.assignUser('t1', 'readers', 'alice')
-  const good = sent.at(-1) as NoticeChange[]
-  const { revision } = await a.assignUser('t2', 'readers', 'alice')
-  await t.rejects(b.noticed([...good, { tenant: 't2', revision, operation: 'assign-user', group: 'readers', user: 'no spaces' }]),
-    { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT' })
-  await t.rejects(b.noticed([...good, { tenant: 't2', revision, operation: 'create-group', group: 'readers', user: 'alice' }]),
-    { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT' })
-  t.same(b.cachedRevisions().sort(), [['t1', 1], ['t2', 1]], 'neither tenant moved')
+/** Sends a signed notice to the app's webhook receiver. */
+function sendNotice (app: FastifyInstance, changes: NoticeChange[]) {
+  const payload = JSON.stringify({ type: 'policy.changed', origin: 'a', changes })
+  const id = newMessageId()
+  const timestamp = Math.floor(Date.now() / 1000)
+  const signature = sign([parseSecret(SECRET, 'webhookSecret')], id, timestamp, payload)
+  return app.inject({
+    method: 'POST',
+    url: '/webhook/refresh',
+    headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signature },
+    payload
+  })
+}
+
+test('a notice with one malformed carried change is a coded 400 and nothing of it is applied', async (t) => {
+  const app = await buildApp(t, { webhookSecret: SECRET })
+  await app.policyCache.revision('t1')
+  await app.policyCache.revision('t2')
+  const good: NoticeChange = { tenant: 't1', revision: 1, operation: 'create-group', group: 'readers' }
+  const bad: Array<[NoticeChange, string]> = [
+    [{ tenant: 't2', revision: 1, operation: 'assign-user', group: 'readers', user: 'no spaces' }, 'FST_ERR_VALIDATION'],
+    [{ tenant: 't2', revision: 1, operation: 'create-group', group: 'readers', user: 'alice' }, 'FST_POLICY_CACHE_INVALID_INPUT'],
+    [{ tenant: 't2', revision: 1, operation: 'add-permission', group: 'readers' }, 'FST_POLICY_CACHE_INVALID_INPUT']
+  ]
+  for (const [entry, code] of bad) {
+    for (const changes of [[good, entry], [entry, good]]) {
+      const res = await sendNotice(app, changes)
+      t.equal(res.statusCode, 400, code)
+      t.equal(res.json().code, code)
+    }
+  }
+  t.same(app.policyCache.cachedRevisions().sort(), [['t1', 0], ['t2', 0]], 'neither tenant moved')
+  t.same((await sendNotice(app, [good])).json().revisions, { t1: 1 }, 'the good entry alone is applied')
 })
 
 test('two entries naming the same revision with different data carry nothing: the changelog decides', async (t) => {
-  const { a, b, reads } = engines()
+  const { a, b, reads, deliver } = engines()
   await a.createGroup('t1', 'readers')
   await b.revision('t1')
   const { revision } = await a.assignUser('t1', 'readers', 'alice')
   reads()
-  t.same(await b.noticed([
+  t.same(await deliver([
     { tenant: 't1', revision, operation: 'assign-user', group: 'readers', user: 'mallory' },
     { tenant: 't1', revision, operation: 'assign-user', group: 'readers', user: 'alice' }
   ]), { t1: revision })

@@ -6,7 +6,7 @@
 import Fastify from 'fastify'
 import { sql } from 'kysely'
 import { test } from 'tap'
-import type { Notice } from '../lib/broadcast/types.js'
+import type { Notice } from '../lib/broadcast/notice.js'
 import { createSqliteDb } from '../lib/store/index.js'
 import { buildApp, get, post, SECRET } from './helpers/app.js'
 import { InstrumentedStore } from './helpers/instrumented-store.js'

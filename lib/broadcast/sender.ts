@@ -17,8 +17,8 @@ import { LRUCache } from 'lru-cache'
 import { Agent, request } from 'undici'
 import { retryAfterMs } from './retry-after.js'
 import { newMessageId, sign, WEBHOOK_HEADERS } from './signature.js'
-import { MAX_NOTICE_CHANGES, WEBHOOK_PATH } from './types.js'
-import type { AckSummary, Notice, NoticeChange, NoticeReply, PeerLag, PeerStatus } from './types.js'
+import { encodeNotice, MAX_NOTICE_BYTES, MAX_NOTICE_CHANGES, WEBHOOK_PATH, type NoticeChange, type NoticeReply } from './notice.js'
+import type { AckSummary, DeliveryEvent, PeerLag, PeerStatus } from './status.js'
 
 /** Defaults of {@link BroadcasterOptions}. */
 export const BROADCAST_DEFAULTS = Object.freeze({
@@ -27,9 +27,6 @@ export const BROADCAST_DEFAULTS = Object.freeze({
   retry: Object.freeze({ retries: 5, minDelayMs: 50, maxDelayMs: 5000, maxRetryAfterMs: 60000 }),
   circuitBreaker: Object.freeze({ failureThreshold: 10, cooldownMs: 30000 })
 })
-
-/** A notice body is split before it grows past this many bytes (receivers accept 64 KiB by default). */
-export const MAX_NOTICE_BYTES = 32 * 1024
 
 /** Replies larger than this are treated as a failed delivery. */
 const MAX_REPLY_BYTES = 1024 * 1024
@@ -67,22 +64,6 @@ export interface CircuitBreakerOptions {
   failureThreshold: number
   /** How long an open circuit stays open; then one probe decides (success closes it, failure reopens it). */
   cooldownMs: number
-}
-
-/**
- * One delivery event, for metrics: `delivered` (a receiver's 2xx), `failed` (one failed attempt),
- * `retry` (a retry scheduled after a failure), `given-up` (retries exhausted; the sync heals).
- */
-export interface DeliveryEvent {
-  kind: 'delivered' | 'failed' | 'retry' | 'given-up'
-  /** The peer's configured URL. */
-  peer: string
-  /** The changes the notice carries. */
-  changes: readonly NoticeChange[]
-  /** `delivered` and `failed`: how long the attempt took. */
-  latencyMs?: number
-  /** `delivered`: the receiver's revision per tenant (null: not cached there). */
-  revisions?: NoticeReply['revisions']
 }
 
 /** What a {@link Broadcaster} is built from. */
@@ -503,8 +484,7 @@ export class Broadcaster {
   /** Sends one notice, retrying it under the same message id until it succeeds or is given up. */
   async #deliver (peer: Peer, changes: NoticeChange[]): Promise<void> {
     const id = newMessageId()
-    const notice: Notice = { type: 'policy.changed', origin: this.#serverId, changes }
-    const body = JSON.stringify(notice)
+    const body = encodeNotice(this.#serverId, changes)
     for (let attempt = 0; peer.active; attempt++) {
       const outcome = await this.#attempt(peer, id, body, changes)
       if (outcome === 'ok' || outcome === 'gone') return

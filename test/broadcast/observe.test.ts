@@ -3,16 +3,17 @@ import { once } from 'node:events'
 import { createServer } from 'node:net'
 import Fastify from 'fastify'
 import { test } from 'tap'
-import { Broadcaster, type DeliveryEvent } from '../../lib/broadcast/sender.js'
+import webhookRoutes from '../../lib/broadcast/receiver.js'
+import { Broadcaster } from '../../lib/broadcast/sender.js'
 import { parseSecret } from '../../lib/broadcast/signature.js'
-import webhookRoutes from '../../lib/routes/webhook.js'
+import type { DeliveryEvent } from '../../lib/broadcast/status.js'
 
 const key = parseSecret('observe-test-secret-0123456789', 'webhookSecret')
 const log = { debug () {}, info () {}, warn () {} }
 
 test('observe: delivered with latency and the receiver\'s revisions; failed, retry, given-up for a dead peer', async (t) => {
   const app = Fastify()
-  await app.register(webhookRoutes, { keys: [key], serverId: 'receiver', handleNotice: async (notice) => Object.fromEntries(notice.changes.map((c) => [c.tenant, c.revision - 1])) })
+  await app.register(webhookRoutes, { keys: [key], serverId: 'receiver', handleNotice: async (notice) => Object.fromEntries(notice.entries.map((e) => [e.tenant, e.revision - 1])) })
   const live = await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())
   const closed = createServer()

@@ -1,8 +1,8 @@
 import Fastify from 'fastify'
 import { test } from 'tap'
+import { decodeEntry, type NoticeChange, type NoticeReply, type ReceivedNotice } from '../../lib/broadcast/notice.js'
+import webhookRoutes from '../../lib/broadcast/receiver.js'
 import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
-import type { Notice, NoticeReply } from '../../lib/broadcast/types.js'
-import webhookRoutes from '../../lib/routes/webhook.js'
 
 const key = parseSecret('receiver-test-secret-0123456789', 'webhookSecret')
 const otherKey = parseSecret('a-different-secret-0123456789', 'webhookSecret')
@@ -18,15 +18,15 @@ interface SendOptions {
   headers?: Record<string, string | undefined>
 }
 
-async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (notice: Notice) => Promise<NoticeReply['revisions']>) {
-  const calls: Notice[] = []
+async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>) {
+  const calls: ReceivedNotice[] = []
   const app = Fastify()
   await app.register(webhookRoutes, {
     keys: [key],
     serverId: 'server-b',
     handleNotice: async (notice) => {
       calls.push(notice)
-      return handle === undefined ? Object.fromEntries(notice.changes.map((c) => [c.tenant, c.revision])) : handle(notice)
+      return handle === undefined ? Object.fromEntries(notice.entries.map((e) => [e.tenant, e.revision])) : handle(notice)
     }
   })
   t.teardown(() => app.close())
@@ -52,7 +52,7 @@ test('a valid notice is handled and answered with the receiver\'s revisions', as
   t.equal(res.statusCode, 200)
   t.same(res.json(), { serverId: 'server-b', revisions: { t1: 3 } })
   t.equal(calls.length, 1)
-  t.same(calls[0], notice())
+  t.same(calls[0], { origin: 'server-a', entries: [{ tenant: 't1', revision: 3, carried: undefined }] }, 'handed over decoded')
 })
 
 test('null revisions (uncached tenants) are serialized', async (t) => {
@@ -223,9 +223,9 @@ test('a carried change is validated strictly: malformed or inconsistent with its
   t.equal(calls.length, 0, 'a notice with one bad entry is not handled at all')
 })
 
-test('well-formed carried changes of every operation are handed over as sent', async (t) => {
+test('well-formed carried changes of every operation are handed over decoded, as sent', async (t) => {
   const { calls, sendJson } = await build(t)
-  const changes = [
+  const changes: NoticeChange[] = [
     { tenant: 't1', revision: 1, operation: 'create-group', group: 'g' },
     { tenant: 't2', revision: 2, operation: 'add-permission', group: 'g', permission: 'doc:*' },
     { tenant: 't3', revision: 3, operation: 'remove-permission', group: 'g', permission: '*' },
@@ -235,7 +235,8 @@ test('well-formed carried changes of every operation are handed over as sent', a
   ]
   const res = await sendJson(notice({ changes }))
   t.equal(res.statusCode, 200)
-  t.same(calls[0].changes, changes)
+  t.same(calls[0].entries, changes.map(decodeEntry))
+  t.same(calls[0].entries[3], { tenant: 't4', revision: 4, carried: { op: 'assign-user', group: 'g', user: 'alice@example.com', revision: 4 } })
 })
 
 test('oversized bodies are 413, before any handling', async (t) => {

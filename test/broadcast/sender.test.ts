@@ -3,9 +3,9 @@ import { createServer, type Socket } from 'node:net'
 import Fastify from 'fastify'
 import { test } from 'tap'
 import { Broadcaster, type BroadcasterOptions } from '../../lib/broadcast/sender.js'
+import { decodeEntry, type Notice, type NoticeChange, type NoticeReply, type ReceivedNotice } from '../../lib/broadcast/notice.js'
+import webhookRoutes from '../../lib/broadcast/receiver.js'
 import { parseSecret } from '../../lib/broadcast/signature.js'
-import type { Notice, NoticeChange, NoticeReply } from '../../lib/broadcast/types.js'
-import webhookRoutes from '../../lib/routes/webhook.js'
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -36,26 +36,31 @@ function recorder () {
 
 interface ReceiverOptions {
   serverId?: string
-  handle?: (notice: Notice) => Promise<NoticeReply['revisions']>
+  handle?: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
 }
 
-/** A real Fastify instance serving the real webhook route on a random port. */
+/**
+ * A real Fastify instance serving the real webhook route on a random port. `notices` are the
+ * decoded notices handed to the engine; `bodies` what arrived on the wire.
+ */
 async function receiver (t: Teardown, options: ReceiverOptions = {}) {
   const app = Fastify()
   const requests: Array<{ id: string, timestamp: string }> = []
-  const notices: Notice[] = []
-  const completed: Notice[] = []
+  const bodies: Notice[] = []
+  const notices: ReceivedNotice[] = []
+  const completed: ReceivedNotice[] = []
   const handled = new EventEmitter()
   app.addHook('onRequest', async (request) => {
     requests.push({ id: String(request.headers['webhook-id']), timestamp: String(request.headers['webhook-timestamp']) })
   })
+  app.addHook('preHandler', async (request) => { bodies.push(request.body as Notice) })
   await app.register(webhookRoutes, {
     keys: [key],
     serverId: options.serverId ?? 'receiver',
     handleNotice: async (notice) => {
       notices.push(notice)
       const revisions = options.handle === undefined
-        ? Object.fromEntries(notice.changes.map((change) => [change.tenant, change.revision]))
+        ? Object.fromEntries(notice.entries.map((entry) => [entry.tenant, entry.revision]))
         : await options.handle(notice)
       completed.push(notice)
       handled.emit('notice', notice)
@@ -65,7 +70,7 @@ async function receiver (t: Teardown, options: ReceiverOptions = {}) {
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())
   const { port } = app.server.address() as { port: number }
-  return { app, url: `http://127.0.0.1:${port}`, requests, notices, completed, handled }
+  return { app, url: `http://127.0.0.1:${port}`, requests, bodies, notices, completed, handled }
 }
 /**
  * A receiver that holds its first notice until `gate` resolves (`entered` resolves once it is held)
@@ -81,7 +86,7 @@ async function gatedReceiver (t: Teardown, last: number) {
         entered.resolve()
         await gate.promise
       }
-      if (notice.changes.some((c) => c.tenant === 't1' && c.revision === last)) done.resolve()
+      if (notice.entries.some((e) => e.tenant === 't1' && e.revision === last)) done.resolve()
       return {}
     }
   })
@@ -156,7 +161,8 @@ test('delivers a signed notice to every peer, waits for the acks and keeps stats
   const summary = await b.notify([change('t1', 4)])
   t.same(summary, { acked: 2, total: 2 })
   for (const peer of [a, c]) {
-    t.same(peer.notices, [{ type: 'policy.changed', origin: 'sender', changes: [change('t1', 4)] }])
+    t.same(peer.bodies[0], { type: 'policy.changed', origin: 'sender', changes: [change('t1', 4)] }, 'the wire format')
+    t.same(peer.notices, [{ origin: 'sender', entries: [decodeEntry(change('t1', 4))] }])
     t.match(peer.requests[0].id, /^msg_[A-Za-z0-9_-]+$/)
   }
 
@@ -196,7 +202,7 @@ test('an acknowledgement comes only from a 2xx carrying the revision, after the 
   t.same(await first, { acked: 1, total: 1 })
   t.same(await second, { acked: 1, total: 1 })
   t.equal(peer.completed.length, 2, 'revision 2 was acknowledged by the second request, not by the first')
-  t.same(peer.completed.map((notice) => notice.changes[0].revision), [1, 2])
+  t.same(peer.completed.map((notice) => notice.entries[0].revision), [1, 2])
 })
 
 test('coalesces a burst into at most one more request, carrying the latest revision per tenant', async (t) => {
@@ -211,10 +217,10 @@ test('coalesces a burst into at most one more request, carrying the latest revis
   gate.resolve()
   await done.promise
   t.equal(peer.requests.length, 2, 'two requests for twenty writes')
-  const last = peer.notices[1].changes
-  t.same(last.find((c) => c.tenant === 't1'), change('t1', 20))
-  t.same(last.map((c) => c.tenant).sort(), ['other0', 'other1', 'other2', 't1'])
-  t.same(last.find((c) => c.tenant === 'other2'), change('other2', 20))
+  const last = peer.notices[1].entries
+  t.same(last.find((e) => e.tenant === 't1'), decodeEntry(change('t1', 20)))
+  t.same(last.map((e) => e.tenant).sort(), ['other0', 'other1', 'other2', 't1'])
+  t.same(last.find((e) => e.tenant === 'other2'), decodeEntry(change('other2', 20)))
 })
 
 test('coalescing keeps each carried change with its own revision; split notices stay valid', async (t) => {
@@ -229,9 +235,9 @@ test('coalescing keeps each carried change with its own revision; split notices 
   gate.resolve()
   await done.promise
   t.equal(peer.requests.length, 2)
-  t.same(peer.notices[1].changes, [carrying('t1', 20), carrying('t2', 20)], 'the latest revision, with the change made at it')
-  for (const { changes } of peer.notices) {
-    for (const entry of changes) t.equal(entry.user, `u${entry.revision}`, 'never another revision\'s data')
+  t.same(peer.notices[1].entries, [carrying('t1', 20), carrying('t2', 20)].map(decodeEntry), 'the latest revision, with the change made at it')
+  for (const { entries } of peer.notices) {
+    for (const { revision, carried } of entries) t.match(carried, { user: `u${revision}`, revision }, 'never another revision\'s data')
   }
 
   const long = Array.from({ length: 400 }, (_, i): NoticeChange =>
@@ -240,7 +246,7 @@ test('coalescing keeps each carried change with its own revision; split notices 
   const { b: waiting } = broadcaster(t, { peers: [peer.url] })
   t.same(await waiting.notify(long), { acked: 1, total: 1 }, 'acknowledged once every part is delivered')
   t.ok(peer.notices.length - before > 1, 'split into several notices')
-  t.same(peer.notices.slice(before).flatMap((n) => n.changes), long, 'every entry delivered whole, accepted by the strict receiver')
+  t.same(peer.notices.slice(before).flatMap((n) => n.entries), long.map(decodeEntry), 'every entry delivered whole, accepted by the strict receiver')
   t.equal(waiting.status()[0].failed, 0)
 })
 
@@ -350,7 +356,7 @@ test('splits large bursts into notices a receiver accepts', async (t) => {
 
   const many = Array.from({ length: 1500 }, (_, i) => ({ tenant: `t${i}`, revision: 1 }))
   t.same(await b.notify(many), { acked: 1, total: 1 })
-  t.same(peer.notices.map((notice) => notice.changes.length), [1000, 500])
+  t.same(peer.notices.map((notice) => notice.entries.length), [1000, 500])
 
   const long = Array.from({ length: 300 }, (_, i) => change(`${'x'.repeat(120)}${i}`, 2 ** 40))
   t.same(await b.notify(long), { acked: 1, total: 1 }, 'under the 64 KiB body limit')

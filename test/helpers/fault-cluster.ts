@@ -11,7 +11,8 @@
  */
 import { EventEmitter, once } from 'node:events'
 import type { Kysely } from 'kysely'
-import type { AckSummary, NoticeChange, PeerStatus } from '../../lib/broadcast/types.js'
+import { decodeEntry, type NoticeChange } from '../../lib/broadcast/notice.js'
+import type { AckSummary, PeerStatus } from '../../lib/broadcast/status.js'
 import { PolicyCache, type Notifier } from '../../lib/policy-cache.js'
 import { createSqliteDb, KyselyPolicyStore, type PolicyStore } from '../../lib/store/index.js'
 
@@ -140,7 +141,7 @@ export class FaultyNetwork {
       return false
     }
     try {
-      await this.#engines[to].noticed(changes)
+      await this.#engines[to].noticed(changes.map(decodeEntry))
       this.stats.delivered++
       return true
     } catch {

@@ -1,22 +1,20 @@
 /**
- * The webhook receiver, `POST /webhook/refresh` (DESIGN §5). Register it in its own encapsulated
- * context: it replaces the content-type parsers and the validator compiler of that context.
+ * The webhook receiver, `POST /webhook/refresh` (docs/protocol.md, "Receiver"). Register it in its own
+ * encapsulated context: it replaces the content-type parsers and the validator compiler of that context.
  *
  * Order of checks: content type (415), body size (413), signature over the raw bytes (401, one
  * identical reply for every authentication failure), JSON with prototype-poisoning protection (400),
- * schema (400), carried changes consistent with their `operation` (400 FST_POLICY_CACHE_INVALID_INPUT),
- * then own origin and replayed ids (200, nothing done), then `handleNotice`.
+ * schema (400), `decodeNotice`: carried changes consistent with their `operation` (400
+ * FST_POLICY_CACHE_INVALID_INPUT), then own origin and replayed ids (200, nothing done), then
+ * `handleNotice` with the decoded notice.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { LRUCache } from 'lru-cache'
-import { Type } from 'typebox'
 import { UnauthorizedWebhookError } from '../errors.js'
-import { GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH } from '../model.js'
-import { verify, WEBHOOK_HEADERS } from '../broadcast/signature.js'
-import { carriedChange, MAX_NOTICE_CHANGES, WEBHOOK_PATH } from '../broadcast/types.js'
-import type { Notice, NoticeReply } from '../broadcast/types.js'
-import { validatorCompiler } from './schemas.js'
+import { validatorCompiler } from '../routes/schemas.js'
+import { decodeNotice, NoticeReplySchema, NoticeSchema, WEBHOOK_PATH, type NoticeReply, type ReceivedNotice } from './notice.js'
+import { verify, WEBHOOK_HEADERS } from './signature.js'
 
 /** Default largest accepted webhook body, in bytes. */
 export const DEFAULT_WEBHOOK_BODY_LIMIT = 64 * 1024
@@ -35,36 +33,12 @@ export interface WebhookRoutesOptions {
   bodyLimit?: number
   /**
    * Brings the local cache up to the notice's revisions and resolves with this instance's revision
-   * for each tenant named (`null` for a tenant it does not cache). Called once per verified, new,
-   * foreign notice; a rejection is a 500 and the id is forgotten so the sender's retry is handled.
+   * for each tenant named (`null` for a tenant it does not cache). Called once per verified, valid,
+   * new, foreign notice, already decoded; a rejection is a 500 and the id is forgotten so the sender's
+   * retry is handled.
    */
-  handleNotice: (notice: Notice) => Promise<NoticeReply['revisions']>
+  handleNotice: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
 }
-
-const NoticeChangeSchema = Type.Object({
-  tenant: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The tenant that changed' }),
-  revision: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The tenant\'s revision on the sender' }),
-  operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write that produced the revision; required when the entry carries the change' })),
-  group: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group written at this revision' })),
-  permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'Carried change: the grant added or removed (add-permission, remove-permission only)' })),
-  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the user assigned or unassigned (assign-user, unassign-user only)' }))
-}, { additionalProperties: true })
-
-const NoticeSchema = Type.Object({
-  type: Type.Literal('policy.changed'),
-  origin: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The sender\'s server id' }),
-  changes: Type.Array(NoticeChangeSchema, { minItems: 1, maxItems: MAX_NOTICE_CHANGES })
-}, {
-  additionalProperties: true,
-  description: 'A Standard Webhooks v1 message; unknown fields are ignored so newer senders can talk to older receivers'
-})
-
-const NoticeReplySchema = Type.Object({
-  serverId: Type.String({ description: 'The receiver\'s server id' }),
-  revisions: Type.Record(Type.String(), Type.Union([Type.Integer(), Type.Null()]), {
-    description: 'The receiver\'s revision per tenant named, null when it does not cache the tenant'
-  })
-}, { additionalProperties: false })
 
 function header (request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name]
@@ -115,9 +89,8 @@ export default async function webhookRoutes (fastify: FastifyInstance, opts: Web
       if (!verified.has(request)) throw new UnauthorizedWebhookError()
     }
   }, async (request) => {
-    const notice = request.body
     // Every entry before anything is applied: one malformed carried change rejects the whole notice.
-    for (const change of notice.changes) carriedChange(change)
+    const notice = decodeNotice(request.body)
     if (notice.origin === serverId) {
       // Our own notice came back, or another instance shares our serverId (their notices would be ignored).
       request.log.warn({ origin: notice.origin }, 'policy-cache: ignored a notice carrying this instance\'s own serverId; is SERVER_ID unique?')

@@ -1,0 +1,136 @@
+/**
+ * The notice: what one instance tells the others after a write, and the only place it is encoded and
+ * decoded. The wire format is specified in docs/protocol.md ("The webhook").
+ *
+ *   sender:   engine → `noticeChange` (one entry per committed change) → broadcaster → `encodeNotice`
+ *   receiver: JSON → `NoticeSchema` (the route's validator) → `decodeNotice` → engine
+ *
+ * Decoding parses each entry's carried change once; the engine receives {@link NoticeEntry} values
+ * and never looks at wire fields.
+ */
+import { Type } from 'typebox'
+import { InvalidInputError } from '../errors.js'
+import {
+  assertChange, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
+  type Change, type LoggedChange, type Operation
+} from '../model.js'
+
+/** Where a peer's receiver listens, relative to the peer's URL (docs/protocol.md). */
+export const WEBHOOK_PATH = '/webhook/refresh'
+/** The most changes one notice may carry; a receiver rejects more, a sender splits. */
+export const MAX_NOTICE_CHANGES = 1000
+/** A notice body is split before it grows past this many bytes (receivers accept 64 KiB by default). */
+export const MAX_NOTICE_BYTES = 32 * 1024
+
+/**
+ * One entry of a notice on the wire: tenant `tenant` is at `revision` on the sender. It may carry the
+ * change committed AT that revision (`operation` and `group`, plus `permission` or `user` as the
+ * operation needs): a receiver cached at exactly `revision - 1` applies it without reading the
+ * database. An entry is one object from writer to wire, so coalescing never pairs a revision with
+ * another revision's data.
+ */
+export interface NoticeChange {
+  tenant: string
+  revision: number
+  operation?: Operation
+  group?: string
+  permission?: string
+  user?: string
+}
+
+/** The notice body (docs/protocol.md). */
+export interface Notice {
+  type: 'policy.changed'
+  origin: string
+  changes: NoticeChange[]
+}
+
+/** What a receiver answers: its revision for each tenant named, `null` when it has the tenant uncached. */
+export interface NoticeReply {
+  serverId: string
+  revisions: Record<string, number | null>
+}
+
+/** One entry as received, decoded: the tenant's revision on the sender and the change it carries, if any. */
+export interface NoticeEntry {
+  tenant: string
+  revision: number
+  /** The change committed at `revision`, validated; `undefined` when the entry carries none (an older sender). */
+  carried: LoggedChange | undefined
+}
+
+/** A notice as received, decoded: who sent it and its entries. */
+export interface ReceivedNotice {
+  origin: string
+  entries: NoticeEntry[]
+}
+
+/** An entry of the body; known fields strictly, unknown ones allowed (a newer sender). */
+export const NoticeChangeSchema = Type.Object({
+  tenant: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The tenant that changed' }),
+  revision: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The tenant\'s revision on the sender' }),
+  operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write that produced the revision; required when the entry carries the change' })),
+  group: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group written at this revision' })),
+  permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'Carried change: the grant added or removed (add-permission, remove-permission only)' })),
+  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the user assigned or unassigned (assign-user, unassign-user only)' }))
+}, { additionalProperties: true })
+
+/** The notice body. */
+export const NoticeSchema = Type.Object({
+  type: Type.Literal('policy.changed'),
+  origin: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The sender\'s server id' }),
+  changes: Type.Array(NoticeChangeSchema, { minItems: 1, maxItems: MAX_NOTICE_CHANGES })
+}, {
+  additionalProperties: true,
+  description: 'A Standard Webhooks v1 message; unknown fields are ignored so newer senders can talk to older receivers'
+})
+
+/** The receiver's reply. */
+export const NoticeReplySchema = Type.Object({
+  serverId: Type.String({ description: 'The receiver\'s server id' }),
+  revisions: Type.Record(Type.String(), Type.Union([Type.Integer(), Type.Null()]), {
+    description: 'The receiver\'s revision per tenant named, null when it does not cache the tenant'
+  })
+}, { additionalProperties: false })
+
+/** The notice entry of a committed change: its revision, its operation and its data. */
+export function noticeChange (tenant: string, change: LoggedChange): NoticeChange {
+  const { op, revision, ...data } = change
+  return { tenant, revision, operation: op, ...data }
+}
+
+/** The body a sender sends: a `policy.changed` notice from `origin` carrying `changes`. */
+export function encodeNotice (origin: string, changes: NoticeChange[]): string {
+  const notice: Notice = { type: 'policy.changed', origin, changes }
+  return JSON.stringify(notice)
+}
+
+/**
+ * Decodes one entry that passed {@link NoticeChangeSchema}: its carried change parsed, or
+ * `carried: undefined` when it carries none (no `group`, `permission` or `user`: an older sender's
+ * entry). Throws a coded 400 (FST_POLICY_CACHE_INVALID_INPUT) when the data is malformed or does not
+ * fit `operation` (missing, or a field the operation has no use for).
+ */
+export function decodeEntry (entry: NoticeChange): NoticeEntry {
+  const { tenant, revision, operation: op, group, permission, user } = entry
+  if (group === undefined && permission === undefined && user === undefined) return { tenant, revision, carried: undefined }
+  if (op === undefined) throw new InvalidInputError('change', 'carried data needs an operation')
+  const needs = op === 'add-permission' || op === 'remove-permission'
+    ? 'permission'
+    : op === 'assign-user' || op === 'unassign-user' ? 'user' : 'group'
+  if ((needs !== 'permission' && permission !== undefined) || (needs !== 'user' && user !== undefined)) {
+    throw new InvalidInputError('change', `${op} carries ${needs === 'group' ? 'only group' : `group and ${needs} only`}`)
+  }
+  const change = (needs === 'permission' ? { op, group, permission } : needs === 'user' ? { op, group, user } : { op, group }) as Change
+  // Presence and patterns (a missing group, permission or user is a 400 here).
+  assertChange(change)
+  return { tenant, revision, carried: { ...change, revision } }
+}
+
+/**
+ * Decodes a notice that passed {@link NoticeSchema}, every entry before any is used: one malformed
+ * carried change rejects the whole notice with a coded 400, so nothing of it is applied.
+ */
+export function decodeNotice (notice: Notice): ReceivedNotice {
+  return { origin: notice.origin, entries: notice.changes.map(decodeEntry) }
+}

@@ -6,8 +6,8 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import { Broadcaster } from './broadcast/broadcaster.js'
 import webhookRoutes from './broadcast/receiver.js'
-import { Broadcaster } from './broadcast/sender.js'
 import { guardRoutes } from './guard.js'
 import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'

@@ -1,0 +1,281 @@
+/**
+ * The broadcaster (docs/protocol.md, "A write, step by step" and "Sender robustness"): tells every
+ * peer which tenants moved to which revision, over signed webhooks, and lets a write wait a bounded
+ * time for the peers it believes up.
+ *
+ * Per peer (`Peer`): a queue that coalesces to the highest revision per tenant, at most one request
+ * in flight (what piles up meanwhile goes out as one notice), retries with capped full-jitter backoff,
+ * and a state — a `down` peer is not waited for until a later delivery to it succeeds. Each attempt
+ * is one `WebhookClient.post`.
+ *
+ * Robustness (`CircuitBreakerOptions`, `RetryOptions`): a per-peer circuit breaker (after `failureThreshold`
+ * consecutive failed attempts nothing is sent for `cooldownMs`, then one probe), `Retry-After` honoured
+ * on 429 and 503, other 4xx not retried, and a 410 ends delivery to that peer for good (`gone`).
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import { classify, describe, WebhookClient } from './delivery.js'
+import { encodeNotice, type NoticeChange } from './notice.js'
+import { Peer, type CircuitBreakerOptions, type Waiter } from './peer.js'
+import { newMessageId } from './signature.js'
+import type { AckSummary, DeliveryEvent, PeerStatus } from './status.js'
+
+/** Defaults of {@link BroadcasterOptions}. */
+export const BROADCAST_DEFAULTS = Object.freeze({
+  requestTimeoutMs: 2000,
+  ackTimeoutMs: 200,
+  retry: Object.freeze({ retries: 5, minDelayMs: 50, maxDelayMs: 5000, maxRetryAfterMs: 60000 }),
+  circuitBreaker: Object.freeze({ failureThreshold: 10, cooldownMs: 30000 })
+})
+
+/** The part of a pino logger the broadcaster writes to. */
+export interface BroadcastLogger {
+  /** Routine events: a peer's first answer, a message given up after its retries. */
+  debug (obj: object, msg: string): void
+  /** A peer back up after being down. */
+  info (obj: object, msg: string): void
+  /** A peer going down (once per transition, not per failed attempt). */
+  warn (obj: object, msg: string): void
+}
+
+/** How a failed delivery is retried. */
+export interface RetryOptions {
+  /** Retries after the first attempt before the message is given up (the anti-entropy sync heals). */
+  retries: number
+  /** Backoff base: the n-th retry waits a random time in [0, min(maxDelayMs, minDelayMs * 2^n)]. */
+  minDelayMs: number
+  /** Backoff cap. */
+  maxDelayMs: number
+  /** Longest wait a peer's `Retry-After` (on 429 or 503) is honoured for. */
+  maxRetryAfterMs: number
+}
+
+/** What a {@link Broadcaster} is built from. */
+export interface BroadcasterOptions {
+  /** This instance's id, sent as the notice's `origin`. */
+  serverId: string
+  /** Signing keys (see `parseSecret`); every one signs each message. */
+  keys: Buffer[]
+  /** Peer base URLs; the receiver is at `<url>/webhook/refresh`. */
+  peers: string[]
+  /** Bound on connecting, on waiting for the reply's headers and on each gap in its body. Default 2000. */
+  requestTimeoutMs?: number
+  /** How long `notify` waits for acknowledgements; 0 returns at once. Default 200. */
+  ackTimeoutMs?: number
+  /** Retry schedule; each field defaults separately (5 retries, 50 ms, 5000 ms, Retry-After ≤ 60000 ms). */
+  retry?: Partial<RetryOptions>
+  /** Per-peer circuit breaker; each field defaults separately (10 failures, 30000 ms). */
+  circuitBreaker?: Partial<CircuitBreakerOptions>
+  /** Where state changes are logged; never receives secrets or signatures. */
+  log: BroadcastLogger
+  /** Told of every delivery event (metrics); must not throw — an exception is ignored. */
+  observe?: (event: DeliveryEvent) => void
+}
+
+/**
+ * Sends `policy.changed` notices to every peer (docs/protocol.md) through one {@link WebhookClient}.
+ */
+export class Broadcaster {
+  #serverId: string
+  #ackTimeoutMs: number
+  #retry: RetryOptions
+  #breaker: CircuitBreakerOptions
+  #log: BroadcastLogger
+  #observe: ((event: DeliveryEvent) => void) | undefined
+  #client: WebhookClient
+  #peers = new Map<string, Peer>()
+  #closing: Promise<void> | null = null
+
+  /** Builds the broadcaster; nothing is sent until `notify`. */
+  constructor (options: BroadcasterOptions) {
+    this.#serverId = options.serverId
+    this.#ackTimeoutMs = options.ackTimeoutMs ?? BROADCAST_DEFAULTS.ackTimeoutMs
+    this.#retry = { ...BROADCAST_DEFAULTS.retry, ...options.retry }
+    this.#breaker = { ...BROADCAST_DEFAULTS.circuitBreaker, ...options.circuitBreaker }
+    this.#log = options.log
+    this.#observe = options.observe
+    this.#client = new WebhookClient({
+      keys: options.keys,
+      requestTimeoutMs: options.requestTimeoutMs ?? BROADCAST_DEFAULTS.requestTimeoutMs,
+      maxRetryAfterMs: this.#retry.maxRetryAfterMs
+    })
+    this.setPeers(options.peers)
+  }
+
+  /**
+   * Queues `changes` for every peer and resolves once the peers believed up (or not yet known) have
+   * acknowledged them, or after `ackTimeoutMs`, whichever is first. A peer that fails meanwhile is
+   * released at once; one that misses the deadline is marked down. Never rejects.
+   */
+  async notify (changes: NoticeChange[]): Promise<AckSummary> {
+    const total = this.#peers.size
+    if (this.#closing !== null || changes.length === 0) return { acked: 0, total }
+
+    const waits: Array<[Peer, Waiter]> = []
+    for (const peer of this.#peers.values()) {
+      if (peer.gone) continue
+      if (this.#ackTimeoutMs > 0 && peer.status.state !== 'down') waits.push([peer, peer.wait(changes)])
+      peer.enqueue(changes)
+      this.#deliverPending(peer)
+    }
+    if (waits.length === 0) return { acked: 0, total }
+
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#ackTimeoutMs)
+      timer.unref()
+    })
+    await Promise.race([Promise.all(waits.map(([, waiter]) => waiter.acked)), deadline])
+    clearTimeout(timer)
+
+    let acked = 0
+    for (const [peer, waiter] of waits) {
+      if (waiter.pending) {
+        peer.forget(waiter)
+        this.#markUnresponsive(peer)
+      } else if (await waiter.acked) {
+        acked++
+      }
+    }
+    return { acked, total }
+  }
+
+  /**
+   * Replaces the peer list: peers that stay keep their state and queue, removed ones are dropped
+   * (their waiters released, their retries stopped), new ones start `unknown`.
+   */
+  setPeers (urls: string[]): void {
+    if (this.#closing !== null) return
+    const next = new Map<string, Peer>()
+    for (const url of urls) next.set(url, this.#peers.get(url) ?? new Peer(url))
+    for (const [url, peer] of this.#peers) {
+      if (!next.has(url)) this.#stop(peer)
+    }
+    this.#peers = next
+  }
+
+  /** A snapshot of every peer's state, counters and lag, in configuration order. */
+  status (): PeerStatus[] {
+    return [...this.#peers.values()].map((peer) => peer.snapshot())
+  }
+
+  /**
+   * Stops everything: pending retries, in-flight requests, waiting `notify` calls (they resolve), the
+   * dispatcher. Idempotent; afterwards `notify` resolves `{ acked: 0, total }` without sending.
+   */
+  close (): Promise<void> {
+    this.#closing ??= this.#shutdown()
+    return this.#closing
+  }
+
+  async #shutdown (): Promise<void> {
+    const peers = [...this.#peers.values()]
+    for (const peer of peers) this.#stop(peer)
+    await this.#client.close()
+    await Promise.all(peers.map((peer) => peer.loop))
+  }
+
+  #stop (peer: Peer): void {
+    peer.stop.abort()
+    peer.releaseAll()
+  }
+
+  /** Starts the peer's delivery loop unless one is running. */
+  #deliverPending (peer: Peer): void {
+    if (peer.sending) return
+    peer.sending = true
+    peer.loop = this.#drain(peer)
+  }
+
+  /**
+   * Sends notices until the peer's queue is empty; what is queued meanwhile goes out as one notice.
+   * While the circuit is open or a `Retry-After` holds, it waits (the queue keeps coalescing); the
+   * first notice after an open circuit's cool-down is the probe.
+   */
+  async #drain (peer: Peer): Promise<void> {
+    try {
+      while (peer.active && !peer.gone && peer.hasPending) {
+        if (peer.holdMs > 0) {
+          try {
+            await sleep(peer.holdMs, undefined, { signal: peer.stop.signal, ref: false })
+          } catch {
+            return
+          }
+          continue
+        }
+        if (peer.status.circuit === 'open') peer.status.circuit = 'half-open'
+        await this.#deliver(peer, peer.take())
+      }
+    } finally {
+      peer.sending = false
+    }
+  }
+
+  /** Sends one notice, retrying it under the same message id until it succeeds or is given up. */
+  async #deliver (peer: Peer, changes: NoticeChange[]): Promise<void> {
+    const id = newMessageId()
+    const body = encodeNotice(this.#serverId, changes)
+    for (let attempt = 0; peer.active; attempt++) {
+      const outcome = await this.#attempt(peer, id, body, changes)
+      if (outcome === 'ok' || outcome === 'gone') return
+      if (outcome === 'give-up') break
+      if (peer.status.circuit === 'open') {
+        // The drain loop sends them again (as the probe) once the cool-down is over.
+        peer.requeue(changes)
+        return
+      }
+      if (attempt >= this.#retry.retries) break
+      this.#emit({ kind: 'retry', peer: peer.url, changes })
+      const cap = Math.min(this.#retry.maxDelayMs, this.#retry.minDelayMs * 2 ** attempt)
+      try {
+        await sleep(Math.max(Math.random() * cap, peer.holdMs), undefined, { signal: peer.stop.signal, ref: false })
+      } catch {
+        return
+      }
+    }
+    if (!peer.active) return
+    this.#emit({ kind: 'given-up', peer: peer.url, changes })
+    this.#log.debug({ peer: peer.url, webhookId: id, tenants: changes.length }, 'policy-cache: notice given up after retries')
+  }
+
+  #emit (event: DeliveryEvent): void {
+    try {
+      this.#observe?.(event)
+    } catch {}
+  }
+
+  /** One attempt: `ok` on a 2xx with a receiver's reply, else what to do next. Updates the peer's state either way. */
+  async #attempt (peer: Peer, id: string, body: string, changes: NoticeChange[]): Promise<'ok' | 'retry' | 'give-up' | 'gone'> {
+    const started = performance.now()
+    try {
+      const reply = await this.#client.post(peer.endpoint, id, body)
+      if (!peer.active) return 'ok'
+      const wasDown = peer.status.state === 'down'
+      const latencyMs = performance.now() - started
+      peer.succeeded(reply.serverId, Math.round(latencyMs), changes)
+      this.#emit({ kind: 'delivered', peer: peer.url, changes, latencyMs, revisions: reply.revisions })
+      if (wasDown) this.#log.info({ peer: peer.url, serverId: reply.serverId }, 'policy-cache: peer is up again')
+      return 'ok'
+    } catch (err) {
+      if (!peer.active) return 'give-up'
+      const { next, waitMs } = classify(err)
+      if (next === 'gone') {
+        peer.goneForGood(describe(err))
+        this.#log.warn({ peer: peer.url }, 'policy-cache: peer answered 410 Gone; no more notices are sent to it')
+        return 'gone'
+      }
+      const wasDown = peer.status.state === 'down'
+      const opened = peer.failed(describe(err), this.#breaker, waitMs)
+      this.#emit({ kind: 'failed', peer: peer.url, changes, latencyMs: performance.now() - started })
+      if (!wasDown) this.#log.warn({ peer: peer.url, reason: peer.status.lastError }, 'policy-cache: peer is down')
+      if (opened) this.#log.info({ peer: peer.url, cooldownMs: this.#breaker.cooldownMs, consecutiveFailures: peer.status.consecutiveFailures }, 'policy-cache: circuit open, pausing delivery to the peer')
+      return next
+    }
+  }
+
+  #markUnresponsive (peer: Peer): void {
+    if (peer.status.state === 'down' || peer.gone || !peer.active) return
+    const reason = `no acknowledgement within ${this.#ackTimeoutMs} ms`
+    peer.unresponsive(reason)
+    this.#log.warn({ peer: peer.url, reason }, 'policy-cache: peer is down')
+  }
+}

@@ -3,8 +3,9 @@
  * Everything is checked before anything is created (no database file for a bad secret), and every
  * failure names the variable to fix, so the server can exit with one line instead of a stack trace.
  */
+import { normalizePeerUrl, resolvePeerList } from '../lib/broadcast/peer-list.js'
+import { resolveOptions } from '../lib/options.js'
 import type { PolicyCacheOptions } from '../lib/plugin.js'
-import { normalizePeerUrl, resolveOptions } from '../lib/options.js'
 
 /** Where the policies live: a SQLite file, or a PostgreSQL / MySQL server. */
 export type DbConfig =
@@ -114,8 +115,7 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     ? normalizePeerUrl(publicUrlRaw, 'PUBLIC_URL')
     : port === 0 ? undefined : defaultPublicUrl(host, port)
   // Normalised and deduplicated; this instance's own URL dropped, so one list can serve every instance.
-  const peers = [...new Set(list(env.OTHER_SERVERS).map((url) => normalizePeerUrl(url, 'OTHER_SERVERS')))]
-    .filter((url) => url !== publicUrl)
+  const { peers } = resolvePeerList(list(env.OTHER_SERVERS), publicUrl, 'OTHER_SERVERS')
 
   const syncRaw = value(env, 'SYNC_INTERVAL_MS')
   const ackRaw = value(env, 'ACK_TIMEOUT_MS')

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import type { onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { Kysely } from 'kysely'
+import { normalizePeerUrl, resolvePeerList, type DroppedPeer } from './broadcast/peer-list.js'
 import { parseSecret } from './broadcast/signature.js'
 import { InvalidOptionError } from './errors.js'
 import type { IdentifyFunction } from './guard.js'
@@ -106,45 +107,6 @@ function hooks<T> (name: string, value: T | T[] | undefined): T[] {
   const list = value === undefined ? [] : Array.isArray(value) ? [...value] : [value]
   if (list.some((hook) => typeof hook !== 'function')) throw new InvalidOptionError(name, 'must be a function or an array of functions')
   return list
-}
-
-/**
- * Normalises a peer URL to its origin plus path without a trailing slash. Only http and https, no
- * credentials, no query or fragment.
- */
-export function normalizePeerUrl (value: unknown, name = 'peers'): string {
-  let url: URL
-  try {
-    url = new URL(String(value))
-  } catch {
-    throw new InvalidOptionError(name, `"${String(value)}" is not a URL`)
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidOptionError(name, `"${url.protocol}" is not http or https`)
-  if (url.username !== '' || url.password !== '') throw new InvalidOptionError(name, 'a peer URL must not carry credentials')
-  if (url.search !== '' || url.hash !== '') throw new InvalidOptionError(name, 'a peer URL must not have a query or fragment')
-  return url.origin + url.pathname.replace(/\/+$/, '')
-}
-
-/** A peer URL left out of the list, and why (logged as a warning at startup and on re-resolution). */
-export interface DroppedPeer {
-  url: string
-  reason: 'publicUrl' | 'duplicate'
-}
-
-/**
- * Validates a resolved peer list: each URL normalised (a bad one throws, naming `peers`), duplicates
- * collapsed and this instance's own URL dropped — both reported in `dropped`.
- */
-export function resolvePeerList (list: readonly unknown[], publicUrl: string | undefined): { peers: string[], dropped: DroppedPeer[] } {
-  if (!Array.isArray(list)) throw new InvalidOptionError('peers', 'must be an array of URLs or a function returning one')
-  const peers = new Set<string>()
-  const dropped: DroppedPeer[] = []
-  for (const url of list.map((value) => normalizePeerUrl(value))) {
-    if (url === publicUrl) dropped.push({ url, reason: 'publicUrl' })
-    else if (peers.has(url)) dropped.push({ url, reason: 'duplicate' })
-    else peers.add(url)
-  }
-  return { peers: [...peers], dropped }
 }
 
 function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions['metrics'] {

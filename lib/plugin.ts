@@ -7,9 +7,10 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/broadcaster.js'
+import { PeerList } from './broadcast/peer-list.js'
 import webhookRoutes from './broadcast/receiver.js'
 import { guardRoutes } from './guard.js'
-import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
+import { resolveOptions, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
 import opsRoutes, { metricsRoute } from './routes/ops.js'
@@ -33,27 +34,7 @@ function createStore (opts: ResolvedOptions): { store: PolicyStore, owned: boole
 const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> = async (fastify, options) => {
   const opts = resolveOptions(options)
   const log = fastify.log.child({ plugin: 'policy-cache' })
-  // Peers left out are worth a warning — once per change of the list, not on every sync.
-  let lastDropped = ''
-  const warnDropped = (dropped: readonly DroppedPeer[]): void => {
-    const key = JSON.stringify(dropped)
-    if (key === lastDropped) return
-    lastDropped = key
-    for (const { url, reason } of dropped) {
-      log.warn({ peer: url, reason }, reason === 'publicUrl'
-        ? 'policy-cache: a peer URL is this instance\'s publicUrl; dropped'
-        : 'policy-cache: a peer URL is listed twice; collapsed')
-    }
-  }
-  const resolvePeers = async (): Promise<string[]> => {
-    if (typeof opts.peers !== 'function') {
-      warnDropped(opts.droppedPeers)
-      return [...opts.peers]
-    }
-    const { peers, dropped } = resolvePeerList(await opts.peers(), opts.publicUrl)
-    warnDropped(dropped)
-    return peers
-  }
+  const peerList = new PeerList({ peers: opts.peers, dropped: opts.droppedPeers, publicUrl: opts.publicUrl, log })
 
   // Before the store: a registry conflict fails registration with nothing to close.
   const metrics: PolicyMetrics | undefined = opts.metrics === undefined
@@ -72,7 +53,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
     keys: [...opts.keys],
-    peers: await resolvePeers(),
+    peers: await peerList.resolve(),
     requestTimeoutMs: opts.requestTimeoutMs,
     ackTimeoutMs: opts.ackTimeoutMs,
     retry: opts.retry,
@@ -116,7 +97,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     const delay = opts.syncIntervalMs * (0.9 + Math.random() * 0.2)
     syncTimer = setTimeout(() => {
       const round = async (): Promise<void> => {
-        if (typeof opts.peers === 'function') broadcaster.setPeers(await resolvePeers())
+        if (peerList.dynamic) broadcaster.setPeers(await peerList.resolve())
         const behind = await engine.sync()
         if (behind.length > 0) log.info({ tenants: behind }, 'policy-cache: sync caught up tenants that were behind')
       }

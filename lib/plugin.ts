@@ -9,6 +9,7 @@ import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
 import webhookRoutes from './broadcast/receiver.js'
+import { AntiEntropy } from './cache/anti-entropy.js'
 import { guardRoutes } from './guard.js'
 import { resolveOptions, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
@@ -61,13 +62,18 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     log,
     observe: metrics?.observe
   })
-  let syncTimer: NodeJS.Timeout | undefined
-  let closed = false
+  // Started once the engine exists, below.
+  const antiEntropy = new AntiEntropy({
+    intervalMs: opts.syncIntervalMs,
+    sync: () => engine.sync(),
+    // A function-valued `peers` is re-resolved at the start of each round.
+    refreshPeers: peerList.dynamic ? async () => broadcaster.setPeers(await peerList.resolve()) : undefined,
+    log
+  })
 
   // One onClose, tearing down in reverse order and only what the plugin created.
   fastify.addHook('onClose', async () => {
-    closed = true
-    clearTimeout(syncTimer)
+    antiEntropy.stop()
     await broadcaster.close()
     if (owned) await store.close()
     metrics?.close()
@@ -91,21 +97,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   // child plugins) declare after registering this plugin.
   fastify.addHook('onRoute', guardRoutes(engine, opts.identify))
 
-  // Anti-entropy: every syncIntervalMs ± 10 %, one revision query for all cached tenants.
-  const scheduleSync = (): void => {
-    if (closed || opts.syncIntervalMs === 0) return
-    const delay = opts.syncIntervalMs * (0.9 + Math.random() * 0.2)
-    syncTimer = setTimeout(() => {
-      const round = async (): Promise<void> => {
-        if (peerList.dynamic) broadcaster.setPeers(await peerList.resolve())
-        const behind = await engine.sync()
-        if (behind.length > 0) log.info({ tenants: behind }, 'policy-cache: sync caught up tenants that were behind')
-      }
-      round().catch((err) => log.warn({ err }, 'policy-cache: sync failed')).finally(scheduleSync)
-    }, delay)
-    syncTimer.unref()
-  }
-  scheduleSync()
+  antiEntropy.start()
 
   if (!opts.routes && metrics === undefined) return
   const prefix = options.prefix

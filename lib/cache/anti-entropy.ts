@@ -1,0 +1,65 @@
+/**
+ * Anti-entropy (docs/protocol.md, "Anti-entropy"): every `intervalMs` ± 10 % one round asks for the
+ * revisions of all cached tenants in one query and catches up those behind. It heals lost notices, a
+ * peer that was down and a crash between commit and notify. Rounds never overlap: the next is
+ * scheduled when one ends. The timer is unref'd, so it never keeps the process alive.
+ */
+
+/** What an {@link AntiEntropy} is built from. */
+export interface AntiEntropyOptions {
+  /** Milliseconds between rounds (± 10 % jitter); 0 turns anti-entropy off. */
+  intervalMs: number
+  /** One round's work: catch up the cached tenants that are behind, resolving with their names. */
+  sync: () => Promise<string[]>
+  /**
+   * Run at the start of each round, before `sync` (re-resolving a function-valued `peers`); a
+   * rejection fails the round like a failed `sync`.
+   */
+  refreshPeers?: () => Promise<void>
+  /** Where caught-up tenants (info) and failed rounds (warn) are reported. */
+  log: {
+    info (obj: object, msg: string): void
+    warn (obj: object, msg: string): void
+  }
+}
+
+/** The anti-entropy timer: `start` once, `stop` on close. */
+export class AntiEntropy {
+  readonly #options: AntiEntropyOptions
+  #timer: NodeJS.Timeout | undefined
+  #stopped = false
+
+  constructor (options: AntiEntropyOptions) {
+    this.#options = options
+  }
+
+  /** Schedules the first round (nothing when `intervalMs` is 0). */
+  start (): void {
+    this.#schedule()
+  }
+
+  /** Cancels the next round; a round in progress finishes but schedules no other. Idempotent. */
+  stop (): void {
+    this.#stopped = true
+    clearTimeout(this.#timer)
+  }
+
+  #schedule (): void {
+    const { intervalMs } = this.#options
+    if (this.#stopped || intervalMs === 0) return
+    const delay = intervalMs * (0.9 + Math.random() * 0.2)
+    this.#timer = setTimeout(() => {
+      this.#round()
+        .catch((err) => this.#options.log.warn({ err }, 'policy-cache: sync failed'))
+        .finally(() => this.#schedule())
+    }, delay)
+    this.#timer.unref()
+  }
+
+  async #round (): Promise<void> {
+    const { refreshPeers, sync, log } = this.#options
+    if (refreshPeers !== undefined) await refreshPeers()
+    const behind = await sync()
+    if (behind.length > 0) log.info({ tenants: behind }, 'policy-cache: sync caught up tenants that were behind')
+  }
+}

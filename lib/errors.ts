@@ -27,3 +27,7 @@ export const ForbiddenError = createError<'FST_POLICY_CACHE_FORBIDDEN', 403, [st
 
 export const UnidentifiedError = createError<'FST_POLICY_CACHE_UNIDENTIFIED', 401, []>(
   'FST_POLICY_CACHE_UNIDENTIFIED', 'The request carries no identity', 401)
+
+export const UnguardedRouteError = createError<'FST_POLICY_CACHE_UNGUARDED_ROUTE', 500, [string]>(
+  'FST_POLICY_CACHE_UNGUARDED_ROUTE',
+  'Route %s declares config.policy but the policy guard did not see it being declared: register fastify-policy-cache (and await it) before declaring guarded routes', 500)

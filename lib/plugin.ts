@@ -7,7 +7,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/sender.js'
-import { guardRoutes } from './guard.js'
+import { guardRoutes, refuseUnguarded } from './guard.js'
 import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
@@ -126,26 +126,30 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   }
   scheduleSync()
 
-  if (!opts.routes && metrics === undefined) return
-  const prefix = options.prefix
-  await fastify.register(async (routes) => {
-    if (metrics !== undefined) await routes.register(metricsRoute, { metrics, path: (opts.metrics as { path: string }).path })
-    if (!opts.routes) return
-    await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
-    await routes.register(async (guarded) => {
-      for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
-      for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
-      await guarded.register(policyRoutes, { engine })
-    })
-    if (opts.keys.length > 0) {
-      await routes.register(webhookRoutes, {
-        keys: [...opts.keys],
-        serverId: opts.serverId,
-        bodyLimit: opts.webhookBodyLimit,
-        handleNotice: (notice) => engine.noticed(notice.changes)
+  if (opts.routes || metrics !== undefined) {
+    const prefix = options.prefix
+    await fastify.register(async (routes) => {
+      if (metrics !== undefined) await routes.register(metricsRoute, { metrics, path: (opts.metrics as { path: string }).path })
+      if (!opts.routes) return
+      await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
+      await routes.register(async (guarded) => {
+        for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
+        for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
+        await guarded.register(policyRoutes, { engine })
       })
-    }
-  }, { prefix })
+      if (opts.keys.length > 0) {
+        await routes.register(webhookRoutes, {
+          keys: [...opts.keys],
+          serverId: opts.serverId,
+          bodyLimit: opts.webhookBodyLimit,
+          handleNotice: (notice) => engine.noticed(notice.changes)
+        })
+      }
+    }, { prefix })
+  }
+  // Last, so that the plugin's own routes do without it: a host route declaring config.policy that
+  // the onRoute hook above did not see is refused, never served unguarded.
+  fastify.addHook('onRequest', refuseUnguarded())
 }
 
 export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })

@@ -154,6 +154,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
 
 export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
 export { policyCache }
+export { DEFAULTS } from './defaults.js'
 export type { PolicyCacheOptions, PeersOption } from './options.js'
 export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'

@@ -26,6 +26,11 @@ export const DEFAULTS = Object.freeze({
   catchUpTimeoutMs: 2000,
   /** Webhook body limit in bytes. */
   webhookBodyLimit: 64 * 1024,
+  /** Where each group of routes is mounted, under the register prefix. */
+  routes: Object.freeze({
+    policy: Object.freeze({ prefix: '' }),
+    ops: Object.freeze({ prefix: '', health: '/health', servers: '/servers' })
+  }),
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

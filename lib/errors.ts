@@ -31,3 +31,6 @@ export const UnidentifiedError = createError<'FST_POLICY_CACHE_UNIDENTIFIED', 40
 export const UnguardedRouteError = createError<'FST_POLICY_CACHE_UNGUARDED_ROUTE', 500, [string]>(
   'FST_POLICY_CACHE_UNGUARDED_ROUTE',
   'Route %s declares config.policy but the policy guard did not see it being declared: register fastify-policy-cache (and await it) before declaring guarded routes', 500)
+
+export const RouteConflictError = createError<'FST_POLICY_CACHE_ROUTE_CONFLICT', 500, [string, string]>(
+  'FST_POLICY_CACHE_ROUTE_CONFLICT', 'fastify-policy-cache and another route both declare %s; move or drop the plugin\'s with %s', 500)

@@ -17,6 +17,39 @@ import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/i
 /** Peer URLs, or a function the plugin calls at startup and on every sync to re-resolve them. */
 export type PeersOption = readonly string[] | (() => Promise<readonly string[]>)
 
+/** Where the policy and check routes are mounted: `prefix` goes under the register prefix. */
+export interface PolicyRoutesOption {
+  /** A path prefix (`/admin`) under the register prefix. Default none. */
+  prefix?: string | undefined
+}
+
+/** The ops routes: each one renamed (a path) or dropped (`false`). */
+export interface OpsRoutesOption {
+  /** A path prefix under the register prefix for both. Default none. */
+  prefix?: string | undefined
+  /** The health route's path, or `false` for none. Default `/health`. */
+  health?: string | false | undefined
+  /** The peer status route's path, or `false` for none. Default `/servers`. */
+  servers?: string | false | undefined
+}
+
+/**
+ * Which routes the plugin mounts. `true` (the default) mounts them all; `false` mounts no policy
+ * and no ops routes — the webhook receiver stays, since peers need it.
+ */
+export interface RoutesOption {
+  /** The policy and check routes (writes, `/check-access`, the views, `/refresh-tenant`). Default true. */
+  policy?: boolean | PolicyRoutesOption | undefined
+  /** `/health` and `/servers`. Default true. */
+  ops?: boolean | OpsRoutesOption | undefined
+  /**
+   * The signed receiver `POST /webhook/refresh`, under the register prefix (a peer URL is the base
+   * it is mounted under). Default: mounted whenever `webhookSecret` is set; `true` without a secret
+   * fails; `false` leaves this instance to catch up by the sync alone.
+   */
+  webhook?: boolean | undefined
+}
+
 /**
  * The plugin's options. Every key is optional and accepts `undefined` (same as absent); an unknown
  * key or a value of the wrong type fails registration with FST_POLICY_CACHE_INVALID_OPTION naming it.
@@ -60,8 +93,8 @@ export interface PolicyCacheOptions {
   catchUpTimeoutMs?: number | undefined
   /** Body limit of the webhook route, in bytes; at least 32 KiB (the largest notice a sender makes). Default 65536. */
   webhookBodyLimit?: number | undefined
-  /** Register the HTTP routes (policy, check, ops, webhook). Default true. */
-  routes?: boolean | undefined
+  /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
+  routes?: boolean | RoutesOption | undefined
   /** Host hooks run on the policy and check routes (not the ops routes, not the signed webhook), e.g. auth. */
   routeHooks?: {
     onRequest?: onRequestHookHandler | onRequestHookHandler[] | undefined
@@ -78,6 +111,13 @@ export interface PolicyCacheOptions {
    * routeHooks), in a new registry per instance unless the host passes its own. Default off.
    */
   metrics?: boolean | { registry?: MetricsRegistry | undefined, path?: string | undefined, prefix?: string | undefined } | undefined
+}
+
+/** The routes to mount, resolved: a group left `undefined` is not mounted. */
+export interface ResolvedRoutes {
+  readonly policy: Readonly<{ prefix: string }> | undefined
+  readonly ops: Readonly<{ prefix: string, health: string | undefined, servers: string | undefined }> | undefined
+  readonly webhook: boolean
 }
 
 export interface ResolvedOptions {
@@ -99,7 +139,7 @@ export interface ResolvedOptions {
   readonly maxTenants: number
   readonly catchUpTimeoutMs: number
   readonly webhookBodyLimit: number
-  readonly routes: boolean
+  readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
   readonly metrics: Readonly<{ registry: MetricsRegistry | undefined, path: string, prefix: string }> | undefined
@@ -233,6 +273,58 @@ function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions[
 
 /** A route path the plugin mounts: `/` then URL path characters. */
 const ROUTE_PATH = /^\/[A-Za-z0-9._~/-]*$/
+/** A route prefix: empty, or `/segment(/segment)*` without a trailing slash. */
+const ROUTE_PREFIX = /^(\/[A-Za-z0-9._~-]+)*$/
+
+function routePrefix (name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback
+  if (typeof value !== 'string' || !ROUTE_PREFIX.test(value)) throw new InvalidOptionError(name, 'must be a path prefix like "/admin" (no trailing slash)')
+  return value
+}
+
+function routePath (name: string, value: unknown, fallback: string): string | undefined {
+  if (value === undefined) return fallback
+  if (value === false) return undefined
+  if (typeof value !== 'string' || !ROUTE_PATH.test(value)) throw new InvalidOptionError(name, 'must be a URL path starting with "/", or false')
+  return value
+}
+
+/** A group of routes: `true`/absent → defaults, `false` → not mounted, an object → its known keys. */
+function routeGroup<T extends object> (name: string, value: unknown, keys: readonly string[]): T | undefined {
+  if (value === undefined || value === true) return {} as T
+  if (value === false) return undefined
+  if (typeof value !== 'object' || value === null) throw new InvalidOptionError(name, `must be a boolean or { ${keys.join(', ')} }`)
+  return knownKeys<T>(name, value, keys)
+}
+
+function resolveRoutes (value: PolicyCacheOptions['routes'], hasSecret: boolean): ResolvedRoutes {
+  if (value !== undefined && typeof value !== 'boolean' && (typeof value !== 'object' || value === null)) {
+    throw new InvalidOptionError('routes', 'must be a boolean or { policy, ops, webhook }')
+  }
+  const given: RoutesOption = typeof value === 'object'
+    ? knownKeys<RoutesOption>('routes', value, ['policy', 'ops', 'webhook'])
+    : value === false ? { policy: false, ops: false } : {}
+
+  const policyGiven = routeGroup<PolicyRoutesOption>('routes.policy', given.policy, ['prefix'])
+  const policy = policyGiven === undefined
+    ? undefined
+    : Object.freeze({ prefix: routePrefix('routes.policy.prefix', policyGiven.prefix, DEFAULTS.routes.policy.prefix) })
+
+  const opsGiven = routeGroup<OpsRoutesOption>('routes.ops', given.ops, ['prefix', 'health', 'servers'])
+  const ops = opsGiven === undefined
+    ? undefined
+    : Object.freeze({
+      prefix: routePrefix('routes.ops.prefix', opsGiven.prefix, DEFAULTS.routes.ops.prefix),
+      health: routePath('routes.ops.health', opsGiven.health, DEFAULTS.routes.ops.health),
+      servers: routePath('routes.ops.servers', opsGiven.servers, DEFAULTS.routes.ops.servers)
+    })
+
+  const webhook = given.webhook ?? hasSecret
+  if (typeof webhook !== 'boolean') throw new InvalidOptionError('routes.webhook', 'must be a boolean')
+  if (webhook && !hasSecret) throw new InvalidOptionError('routes.webhook', 'needs webhookSecret: the receiver accepts only signed notices')
+  return Object.freeze({ policy, ops: ops?.health === undefined && ops?.servers === undefined ? undefined : ops, webhook })
+}
+
 export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions {
   if (input === null || typeof input !== 'object') throw new InvalidOptionError('options', 'must be an object')
   const o = { ...knownKeys<PolicyCacheOptions>(undefined, input, OPTION_KEYS) }
@@ -285,8 +377,6 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     cooldownMs: integer('circuitBreaker.cooldownMs', breaker.cooldownMs, DEFAULTS.circuitBreaker.cooldownMs, 1, 3600000)
   })
 
-  const routes = o.routes ?? true
-  if (typeof routes !== 'boolean') throw new InvalidOptionError('routes', 'must be a boolean')
   const routeHooks = o.routeHooks === undefined
     ? {}
     : knownKeys<NonNullable<PolicyCacheOptions['routeHooks']>>('routeHooks', o.routeHooks, ['onRequest', 'preHandler'])
@@ -310,7 +400,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     maxTenants: integer('maxTenants', o.maxTenants, DEFAULTS.maxTenants, 1),
     catchUpTimeoutMs: integer('catchUpTimeoutMs', o.catchUpTimeoutMs, DEFAULTS.catchUpTimeoutMs, 1, 60000),
     webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
-    routes,
+    routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),
       preHandler: hooks('routeHooks.preHandler', routeHooks.preHandler)

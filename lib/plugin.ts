@@ -11,9 +11,7 @@ import { guardRoutes, refuseUnguarded } from './guard.js'
 import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache, wrapStoreError } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
-import opsRoutes, { metricsRoute } from './routes/ops.js'
-import policyRoutes from './routes/policy.js'
-import webhookRoutes from './routes/webhook.js'
+import { mountRoutes } from './routes/mount.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
 
 declare module 'fastify' {
@@ -126,27 +124,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   }
   scheduleSync()
 
-  if (opts.routes || metrics !== undefined) {
-    const prefix = options.prefix
-    await fastify.register(async (routes) => {
-      if (metrics !== undefined) await routes.register(metricsRoute, { metrics, path: (opts.metrics as { path: string }).path })
-      if (!opts.routes) return
-      await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
-      await routes.register(async (guarded) => {
-        for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
-        for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
-        await guarded.register(policyRoutes, { engine })
-      })
-      if (opts.keys.length > 0) {
-        await routes.register(webhookRoutes, {
-          keys: [...opts.keys],
-          serverId: opts.serverId,
-          bodyLimit: opts.webhookBodyLimit,
-          handleNotice: (notice) => engine.noticed(notice.changes)
-        })
-      }
-    }, { prefix })
-  }
+  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix })
   // Last, so that the plugin's own routes do without it: a host route declaring config.policy that
   // the onRoute hook above did not see is refused, never served unguarded.
   fastify.addHook('onRequest', refuseUnguarded())
@@ -155,7 +133,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
 export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
 export { policyCache }
 export { DEFAULTS } from './defaults.js'
-export type { PolicyCacheOptions, PeersOption } from './options.js'
+export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
 export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'

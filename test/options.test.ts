@@ -37,7 +37,14 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     ['circuitBreaker', { circuitBreaker: 3 }],
     ['routeHooks', { routeHooks: () => {} }],
     ['metrics', { metrics: 'on' }],
-    ['publicUrl', { publicUrl: 3000 }]
+    ['publicUrl', { publicUrl: 3000 }],
+    ['routes.policy', { routes: { policy: 'yes' } }],
+    ['routes.policy.prefix', { routes: { policy: { prefix: 'admin' } } }],
+    ['routes.policy.prefix', { routes: { policy: { prefix: '/admin/' } } }],
+    ['routes.ops.health', { routes: { ops: { health: 'healthz' } } }],
+    ['routes.ops.servers', { routes: { ops: { servers: true } } }],
+    ['routes.webhook', { routes: { webhook: 'yes' }, webhookSecret: secret }],
+    ['routes.webhook', { routes: { webhook: true } }]
   ]
   for (const [name, options] of cases) {
     const app = Fastify()
@@ -55,6 +62,8 @@ test('an unknown option fails registration naming it and the option it most like
     [{ peer: ['http://127.0.0.1:3001'] }, 'peer', 'peers'],
     [{ retry: { retires: 3 } }, 'retry.retires', 'retry.retries'],
     [{ circuitBreaker: { cooldown: 10 } }, 'circuitBreaker.cooldown', 'circuitBreaker.cooldownMs'],
+    [{ routes: { polcy: false } }, 'routes.polcy', 'routes.policy'],
+    [{ routes: { ops: { healthz: '/h' } } }, 'routes.ops.healthz', 'routes.ops.health'],
     [{ metrics: { pth: '/m' } }, 'metrics.pth', 'metrics.path'],
     [{ routeHooks: { onrequest: async () => {} } }, 'routeHooks.onrequest', 'routeHooks.onRequest'],
     [{ frobnicate: true }, 'frobnicate', undefined]
@@ -87,6 +96,7 @@ test('every option accepts undefined, meaning its default', async (t) => {
   const nested: PolicyCacheOptions = {
     retry: { retries: undefined, minDelayMs: undefined, maxDelayMs: undefined, maxRetryAfterMs: undefined },
     circuitBreaker: { failureThreshold: undefined, cooldownMs: undefined },
+    routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
     routeHooks: { onRequest: undefined, preHandler: undefined },
     metrics: { registry: undefined, path: undefined, prefix: undefined }
   }
@@ -122,7 +132,10 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
     catchUpTimeoutMs: DEFAULTS.catchUpTimeoutMs
   })
   t.same(opts.retry, DEFAULTS.retry)
-  t.ok(Object.isFrozen(DEFAULTS) && Object.isFrozen(DEFAULTS.retry))
+  t.same(opts.routes, { policy: DEFAULTS.routes.policy, ops: DEFAULTS.routes.ops, webhook: true }, 'a secret mounts the receiver')
+  t.same(resolveOptions({ routes: false, webhookSecret: secret }).routes, { policy: undefined, ops: undefined, webhook: true }, 'even with routes: false')
+  t.same(resolveOptions({ routes: false }).routes, { policy: undefined, ops: undefined, webhook: false }, 'not without a secret')
+  t.ok(Object.isFrozen(DEFAULTS) && Object.isFrozen(DEFAULTS.retry) && Object.isFrozen(DEFAULTS.routes.ops))
   t.match(opts.serverId, /^srv-[0-9a-f]{8}$/)
   t.not(resolveOptions({}).serverId, opts.serverId, 'generated per instance')
 })

@@ -20,7 +20,7 @@ export async function fromEnvironment (): Promise<void> {
     ackTimeoutMs: number(env.ACK_TIMEOUT_MS),
     syncIntervalMs: number(env.SYNC_INTERVAL_MS),
     retry: { retries: number(env.RETRIES), maxDelayMs: undefined },
-    routes: undefined,
+    routes: { policy: env.ADMIN === undefined ? undefined : { prefix: env.ADMIN_PREFIX }, ops: { health: env.HEALTH_PATH }, webhook: undefined },
     metrics: env.METRICS === '0' ? undefined : { path: env.METRICS_PATH, prefix: undefined }
   })
 }
@@ -53,6 +53,7 @@ export const options: PolicyCacheOptions = everyKey
 export const nested: PolicyCacheOptions = {
   retry: { retries: undefined, minDelayMs: undefined, maxDelayMs: undefined, maxRetryAfterMs: undefined },
   circuitBreaker: { failureThreshold: undefined, cooldownMs: undefined },
+  routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
   routeHooks: { onRequest: undefined, preHandler: undefined },
   metrics: { registry: undefined, path: undefined, prefix: undefined }
 }

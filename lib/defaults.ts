@@ -24,6 +24,11 @@ export const DEFAULTS = Object.freeze({
   maxTenants: 10000,
   /** Longest a load or `minRevision` catch-up waits for the database. */
   catchUpTimeoutMs: 2000,
+  /**
+   * Longest registration waits for the database (migrations, `preload`); lowered to half of
+   * Fastify's `pluginTimeout` when that is shorter, so this plugin's error is the one reported.
+   */
+  startupTimeoutMs: 5000,
   /** Webhook body limit in bytes. */
   webhookBodyLimit: 64 * 1024,
   /** Where each group of routes is mounted, under the register prefix. */

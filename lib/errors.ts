@@ -4,7 +4,7 @@
  */
 import createError from '@fastify/error'
 
-export const InvalidOptionError = createError<'FST_POLICY_CACHE_INVALID_OPTION', 500, [string, string]>(
+export const InvalidOptionError = createError<'FST_POLICY_CACHE_INVALID_OPTION', 500, [string, string, ({ cause: unknown })?]>(
   'FST_POLICY_CACHE_INVALID_OPTION', 'Invalid option "%s": %s', 500)
 
 export const InvalidInputError = createError<'FST_POLICY_CACHE_INVALID_INPUT', 400, [string, string]>(

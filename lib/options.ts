@@ -91,6 +91,14 @@ export interface PolicyCacheOptions {
   maxTenants?: number | undefined
   /** Longest a check with `minRevision` waits for the database. Default 2000. */
   catchUpTimeoutMs?: number | undefined
+  /**
+   * Longest registration waits for the database (migrations, then `preload`): past it, or when the
+   * database refuses, registration fails with FST_POLICY_CACHE_STORE_UNAVAILABLE carrying the cause.
+   * Default 5000, or half of Fastify's `pluginTimeout` when that is shorter.
+   */
+  startupTimeoutMs?: number | undefined
+  /** Tenants loaded into memory at startup, so that `checkSync` answers them from the first request. Default none. */
+  preload?: readonly string[] | undefined
   /** Body limit of the webhook route, in bytes; at least 32 KiB (the largest notice a sender makes). Default 65536. */
   webhookBodyLimit?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
@@ -138,6 +146,8 @@ export interface ResolvedOptions {
   readonly syncIntervalMs: number
   readonly maxTenants: number
   readonly catchUpTimeoutMs: number
+  readonly startupTimeoutMs: number
+  readonly preload: readonly string[]
   readonly webhookBodyLimit: number
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
@@ -152,7 +162,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
+  'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
   'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -325,6 +335,14 @@ function resolveRoutes (value: PolicyCacheOptions['routes'], hasSecret: boolean)
   return Object.freeze({ policy, ops: ops?.health === undefined && ops?.servers === undefined ? undefined : ops, webhook })
 }
 
+function resolvePreload (value: unknown): readonly string[] {
+  if (value === undefined) return Object.freeze([])
+  if (!Array.isArray(value)) throw new InvalidOptionError('preload', 'must be an array of tenant ids')
+  const bad = value.find((tenant) => !isIdentifier(tenant))
+  if (bad !== undefined) throw new InvalidOptionError('preload', `${JSON.stringify(bad)} is not a tenant id (^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$)`)
+  return Object.freeze([...new Set<string>(value)])
+}
+
 export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions {
   if (input === null || typeof input !== 'object') throw new InvalidOptionError('options', 'must be an object')
   const o = { ...knownKeys<PolicyCacheOptions>(undefined, input, OPTION_KEYS) }
@@ -399,6 +417,8 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     syncIntervalMs: integer('syncIntervalMs', o.syncIntervalMs, DEFAULTS.syncIntervalMs, 0, 86400000),
     maxTenants: integer('maxTenants', o.maxTenants, DEFAULTS.maxTenants, 1),
     catchUpTimeoutMs: integer('catchUpTimeoutMs', o.catchUpTimeoutMs, DEFAULTS.catchUpTimeoutMs, 1, 60000),
+    startupTimeoutMs: integer('startupTimeoutMs', o.startupTimeoutMs, DEFAULTS.startupTimeoutMs, 1, 600000),
+    preload: resolvePreload(o.preload),
     webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({

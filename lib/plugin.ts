@@ -7,11 +7,13 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { Broadcaster } from './broadcast/sender.js'
+import { InvalidOptionError } from './errors.js'
 import { guardRoutes, refuseUnguarded } from './guard.js'
 import { resolveOptions, resolvePeerList, type DroppedPeer, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
-import { PolicyCache, wrapStoreError } from './policy-cache.js'
+import { PolicyCache } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
 import { mountRoutes } from './routes/mount.js'
+import { startupTimeout, startWithin } from './startup.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
 
 declare module 'fastify' {
@@ -25,11 +27,20 @@ function createStore (opts: ResolvedOptions): { store: PolicyStore, owned: boole
   if (isPolicyStore(opts.db)) return { store: opts.db, owned: false }
   const common = { tablePrefix: opts.tablePrefix, changelogRetention: opts.changelogRetention }
   if (opts.db !== undefined) return { store: new KyselyPolicyStore({ db: opts.db, ...common, ownsDb: false }), owned: true }
-  return { store: new KyselyPolicyStore({ db: createSqliteDb(opts.sqliteFile), ...common, ownsDb: true }), owned: true }
+  let db
+  try {
+    db = createSqliteDb(opts.sqliteFile)
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code
+    if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
+    throw new InvalidOptionError('sqliteFile', `cannot open ${JSON.stringify(opts.sqliteFile)}: ${(err as Error).message}`, { cause: err })
+  }
+  return { store: new KyselyPolicyStore({ db, ...common, ownsDb: true }), owned: true }
 }
 
 const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> = async (fastify, options) => {
   const opts = resolveOptions(options)
+  const startupTimeoutMs = startupTimeout(fastify, options.startupTimeoutMs, opts.startupTimeoutMs)
   const log = fastify.log.child({ plugin: 'policy-cache' })
   // Peers left out are worth a warning — once per change of the list, not on every sync.
   let lastDropped = ''
@@ -90,7 +101,6 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     metrics?.close()
   })
 
-  await store.migrate().catch(wrapStoreError)
   const engine = new PolicyCache({
     store,
     // With metrics, a write handed to the broadcaster starts its propagation clock.
@@ -102,6 +112,10 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
     log,
     identify: opts.identify
+  })
+  await startWithin(startupTimeoutMs, async () => {
+    await store.migrate()
+    await engine.warm(opts.preload)
   })
   fastify.decorate('policyCache', engine)
   // fastify-plugin: this hook lives in the host's scope, so it sees the routes the host (and its

@@ -9,7 +9,7 @@ import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertChange, assertIdentifier, assertPermission, isPermission,
+  assertChange, assertIdentifier, assertPermission, isIdentifier, isPermission,
   type Change, type GroupData, type LoggedChange
 } from './model.js'
 import type { PolicyStore } from './store/types.js'
@@ -88,6 +88,9 @@ function sameChange (a: LoggedChange | undefined, b: LoggedChange | undefined): 
   return a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b)
 }
 
+/** Tenants `warm` loads at once. */
+const WARM_CONCURRENCY = 8
+
 async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
@@ -127,11 +130,15 @@ export class PolicyCache {
 
   /**
    * The synchronous hot path: the answer for a cached tenant, or `undefined` when the tenant is not
-   * loaded yet (use `check`). Throws a coded 400 for a permission containing `*`.
+   * loaded yet — then its load starts in the background (once, however often asked; a failure is
+   * logged), so a later call answers. Throws a coded 400 for a permission containing `*`.
    */
   checkSync (tenant: string, user: string, permission: string): boolean | undefined {
     const state = this.#tenants.lookup(tenant)
-    if (state === undefined) return undefined
+    if (state === undefined) {
+      this.#loadInBackground(tenant)
+      return undefined
+    }
     if (!isPermission(permission)) assertPermission(permission)
     const allowed = state.check(user, permission)
     if (allowed) this.#allowed++
@@ -147,6 +154,20 @@ export class PolicyCache {
    */
   require (permission: string): preHandlerHookHandler {
     return createGuard(this, this.#identify, permission)
+  }
+
+  /**
+   * Loads tenants into memory (at most {@link WARM_CONCURRENCY} at a time), so that `checkSync`
+   * answers them at once. Throws a coded 400 for a malformed id before loading any, and the store's
+   * 503 when one cannot be loaded. More tenants than `maxTenants` evict the least recently used.
+   */
+  async warm (tenants: Iterable<string>): Promise<void> {
+    const queue = [...tenants]
+    for (const tenant of queue) assertIdentifier('tenant', tenant)
+    const worker = async (): Promise<void> => {
+      for (let tenant = queue.shift(); tenant !== undefined; tenant = queue.shift()) await this.#state(tenant)
+    }
+    await Promise.all(Array.from({ length: Math.min(WARM_CONCURRENCY, queue.length) }, worker))
   }
 
   /** May `user` do `permission` in `tenant`? Loads the tenant on first use. */
@@ -289,6 +310,15 @@ export class PolicyCache {
   /** Whether the database answers. */
   async ping (): Promise<void> {
     await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+  }
+
+  /** Starts loading a tenant `checkSync` found cold; the cache's single-flight load shares one query. */
+  #loadInBackground (tenant: string): void {
+    // An id that is not a tenant id can never be loaded: it holds nothing (checkSync answers for the guard).
+    if (!isIdentifier(tenant)) return
+    this.#state(tenant).catch((err: unknown) => {
+      this.#log.warn({ err, tenant }, 'policy-cache: loading a tenant in the background (checkSync) failed')
+    })
   }
 
   async #state (tenant: string, minRevision?: number) {

@@ -38,6 +38,9 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     ['routeHooks', { routeHooks: () => {} }],
     ['metrics', { metrics: 'on' }],
     ['publicUrl', { publicUrl: 3000 }],
+    ['startupTimeoutMs', { startupTimeoutMs: 0 }],
+    ['preload', { preload: 't1' }],
+    ['preload', { preload: ['t1', '../etc'] }],
     ['routes.policy', { routes: { policy: 'yes' } }],
     ['routes.policy.prefix', { routes: { policy: { prefix: 'admin' } } }],
     ['routes.policy.prefix', { routes: { policy: { prefix: '/admin/' } } }],
@@ -90,7 +93,7 @@ test('every option accepts undefined, meaning its default', async (t) => {
   const keys: Array<keyof PolicyCacheOptions> = [
     'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
     'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-    'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics'
+    'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics'
   ]
   const undefinedEverywhere: PolicyCacheOptions = Object.fromEntries(keys.map((key) => [key, undefined]))
   const nested: PolicyCacheOptions = {
@@ -129,7 +132,9 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
     sqliteFile: DEFAULTS.sqliteFile,
     changelogRetention: DEFAULTS.changelogRetention,
     ackTimeoutMs: DEFAULTS.ackTimeoutMs,
-    catchUpTimeoutMs: DEFAULTS.catchUpTimeoutMs
+    catchUpTimeoutMs: DEFAULTS.catchUpTimeoutMs,
+    startupTimeoutMs: DEFAULTS.startupTimeoutMs,
+    preload: []
   })
   t.same(opts.retry, DEFAULTS.retry)
   t.same(opts.routes, { policy: DEFAULTS.routes.policy, ops: DEFAULTS.routes.ops, webhook: true }, 'a secret mounts the receiver')

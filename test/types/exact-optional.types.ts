@@ -19,6 +19,7 @@ export async function fromEnvironment (): Promise<void> {
     tablePrefix: env.POLICY_TABLE_PREFIX,
     ackTimeoutMs: number(env.ACK_TIMEOUT_MS),
     syncIntervalMs: number(env.SYNC_INTERVAL_MS),
+    startupTimeoutMs: number(env.STARTUP_TIMEOUT_MS),
     retry: { retries: number(env.RETRIES), maxDelayMs: undefined },
     routes: { policy: env.ADMIN === undefined ? undefined : { prefix: env.ADMIN_PREFIX }, ops: { health: env.HEALTH_PATH }, webhook: undefined },
     metrics: env.METRICS === '0' ? undefined : { path: env.METRICS_PATH, prefix: undefined }
@@ -42,6 +43,8 @@ const everyKey = {
   syncIntervalMs: undefined,
   maxTenants: undefined,
   catchUpTimeoutMs: undefined,
+  startupTimeoutMs: undefined,
+  preload: undefined,
   webhookBodyLimit: undefined,
   routes: undefined,
   routeHooks: undefined,

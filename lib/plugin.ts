@@ -6,6 +6,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/sender.js'
 import { InvalidOptionError } from './errors.js'
 import { guardRoutes, refuseUnguarded } from './guard.js'
@@ -18,8 +19,8 @@ import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } fr
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** The policy engine: checks, writes, views and peer status, without HTTP. */
-    policyCache: PolicyCache
+    /** The policy engine: checks, writes, views and peer status, without HTTP (see {@link PolicyCacheApi}). */
+    policyCache: PolicyCacheApi
   }
 }
 
@@ -117,7 +118,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     await store.migrate()
     await engine.warm(opts.preload)
   })
-  fastify.decorate('policyCache', engine)
+  fastify.decorate<PolicyCacheApi>('policyCache', engine)
   // fastify-plugin: this hook lives in the host's scope, so it sees the routes the host (and its
   // child plugins) declare after registering this plugin.
   fastify.addHook('onRoute', guardRoutes(engine, opts.identify))
@@ -147,8 +148,9 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
 export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
 export { policyCache }
 export { DEFAULTS } from './defaults.js'
+export type { PolicyCacheApi } from './api.js'
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
-export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
+export type { WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'

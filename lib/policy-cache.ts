@@ -3,6 +3,7 @@
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
 import type { preHandlerHookHandler } from 'fastify'
+import type { PolicyCacheApi } from './api.js'
 import { carriedChange, noticeChange, type AckSummary, type NoticeChange, type PeerStatus } from './broadcast/types.js'
 import type { CacheStats } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
@@ -103,7 +104,7 @@ async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-export class PolicyCache {
+export class PolicyCache implements PolicyCacheApi {
   /** This instance's id, as peers and `/servers` see it. */
   readonly serverId: string
   readonly #store: PolicyStore

@@ -212,6 +212,11 @@ function knownKeys<T extends object> (name: string | undefined, value: unknown, 
   return value as T
 }
 
+/** `value`, or `fallback` when it is absent — only `undefined` is absent: a `null` is checked like any value. */
+function orDefault<T, F> (value: T | undefined, fallback: F): T | F {
+  return value === undefined ? fallback : value
+}
+
 function integer (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -270,8 +275,8 @@ function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions[
   if (value !== true && (typeof value !== 'object' || value === null)) throw new InvalidOptionError('metrics', 'must be a boolean or { registry, path, prefix }')
   const given = value === true ? {} : knownKeys<Exclude<typeof value, boolean>>('metrics', value, ['registry', 'path', 'prefix'])
   const { registry } = given
-  const path = given.path ?? DEFAULTS.metrics.path
-  const prefix = given.prefix ?? DEFAULTS.metrics.prefix
+  const path = orDefault(given.path, DEFAULTS.metrics.path)
+  const prefix = orDefault(given.prefix, DEFAULTS.metrics.prefix)
   if (registry !== undefined && (typeof registry?.registerMetric !== 'function' || typeof registry.metrics !== 'function' ||
     typeof registry.getSingleMetric !== 'function' || typeof registry.removeSingleMetric !== 'function')) {
     throw new InvalidOptionError('metrics.registry', 'must be a prom-client Registry')
@@ -329,7 +334,7 @@ function resolveRoutes (value: PolicyCacheOptions['routes'], hasSecret: boolean)
       servers: routePath('routes.ops.servers', opsGiven.servers, DEFAULTS.routes.ops.servers)
     })
 
-  const webhook = given.webhook ?? hasSecret
+  const webhook = orDefault(given.webhook, hasSecret)
   if (typeof webhook !== 'boolean') throw new InvalidOptionError('routes.webhook', 'must be a boolean')
   if (webhook && !hasSecret) throw new InvalidOptionError('routes.webhook', 'needs webhookSecret: the receiver accepts only signed notices')
   return Object.freeze({ policy, ops: ops?.health === undefined && ops?.servers === undefined ? undefined : ops, webhook })
@@ -348,22 +353,22 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   const o = { ...knownKeys<PolicyCacheOptions>(undefined, input, OPTION_KEYS) }
 
   const db = o.db
-  if (db !== undefined && !isPolicyStore(db) && typeof (db as Kysely<any>).selectFrom !== 'function') {
+  if (db !== undefined && !isPolicyStore(db) && typeof (db as { selectFrom?: unknown } | null)?.selectFrom !== 'function') {
     throw new InvalidOptionError('db', 'must be a Kysely instance or a PolicyStore')
   }
-  const sqliteFile = o.sqliteFile ?? DEFAULTS.sqliteFile
+  const sqliteFile = orDefault(o.sqliteFile, DEFAULTS.sqliteFile)
   if (typeof sqliteFile !== 'string' || sqliteFile === '') throw new InvalidOptionError('sqliteFile', 'must be a non-empty path')
-  const tablePrefix = o.tablePrefix ?? DEFAULTS.tablePrefix
+  const tablePrefix = orDefault(o.tablePrefix, DEFAULTS.tablePrefix)
   if (typeof tablePrefix !== 'string' || !new RegExp(TABLE_PREFIX_PATTERN).test(tablePrefix)) {
     throw new InvalidOptionError('tablePrefix', `must match ${TABLE_PREFIX_PATTERN}`)
   }
 
-  const serverId = o.serverId ?? `srv-${randomUUID().slice(0, 8)}`
+  const serverId = orDefault(o.serverId, `srv-${randomUUID().slice(0, 8)}`)
   if (!isIdentifier(serverId)) throw new InvalidOptionError('serverId', 'must match ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$')
   if (o.publicUrl !== undefined && typeof o.publicUrl !== 'string') throw new InvalidOptionError('publicUrl', 'must be a URL string')
   const publicUrl = o.publicUrl === undefined ? undefined : normalizePeerUrl(o.publicUrl, 'publicUrl')
 
-  let peers: PeersOption = o.peers ?? []
+  let peers: PeersOption = orDefault(o.peers, [])
   let droppedPeers: DroppedPeer[] = []
   if (typeof peers !== 'function') {
     const resolved = resolvePeerList(peers, publicUrl)

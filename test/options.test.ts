@@ -38,6 +38,13 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     ['routeHooks', { routeHooks: () => {} }],
     ['metrics', { metrics: 'on' }],
     ['publicUrl', { publicUrl: 3000 }],
+    // null is a value, not an absent option: never replaced by the default.
+    ['db', { db: null }],
+    ['sqliteFile', { sqliteFile: null }],
+    ['tablePrefix', { tablePrefix: null }],
+    ['serverId', { serverId: null }],
+    ['peers', { peers: null }],
+    ['metrics.path', { metrics: { path: null } }],
     ['startupTimeoutMs', { startupTimeoutMs: 0 }],
     ['preload', { preload: 't1' }],
     ['preload', { preload: ['t1', '../etc'] }],

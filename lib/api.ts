@@ -15,8 +15,8 @@ export interface PolicyCacheApi {
 
   /**
    * The synchronous hot path: may `user` do `permission` in `tenant`, from memory. `undefined` while
-   * the tenant is not loaded — the call then starts loading it in the background (once; a failure is
-   * logged), so a later call answers. `warm` or the `preload` option load tenants ahead.
+   * the tenant is not loaded — the call then starts loading it in the background (one load at a time
+   * per tenant; the first failure of an outage is logged, and the recovery), so a later call answers. `warm` or the `preload` option load tenants ahead.
    */
   checkSync (tenant: string, user: string, permission: string): boolean | undefined
 

@@ -73,7 +73,7 @@ export interface PolicyCacheDeps {
   serverId: string
   maxTenants: number
   catchUpTimeoutMs: number
-  log: { warn: (obj: object, msg: string) => void }
+  log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
 }
@@ -113,6 +113,10 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #catchUpTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
+  /** Tenants `checkSync` is loading in the background: one load each, however often it is asked. */
+  readonly #background = new Set<string>()
+  /** Background loads failed since one last succeeded: a database outage is logged once, not per tenant. */
+  #backgroundFailures = 0
   // Plain counters, read at scrape time: the hot path pays one increment.
   #allowed = 0
   #denied = 0
@@ -131,8 +135,8 @@ export class PolicyCache implements PolicyCacheApi {
 
   /**
    * The synchronous hot path: the answer for a cached tenant, or `undefined` when the tenant is not
-   * loaded yet — then its load starts in the background (once, however often asked; a failure is
-   * logged), so a later call answers. Throws a coded 400 for a permission containing `*`.
+   * loaded yet — then its load starts in the background (one at a time per tenant, however often
+   * asked; an outage is logged once, with its recovery), so a later call answers. Throws a coded 400 for a permission containing `*`.
    */
   checkSync (tenant: string, user: string, permission: string): boolean | undefined {
     const state = this.#tenants.lookup(tenant)
@@ -316,9 +320,17 @@ export class PolicyCache implements PolicyCacheApi {
   /** Starts loading a tenant `checkSync` found cold; the cache's single-flight load shares one query. */
   #loadInBackground (tenant: string): void {
     // An id that is not a tenant id can never be loaded: it holds nothing (checkSync answers for the guard).
-    if (!isIdentifier(tenant)) return
-    this.#state(tenant).catch((err: unknown) => {
-      this.#log.warn({ err, tenant }, 'policy-cache: loading a tenant in the background (checkSync) failed')
+    if (this.#background.has(tenant) || !isIdentifier(tenant)) return
+    this.#background.add(tenant)
+    this.#state(tenant).then(() => {
+      this.#background.delete(tenant)
+      if (this.#backgroundFailures === 0) return
+      this.#log.info?.({ failures: this.#backgroundFailures }, 'policy-cache: background loads (checkSync) succeed again')
+      this.#backgroundFailures = 0
+    }, (err: unknown) => {
+      this.#background.delete(tenant)
+      if (this.#backgroundFailures++ > 0) return
+      this.#log.warn({ err, tenant }, 'policy-cache: loading a tenant in the background (checkSync) failed; further failures are counted until one succeeds')
     })
   }
 

@@ -115,6 +115,12 @@ test('a host route taking one of the plugin\'s fails registration naming the opt
   await t.rejects(async () => { await third.ready() }, { code: 'FST_POLICY_CACHE_ROUTE_CONFLICT' })
   t.doesNotThrow(() => second.post('/health', async () => ({})), 'another method on the same path is no conflict')
 
+  const metrics = Fastify()
+  t.teardown(() => metrics.close())
+  metrics.get('/metrics', async () => 'mine')
+  await t.rejects(async () => { await metrics.register(policyCache, { syncIntervalMs: 0, metrics: true }).ready() },
+    { code: 'FST_POLICY_CACHE_ROUTE_CONFLICT', message: /GET \/metrics; .*"metrics\.path"/ })
+
   // Moved out of the way, both live.
   const host = Fastify()
   t.teardown(() => host.close())

@@ -10,6 +10,7 @@ import Fastify from 'fastify'
 import { Kysely, SqliteDialect } from 'kysely'
 import policyCache, { KyselyPolicyStore } from '../lib/plugin.js'
 import { TenantState } from '../lib/cache/tenant-state.js'
+import type { PolicyCache } from '../lib/policy-cache.js'
 import { seedTenant, SHAPES, snapshotOf } from './fixtures.js'
 import { fmt, median, now, ratio, type RunOptions, type SectionResult } from './stats.js'
 
@@ -31,7 +32,8 @@ export async function runCatchUp ({ quick, log }: RunOptions): Promise<SectionRe
   await seedTenant(db, 'bench_', tenant, snapshotOf(SHAPES.members100k))
   await app.register(policyCache, { db, tablePrefix: 'bench_', routes: false, syncIntervalMs: 0 })
   await app.ready()
-  const engine = app.policyCache
+  // The engine behind the decorator: its `noticed` is what the webhook receiver calls.
+  const engine = app.policyCache as PolicyCache
   // Another instance's writes: straight into the shared store, then the notice a webhook would carry.
   const other = new KyselyPolicyStore({ db, tablePrefix: 'bench_' })
   await engine.revision(tenant)

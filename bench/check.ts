@@ -6,7 +6,7 @@
 import Fastify from 'fastify'
 import { newEnforcer, newModelFromString, type Enforcer } from 'casbin'
 import type { Kysely } from 'kysely'
-import policyCache, { createSqliteDb, type PolicyCache } from '../lib/plugin.js'
+import policyCache, { createSqliteDb, type PolicyCacheApi } from '../lib/plugin.js'
 import { CASBIN_MODEL, casbinRules, checkWorkload, seedTenant, SHAPES, snapshotOf, type TenantShape } from './fixtures.js'
 import { fmt, median, ratio, type RunOptions, type SectionResult } from './stats.js'
 
@@ -71,7 +71,7 @@ async function contender (db: Kysely<any>, tenant: string, shape: TenantShape): 
   return { enforcer, ...checkWorkload(shape, WORKLOAD) }
 }
 
-async function agree (engine: PolicyCache, tenant: string, c: Contender): Promise<void> {
+async function agree (engine: PolicyCacheApi, tenant: string, c: Contender): Promise<void> {
   for (let i = 0; i < WORKLOAD; i++) {
     const ours = await engine.check(tenant, c.users[i], c.permissions[i])
     const theirs = c.enforcer.enforceSync(c.users[i], tenant, c.permissions[i])

@@ -4,7 +4,7 @@
  */
 import createError from '@fastify/error'
 
-export const InvalidOptionError = createError<'FST_POLICY_CACHE_INVALID_OPTION', 500, [string, string]>(
+export const InvalidOptionError = createError<'FST_POLICY_CACHE_INVALID_OPTION', 500, [string, string, ({ cause: unknown })?]>(
   'FST_POLICY_CACHE_INVALID_OPTION', 'Invalid option "%s": %s', 500)
 
 export const InvalidInputError = createError<'FST_POLICY_CACHE_INVALID_INPUT', 400, [string, string]>(
@@ -27,3 +27,10 @@ export const ForbiddenError = createError<'FST_POLICY_CACHE_FORBIDDEN', 403, [st
 
 export const UnidentifiedError = createError<'FST_POLICY_CACHE_UNIDENTIFIED', 401, []>(
   'FST_POLICY_CACHE_UNIDENTIFIED', 'The request carries no identity', 401)
+
+export const UnguardedRouteError = createError<'FST_POLICY_CACHE_UNGUARDED_ROUTE', 500, [string]>(
+  'FST_POLICY_CACHE_UNGUARDED_ROUTE',
+  'Route %s declares config.policy but the policy guard did not see it being declared: register fastify-policy-cache (and await it) before declaring guarded routes', 500)
+
+export const RouteConflictError = createError<'FST_POLICY_CACHE_ROUTE_CONFLICT', 500, [string, string]>(
+  'FST_POLICY_CACHE_ROUTE_CONFLICT', 'fastify-policy-cache and another route both declare %s; move or drop the plugin\'s with %s', 500)

@@ -3,11 +3,14 @@
  * `identify`) holds a permission. Host routes opt in with `config: { policy: 'documents:read' }`
  * (an onRoute hook adds the guard) or with `preHandler: app.policyCache.require('documents:read')`.
  *
+ * It fails closed: a route declaring `config.policy` that the onRoute hook did not see (declared
+ * before the plugin was registered) is refused by an onRequest hook, never served.
+ *
  * A loaded tenant is decided synchronously (`checkSync`, no promise when `identify` is synchronous);
  * an unloaded one loads once, then every later request takes the synchronous path.
  */
-import type { FastifyRequest, HookHandlerDoneFunction, onRouteHookHandler, preHandlerHookHandler, RouteOptions } from 'fastify'
-import { ForbiddenError, InvalidOptionError, UnidentifiedError } from './errors.js'
+import type { FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onRouteHookHandler, preHandlerHookHandler, RouteOptions } from 'fastify'
+import { ForbiddenError, InvalidOptionError, UnguardedRouteError, UnidentifiedError } from './errors.js'
 import { isIdentifier, isPermission } from './model.js'
 
 declare module 'fastify' {
@@ -19,6 +22,9 @@ declare module 'fastify' {
     policy?: string
   }
 }
+
+/** Set on the config of every route the onRoute hook guarded; a declared policy without it is refused. */
+const GUARDED = Symbol('fastify-policy-cache.guarded')
 
 /** Who a request acts as: a user of a tenant. */
 export interface Identity {
@@ -116,5 +122,22 @@ export function guardRoutes (engine: GuardEngine, identify: IdentifyFunction | u
     const existing = route.preHandler === undefined ? [] : Array.isArray(route.preHandler) ? route.preHandler : [route.preHandler]
     // After the route's own preHandlers: a host's authentication there runs before identify.
     route.preHandler = [...existing, guard]
+    route.config = { ...route.config, [GUARDED]: true } as RouteOptions['config']
+  }
+}
+
+/**
+ * The onRequest hook that makes the guard fail closed. Fastify gives a context's request hooks to
+ * every route of that context when the app gets ready — also to routes declared before the hook was
+ * added, which the onRoute hook never saw. Such a route declaring `config.policy` was not guarded:
+ * it answers 500 FST_POLICY_CACHE_UNGUARDED_ROUTE instead of running unguarded.
+ */
+export function refuseUnguarded (): onRequestHookHandler {
+  return function policyGuardCheck (request, _reply, done) {
+    const { config, method, url } = request.routeOptions
+    // A 404 has no route config.
+    const declared = config as { policy?: unknown, [GUARDED]?: true } | undefined
+    if (declared?.policy !== undefined && declared[GUARDED] !== true) done(new UnguardedRouteError(`${method} ${url}`))
+    else done()
   }
 }

@@ -8,6 +8,7 @@ import type { onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { Kysely } from 'kysely'
 import { normalizePeerUrl, resolvePeerList, type DroppedPeer } from './broadcast/peer-list.js'
 import { parseSecret } from './broadcast/signature.js'
+import { DEFAULTS } from './defaults.js'
 import { InvalidOptionError } from './errors.js'
 import type { IdentifyFunction } from './guard.js'
 import type { MetricsRegistry } from './metrics.js'
@@ -17,57 +18,115 @@ import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/i
 /** Peer URLs, or a function the plugin calls at startup and on every sync to re-resolve them. */
 export type PeersOption = readonly string[] | (() => Promise<readonly string[]>)
 
+/** Where the policy and check routes are mounted: `prefix` goes under the register prefix. */
+export interface PolicyRoutesOption {
+  /** A path prefix (`/admin`) under the register prefix. Default none. */
+  prefix?: string | undefined
+}
+
+/** The ops routes: each one renamed (a path) or dropped (`false`). */
+export interface OpsRoutesOption {
+  /** A path prefix under the register prefix for both. Default none. */
+  prefix?: string | undefined
+  /** The health route's path, or `false` for none. Default `/health`. */
+  health?: string | false | undefined
+  /** The peer status route's path, or `false` for none. Default `/servers`. */
+  servers?: string | false | undefined
+}
+
+/**
+ * Which routes the plugin mounts. `true` (the default) mounts them all; `false` mounts no policy
+ * and no ops routes — the webhook receiver stays, since peers need it.
+ */
+export interface RoutesOption {
+  /** The policy and check routes (writes, `/check-access`, the views, `/refresh-tenant`). Default true. */
+  policy?: boolean | PolicyRoutesOption | undefined
+  /** `/health` and `/servers`. Default true. */
+  ops?: boolean | OpsRoutesOption | undefined
+  /**
+   * The signed receiver `POST /webhook/refresh`, under the register prefix (a peer URL is the base
+   * it is mounted under). Default: mounted whenever `webhookSecret` is set; `true` without a secret
+   * fails; `false` leaves this instance to catch up by the sync alone.
+   */
+  webhook?: boolean | undefined
+}
+
+/**
+ * The plugin's options. Every key is optional and accepts `undefined` (same as absent); an unknown
+ * key or a value of the wrong type fails registration with FST_POLICY_CACHE_INVALID_OPTION naming it.
+ * Defaults: {@link DEFAULTS}.
+ */
 export interface PolicyCacheOptions {
   /** A host-owned Kysely (SQLite, PostgreSQL, MySQL) or a custom PolicyStore. Default: built-in SQLite at `sqliteFile`. */
-  db?: Kysely<any> | PolicyStore
+  db?: Kysely<any> | PolicyStore | undefined
   /** SQLite file used when `db` is absent. Default `:memory:` (one instance only). */
-  sqliteFile?: string
+  sqliteFile?: string | undefined
   /** Prefix of the store's tables. Default `policy_`. */
-  tablePrefix?: string
+  tablePrefix?: string | undefined
   /** Changelog entries kept per tenant for delta catch-up. Default 10000. */
-  changelogRetention?: number
-  /** Base URLs of the other instances, e.g. `http://10.0.0.2:3000`. Default none. */
-  peers?: PeersOption
+  changelogRetention?: number | undefined
+  /** Base URLs of the other instances, e.g. `http://10.0.0.2:3000` (with their register prefix, if any). Default none. */
+  peers?: PeersOption | undefined
   /** Webhook signing secret(s); several while rotating (all sign, any verifies). Required with peers. */
-  webhookSecret?: string | readonly string[]
+  webhookSecret?: string | readonly string[] | undefined
   /** This instance's id in notices and `/servers`. Default: generated, stable for the process. */
-  serverId?: string
+  serverId?: string | undefined
   /** This instance's URL as peers see it; shown in `/servers` and dropped from the peer list. */
-  publicUrl?: string
+  publicUrl?: string | undefined
   /** How long a write waits for peers' acknowledgements; 0 = don't wait. Default 200. */
-  ackTimeoutMs?: number
+  ackTimeoutMs?: number | undefined
   /** Timeout of one webhook attempt. Default 2000. */
-  requestTimeoutMs?: number
+  requestTimeoutMs?: number | undefined
   /** Webhook retries with capped exponential backoff and full jitter; a peer's Retry-After (429/503) is honoured up to `maxRetryAfterMs`. */
-  retry?: { retries?: number, minDelayMs?: number, maxDelayMs?: number, maxRetryAfterMs?: number }
+  retry?: {
+    retries?: number | undefined
+    minDelayMs?: number | undefined
+    maxDelayMs?: number | undefined
+    maxRetryAfterMs?: number | undefined
+  } | undefined
   /** Per-peer circuit breaker: after `failureThreshold` consecutive failed attempts (default 10) nothing is sent to the peer for `cooldownMs` (default 30000), then one probe. */
-  circuitBreaker?: { failureThreshold?: number, cooldownMs?: number }
+  circuitBreaker?: { failureThreshold?: number | undefined, cooldownMs?: number | undefined } | undefined
   /** Anti-entropy interval (± 10 % jitter); 0 turns it off. Default 30000. */
-  syncIntervalMs?: number
+  syncIntervalMs?: number | undefined
   /** Most tenants held in memory (LRU). Default 10000. */
-  maxTenants?: number
+  maxTenants?: number | undefined
   /** Longest a check with `minRevision` waits for the database. Default 2000. */
-  catchUpTimeoutMs?: number
+  catchUpTimeoutMs?: number | undefined
+  /**
+   * Longest registration waits for the database (migrations, then `preload`): past it, or when the
+   * database refuses, registration fails with FST_POLICY_CACHE_STORE_UNAVAILABLE carrying the cause.
+   * Default 5000, or half of Fastify's `pluginTimeout` when that is shorter.
+   */
+  startupTimeoutMs?: number | undefined
+  /** Tenants loaded into memory at startup, so that `checkSync` answers them from the first request. Default none. */
+  preload?: readonly string[] | undefined
   /** Body limit of the webhook route, in bytes; at least 32 KiB (the largest notice a sender makes). Default 65536. */
-  webhookBodyLimit?: number
-  /** Register the HTTP routes (policy, check, ops, webhook). Default true. */
-  routes?: boolean
-  /** Host hooks run on the policy and check routes (not `/health`, not the signed webhook), e.g. auth. */
+  webhookBodyLimit?: number | undefined
+  /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
+  routes?: boolean | RoutesOption | undefined
+  /** Host hooks run on the policy and check routes (not the ops routes, not the signed webhook), e.g. auth. */
   routeHooks?: {
-    onRequest?: onRequestHookHandler | onRequestHookHandler[]
-    preHandler?: preHandlerHookHandler | preHandlerHookHandler[]
-  }
+    onRequest?: onRequestHookHandler | onRequestHookHandler[] | undefined
+    preHandler?: preHandlerHookHandler | preHandlerHookHandler[] | undefined
+  } | undefined
   /**
    * Who a request is, for the route guard (`config: { policy }` on a host route, or
    * `app.policyCache.require(permission)`): `{ tenant, user }`, or `undefined` when it carries no
    * identity (401). Sync or async; required as soon as a route is guarded.
    */
-  identify?: IdentifyFunction
+  identify?: IdentifyFunction | undefined
   /**
    * Prometheus metrics at `path` (default `/metrics`, under the register prefix, not behind
    * routeHooks), in a new registry per instance unless the host passes its own. Default off.
    */
-  metrics?: boolean | { registry?: MetricsRegistry, path?: string, prefix?: string }
+  metrics?: boolean | { registry?: MetricsRegistry | undefined, path?: string | undefined, prefix?: string | undefined } | undefined
+}
+
+/** The routes to mount, resolved: a group left `undefined` is not mounted. */
+export interface ResolvedRoutes {
+  readonly policy: Readonly<{ prefix: string }> | undefined
+  readonly ops: Readonly<{ prefix: string, health: string | undefined, servers: string | undefined }> | undefined
+  readonly webhook: boolean
 }
 
 export interface ResolvedOptions {
@@ -88,11 +147,75 @@ export interface ResolvedOptions {
   readonly syncIntervalMs: number
   readonly maxTenants: number
   readonly catchUpTimeoutMs: number
+  readonly startupTimeoutMs: number
+  readonly preload: readonly string[]
   readonly webhookBodyLimit: number
-  readonly routes: boolean
+  readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
   readonly metrics: Readonly<{ registry: MetricsRegistry | undefined, path: string, prefix: string }> | undefined
+}
+
+/**
+ * The keys `app.register` accepts for this plugin: its own options and Fastify's register options,
+ * which reach the plugin in the same object.
+ */
+const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
+  'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
+  'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
+  'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
+  'prefix', 'logLevel', 'logSerializers'
+]
+
+/** Edit distance between two strings (insertions, deletions, substitutions). */
+function distance (a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length]
+}
+
+/** The known key closest to a misspelled one (case ignored), if any is close enough to be meant. */
+function closest (key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestDistance = Math.max(2, Math.floor(key.length / 3)) + 1
+  for (const candidate of known) {
+    const d = distance(key.toLowerCase(), candidate.toLowerCase())
+    if (d < bestDistance) {
+      best = candidate
+      bestDistance = d
+    }
+  }
+  return best
+}
+
+/**
+ * `value` as an object of known keys: throws naming `name` when it is not a plain object, and naming
+ * the first unknown key (with the known key it most likely means).
+ */
+function knownKeys<T extends object> (name: string | undefined, value: unknown, known: readonly string[]): T {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidOptionError(name ?? 'options', 'must be an object')
+  }
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue
+    const path = name === undefined ? key : `${name}.${key}`
+    const meant = closest(key, known)
+    throw new InvalidOptionError(path, meant === undefined
+      ? `is not an option${name === undefined ? '' : ` of "${name}" (${known.join(', ')})`}`
+      : `is not an option; did you mean "${name === undefined ? '' : `${name}.`}${meant}"?`)
+  }
+  return value as T
+}
+
+/** `value`, or `fallback` when it is absent — only `undefined` is absent: a `null` is checked like any value. */
+function orDefault<T, F> (value: T | undefined, fallback: F): T | F {
+  return value === undefined ? fallback : value
 }
 
 function integer (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -111,38 +234,103 @@ function hooks<T> (name: string, value: T | T[] | undefined): T[] {
 
 function resolveMetrics (value: PolicyCacheOptions['metrics']): ResolvedOptions['metrics'] {
   if (value === undefined || value === false) return undefined
-  const given = value === true ? {} : value
-  if (typeof given !== 'object' || given === null) throw new InvalidOptionError('metrics', 'must be a boolean or { registry, path, prefix }')
-  const { registry, path = '/metrics', prefix = 'policy_cache_' } = given
+  if (value !== true && (typeof value !== 'object' || value === null)) throw new InvalidOptionError('metrics', 'must be a boolean or { registry, path, prefix }')
+  const given = value === true ? {} : knownKeys<Exclude<typeof value, boolean>>('metrics', value, ['registry', 'path', 'prefix'])
+  const { registry } = given
+  const path = orDefault(given.path, DEFAULTS.metrics.path)
+  const prefix = orDefault(given.prefix, DEFAULTS.metrics.prefix)
   if (registry !== undefined && (typeof registry?.registerMetric !== 'function' || typeof registry.metrics !== 'function' ||
     typeof registry.getSingleMetric !== 'function' || typeof registry.removeSingleMetric !== 'function')) {
     throw new InvalidOptionError('metrics.registry', 'must be a prom-client Registry')
   }
-  if (typeof path !== 'string' || !/^\/[A-Za-z0-9._~/-]*$/.test(path)) throw new InvalidOptionError('metrics.path', 'must be a URL path starting with "/"')
+  if (typeof path !== 'string' || !ROUTE_PATH.test(path)) throw new InvalidOptionError('metrics.path', 'must be a URL path starting with "/"')
   if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new InvalidOptionError('metrics.prefix', 'must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)')
   return Object.freeze({ registry, path, prefix })
 }
 
+/** A route path the plugin mounts: `/` then URL path characters. */
+const ROUTE_PATH = /^\/[A-Za-z0-9._~/-]*$/
+/** A route prefix: empty, or `/segment(/segment)*` without a trailing slash. */
+const ROUTE_PREFIX = /^(\/[A-Za-z0-9._~-]+)*$/
+
+function routePrefix (name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback
+  if (typeof value !== 'string' || !ROUTE_PREFIX.test(value)) throw new InvalidOptionError(name, 'must be a path prefix like "/admin" (no trailing slash)')
+  return value
+}
+
+function routePath (name: string, value: unknown, fallback: string): string | undefined {
+  if (value === undefined) return fallback
+  if (value === false) return undefined
+  if (typeof value !== 'string' || !ROUTE_PATH.test(value)) throw new InvalidOptionError(name, 'must be a URL path starting with "/", or false')
+  return value
+}
+
+/** A group of routes: `true`/absent → defaults, `false` → not mounted, an object → its known keys. */
+function routeGroup<T extends object> (name: string, value: unknown, keys: readonly string[]): T | undefined {
+  if (value === undefined || value === true) return {} as T
+  if (value === false) return undefined
+  if (typeof value !== 'object' || value === null) throw new InvalidOptionError(name, `must be a boolean or { ${keys.join(', ')} }`)
+  return knownKeys<T>(name, value, keys)
+}
+
+function resolveRoutes (value: PolicyCacheOptions['routes'], hasSecret: boolean): ResolvedRoutes {
+  if (value !== undefined && typeof value !== 'boolean' && (typeof value !== 'object' || value === null)) {
+    throw new InvalidOptionError('routes', 'must be a boolean or { policy, ops, webhook }')
+  }
+  const given: RoutesOption = typeof value === 'object'
+    ? knownKeys<RoutesOption>('routes', value, ['policy', 'ops', 'webhook'])
+    : value === false ? { policy: false, ops: false } : {}
+
+  const policyGiven = routeGroup<PolicyRoutesOption>('routes.policy', given.policy, ['prefix'])
+  const policy = policyGiven === undefined
+    ? undefined
+    : Object.freeze({ prefix: routePrefix('routes.policy.prefix', policyGiven.prefix, DEFAULTS.routes.policy.prefix) })
+
+  const opsGiven = routeGroup<OpsRoutesOption>('routes.ops', given.ops, ['prefix', 'health', 'servers'])
+  const ops = opsGiven === undefined
+    ? undefined
+    : Object.freeze({
+      prefix: routePrefix('routes.ops.prefix', opsGiven.prefix, DEFAULTS.routes.ops.prefix),
+      health: routePath('routes.ops.health', opsGiven.health, DEFAULTS.routes.ops.health),
+      servers: routePath('routes.ops.servers', opsGiven.servers, DEFAULTS.routes.ops.servers)
+    })
+
+  const webhook = orDefault(given.webhook, hasSecret)
+  if (typeof webhook !== 'boolean') throw new InvalidOptionError('routes.webhook', 'must be a boolean')
+  if (webhook && !hasSecret) throw new InvalidOptionError('routes.webhook', 'needs webhookSecret: the receiver accepts only signed notices')
+  return Object.freeze({ policy, ops: ops?.health === undefined && ops?.servers === undefined ? undefined : ops, webhook })
+}
+
+function resolvePreload (value: unknown): readonly string[] {
+  if (value === undefined) return Object.freeze([])
+  if (!Array.isArray(value)) throw new InvalidOptionError('preload', 'must be an array of tenant ids')
+  const bad = value.find((tenant) => !isIdentifier(tenant))
+  if (bad !== undefined) throw new InvalidOptionError('preload', `${JSON.stringify(bad)} is not a tenant id (^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$)`)
+  return Object.freeze([...new Set<string>(value)])
+}
+
 export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions {
   if (input === null || typeof input !== 'object') throw new InvalidOptionError('options', 'must be an object')
-  const o = { ...input }
+  const o = { ...knownKeys<PolicyCacheOptions>(undefined, input, OPTION_KEYS) }
 
   const db = o.db
-  if (db !== undefined && !isPolicyStore(db) && typeof (db as Kysely<any>).selectFrom !== 'function') {
+  if (db !== undefined && !isPolicyStore(db) && typeof (db as { selectFrom?: unknown } | null)?.selectFrom !== 'function') {
     throw new InvalidOptionError('db', 'must be a Kysely instance or a PolicyStore')
   }
-  const sqliteFile = o.sqliteFile ?? ':memory:'
+  const sqliteFile = orDefault(o.sqliteFile, DEFAULTS.sqliteFile)
   if (typeof sqliteFile !== 'string' || sqliteFile === '') throw new InvalidOptionError('sqliteFile', 'must be a non-empty path')
-  const tablePrefix = o.tablePrefix ?? 'policy_'
+  const tablePrefix = orDefault(o.tablePrefix, DEFAULTS.tablePrefix)
   if (typeof tablePrefix !== 'string' || !new RegExp(TABLE_PREFIX_PATTERN).test(tablePrefix)) {
     throw new InvalidOptionError('tablePrefix', `must match ${TABLE_PREFIX_PATTERN}`)
   }
 
-  const serverId = o.serverId ?? `srv-${randomUUID().slice(0, 8)}`
+  const serverId = orDefault(o.serverId, `srv-${randomUUID().slice(0, 8)}`)
   if (!isIdentifier(serverId)) throw new InvalidOptionError('serverId', 'must match ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$')
+  if (o.publicUrl !== undefined && typeof o.publicUrl !== 'string') throw new InvalidOptionError('publicUrl', 'must be a URL string')
   const publicUrl = o.publicUrl === undefined ? undefined : normalizePeerUrl(o.publicUrl, 'publicUrl')
 
-  let peers: PeersOption = o.peers ?? []
+  let peers: PeersOption = orDefault(o.peers, [])
   let droppedPeers: DroppedPeer[] = []
   if (typeof peers !== 'function') {
     const resolved = resolvePeerList(peers, publicUrl)
@@ -158,46 +346,48 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
   const hasPeers = typeof peers === 'function' || peers.length > 0
   if (hasPeers && keys.length === 0) throw new InvalidOptionError('webhookSecret', 'is required when peers are configured')
 
-  const retry = o.retry ?? {}
-  const minDelayMs = integer('retry.minDelayMs', retry.minDelayMs, 50, 1)
+  const retry = o.retry === undefined ? {} : knownKeys<NonNullable<PolicyCacheOptions['retry']>>('retry', o.retry, Object.keys(DEFAULTS.retry))
+  const minDelayMs = integer('retry.minDelayMs', retry.minDelayMs, DEFAULTS.retry.minDelayMs, 1)
   const resolvedRetry = Object.freeze({
-    retries: integer('retry.retries', retry.retries, 5, 0, 100),
+    retries: integer('retry.retries', retry.retries, DEFAULTS.retry.retries, 0, 100),
     minDelayMs,
-    maxDelayMs: integer('retry.maxDelayMs', retry.maxDelayMs, Math.max(5000, minDelayMs), minDelayMs),
-    maxRetryAfterMs: integer('retry.maxRetryAfterMs', retry.maxRetryAfterMs, 60000, 0, 3600000)
+    maxDelayMs: integer('retry.maxDelayMs', retry.maxDelayMs, Math.max(DEFAULTS.retry.maxDelayMs, minDelayMs), minDelayMs),
+    maxRetryAfterMs: integer('retry.maxRetryAfterMs', retry.maxRetryAfterMs, DEFAULTS.retry.maxRetryAfterMs, 0, 3600000)
   })
-  const breaker = o.circuitBreaker === undefined ? {} : o.circuitBreaker
-  if (typeof breaker !== 'object' || breaker === null) throw new InvalidOptionError('circuitBreaker', 'must be an object')
+  const breaker = o.circuitBreaker === undefined
+    ? {}
+    : knownKeys<NonNullable<PolicyCacheOptions['circuitBreaker']>>('circuitBreaker', o.circuitBreaker, Object.keys(DEFAULTS.circuitBreaker))
   const circuitBreaker = Object.freeze({
-    failureThreshold: integer('circuitBreaker.failureThreshold', breaker.failureThreshold, 10, 1, 1000),
-    cooldownMs: integer('circuitBreaker.cooldownMs', breaker.cooldownMs, 30000, 1, 3600000)
+    failureThreshold: integer('circuitBreaker.failureThreshold', breaker.failureThreshold, DEFAULTS.circuitBreaker.failureThreshold, 1, 1000),
+    cooldownMs: integer('circuitBreaker.cooldownMs', breaker.cooldownMs, DEFAULTS.circuitBreaker.cooldownMs, 1, 3600000)
   })
 
-  const routes = o.routes ?? true
-  if (typeof routes !== 'boolean') throw new InvalidOptionError('routes', 'must be a boolean')
-  const routeHooks = o.routeHooks ?? {}
-  if (typeof routeHooks !== 'object' || routeHooks === null) throw new InvalidOptionError('routeHooks', 'must be an object')
+  const routeHooks = o.routeHooks === undefined
+    ? {}
+    : knownKeys<NonNullable<PolicyCacheOptions['routeHooks']>>('routeHooks', o.routeHooks, ['onRequest', 'preHandler'])
   if (o.identify !== undefined && typeof o.identify !== 'function') throw new InvalidOptionError('identify', 'must be a function (request) => { tenant, user } | undefined')
 
   return Object.freeze({
     db,
     sqliteFile,
     tablePrefix,
-    changelogRetention: integer('changelogRetention', o.changelogRetention, 10000, 1),
+    changelogRetention: integer('changelogRetention', o.changelogRetention, DEFAULTS.changelogRetention, 1),
     peers,
     droppedPeers: Object.freeze(droppedPeers),
     keys: Object.freeze(keys),
     serverId,
     publicUrl,
-    ackTimeoutMs: integer('ackTimeoutMs', o.ackTimeoutMs, 200, 0, 60000),
-    requestTimeoutMs: integer('requestTimeoutMs', o.requestTimeoutMs, 2000, 1, 60000),
+    ackTimeoutMs: integer('ackTimeoutMs', o.ackTimeoutMs, DEFAULTS.ackTimeoutMs, 0, 60000),
+    requestTimeoutMs: integer('requestTimeoutMs', o.requestTimeoutMs, DEFAULTS.requestTimeoutMs, 1, 60000),
     retry: resolvedRetry,
     circuitBreaker,
-    syncIntervalMs: integer('syncIntervalMs', o.syncIntervalMs, 30000, 0, 86400000),
-    maxTenants: integer('maxTenants', o.maxTenants, 10000, 1),
-    catchUpTimeoutMs: integer('catchUpTimeoutMs', o.catchUpTimeoutMs, 2000, 1, 60000),
-    webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, 65536, 32 * 1024, 16 * 1024 * 1024),
-    routes,
+    syncIntervalMs: integer('syncIntervalMs', o.syncIntervalMs, DEFAULTS.syncIntervalMs, 0, 86400000),
+    maxTenants: integer('maxTenants', o.maxTenants, DEFAULTS.maxTenants, 1),
+    catchUpTimeoutMs: integer('catchUpTimeoutMs', o.catchUpTimeoutMs, DEFAULTS.catchUpTimeoutMs, 1, 60000),
+    startupTimeoutMs: integer('startupTimeoutMs', o.startupTimeoutMs, DEFAULTS.startupTimeoutMs, 1, 600000),
+    preload: resolvePreload(o.preload),
+    webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
+    routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),
       preHandler: hooks('routeHooks.preHandler', routeHooks.preHandler)

@@ -6,22 +6,23 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
-import webhookRoutes from './broadcast/receiver.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
-import { guardRoutes } from './guard.js'
+import { InvalidOptionError } from './errors.js'
+import { guardRoutes, refuseUnguarded } from './guard.js'
 import { resolveOptions, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
-import { PolicyCache, wrapStoreError } from './policy-cache.js'
+import { PolicyCache } from './policy-cache.js'
 import { PolicyMetrics } from './metrics.js'
-import opsRoutes, { metricsRoute } from './routes/ops.js'
-import policyRoutes from './routes/policy.js'
+import { mountRoutes } from './routes/mount.js'
+import { startupTimeout, startWithin } from './startup.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** The policy engine: checks, writes, views and peer status, without HTTP. */
-    policyCache: PolicyCache
+    /** The policy engine: checks, writes, views and peer status, without HTTP (see {@link PolicyCacheApi}). */
+    policyCache: PolicyCacheApi
   }
 }
 
@@ -29,11 +30,20 @@ function createStore (opts: ResolvedOptions): { store: PolicyStore, owned: boole
   if (isPolicyStore(opts.db)) return { store: opts.db, owned: false }
   const common = { tablePrefix: opts.tablePrefix, changelogRetention: opts.changelogRetention }
   if (opts.db !== undefined) return { store: new KyselyPolicyStore({ db: opts.db, ...common, ownsDb: false }), owned: true }
-  return { store: new KyselyPolicyStore({ db: createSqliteDb(opts.sqliteFile), ...common, ownsDb: true }), owned: true }
+  let db
+  try {
+    db = createSqliteDb(opts.sqliteFile)
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code
+    if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
+    throw new InvalidOptionError('sqliteFile', `cannot open ${JSON.stringify(opts.sqliteFile)}: ${(err as Error).message}`, { cause: err })
+  }
+  return { store: new KyselyPolicyStore({ db, ...common, ownsDb: true }), owned: true }
 }
 
 const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> = async (fastify, options) => {
   const opts = resolveOptions(options)
+  const startupTimeoutMs = startupTimeout(fastify, options.startupTimeoutMs, opts.startupTimeoutMs)
   const log = fastify.log.child({ plugin: 'policy-cache' })
   const peerList = new PeerList({ peers: opts.peers, dropped: opts.droppedPeers, publicUrl: opts.publicUrl, log })
 
@@ -79,7 +89,6 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     metrics?.close()
   })
 
-  await store.migrate().catch(wrapStoreError)
   const engine = new PolicyCache({
     store,
     // With metrics, a write handed to the broadcaster starts its propagation clock.
@@ -92,39 +101,29 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     log,
     identify: opts.identify
   })
-  fastify.decorate('policyCache', engine)
+  await startWithin(startupTimeoutMs, async () => {
+    await store.migrate()
+    await engine.warm(opts.preload)
+  })
+  fastify.decorate<PolicyCacheApi>('policyCache', engine)
   // fastify-plugin: this hook lives in the host's scope, so it sees the routes the host (and its
   // child plugins) declare after registering this plugin.
   fastify.addHook('onRoute', guardRoutes(engine, opts.identify))
 
   antiEntropy.start()
 
-  if (!opts.routes && metrics === undefined) return
-  const prefix = options.prefix
-  await fastify.register(async (routes) => {
-    if (metrics !== undefined) await routes.register(metricsRoute, { metrics, path: (opts.metrics as { path: string }).path })
-    if (!opts.routes) return
-    await routes.register(opsRoutes, { engine, publicUrl: opts.publicUrl })
-    await routes.register(async (guarded) => {
-      for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
-      for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
-      await guarded.register(policyRoutes, { engine })
-    })
-    if (opts.keys.length > 0) {
-      await routes.register(webhookRoutes, {
-        keys: [...opts.keys],
-        serverId: opts.serverId,
-        bodyLimit: opts.webhookBodyLimit,
-        handleNotice: (notice) => engine.noticed(notice.entries)
-      })
-    }
-  }, { prefix })
+  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix })
+  // Last, so that the plugin's own routes do without it: a host route declaring config.policy that
+  // the onRoute hook above did not see is refused, never served unguarded.
+  fastify.addHook('onRequest', refuseUnguarded())
 }
 
 export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
 export { policyCache }
-export type { PolicyCacheOptions, PeersOption } from './options.js'
-export type { PolicyCache, WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
+export { DEFAULTS } from './defaults.js'
+export type { PolicyCacheApi } from './api.js'
+export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
+export type { WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'

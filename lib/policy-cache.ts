@@ -3,6 +3,7 @@
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
 import type { preHandlerHookHandler } from 'fastify'
+import type { PolicyCacheApi } from './api.js'
 import { noticeChange, type NoticeChange, type NoticeEntry } from './broadcast/notice.js'
 import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats } from './cache/tenant-cache.js'
@@ -10,7 +11,7 @@ import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertChange, assertIdentifier, assertPermission, isPermission,
+  assertChange, assertIdentifier, assertPermission, isIdentifier, isPermission,
   type Change, type GroupData, type LoggedChange
 } from './model.js'
 import type { PolicyStore } from './store/types.js'
@@ -73,7 +74,7 @@ export interface PolicyCacheDeps {
   serverId: string
   maxTenants: number
   catchUpTimeoutMs: number
-  log: { warn: (obj: object, msg: string) => void }
+  log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
 }
@@ -89,6 +90,9 @@ function sameChange (a: LoggedChange | undefined, b: LoggedChange | undefined): 
   return a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b)
 }
 
+/** Tenants `warm` loads at once. */
+const WARM_CONCURRENCY = 8
+
 async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
@@ -101,7 +105,7 @@ async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-export class PolicyCache {
+export class PolicyCache implements PolicyCacheApi {
   /** This instance's id, as peers and `/servers` see it. */
   readonly serverId: string
   readonly #store: PolicyStore
@@ -110,6 +114,10 @@ export class PolicyCache {
   readonly #catchUpTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
+  /** Tenants `checkSync` is loading in the background: one load each, however often it is asked. */
+  readonly #background = new Set<string>()
+  /** Background loads failed since one last succeeded: a database outage is logged once, not per tenant. */
+  #backgroundFailures = 0
   // Plain counters, read at scrape time: the hot path pays one increment.
   #allowed = 0
   #denied = 0
@@ -128,11 +136,15 @@ export class PolicyCache {
 
   /**
    * The synchronous hot path: the answer for a cached tenant, or `undefined` when the tenant is not
-   * loaded yet (use `check`). Throws a coded 400 for a permission containing `*`.
+   * loaded yet — then its load starts in the background (one at a time per tenant, however often
+   * asked; an outage is logged once, with its recovery), so a later call answers. Throws a coded 400 for a permission containing `*`.
    */
   checkSync (tenant: string, user: string, permission: string): boolean | undefined {
     const state = this.#tenants.lookup(tenant)
-    if (state === undefined) return undefined
+    if (state === undefined) {
+      this.#loadInBackground(tenant)
+      return undefined
+    }
     if (!isPermission(permission)) assertPermission(permission)
     const allowed = state.check(user, permission)
     if (allowed) this.#allowed++
@@ -148,6 +160,20 @@ export class PolicyCache {
    */
   require (permission: string): preHandlerHookHandler {
     return createGuard(this, this.#identify, permission)
+  }
+
+  /**
+   * Loads tenants into memory (at most {@link WARM_CONCURRENCY} at a time), so that `checkSync`
+   * answers them at once. Throws a coded 400 for a malformed id before loading any, and the store's
+   * 503 when one cannot be loaded. More tenants than `maxTenants` evict the least recently used.
+   */
+  async warm (tenants: Iterable<string>): Promise<void> {
+    const queue = [...tenants]
+    for (const tenant of queue) assertIdentifier('tenant', tenant)
+    const worker = async (): Promise<void> => {
+      for (let tenant = queue.shift(); tenant !== undefined; tenant = queue.shift()) await this.#state(tenant)
+    }
+    await Promise.all(Array.from({ length: Math.min(WARM_CONCURRENCY, queue.length) }, worker))
   }
 
   /** May `user` do `permission` in `tenant`? Loads the tenant on first use. */
@@ -290,6 +316,23 @@ export class PolicyCache {
   /** Whether the database answers. */
   async ping (): Promise<void> {
     await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+  }
+
+  /** Starts loading a tenant `checkSync` found cold; the cache's single-flight load shares one query. */
+  #loadInBackground (tenant: string): void {
+    // An id that is not a tenant id can never be loaded: it holds nothing (checkSync answers for the guard).
+    if (this.#background.has(tenant) || !isIdentifier(tenant)) return
+    this.#background.add(tenant)
+    this.#state(tenant).then(() => {
+      this.#background.delete(tenant)
+      if (this.#backgroundFailures === 0) return
+      this.#log.info?.({ failures: this.#backgroundFailures }, 'policy-cache: background loads (checkSync) succeed again')
+      this.#backgroundFailures = 0
+    }, (err: unknown) => {
+      this.#background.delete(tenant)
+      if (this.#backgroundFailures++ > 0) return
+      this.#log.warn({ err, tenant }, 'policy-cache: loading a tenant in the background (checkSync) failed; further failures are counted until one succeeds')
+    })
   }
 
   async #state (tenant: string, minRevision?: number) {

@@ -153,3 +153,41 @@ test('misconfiguration fails at startup with FST_POLICY_CACHE_INVALID_OPTION nam
   await t.rejects(async () => { await bad.register(policyCache, { identify: 'header' as unknown as IdentifyFunction }).ready() },
     { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: /"identify"/ })
 })
+
+test('fails closed: a route declaring config.policy that the guard did not see is refused, never served', async (t) => {
+  const served: string[] = []
+  const handler = async (request: FastifyRequest) => {
+    served.push(request.url)
+    return { served: true }
+  }
+  const app = Fastify()
+  t.teardown(() => app.close())
+  // Declared before the plugin is registered, and right after an un-awaited register (the plugin
+  // has not loaded yet): its onRoute hook sees neither.
+  app.get('/before', { config: { policy: 'documents:read' } }, handler)
+  app.register(policyCache, { syncIntervalMs: 0, identify: fromHeaders })
+  app.get('/no-await', { config: { policy: 'documents:read' } }, handler)
+  app.get('/open-before', handler)
+  await app.after()
+  app.get('/after', { config: { policy: 'documents:read' } }, handler)
+  await app.ready()
+  await app.policyCache.createGroup('t1', 'readers')
+  await app.policyCache.addPermission('t1', 'readers', 'documents:read')
+  await app.policyCache.assignUser('t1', 'readers', 'alice')
+
+  for (const url of ['/before', '/no-await']) {
+    for (const method of ['GET', 'HEAD'] as const) {
+      const res = await app.inject({ method, url, headers: as('alice') })
+      t.equal(res.statusCode, 500, `${method} ${url}`)
+      if (method === 'GET') {
+        t.match(res.json(), { code: 'FST_POLICY_CACHE_UNGUARDED_ROUTE', message: new RegExp(`Route GET ${url} declares config\\.policy`) })
+      }
+    }
+  }
+  t.same(served, [], 'no unguarded handler ran')
+
+  t.equal((await app.inject({ url: '/open-before' })).statusCode, 200, 'a route without config.policy is not concerned')
+  t.equal((await app.inject({ url: '/after', headers: as('alice') })).statusCode, 200, 'a route declared after is guarded')
+  t.equal((await app.inject({ url: '/after', headers: as('bob') })).statusCode, 403)
+  t.equal((await app.inject({ url: '/missing' })).statusCode, 404, 'a 404 is still a 404')
+})

@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
 import { test } from 'tap'
-import policyCache, { type PolicyCacheOptions } from '../lib/plugin.js'
+import policyCache, { DEFAULTS, type PolicyCacheOptions } from '../lib/plugin.js'
 import { resolveOptions } from '../lib/options.js'
 
 const secret = 'a-strong-enough-secret-for-tests'
@@ -31,7 +31,30 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     ['tablePrefix', { tablePrefix: 'drop table;' }],
     ['db', { db: { query: () => {} } }],
     ['routes', { routes: 'yes' }],
-    ['routeHooks.onRequest', { routeHooks: { onRequest: 'auth' } }]
+    ['routeHooks.onRequest', { routeHooks: { onRequest: 'auth' } }],
+    ['retry', { retry: 5 }],
+    ['retry', { retry: [] }],
+    ['circuitBreaker', { circuitBreaker: 3 }],
+    ['routeHooks', { routeHooks: () => {} }],
+    ['metrics', { metrics: 'on' }],
+    ['publicUrl', { publicUrl: 3000 }],
+    // null is a value, not an absent option: never replaced by the default.
+    ['db', { db: null }],
+    ['sqliteFile', { sqliteFile: null }],
+    ['tablePrefix', { tablePrefix: null }],
+    ['serverId', { serverId: null }],
+    ['peers', { peers: null }],
+    ['metrics.path', { metrics: { path: null } }],
+    ['startupTimeoutMs', { startupTimeoutMs: 0 }],
+    ['preload', { preload: 't1' }],
+    ['preload', { preload: ['t1', '../etc'] }],
+    ['routes.policy', { routes: { policy: 'yes' } }],
+    ['routes.policy.prefix', { routes: { policy: { prefix: 'admin' } } }],
+    ['routes.policy.prefix', { routes: { policy: { prefix: '/admin/' } } }],
+    ['routes.ops.health', { routes: { ops: { health: 'healthz' } } }],
+    ['routes.ops.servers', { routes: { ops: { servers: true } } }],
+    ['routes.webhook', { routes: { webhook: 'yes' }, webhookSecret: secret }],
+    ['routes.webhook', { routes: { webhook: true } }]
   ]
   for (const [name, options] of cases) {
     const app = Fastify()
@@ -40,6 +63,64 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     t.notMatch(err?.message ?? '', /short|notbase64|tooshort/, 'never echoes a secret')
     await app.close()
   }
+})
+
+test('an unknown option fails registration naming it and the option it most likely means', async (t) => {
+  const cases: Array<[object, string, string | undefined]> = [
+    [{ webhookSecrets: secret }, 'webhookSecrets', 'webhookSecret'],
+    [{ sqlitefile: '/tmp/policy.db' }, 'sqlitefile', 'sqliteFile'],
+    [{ peer: ['http://127.0.0.1:3001'] }, 'peer', 'peers'],
+    [{ retry: { retires: 3 } }, 'retry.retires', 'retry.retries'],
+    [{ circuitBreaker: { cooldown: 10 } }, 'circuitBreaker.cooldown', 'circuitBreaker.cooldownMs'],
+    [{ routes: { polcy: false } }, 'routes.polcy', 'routes.policy'],
+    [{ routes: { ops: { healthz: '/h' } } }, 'routes.ops.healthz', 'routes.ops.health'],
+    [{ metrics: { pth: '/m' } }, 'metrics.pth', 'metrics.path'],
+    [{ routeHooks: { onrequest: async () => {} } }, 'routeHooks.onrequest', 'routeHooks.onRequest'],
+    [{ frobnicate: true }, 'frobnicate', undefined]
+  ]
+  for (const [options, name, meant] of cases) {
+    const app = Fastify()
+    const err = await app.register(policyCache, options as PolicyCacheOptions).ready().then(() => null, (e: Error) => e)
+    t.match(err, { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, name)
+    t.equal(err?.message, meant === undefined
+      ? `Invalid option "${name}": is not an option`
+      : `Invalid option "${name}": is not an option; did you mean "${meant}"?`)
+    await app.close()
+  }
+})
+
+test('Fastify\'s register options are accepted next to the plugin\'s', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(policyCache, { syncIntervalMs: 0, prefix: '/pc', logLevel: 'warn', logSerializers: {} })
+  t.equal((await app.inject({ url: '/pc/health' })).statusCode, 200)
+})
+
+test('every option accepts undefined, meaning its default', async (t) => {
+  const keys: Array<keyof PolicyCacheOptions> = [
+    'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
+    'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
+    'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics'
+  ]
+  const undefinedEverywhere: PolicyCacheOptions = Object.fromEntries(keys.map((key) => [key, undefined]))
+  const nested: PolicyCacheOptions = {
+    retry: { retries: undefined, minDelayMs: undefined, maxDelayMs: undefined, maxRetryAfterMs: undefined },
+    circuitBreaker: { failureThreshold: undefined, cooldownMs: undefined },
+    routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
+    routeHooks: { onRequest: undefined, preHandler: undefined },
+    metrics: { registry: undefined, path: undefined, prefix: undefined }
+  }
+  const { serverId: _a, ...expected } = resolveOptions({ metrics: true })
+  const { serverId: _b, ...fromUndefined } = resolveOptions({ ...undefinedEverywhere, metrics: true })
+  const { serverId: _c, ...fromNested } = resolveOptions(nested)
+  t.same(fromUndefined, expected)
+  t.same(fromNested, expected)
+  t.equal(Object.keys(undefinedEverywhere).length, keys.length)
+
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(policyCache, { ...undefinedEverywhere, syncIntervalMs: 0 })
+  t.equal((await app.inject({ url: '/health' })).statusCode, 200)
 })
 
 test('options are copied, defaulted and frozen; the caller\'s object is untouched', async (t) => {
@@ -53,6 +134,20 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
   t.match(opts, { ackTimeoutMs: 200, syncIntervalMs: 30000, maxTenants: 10000, requestTimeoutMs: 2000, webhookBodyLimit: 65536, tablePrefix: 'policy_' })
   t.same(opts.circuitBreaker, { failureThreshold: 10, cooldownMs: 30000 })
   t.equal(opts.retry.maxRetryAfterMs, 60000)
+  // The defaults are DEFAULTS' values, exported for hosts.
+  t.match(opts, {
+    sqliteFile: DEFAULTS.sqliteFile,
+    changelogRetention: DEFAULTS.changelogRetention,
+    ackTimeoutMs: DEFAULTS.ackTimeoutMs,
+    catchUpTimeoutMs: DEFAULTS.catchUpTimeoutMs,
+    startupTimeoutMs: DEFAULTS.startupTimeoutMs,
+    preload: []
+  })
+  t.same(opts.retry, DEFAULTS.retry)
+  t.same(opts.routes, { policy: DEFAULTS.routes.policy, ops: DEFAULTS.routes.ops, webhook: true }, 'a secret mounts the receiver')
+  t.same(resolveOptions({ routes: false, webhookSecret: secret }).routes, { policy: undefined, ops: undefined, webhook: true }, 'even with routes: false')
+  t.same(resolveOptions({ routes: false }).routes, { policy: undefined, ops: undefined, webhook: false }, 'not without a secret')
+  t.ok(Object.isFrozen(DEFAULTS) && Object.isFrozen(DEFAULTS.retry) && Object.isFrozen(DEFAULTS.routes.ops))
   t.match(opts.serverId, /^srv-[0-9a-f]{8}$/)
   t.not(resolveOptions({}).serverId, opts.serverId, 'generated per instance')
 })

@@ -13,19 +13,12 @@
  * on 429 and 503, other 4xx not retried, and a 410 ends delivery to that peer for good (`gone`).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
+import { DEFAULTS } from '../defaults.js'
 import { classify, describe, WebhookClient } from './delivery.js'
 import { encodeNotice, type NoticeChange } from './notice.js'
 import { Peer, type CircuitBreakerOptions, type Waiter } from './peer.js'
 import { newMessageId } from './signature.js'
 import type { AckSummary, DeliveryEvent, PeerStatus } from './status.js'
-
-/** Defaults of {@link BroadcasterOptions}. */
-export const BROADCAST_DEFAULTS = Object.freeze({
-  requestTimeoutMs: 2000,
-  ackTimeoutMs: 200,
-  retry: Object.freeze({ retries: 5, minDelayMs: 50, maxDelayMs: 5000, maxRetryAfterMs: 60000 }),
-  circuitBreaker: Object.freeze({ failureThreshold: 10, cooldownMs: 30000 })
-})
 
 /** The part of a pino logger the broadcaster writes to. */
 export interface BroadcastLogger {
@@ -88,14 +81,14 @@ export class Broadcaster {
   /** Builds the broadcaster; nothing is sent until `notify`. */
   constructor (options: BroadcasterOptions) {
     this.#serverId = options.serverId
-    this.#ackTimeoutMs = options.ackTimeoutMs ?? BROADCAST_DEFAULTS.ackTimeoutMs
-    this.#retry = { ...BROADCAST_DEFAULTS.retry, ...options.retry }
-    this.#breaker = { ...BROADCAST_DEFAULTS.circuitBreaker, ...options.circuitBreaker }
+    this.#ackTimeoutMs = options.ackTimeoutMs ?? DEFAULTS.ackTimeoutMs
+    this.#retry = { ...DEFAULTS.retry, ...options.retry }
+    this.#breaker = { ...DEFAULTS.circuitBreaker, ...options.circuitBreaker }
     this.#log = options.log
     this.#observe = options.observe
     this.#client = new WebhookClient({
       keys: options.keys,
-      requestTimeoutMs: options.requestTimeoutMs ?? BROADCAST_DEFAULTS.requestTimeoutMs,
+      requestTimeoutMs: options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs,
       maxRetryAfterMs: this.#retry.maxRetryAfterMs
     })
     this.setPeers(options.peers)

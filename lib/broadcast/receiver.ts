@@ -11,13 +11,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { LRUCache } from 'lru-cache'
+import { DEFAULTS } from '../defaults.js'
 import { UnauthorizedWebhookError } from '../errors.js'
 import { validatorCompiler } from '../routes/schemas.js'
 import { decodeNotice, NoticeReplySchema, NoticeSchema, WEBHOOK_PATH, type NoticeReply, type ReceivedNotice } from './notice.js'
 import { verify, WEBHOOK_HEADERS } from './signature.js'
 
-/** Default largest accepted webhook body, in bytes. */
-export const DEFAULT_WEBHOOK_BODY_LIMIT = 64 * 1024
 /** How long a verified message id is remembered: twice the timestamp tolerance, so no replay outlives it. */
 export const REPLAY_WINDOW_MS = 600_000
 /** How many message ids are remembered at most (the oldest are forgotten first). */
@@ -53,7 +52,7 @@ function header (request: FastifyRequest, name: string): string | undefined {
  */
 export default async function webhookRoutes (fastify: FastifyInstance, opts: WebhookRoutesOptions): Promise<void> {
   const { keys, serverId, handleNotice } = opts
-  const bodyLimit = opts.bodyLimit ?? DEFAULT_WEBHOOK_BODY_LIMIT
+  const bodyLimit = opts.bodyLimit ?? DEFAULTS.webhookBodyLimit
   const verified = new WeakSet<FastifyRequest>()
   const seen = new LRUCache<string, Promise<NoticeReply['revisions']>>({ max: REPLAY_MAX_IDS, ttl: REPLAY_WINDOW_MS })
   const parseJson = fastify.getDefaultJsonParser('error', 'error') as

@@ -1,21 +1,22 @@
-/** `/health` and `/servers`: never behind the host's route hooks. */
+/** The ops routes — health, peer status, metrics — each mountable on its own; never behind the host's route hooks. */
 import type { FastifyInstance, FastifySchema } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { PolicyMetrics } from '../metrics.js'
 import type { PolicyCache } from '../policy-cache.js'
 import { HealthReply, ServersReply } from './schemas.js'
 
-export interface OpsRoutesOptions {
+export interface HealthRouteOptions {
   engine: PolicyCache
-  /** This instance's URL as peers see it, when configured. */
-  publicUrl: string | undefined
+  /** Where to mount it. */
+  path: string
 }
 
-export default async function opsRoutes (fastify: FastifyInstance, { engine, publicUrl }: OpsRoutesOptions): Promise<void> {
+/** `GET <path>` (default `/health`): liveness and database reachability. */
+export async function healthRoute (fastify: FastifyInstance, { engine, path }: HealthRouteOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const startedAt = Date.now()
 
-  app.get('/health', {
+  app.get(path, {
     schema: {
       description: 'Liveness and database reachability; 503 when the database does not answer',
       tags: ['ops'],
@@ -34,8 +35,19 @@ export default async function opsRoutes (fastify: FastifyInstance, { engine, pub
       peers: { total: peers.length, up: peers.filter((peer) => peer.state === 'up').length }
     }
   })
+}
 
-  app.get('/servers', {
+export interface ServersRouteOptions {
+  engine: PolicyCache
+  /** This instance's URL as peers see it, when configured. */
+  publicUrl: string | undefined
+  /** Where to mount it. */
+  path: string
+}
+
+/** `GET <path>` (default `/servers`): this instance and each peer's delivery state. */
+export async function serversRoute (fastify: FastifyInstance, { engine, publicUrl, path }: ServersRouteOptions): Promise<void> {
+  fastify.withTypeProvider<TypeBoxTypeProvider>().get(path, {
     schema: {
       description: 'This instance and each peer\'s delivery state and stats',
       tags: ['ops'],

@@ -5,6 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Migrator, sql, type Kysely } from 'kysely'
+import { DEFAULTS } from '../defaults.js'
 import { GroupNotFoundError, InvalidOptionError } from '../errors.js'
 import { assertChange, assertIdentifier, type Change, type GroupData, type LoggedChange, type TenantSnapshot, type WriteResult } from '../model.js'
 import { dialectOf, isTransientError, type Dialect } from './dialect.js'
@@ -53,7 +54,7 @@ export class KyselyPolicyStore implements PolicyStore {
   readonly #ownsDb: boolean
 
   /** Throws `FST_POLICY_CACHE_INVALID_OPTION` for an unsupported `db` or a bad option. */
-  constructor ({ db, tablePrefix = 'policy_', changelogRetention = 10000, ownsDb = false }: KyselyPolicyStoreOptions) {
+  constructor ({ db, tablePrefix = DEFAULTS.tablePrefix, changelogRetention = DEFAULTS.changelogRetention, ownsDb = false }: KyselyPolicyStoreOptions) {
     this.#dialect = dialectOf(db)
     if (typeof tablePrefix !== 'string' || !new RegExp(TABLE_PREFIX_PATTERN).test(tablePrefix)) {
       throw new InvalidOptionError('tablePrefix', `must match ${TABLE_PREFIX_PATTERN}`)

@@ -4,7 +4,7 @@
  */
 import Fastify from 'fastify'
 import { Kysely } from 'kysely'
-import policyCache, { type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
+import policyCache, { type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_ok: T): void {}
@@ -38,6 +38,30 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   options.push({ peers: [3000] })
   // @ts-expect-error check takes a permission
   await app.policyCache.check('t', 'u')
+
+  // The decorator is the documented public interface; the engine's internals are not on it.
+  expectType<Equal<typeof app.policyCache, PolicyCacheApi>>(true)
+  expectType<Equal<ReturnType<typeof app.policyCache.warm>, Promise<void>>>(true)
+  await app.policyCache.warm(['t1', 't2'])
+  // @ts-expect-error noticed is the webhook receiver's, not the host's
+  await app.policyCache.noticed([{ tenant: 't', revision: 1 }])
+  // @ts-expect-error sync is the anti-entropy timer's
+  await app.policyCache.sync()
+  // @ts-expect-error ping is /health's
+  await app.policyCache.ping()
+  // @ts-expect-error writes go through the six named operations
+  await app.policyCache.write('t', { op: 'create-group', group: 'g' })
+}
+
+export async function shapedRoutes (): Promise<void> {
+  const app = Fastify()
+  await app.register(policyCache, { routes: false, webhookSecret: 'x'.repeat(16) })
+  await app.register(policyCache, { routes: { policy: { prefix: '/admin' }, ops: { health: '/healthz', servers: false }, webhook: true } })
+  await app.register(policyCache, { routes: { policy: false }, preload: ['t1'], startupTimeoutMs: 3000 })
+  // @ts-expect-error a path or false
+  await app.register(policyCache, { routes: { ops: { health: true } } })
+  // @ts-expect-error preload lists tenant ids
+  await app.register(policyCache, { preload: 't1' })
 }
 
 export async function guardUsage (): Promise<void> {

@@ -1,0 +1,68 @@
+/**
+ * `app.policyCache`: the policy engine's public interface, the same operations as the routes
+ * without HTTP. Ids are tenant, group and user identifiers (`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`);
+ * a malformed one, or a checked permission containing `*`, throws FST_POLICY_CACHE_INVALID_INPUT
+ * (400). A database that fails or does not answer within `catchUpTimeoutMs` rejects with
+ * FST_POLICY_CACHE_STORE_UNAVAILABLE (503).
+ */
+import type { preHandlerHookHandler } from 'fastify'
+import type { PeerStatus } from './broadcast/status.js'
+import type { CheckOptions, Decision, EngineStats, TenantView, UserView, WriteOutcome } from './policy-cache.js'
+
+export interface PolicyCacheApi {
+  /** This instance's id, as its peers and `/servers` see it. */
+  readonly serverId: string
+
+  /**
+   * The synchronous hot path: may `user` do `permission` in `tenant`, from memory. `undefined` while
+   * the tenant is not loaded — the call then starts loading it in the background (one load at a time
+   * per tenant; the first failure of an outage is logged, and the recovery), so a later call answers. `warm` or the `preload` option load tenants ahead.
+   */
+  checkSync (tenant: string, user: string, permission: string): boolean | undefined
+
+  /** May `user` do `permission` in `tenant`? Loads the tenant on first use; `minRevision` catches up first. */
+  check (tenant: string, user: string, permission: string, options?: CheckOptions): Promise<boolean>
+
+  /** Like `check`, with the revision the answer was given from. */
+  decide (tenant: string, user: string, permission: string, options?: CheckOptions): Promise<Decision>
+
+  /**
+   * A preHandler admitting only requests whose identity (the `identify` option) holds `permission`:
+   * 401 FST_POLICY_CACHE_UNIDENTIFIED without an identity, 403 FST_POLICY_CACHE_FORBIDDEN without the
+   * permission. Throws FST_POLICY_CACHE_INVALID_OPTION at once without `identify`, or for a
+   * permission that is not concrete.
+   */
+  require (permission: string): preHandlerHookHandler
+
+  /** Loads tenants into memory so that `checkSync` answers them at once (the `preload` option does it at startup). */
+  warm (tenants: Iterable<string>): Promise<void>
+
+  /** Creates a group. A write answers once committed, applied here, and acknowledged by the peers (bounded by `ackTimeoutMs`). */
+  createGroup (tenant: string, group: string): Promise<WriteOutcome>
+  /** Deletes a group with its grants and memberships. */
+  deleteGroup (tenant: string, group: string): Promise<WriteOutcome>
+  /** Grants a permission (a wildcard `documents:*` or `*` allowed) to a group; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
+  addPermission (tenant: string, group: string, permission: string): Promise<WriteOutcome>
+  /** Revokes a permission from a group. */
+  removePermission (tenant: string, group: string, permission: string): Promise<WriteOutcome>
+  /** Adds a user to a group; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
+  assignUser (tenant: string, group: string, user: string): Promise<WriteOutcome>
+  /** Removes a user from a group. */
+  unassignUser (tenant: string, group: string, user: string): Promise<WriteOutcome>
+
+  /** The tenant's groups with their permissions and users, as cached here (loading it if needed). */
+  tenant (tenant: string, options?: CheckOptions): Promise<TenantView>
+  /** One user's groups and effective grants in a tenant. */
+  user (tenant: string, user: string, options?: CheckOptions): Promise<UserView>
+  /** Reloads a tenant fully from the database (this instance only). */
+  refresh (tenant: string): Promise<{ tenant: string, revision: number }>
+  /** The revision this instance answers the tenant from (loading it if needed). */
+  revision (tenant: string): Promise<number>
+
+  /** Each peer's delivery state and stats, as `/servers` shows them. */
+  peers (): PeerStatus[]
+  /** Cache and engine counters. */
+  stats (): EngineStats
+  /** Up to `limit` cached tenants with the revision each is answered from, most recently used first. */
+  cachedRevisions (limit?: number): Array<[string, number]>
+}

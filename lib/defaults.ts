@@ -1,0 +1,41 @@
+/**
+ * Every default of the plugin's options, in one place: `resolveOptions` and the built-in store read
+ * them here, the README's options table lists them, and a host can read them too
+ * (`import { DEFAULTS } from 'fastify-policy-cache'`).
+ */
+export const DEFAULTS = Object.freeze({
+  /** SQLite file used when `db` is absent (one instance only). */
+  sqliteFile: ':memory:',
+  /** Prefix of the store's tables. */
+  tablePrefix: 'policy_',
+  /** Changelog entries kept per tenant. */
+  changelogRetention: 10000,
+  /** How long a write waits for peers' acknowledgements. */
+  ackTimeoutMs: 200,
+  /** Timeout of one webhook attempt. */
+  requestTimeoutMs: 2000,
+  /** Webhook retries; `maxDelayMs` is raised to `minDelayMs` when that is larger. */
+  retry: Object.freeze({ retries: 5, minDelayMs: 50, maxDelayMs: 5000, maxRetryAfterMs: 60000 }),
+  /** Per-peer circuit breaker. */
+  circuitBreaker: Object.freeze({ failureThreshold: 10, cooldownMs: 30000 }),
+  /** Anti-entropy interval. */
+  syncIntervalMs: 30000,
+  /** Tenants held in memory. */
+  maxTenants: 10000,
+  /** Longest a load or `minRevision` catch-up waits for the database. */
+  catchUpTimeoutMs: 2000,
+  /**
+   * Longest registration waits for the database (migrations, `preload`); lowered to half of
+   * Fastify's `pluginTimeout` when that is shorter, so this plugin's error is the one reported.
+   */
+  startupTimeoutMs: 5000,
+  /** Webhook body limit in bytes. */
+  webhookBodyLimit: 64 * 1024,
+  /** Where each group of routes is mounted, under the register prefix. */
+  routes: Object.freeze({
+    policy: Object.freeze({ prefix: '' }),
+    ops: Object.freeze({ prefix: '', health: '/health', servers: '/servers' })
+  }),
+  /** Prometheus metrics, when on. */
+  metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
+})

@@ -11,6 +11,8 @@
  * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
  *
  * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.
+ * SIGTERM or SIGINT closes it gracefully (exit 0), however it was started: `npm run server` execs
+ * node itself, so the signal npm forwards reaches this process (README, "Start and stop" under the example server).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { realpathSync } from 'node:fs'

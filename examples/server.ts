@@ -75,6 +75,26 @@ export function bearerToken (token: string): onRequestHookHandler {
 }
 
 /**
+ * How long the example server waits for its clients, in milliseconds (Fastify's server options): a
+ * slow or stalled client is cut off whatever route it calls, the signed webhook included, whose body
+ * must arrive whole before its signature can be checked.
+ */
+export const HTTP_TIMEOUTS = {
+  /** Receiving a whole request, headers and body, from its first byte: then 408 and the connection closed. */
+  requestTimeout: 10000,
+  /**
+   * A connection with no traffic while a request is open (e.g. a client not reading its answer) is
+   * destroyed. Longer than any answer takes (a write: connect, queries, the peers' acknowledgements).
+   */
+  connectionTimeout: 60000,
+  /**
+   * An idle keep-alive connection is closed. Above a load balancer's idle timeout (AWS ALB: 60 s), so
+   * that it never sends a request on a connection this server is closing.
+   */
+  keepAliveTimeout: 72000
+} as const
+
+/**
  * Builds the app (not listening yet): Fastify with pino logging, the host-owned Kysely, the plugin.
  * The database is destroyed on close, after the plugin has closed. On a failure everything opened
  * is released before the error is rethrown.
@@ -90,7 +110,14 @@ export async function buildServer (
     destroyed = true
     await db.destroy()
   }
-  const app = Fastify({ logger: overrides.logger ?? { level: config.logLevel } })
+  const app = Fastify({
+    logger: overrides.logger ?? { level: config.logLevel },
+    ...HTTP_TIMEOUTS,
+    // Node's side of requestTimeout: headers are bounded by it too (left at Node's default, 60 s,
+    // headersTimeout keeps Node 20 from enforcing a shorter requestTimeout at all), and requests are
+    // checked every second (by default every 30 s, letting one overrun by as much).
+    http: { headersTimeout: HTTP_TIMEOUTS.requestTimeout, connectionsCheckingInterval: 1000 }
+  })
   // onClose hooks run last-added first: added before the plugin, this one runs after the plugin's.
   app.addHook('onClose', destroyDb)
   try {

@@ -11,6 +11,8 @@
  * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
  *
  * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.
+ * SIGTERM or SIGINT closes it gracefully (exit 0), however it was started: `npm run server` execs
+ * node itself, so the signal npm forwards reaches this process (README, "Start and stop").
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { realpathSync } from 'node:fs'
@@ -18,11 +20,38 @@ import { pathToFileURL } from 'node:url'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import Fastify, { type FastifyInstance, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
-import { Kysely, MysqlDialect, PostgresDialect } from 'kysely'
+import { CompiledQuery, Kysely, MysqlDialect, PostgresDialect, type MysqlPool, type MysqlPoolConnection } from 'kysely'
+import type { Pool as Mysql2Pool, PoolConnection as Mysql2PoolConnection } from 'mysql2'
 import policyCache, { createSqliteDb, errors } from '../lib/plugin.js'
 import { ConfigError, describeStartupError, parseConfig, pluginOptions, type DbConfig, type ServerConfig } from './config.js'
 
 export { ConfigError, parseConfig, type ServerConfig } from './config.js'
+
+/**
+ * How long the example's pools wait for the database, in milliseconds: with the database slow, locked
+ * or gone silent, a query fails (and its request answers 503) instead of hanging. See
+ * docs/databases.md, "Timeouts".
+ */
+export const DB_TIMEOUTS = {
+  /** Opening a connection (pg `connectionTimeoutMillis`, mysql2 `connectTimeout`). */
+  connect: 5000,
+  /**
+   * A statement, enforced by the server, which cancels it and keeps the connection usable
+   * (PostgreSQL `statement_timeout`; MySQL/MariaDB `innodb_lock_wait_timeout`, the wait a write can meet).
+   */
+  statement: 5000,
+  /**
+   * A query, enforced by the client: an answer that never comes (the database blackholed) fails the
+   * query (pg `query_timeout`, mysql2's per-query `timeout`). Above `statement`, so that a merely slow
+   * statement is cancelled by the server first.
+   */
+  query: 6000,
+  /**
+   * A transaction left idle on the server, its client gone silent, is ended there and its row locks
+   * released, so other instances can write that tenant again (PostgreSQL `idle_in_transaction_session_timeout`).
+   */
+  idleInTransaction: 10000
+} as const
 
 /** Opens the configured database as a Kysely; the drivers for PostgreSQL and MySQL load on demand. */
 export async function openDatabase (db: DbConfig): Promise<Kysely<any>> {
@@ -32,23 +61,71 @@ export async function openDatabase (db: DbConfig): Promise<Kysely<any>> {
         return createSqliteDb(db.file)
       case 'postgres': {
         const { default: pg } = await import('pg')
-        // A bounded connect wait: with the database gone, a write fails (503) instead of queueing.
-        const pool = new pg.Pool({ connectionString: db.url, max: 10, connectionTimeoutMillis: 5000, keepAlive: true })
+        const pool = new pg.Pool({
+          connectionString: db.url,
+          max: 10,
+          connectionTimeoutMillis: DB_TIMEOUTS.connect,
+          statement_timeout: DB_TIMEOUTS.statement,
+          query_timeout: DB_TIMEOUTS.query,
+          idle_in_transaction_session_timeout: DB_TIMEOUTS.idleInTransaction,
+          keepAlive: true
+        })
         // A client losing its connection, idle in the pool or checked out by kysely, must not crash
         // the process: pg emits 'error' on it, the query in flight fails and the pool discards it.
         pool.on('error', () => {})
         pool.on('connect', (client) => client.on('error', () => {}))
+        // A transaction cut by query_timeout is never continued by the client's next user: its
+        // ROLLBACK times out too, and Kysely destroys a client whose ROLLBACK failed.
         return new Kysely<any>({ dialect: new PostgresDialect({ pool }) })
       }
       case 'mysql': {
         const { createPool } = await import('mysql2')
-        const pool = createPool({ uri: db.url, connectionLimit: 10, connectTimeout: 5000, enableKeepAlive: true })
-        return new Kysely<any>({ dialect: new MysqlDialect({ pool }) })
+        const pool = createPool({ uri: db.url, connectionLimit: 10, connectTimeout: DB_TIMEOUTS.connect, enableKeepAlive: true })
+        return new Kysely<any>({
+          dialect: new MysqlDialect({
+            pool: withQueryTimeout(pool, DB_TIMEOUTS.query),
+            onCreateConnection: async (connection) => {
+              await connection.executeQuery(CompiledQuery.raw(`SET SESSION innodb_lock_wait_timeout = ${DB_TIMEOUTS.statement / 1000}`))
+            }
+          })
+        })
       }
     }
   } catch (err) {
     if (err instanceof ConfigError) throw err
     throw new ConfigError('POLICY_DB', `cannot open the ${db.kind} database: ${(err as Error).message}`)
+  }
+}
+
+/**
+ * The mysql2 pool as Kysely sees it, with `timeoutMs` on every query: mysql2 has a per-query
+ * `timeout` but no pool-wide one. A connection whose query timed out still owes that answer, and
+ * mysql2 sends (and starts timing) its next query only after it: such a connection is destroyed
+ * instead of going back to the pool, where that next query would wait forever.
+ */
+export function withQueryTimeout (pool: Mysql2Pool, timeoutMs: number): MysqlPool {
+  // One wrapper per connection: Kysely knows a connection (and runs onCreateConnection) by identity.
+  const wrappers = new WeakMap<Mysql2PoolConnection, MysqlPoolConnection>()
+  const wrap = (connection: Mysql2PoolConnection): MysqlPoolConnection => ({
+    query: (sql: string, parameters: unknown[], callback?: (error: unknown, result: any) => void): any =>
+      connection.query({ sql, timeout: timeoutMs }, parameters, callback === undefined
+        ? undefined
+        : (error, result) => {
+            if ((error as { code?: unknown } | null)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT') connection.destroy()
+            callback(error, result)
+          }),
+    release: () => connection.release()
+  })
+  return {
+    getConnection (callback) {
+      pool.getConnection((error, connection) => {
+        if (error !== null) return callback(error, connection as never)
+        let wrapper = wrappers.get(connection)
+        if (wrapper === undefined) wrappers.set(connection, wrapper = wrap(connection))
+        callback(null, wrapper)
+      })
+    },
+    end: (callback) => pool.end(callback)
   }
 }
 
@@ -73,6 +150,26 @@ export function bearerToken (token: string): onRequestHookHandler {
 }
 
 /**
+ * How long the example server waits for its clients, in milliseconds (Fastify's server options): a
+ * slow or stalled client is cut off whatever route it calls, the signed webhook included, whose body
+ * must arrive whole before its signature can be checked.
+ */
+export const HTTP_TIMEOUTS = {
+  /** Receiving a whole request, headers and body, from its first byte: then 408 and the connection closed. */
+  requestTimeout: 10000,
+  /**
+   * A connection with no traffic while a request is open (e.g. a client not reading its answer) is
+   * destroyed. Longer than any answer takes (a write: connect, queries, the peers' acknowledgements).
+   */
+  connectionTimeout: 60000,
+  /**
+   * An idle keep-alive connection is closed. Above a load balancer's idle timeout (AWS ALB: 60 s), so
+   * that it never sends a request on a connection this server is closing.
+   */
+  keepAliveTimeout: 72000
+} as const
+
+/**
  * Builds the app (not listening yet): Fastify with pino logging, the host-owned Kysely, the plugin.
  * The database is destroyed on close, after the plugin has closed. On a failure everything opened
  * is released before the error is rethrown.
@@ -88,7 +185,14 @@ export async function buildServer (
     destroyed = true
     await db.destroy()
   }
-  const app = Fastify({ logger: overrides.logger ?? { level: config.logLevel } })
+  const app = Fastify({
+    logger: overrides.logger ?? { level: config.logLevel },
+    ...HTTP_TIMEOUTS,
+    // Node's side of requestTimeout: headers are bounded by it too (left at Node's default, 60 s,
+    // headersTimeout keeps Node 20 from enforcing a shorter requestTimeout at all), and requests are
+    // checked every second (by default every 30 s, letting one overrun by as much).
+    http: { headersTimeout: HTTP_TIMEOUTS.requestTimeout, connectionsCheckingInterval: 1000 }
+  })
   // onClose hooks run last-added first: added before the plugin, this one runs after the plugin's.
   app.addHook('onClose', destroyDb)
   try {

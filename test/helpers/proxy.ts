@@ -1,4 +1,7 @@
-/** A loopback TCP proxy in front of an instance that a test can cut and restore (a partition). */
+/**
+ * A loopback TCP proxy in front of an instance that a test can cut and restore (a partition), or
+ * hold (a blackhole: connections stay open, nothing gets through either way).
+ */
 import { once } from 'node:events'
 import { connect, createServer, type Socket } from 'node:net'
 import type { Test } from 'tap'
@@ -9,11 +12,25 @@ export interface Proxy {
   setUp (up: boolean): void
   /** Resolves once the next bytes from a client have been forwarded (e.g. a query is on its way). */
   nextData (): Promise<void>
+  /**
+   * While true, nothing is forwarded on any connection, open or new (they are accepted and kept
+   * open): what a client sees of a database that has gone silent. Held bytes flow on release.
+   */
+  hold (held: boolean): void
 }
 
 export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
   let up = true
+  let held = false
   const open = new Set<Socket>()
+  const pairs = new Set<[Socket, Socket]>()
+  const forward = ([client, upstream]: [Socket, Socket]): void => { client.pipe(upstream).pipe(client) }
+  const stop = ([client, upstream]: [Socket, Socket]): void => {
+    client.unpipe(upstream)
+    upstream.unpipe(client)
+    client.pause()
+    upstream.pause()
+  }
   let waiting: Array<() => void> = []
   const server = createServer((client) => {
     if (!up) { client.resetAndDestroy(); return }
@@ -28,7 +45,11 @@ export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
       waiting = []
       for (const fn of resolve) fn()
     })
-    client.pipe(upstream).pipe(client)
+    const pair: [Socket, Socket] = [client, upstream]
+    pairs.add(pair)
+    client.on('close', () => pairs.delete(pair))
+    if (held) stop(pair)
+    else forward(pair)
   })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -41,6 +62,14 @@ export async function startProxy (t: Test, targetPort: number): Promise<Proxy> {
     },
     nextData () {
       return new Promise((resolve) => { waiting.push(resolve) })
+    },
+    hold (value) {
+      if (value === held) return
+      held = value
+      for (const pair of pairs) {
+        if (held) stop(pair)
+        else forward(pair)
+      }
     }
   }
 }

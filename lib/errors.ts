@@ -36,3 +36,6 @@ export const ForbiddenError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_F
 
 export const UnidentifiedError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_UNIDENTIFIED', statusCode: 401 }, []> =
   createError('FST_POLICY_CACHE_UNIDENTIFIED', 'The request carries no identity', 401)
+
+export const MissingDependencyError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_MISSING_DEPENDENCY', statusCode: 500 }, [string, string, string, Cause?]> =
+  createError('FST_POLICY_CACHE_MISSING_DEPENDENCY', 'The package "%s" is needed for %s but is not installed: npm install %s', 500)

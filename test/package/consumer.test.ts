@@ -111,6 +111,13 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     t.equal(installed('kysely'), lowest('kysely'))
     t.comment(`installed fastify ${installed('fastify')}, kysely ${installed('kysely')}: ${elapsed()}`)
 
+    // A source map names lib/*.ts, which is not shipped: it must carry the sources itself.
+    const unresolvable = maps.filter((map) => {
+      const { sources, sourcesContent } = JSON.parse(readFileSync(join(scratch, 'node_modules', pkg.name, map), 'utf8'))
+      return sourcesContent?.length !== sources.length || sourcesContent.some((content: unknown) => typeof content !== 'string')
+    })
+    t.same(unresolvable, [], 'every source map carries its sources')
+
     // Without better-sqlite3 and prom-client, importing works; the features needing them name them.
     const missing = report(await must(process.execPath, ['src/optional.mjs'], scratch))
     t.equal(missing.sqlite.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')

@@ -8,7 +8,8 @@
  * takes ~1:45 on this machine, so the scratch project installs it with --ignore-scripts and gets the
  * binary this repository's own install already built (same version, same Node). Each tsc run checks
  * every declaration file of fastify, kysely, pino and @types/node (~10 s of CPU); skipDefaultLibCheck
- * only skips TypeScript's own lib.*.d.ts.
+ * only skips TypeScript's own lib.*.d.ts. In all ~1:40 of CPU: about 2 min of wall time on two idle
+ * cores, ~5 min alone on this machine shared with other work (load ~15), more beside the suite.
  */
 import { execFile } from 'node:child_process'
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -38,7 +39,7 @@ interface Run { ok: boolean, stdout: string, stderr: string }
 
 async function run (command: string, args: string[], cwd: string, extraEnv: Record<string, string> = {}): Promise<Run> {
   try {
-    const { stdout, stderr } = await execFileAsync(command, args, { cwd, env: { ...env, ...extraEnv }, maxBuffer: 64 * 1024 * 1024 })
+    const { stdout, stderr } = await execFileAsync(command, args, { cwd, env: { ...env, ...extraEnv }, maxBuffer: 64 * 1024 * 1024, timeout: 10 * 60 * 1000 })
     return { ok: true, stdout, stderr }
   } catch (err) {
     const { stdout = '', stderr = '' } = err as { stdout?: string, stderr?: string }
@@ -67,15 +68,16 @@ function lowest (name: string): string {
 }
 
 const base = { target: 'ES2022', strict: true, skipLibCheck: false, skipDefaultLibCheck: true, types: ['node'], rootDir: 'src', outDir: 'out' }
+// node16 resolves an ES module host's imports exactly as nodenext does: not compiled again.
 const tsconfigs: Record<string, object> = {
   nodenext: { compilerOptions: { ...base, module: 'nodenext', moduleResolution: 'nodenext' }, files: ['src/host.ts'] },
-  node16: { compilerOptions: { ...base, module: 'node16', moduleResolution: 'node16', noEmit: true }, files: ['src/host.ts'] },
   bundler: { compilerOptions: { ...base, module: 'preserve', moduleResolution: 'bundler', noEmit: true }, files: ['src/host.ts'] },
   commonjs: { compilerOptions: { ...base, module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true }, files: ['src/host.cts'] }
 }
 
-// Minutes, not seconds: npm installs and six full type-checks (see above). A file-level timeout, not an assertion.
-t.setTimeout(10 * 60 * 1000)
+// Minutes, not seconds: npm installs and five full type-checks (see above), slower still on a shared
+// machine. A file-level timeout against a hang, not an assertion; each command has its own too.
+t.setTimeout(20 * 60 * 1000)
 
 test('the packed package installs, type-checks and runs in a host app, with the lowest and the newest fastify and kysely', async (t) => {
   const scratch = mkdtempSync(join(tmpdir(), 'policy-cache-consumer-'))
@@ -106,7 +108,8 @@ test('the packed package installs, type-checks and runs in a host app, with the 
   const installed = (name: string): string => JSON.parse(readFileSync(join(scratch, 'node_modules', name, 'package.json'), 'utf8')).version
 
   await t.test('lowest: fastify and kysely at the floor of their peer ranges, no optional peers', async (t) => {
-    await npmInstall(join(scratch, packed.filename), `fastify@${lowest('fastify')}`, `kysely@${lowest('kysely')}`, '@types/node@20')
+    // Exact versions: npm's cached metadata will do.
+    await npmInstall('--prefer-offline', join(scratch, packed.filename), `fastify@${lowest('fastify')}`, `kysely@${lowest('kysely')}`, '@types/node@20')
     t.equal(installed('fastify'), lowest('fastify'))
     t.equal(installed('kysely'), lowest('kysely'))
     t.comment(`installed fastify ${installed('fastify')}, kysely ${installed('kysely')}: ${elapsed()}`)
@@ -127,7 +130,7 @@ test('the packed package installs, type-checks and runs in a host app, with the 
 
     // The same better-sqlite3 as this repository, with the binary its install already built.
     const version: string = JSON.parse(readFileSync(join(betterSqlite3, 'package.json'), 'utf8')).version
-    await npmInstall('--ignore-scripts', `better-sqlite3@${version}`)
+    await npmInstall('--prefer-offline', '--ignore-scripts', `better-sqlite3@${version}`)
     mkdirSync(join(scratch, 'node_modules/better-sqlite3/build/Release'), { recursive: true })
     copyFileSync(join(betterSqlite3, 'build/Release/better_sqlite3.node'), join(scratch, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node'))
     t.comment(`installed better-sqlite3 ${version}: ${elapsed()}`)
@@ -152,7 +155,7 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     t.not(installed('kysely'), lowest('kysely'), 'kysely upgraded')
     t.comment(`installed fastify ${installed('fastify')}, kysely ${installed('kysely')}, prom-client ${installed('prom-client')}: ${elapsed()}`)
 
-    for (const config of ['nodenext', 'node16', 'bundler', 'commonjs']) t.equal(await compile(config), '', `compiles under ${config}`)
+    for (const config of ['nodenext', 'bundler', 'commonjs']) t.equal(await compile(config), '', `compiles under ${config}`)
     t.comment(`compiled: ${elapsed()}`)
     const host = report(await must(process.execPath, ['out/host.js'], scratch, { METRICS: '1' }))
     t.same(host.guard, { anonymous: 401, bob: 403, alice: 200 }, 'the guard answers 401 / 403 / 200')

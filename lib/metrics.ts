@@ -5,12 +5,16 @@
  * (`collect`), so `checkSync` pays nothing beyond one integer increment; the broadcaster reports
  * deliveries through its `observe` callback; the per-tenant lag gauge is computed at scrape time
  * over at most {@link MAX_LAG_TENANTS} cached tenants.
+ *
+ * prom-client is an optional peer dependency, loaded when a `PolicyMetrics` is created (the
+ * `metrics` option): a host without metrics need not install it.
  */
 import { LRUCache } from 'lru-cache'
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { NoticeChange } from './broadcast/notice.js'
 import type { DeliveryEvent, PeerStatus } from './broadcast/status.js'
 import { InvalidOptionError } from './errors.js'
+import { requireOptional } from './optional-dependency.js'
 import type { EngineStats } from './policy-cache.js'
 
 /** The part of a prom-client `Registry` the plugin uses (any prom-client 15 registry fits). */
@@ -70,6 +74,7 @@ export class PolicyMetrics {
   readonly #peerRevisions = new Map<string, LRUCache<string, number>>()
 
   constructor ({ registry, prefix, sources }: PolicyMetricsOptions) {
+    const { Counter, Gauge, Histogram, Registry } = requireOptional<typeof import('prom-client')>('prom-client', 'the metrics option')
     this.registry = registry ?? new Registry()
     // A host's registry may hold another instance's metrics: refuse before registering anything.
     const taken = NAMES.find((suffix) => this.registry.getSingleMetric(prefix + suffix) !== undefined)

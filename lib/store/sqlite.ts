@@ -1,11 +1,13 @@
 /**
  * The default database: a SQLite file through better-sqlite3, set up for several processes
- * sharing it (WAL, busy timeout).
+ * sharing it (WAL, busy timeout). better-sqlite3 is an optional peer dependency, loaded on the
+ * first call: a host that passes its own `db` never needs it.
  */
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
 import { Kysely, SqliteDialect, type SqliteDatabase } from 'kysely'
+import { requireOptional } from '../optional-dependency.js'
 
 /** Prepared statements kept per connection; the store's queries are a few dozen distinct texts. */
 const STATEMENT_CACHE_SIZE = 256
@@ -40,9 +42,10 @@ function withStatementCache (database: Database.Database): SqliteDatabase {
  * The caller owns the result and destroys it.
  */
 export function createSqliteDb (filename: string): Kysely<any> {
+  const BetterSqlite3 = requireOptional<typeof Database>('better-sqlite3', 'the built-in SQLite store (no `db` option, or createSqliteDb())')
   const inMemory = filename === ':memory:' || filename === ''
   if (!inMemory) mkdirSync(dirname(filename), { recursive: true })
-  const database = new Database(filename)
+  const database = new BetterSqlite3(filename)
   database.pragma('busy_timeout = 5000')
   if (!inMemory) database.pragma('journal_mode = WAL')
   database.pragma('synchronous = NORMAL')

@@ -47,6 +47,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   const log = fastify.log.child({ plugin: 'policy-cache' })
   const peerList = new PeerList({ peers: opts.peers, dropped: opts.droppedPeers, publicUrl: opts.publicUrl, log })
 
+  // Before anything that needs closing: a function-valued `peers` that rejects fails registration here.
+  const peers = await peerList.resolve()
   // Before the store: a registry conflict fails registration with nothing to close.
   const metrics: PolicyMetrics | undefined = opts.metrics === undefined
     ? undefined
@@ -60,11 +62,19 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
         cachedRevisions: (limit) => fastify.policyCache.cachedRevisions(limit)
       }
     })
-  const { store, owned } = createStore(opts)
+  let created: ReturnType<typeof createStore>
+  try {
+    created = createStore(opts)
+  } catch (err) {
+    // The host's registry must not keep this instance's metric names.
+    metrics?.close()
+    throw err
+  }
+  const { store, owned } = created
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
     keys: [...opts.keys],
-    peers: await peerList.resolve(),
+    peers,
     requestTimeoutMs: opts.requestTimeoutMs,
     ackTimeoutMs: opts.ackTimeoutMs,
     retry: opts.retry,
@@ -118,8 +128,10 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   fastify.addHook('onRequest', refuseUnguarded())
 }
 
-export default fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
-export { policyCache }
+/** The plugin, wrapped by fastify-plugin: its decorator and hooks reach the host's scope. */
+const plugin = fp(policyCache, { name: 'fastify-policy-cache', fastify: '5.x' })
+export default plugin
+export { plugin as policyCache }
 export { DEFAULTS } from './defaults.js'
 export type { PolicyCacheApi } from './api.js'
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'

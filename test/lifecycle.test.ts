@@ -44,3 +44,23 @@ test('the built-in SQLite store is closed with the app', async (t) => {
   await app.close()
   await t.rejects(app.policyCache.refresh('t1'), { code: 'FST_POLICY_CACHE_STORE_UNAVAILABLE' })
 })
+
+test('a failed registration leaves the host\'s metrics registry as it found it', async (t) => {
+  const { Registry } = await import('prom-client')
+  const registry = new Registry()
+  const dir = tempDir(t)
+  const { writeFileSync } = await import('node:fs')
+  writeFileSync(join(dir, 'file'), '')
+  const failing = Fastify()
+  t.teardown(() => failing.close())
+  // A path under a regular file cannot be opened: the store fails after the metrics were created.
+  await t.rejects(async () => { await failing.register(policyCache, { sqliteFile: join(dir, 'file', 'policy.db'), metrics: { registry } }).ready() },
+    { code: 'FST_POLICY_CACHE_INVALID_OPTION' })
+  t.equal((await registry.getMetricsAsJSON()).length, 0, 'no metric left registered')
+
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(policyCache, { syncIntervalMs: 0, metrics: { registry } })
+  await app.ready()
+  t.match(await registry.metrics(), /policy_cache_checks_total/, 'a second instance registers on the same registry')
+})

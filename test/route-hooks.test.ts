@@ -47,3 +47,15 @@ test('routes: false registers the decorator only', async (t) => {
   t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 404)
   t.match(await app.policyCache.createGroup('t', 'g'), { changed: true })
 })
+
+test('an error a host hook throws without a code keeps its status (the error schema does not require a code)', async (t) => {
+  const app = await buildApp(t, {
+    routeHooks: {
+      onRequest: async () => { throw Object.assign(new Error('token required'), { statusCode: 401 }) }
+    }
+  })
+  const denied = await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })
+  t.equal(denied.statusCode, 401, 'not a 500 from serializing the error')
+  t.equal(denied.json().message, 'token required')
+  t.equal(await app.policyCache.revision('t1'), 0, 'nothing written')
+})

@@ -124,7 +124,7 @@ export const ServersReply = Type.Object({
 
 export const ErrorReply = Type.Object({
   statusCode: Type.Integer(),
-  code: Type.String(),
+  code: Type.Optional(Type.String({ description: 'A FST_* code; absent on an error a host hook threw without one' })),
   error: Type.String(),
   message: Type.String()
 }, { description: 'Fastify\'s error shape' })

@@ -74,6 +74,31 @@ test('skips entries of other versions and garbage', async (t) => {
   t.notOk(verify([key], { ...valid, signature: mac }, body, now), 'a bare mac is not accepted')
 })
 
+test('several v1 entries: one valid entry verifies wherever it stands; malformed ones alone never do', async (t) => {
+  const mac = SPEC_SIGNATURE.slice(3)
+  const wrongKey = sign([parseSecret('another-secret-of-enough-length', 'webhookSecret')], SPEC_ID, SPEC_TIMESTAMP, SPEC_PAYLOAD)
+  const malformed = [
+    'v1,', // empty mac
+    'v1,!!!not base64!!!',
+    `v1,${mac.slice(0, -4)}`, // truncated: shorter than a SHA-256 mac
+    `v1,${Buffer.alloc(33, 1).toString('base64')}`, // longer than a SHA-256 mac
+    `v1,${Buffer.alloc(32).toString('base64')}`, // right length, wrong bytes
+    wrongKey, // right length, another key's mac
+    `v1,${mac.replace(/^./, (c) => c === 'A' ? 'B' : 'A')}` // right key, one character off
+  ]
+  t.notOk(verify([key], { ...valid, signature: malformed.join(' ') }, body, now), 'every entry malformed: rejected')
+  for (let i = 0; i < malformed.length; i++) {
+    const others = malformed.filter((_, j) => j !== i)
+    t.notOk(verify([key], { ...valid, signature: [malformed[i], malformed[i]].join(' ') }, body, now), `${malformed[i]} twice`)
+    t.ok(verify([key], { ...valid, signature: [malformed[i], SPEC_SIGNATURE].join(' ') }, body, now), `${malformed[i]} before the valid entry`)
+    t.ok(verify([key], { ...valid, signature: [SPEC_SIGNATURE, malformed[i]].join(' ') }, body, now), `${malformed[i]} after the valid entry`)
+    t.ok(verify([key], { ...valid, signature: [...others.slice(0, 3), SPEC_SIGNATURE, ...others.slice(3)].join(' ') }, body, now), `the valid entry among the others, ${malformed[i]} left out`)
+  }
+  const next = parseSecret('the-next-secret-0123456789', 'webhookSecret')
+  t.ok(verify([next, key], { ...valid, signature: malformed.join(' ') + ' ' + SPEC_SIGNATURE }, body, now), 'a receiver with two keys finds the one valid entry last')
+  t.notOk(verify([next, key], { ...valid, signature: malformed.join(' ') }, body, now), 'nor does a second key make malformed entries valid')
+})
+
 test('parseSecret: whsec_ base64, raw UTF-8, trimming, refusals', async (t) => {
   t.same(parseSecret(SPEC_SECRET, 'webhookSecret'), Buffer.from('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'base64'))
   t.same(parseSecret(`  ${SPEC_SECRET}\n`, 'webhookSecret'), key, 'surrounding spaces are trimmed')
@@ -86,6 +111,9 @@ test('parseSecret: whsec_ base64, raw UTF-8, trimming, refusals', async (t) => {
   t.notMatch(weak.message, /short-secret/, 'the secret is not in the message')
 
   t.throws(() => parseSecret('               ', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'blank')
+  for (const notAString of [undefined, null, 1234567890123456, Buffer.from('a-secret-of-enough-bytes')]) {
+    t.throws(() => parseSecret(notAString as unknown as string, 'secrets[0]'), { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: /"secrets\[0\]".*must be a string/ }, `not a string: ${String(notAString)}`)
+  }
   t.throws(() => parseSecret('whsec_c2hvcnQ=', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'whsec_ decoding to < 16 bytes')
   t.throws(() => parseSecret('whsec_', 'webhookSecret'), { code: 'FST_POLICY_CACHE_INVALID_OPTION' }, 'empty whsec_')
   const bad = (() => { try { parseSecret('whsec_MfKQ9r8GKYqrTwjU*D8ILPZIo2LaLaSw', 'secrets[1]') } catch (err) { return err } })() as Error & { code: string }

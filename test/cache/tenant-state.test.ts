@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { test } from 'tap'
 import { TenantState } from '../../lib/cache/tenant-state.js'
 
@@ -95,4 +96,66 @@ test('the user index stays exact through membership churn (records moved, grown,
   }
   t.equal(mismatches, 0)
   t.same(s.view().map((g) => ({ name: g.name, users: g.users })), groups.map((g) => ({ name: g, users: [...model.get(g)!].sort() })))
+})
+
+/** DESIGN §2's matching rule, written the naive way: the reference the grant index must agree with. */
+function grantMatches (grant: string, permission: string): boolean {
+  return grant === '*' || grant === permission || (grant.endsWith(':*') && permission.startsWith(grant.slice(0, -1)))
+}
+
+test('a group with more wildcard grants than the scan limit (8) matches from the first segment on', async (t) => {
+  const wildcards = ['s1:*', 's2:*', 's3:*', 's4:*', 's5:*', 's6:*', 's7:*', 's8:*', 'deep:er:*']
+  for (const count of [8, 9]) {
+    const grants = count === 8 ? wildcards.slice(1) : wildcards
+    const s = new TenantState({ revision: 1, groups: [{ name: 'g', permissions: grants, users: ['u'] }] })
+    t.ok(s.check('u', 's2:read'), `${count} wildcards: a one-segment prefix`)
+    t.ok(s.check('u', 's8:a:b'), `${count} wildcards: deeper segments`)
+    t.ok(s.check('u', 'deep:er:x'), `${count} wildcards: a two-segment prefix`)
+    t.notOk(s.check('u', 's2'), `${count} wildcards: not the prefix itself`)
+    t.notOk(s.check('u', 'deep:x'), `${count} wildcards: not half a prefix`)
+    t.notOk(s.check('u', 's22:read'), `${count} wildcards: per segment`)
+    t.notOk(s.check('u', 'x:s2:read'), `${count} wildcards: from the start only`)
+  }
+})
+
+test('grant matching agrees with the naive rule on both sides of the scan limit, while grants come and go', async (t) => {
+  const segment = fc.constantFrom('a', 'b', 'c', 'ab', 'b.c')
+  const permission = fc.array(segment, { minLength: 1, maxLength: 4 }).map((segments) => segments.join(':'))
+  const wildcard = fc.array(segment, { minLength: 1, maxLength: 3 }).map((segments) => `${segments.join(':')}:*`)
+  const agrees = (wildcards: fc.Arbitrary<string[]>) => fc.property(
+    wildcards,
+    fc.uniqueArray(permission, { maxLength: 5 }),
+    fc.boolean(),
+    fc.array(permission, { minLength: 1, maxLength: 40 }),
+    (prefixes, exact, star, checks) => {
+      const grants = [...prefixes, ...exact, ...(star ? ['*'] : [])]
+      const state = new TenantState({ revision: 1, groups: [{ name: 'g', permissions: grants, users: ['u'] }] })
+      const held = new Set(grants)
+      const compare = (when: string) => {
+        for (const checked of checks) {
+          const expected = [...held].some((grant) => grantMatches(grant, checked))
+          if (state.check('u', checked) !== expected) throw new Error(`${when}: ${checked} with [${[...held].join(', ')}] should be ${expected}`)
+        }
+      }
+      compare('from the snapshot')
+      // Down to no wildcard one removal at a time, then up again: the index crosses the limit both ways.
+      for (const prefix of prefixes) {
+        state.apply({ op: 'remove-permission', group: 'g', permission: prefix })
+        held.delete(prefix)
+        compare(`after removing ${prefix}`)
+      }
+      for (const prefix of prefixes) {
+        state.apply({ op: 'add-permission', group: 'g', permission: prefix })
+        held.add(prefix)
+        compare(`after adding ${prefix}`)
+      }
+    }
+  )
+  for (const [side, wildcards] of [
+    ['at most 8 wildcard grants', fc.uniqueArray(wildcard, { maxLength: 8 })],
+    ['9 to 24 wildcard grants', fc.uniqueArray(wildcard, { minLength: 9, maxLength: 24 })]
+  ] as const) {
+    const result = fc.check(agrees(wildcards), { numRuns: 200 })
+    t.notOk(result.failed, `${side}: ${fc.defaultReportMessage(result) ?? `${result.numRuns} runs agree`}`)
+  }
 })

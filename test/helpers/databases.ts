@@ -59,10 +59,19 @@ export async function dropPrefixed (db: Kysely<any>, prefix: string): Promise<vo
   }
 }
 
-/** Reports a database server that does not answer: a failure when `CI=true`, else a visible skip. */
+/** How to bring up each test database server, for the message of a test that cannot reach it. */
+const HOW_TO_START: Record<string, string | undefined> = {
+  PostgreSQL: 'start it (`pg_ctlcluster <version> main start`, as .ci/run does) or point TEST_POSTGRES_URL at one',
+  MySQL: 'start MariaDB (`mariadbd`, as .ci/run does) or point TEST_MYSQL_URL at one'
+}
+
+/**
+ * Reports a database server that does not answer: a failure when `CI=true`, else a skip whose
+ * message names the server, where it was looked for and how to start it.
+ */
 export function unreachable (t: Test, what: string, url: string): void {
-  const message = `${what} not reachable at ${new URL(url).host}`
-  if (process.env.CI === 'true') t.fail(message)
+  const message = `${what} not reachable at ${new URL(url).host}: SKIPPED. To run these tests, ${HOW_TO_START[what] ?? 'start it'}`
+  if (process.env.CI === 'true') t.fail(`${what} not reachable at ${new URL(url).host}, and CI=true requires it`)
   else t.skip(message, () => {})
 }
 

@@ -7,7 +7,7 @@
  *
  * The network delivers a notice by calling the receiving engine's `noticed` — exactly what the
  * webhook route does after verifying a signature — so what is under test is the consistency protocol
- * (catch-up, coalescing, monotonic revisions, anti-entropy), not HTTP (test/cluster.test.ts does that).
+ * (catch-up, coalescing, monotonic revisions, anti-entropy), not HTTP (test/system/cluster.test.ts does that).
  */
 import { EventEmitter, once } from 'node:events'
 import type { Kysely } from 'kysely'

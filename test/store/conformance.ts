@@ -228,10 +228,18 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
   }, false)
 }
 
-/** A store configured with `changelogRetention: 10` keeps at least its 10 newest changes and prunes older ones. */
+/**
+ * A store configured to retain 10 changes keeps at least its 10 newest and prunes older ones. The
+ * built-in store prunes on every 64th revision (the example store on every write), down to exactly the
+ * newest 10: the retention edge is checked right after such a prune, at revision 128.
+ */
 export async function changelogPruning (t: Test, makeStore: () => Promise<StoreUnderTest>): Promise<void> {
   await withStore(t, makeStore, async (store) => {
-    for (let i = 0; i < 130; i++) await store.write('t1', { op: 'create-group', group: `g${i}` }, ORIGIN)
+    for (let i = 0; i < 128; i++) await store.write('t1', { op: 'create-group', group: `g${i}` }, ORIGIN)
+    t.strictSame((await store.changesSince('t1', 118))?.map((change) => change.revision), upTo(128).slice(118), 'the newest 10 are all kept')
+    t.equal(await store.changesSince('t1', 117), null, 'the 11th newest is pruned')
+
+    for (let i = 128; i < 130; i++) await store.write('t1', { op: 'create-group', group: `g${i}` }, ORIGIN)
     t.equal(await store.changesSince('t1', 0), null, 'the log no longer reaches back to revision 1')
     t.equal(await store.changesSince('t1', 100), null)
     t.strictSame((await store.changesSince('t1', 120))?.map((change) => change.revision), upTo(130).slice(120), 'the newest 10 are kept')

@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process'
-import { once } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
@@ -63,15 +62,24 @@ t.test('processes sharing one fresh file migrate and write concurrently, gap-fre
 
 t.test('a write retries while another connection holds the write lock, even without a busy timeout', async (t) => {
   const file = join(tempDir(t), 'locked.db')
-  const store = new KyselyPolicyStore({ db: new Kysely<any>({ dialect: new SqliteDialect({ database: new Database(file, { timeout: 0 }) }) }), ownsDb: true })
+  // Every query the database refuses as busy is an event: the write's attempts, seen from outside.
+  const refusals = new EventEmitter()
+  const db = new Kysely<any>({
+    dialect: new SqliteDialect({ database: new Database(file, { timeout: 0 }) }),
+    log: (event) => { if (event.level === 'error' && (event.error as { code?: string }).code === 'SQLITE_BUSY') refusals.emit('busy') }
+  })
+  const store = new KyselyPolicyStore({ db, ownsDb: true })
   t.teardown(() => store.close())
   await store.migrate()
   const blocker = new Database(file)
   t.teardown(() => blocker.close())
 
   blocker.exec('begin immediate')
+  const busy = once(refusals, 'busy')
   const write = store.write('t1', { op: 'create-group', group: 'g' }, 'test')
-  await sleep(100)
+  await busy
+  const next = await Promise.race([once(refusals, 'busy').then(() => 'refused again'), write.then(() => 'written', () => 'failed')])
+  t.equal(next, 'refused again', 'refused, the write neither failed nor got through: it tried again')
   t.strictSame(await store.revisions(['t1']), new Map([['t1', 0]]), 'the write waits for the lock')
   blocker.exec('commit')
   t.strictSame(await write, { revision: 1, changed: true })

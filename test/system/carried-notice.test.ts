@@ -6,11 +6,11 @@
  */
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { decodeEntry, type NoticeChange } from '../lib/broadcast/notice.js'
-import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
-import { PolicyCache } from '../lib/policy-cache.js'
-import { buildApp, SECRET } from './helpers/app.js'
-import { InstrumentedStore } from './helpers/instrumented-store.js'
+import { decodeEntry, type NoticeChange } from '../../lib/broadcast/notice.js'
+import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
+import { PolicyCache } from '../../lib/policy-cache.js'
+import { buildApp, SECRET } from '../helpers/app.js'
+import { InstrumentedStore } from '../helpers/instrumented-store.js'
 
 function engines () {
   const store = new InstrumentedStore()

@@ -1,11 +1,11 @@
 import { createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { test } from 'tap'
-import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
+import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
 import { join } from 'node:path'
-import { SECRET, tempDir } from './helpers/app.js'
-import { freePort, startCluster } from './helpers/cluster.js'
-import { startProxy } from './helpers/proxy.js'
+import { SECRET, tempDir } from '../helpers/app.js'
+import { freePort, startCluster } from '../helpers/cluster.js'
+import { startProxy } from '../helpers/proxy.js'
 
 async function check (url: string, query: string) {
   const res = await fetch(`${url}/check-access?${query}`)
@@ -20,7 +20,9 @@ async function write (url: string, path: string, body: object) {
 const alice = 'tenant=tenant1&user=alice&permission=documents:read'
 
 test('a write acknowledged by all peers is visible on every instance on the very next check', async (t) => {
-  const [a, b, c] = await startCluster(t, 3)
+  // A write waits only until every peer has acknowledged: a long ackTimeoutMs costs nothing here, and
+  // the default 200 ms is missed by a peer on a loaded machine (acked 0 of 2).
+  const [a, b, c] = await startCluster(t, 3, { ackTimeoutMs: 60000 })
   // Peers have the tenant cached (the hard case: they must catch up, not just load lazily).
   t.match(await check(b.url, alice), { allowed: false, revision: 0 })
   t.match(await check(c.url, alice), { allowed: false, revision: 0 })
@@ -70,9 +72,11 @@ test('duplicate and out-of-order notices change nothing', async (t) => {
 test('a dead peer costs at most one bounded wait', async (t) => {
   const deadPort = await freePort()
   const dead = `http://127.0.0.1:${deadPort}`
+  // The longest ackTimeoutMs there is: a write that waited for the dead peer would take a minute, and
+  // this test's writes would outlast its timeout. (How fast they are is bench/faults.ts's to measure.)
   const [a] = await startCluster(t, 1, {
     extraPeers: [dead],
-    ackTimeoutMs: 30000,
+    ackTimeoutMs: 60000,
     requestTimeoutMs: 1000,
     retry: { retries: 2, minDelayMs: 10, maxDelayMs: 50 }
   })
@@ -82,11 +86,9 @@ test('a dead peer costs at most one bounded wait', async (t) => {
   t.match(servers.peers[0], { state: 'down' })
   t.ok(servers.peers[0].consecutiveFailures >= 1)
   t.type(servers.peers[0].lastError, 'string')
-  const started = Date.now()
   for (let i = 0; i < 5; i++) {
-    t.same((await write(a.url, '/add-permission', { tenant: 't1', group: 'g', permission: `p${i}` })).body.peers, { acked: 0, total: 1 })
+    t.same((await write(a.url, '/add-permission', { tenant: 't1', group: 'g', permission: `p${i}` })).body.peers, { acked: 0, total: 1 }, 'a later write does not wait for the known-down peer')
   }
-  t.ok(Date.now() - started < 15000, 'later writes do not wait for the known-down peer')
 })
 
 test('a hanging peer: one write pays the bounded wait, the rest do not wait', async (t) => {
@@ -102,12 +104,14 @@ test('a hanging peer: one write pays the bounded wait, the rest do not wait', as
   t.same(first.body.peers, { acked: 1, total: 2 }, 'the healthy peer acked; the hanging one timed out the wait')
   const servers = await (await fetch(`${a.url}/servers`)).json() as { peers: Array<{ url: string, state: string }> }
   t.equal(servers.peers.find((p) => p.url === url)?.state, 'down', 'a peer missing the ack deadline is marked down')
-  const started = Date.now()
+  // That the later writes do not wait for the peer known down is asserted without a clock in
+  // test/broadcast/broadcaster.test.ts; what they cost is measured by bench/faults.ts.
   for (let i = 0; i < 5; i++) {
     const res = await write(a.url, '/add-permission', { tenant: 't1', group: 'g', permission: `p${i}` })
     t.same(res.body.peers, { acked: 1, total: 2 })
   }
-  t.ok(Date.now() - started < 2000, 'five writes together took less than one ack wait: none waited for the hanging peer')
+  const after = await (await fetch(`${a.url}/servers`)).json() as { peers: Array<{ url: string, state: string, delivered: number }> }
+  t.match(after.peers.find((p) => p.url === url), { state: 'down', delivered: 0 }, 'the hanging peer stays down, never having acknowledged')
   t.match(await check(b.url, 'tenant=t1&user=u&permission=p4'), { revision: 6 })
 })
 
@@ -116,7 +120,8 @@ test('a partitioned peer converges once back, through the next delivery', async 
   // No sync on b: what heals it here is delivery alone (the sync has its own test below).
   const [b] = await startCluster(t, 1, { file, name: 'b', syncIntervalMs: 0 })
   const proxy = await startProxy(t, Number(new URL(b.url).port))
-  const [a] = await startCluster(t, 1, { file, name: 'a', extraPeers: [proxy.url], retry: { retries: 1, minDelayMs: 10, maxDelayMs: 20 } })
+  // Cut, the peer refuses at once; back, it must ack 'waited for again' however loaded the machine.
+  const [a] = await startCluster(t, 1, { file, name: 'a', extraPeers: [proxy.url], ackTimeoutMs: 60000, retry: { retries: 1, minDelayMs: 10, maxDelayMs: 20 } })
   await write(a.url, '/create-group', { tenant: 't1', group: 'g' })
   t.match(await check(b.url, 'tenant=t1&user=u&permission=p:q'), { revision: 1 }, 'b caches the tenant')
 

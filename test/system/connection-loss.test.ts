@@ -7,10 +7,10 @@
 import Fastify from 'fastify'
 import type { Kysely } from 'kysely'
 import { test, type Test } from 'tap'
-import policyCache from '../lib/plugin.js'
-import { KyselyPolicyStore } from '../lib/store/index.js'
-import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable, withPort } from './helpers/databases.js'
-import { startProxy } from './helpers/proxy.js'
+import policyCache from '../../lib/plugin.js'
+import { KyselyPolicyStore } from '../../lib/store/index.js'
+import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable, withPort } from '../helpers/databases.js'
+import { startProxy } from '../helpers/proxy.js'
 
 const servers = [
   { name: 'PostgreSQL', url: POSTGRES_URL, connect: postgresDb },

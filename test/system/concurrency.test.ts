@@ -10,12 +10,12 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Kysely } from 'kysely'
 import { test, type Test } from 'tap'
-import { startCluster as startProcesses, waitHealthy } from '../examples/demo.js'
-import type { WriteOutcome } from '../lib/plugin.js'
-import { createSqliteDb, KyselyPolicyStore } from '../lib/store/index.js'
-import { startCluster } from './helpers/cluster.js'
-import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable } from './helpers/databases.js'
-import { request } from './helpers/http.js'
+import { startCluster as startProcesses, waitHealthy } from '../../examples/demo.js'
+import type { WriteOutcome } from '../../lib/plugin.js'
+import { createSqliteDb, KyselyPolicyStore } from '../../lib/store/index.js'
+import { startCluster } from '../helpers/cluster.js'
+import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable } from '../helpers/databases.js'
+import { request } from '../helpers/http.js'
 
 const INSTANCES = 3
 const WRITERS = 4

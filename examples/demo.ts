@@ -149,7 +149,7 @@ export class StepError extends Error {}
  * Polls every instance's `/health` until all answer 200, within `deadlineMs`. Fails at once when
  * an instance exits, with the reason it printed.
  */
-export async function waitHealthy (cluster: Cluster, deadlineMs = 20000): Promise<void> {
+export async function waitHealthy (cluster: Cluster, deadlineMs = 60000): Promise<void> {
   const deadline = Date.now() + deadlineMs
   await Promise.all(cluster.instances.map(async (instance) => {
     let exit: number | string | undefined
@@ -409,7 +409,7 @@ async function main (): Promise<number> {
     print('  webhook secret  random per run (whsec_, 32 bytes)')
     print(`  ack timeout     ${env.ACK_TIMEOUT_MS} ms`)
     const started = performance.now()
-    await waitHealthy(cluster, 20000)
+    await waitHealthy(cluster)
     print(`  all three healthy after ${ms(performance.now() - started)}`)
 
     const results = await runWalkthrough(cluster, print)

@@ -44,6 +44,7 @@ const GIVEN = `
 type Handler = (request: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => Promise<unknown>
 declare const app: import('fastify').FastifyInstance
 declare const db: import('kysely').Kysely<any>
+declare const policyCache: typeof import('fastify-policy-cache').default
 declare const listDocuments: Handler
 declare const deleteDocument: Handler
 declare const verifyAdminToken: Handler

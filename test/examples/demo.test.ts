@@ -6,12 +6,14 @@
 import { spawn } from 'node:child_process'
 import { existsSync, rmSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { test } from 'tap'
+import tap, { test } from 'tap'
 import { startCluster, StepError, waitHealthy } from '../../examples/demo.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-/** Runs `npm run demo -- --once` in its own process group (stopped whole after 60 s). */
+tap.setTimeout(360000) // two demo runs bounded at 100 s each and a cluster start; a loaded CI machine starts servers slowly
+
+/** Runs `npm run demo -- --once` in its own process group (stopped whole after 100 s). */
 async function runDemo (env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, output: string }> {
   const child = spawn('npm', ['run', 'demo', '--', '--once'], {
     cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true
@@ -19,7 +21,7 @@ async function runDemo (env: NodeJS.ProcessEnv = {}): Promise<{ code: number | n
   let output = ''
   child.stdout.on('data', (chunk) => { output += chunk })
   child.stderr.on('data', (chunk) => { output += chunk })
-  const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGTERM') } catch {} }, 60000)
+  const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGTERM') } catch {} }, 100000)
   const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
   clearTimeout(timer)
   return { code, output }
@@ -78,9 +80,7 @@ test('a cluster whose servers refuse their configuration fails fast with their r
     await cluster.stop()
     rmSync(cluster.dir, { recursive: true, force: true })
   })
-  const started = Date.now()
   const err = await waitHealthy(cluster, 60000).then(() => null, (e: unknown) => e)
   t.ok(err instanceof StepError)
-  t.match((err as Error).message, /^server-\d exited \(1\) before it was healthy: server: invalid configuration: WEBHOOK_SECRET: /)
-  t.ok(Date.now() - started < 30000, 'does not wait for the deadline')
+  t.match((err as Error).message, /^server-\d exited \(1\) before it was healthy: server: invalid configuration: WEBHOOK_SECRET: /, 'fails on the exit, not at the deadline')
 })

@@ -8,13 +8,16 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { test, type Test } from 'tap'
+import tap, { test, type Test } from 'tap'
 import { ConfigError, describeStartupError, parseConfig } from '../../examples/config.js'
 import { buildServer, startServer } from '../../examples/server.js'
 import { freePorts } from '../../examples/demo.js'
 
 const SERVER = fileURLToPath(new URL('../../examples/server.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+// Each spawned server is bounded at 60 s (a loaded machine starts tsx slowly); the file gets room for them.
+tap.setTimeout(600000)
 const STRONG = 'whsec_' + Buffer.alloc(32, 7).toString('base64')
 const PEER = 'http://127.0.0.1:3002'
 
@@ -27,7 +30,7 @@ function tempDir (t: Test): string {
 interface Run { code: number | null, signal: string | null, stdout: string, stderr: string }
 
 /** Runs examples/server.ts to completion (killed after `timeoutMs`), with a clean policy environment. */
-function runServer (args: string[], env: Record<string, string>, timeoutMs = 30000): Promise<Run> {
+function runServer (args: string[], env: Record<string, string>, timeoutMs = 60000): Promise<Run> {
   const base = { ...process.env }
   for (const name of ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
     'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL']) delete base[name]
@@ -235,7 +238,7 @@ test('the CLI: a port in use exits 1 with one line; SIGTERM shuts down cleanly w
   child.stdout.on('data', (chunk) => { stdout += chunk })
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)))
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const deadline = Date.now() + 30000
+  const deadline = Date.now() + 60000
   for (;;) {
     const ok = await fetch(`http://127.0.0.1:${port}/health`).then((res) => res.status === 200, () => false)
     if (ok) break

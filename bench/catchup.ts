@@ -44,7 +44,7 @@ export async function runCatchUp ({ quick, log }: RunOptions): Promise<SectionRe
   for (let k = 0; k < deltas; k++) {
     const { revision } = await other.write(tenant, { op: 'assign-user', group: `g${k % 50}`, user: `new${k}` }, 'other')
     const t0 = now()
-    await engine.noticed([{ tenant, revision, carried: undefined }])
+    await engine.noticed([{ tenant, revision, digest: undefined, carried: undefined }])
     delta.push(now() - t0)
     if (!(await engine.check(tenant, `new${k}`, `res${k % 50}:op0`))) throw new Error('catch-up did not apply the change')
     if (k % Math.ceil(deltas / reloads) === 0) {

@@ -4,6 +4,7 @@
  * fast seeder that bulk-inserts a snapshot into the store's tables.
  */
 import type { Kysely } from 'kysely'
+import { digestOf } from '../lib/digest.js'
 import type { TenantSnapshot } from '../lib/model.js'
 import { KyselyPolicyStore } from '../lib/store/index.js'
 import { tableNames } from '../lib/store/migrations.js'
@@ -43,7 +44,8 @@ export function snapshotOf (shape: TenantShape, revision = 1): TenantSnapshot {
   for (let u = 0; u < shape.members; u++) {
     for (const g of groupsOf(u, shape)) groups[g].users.push(`u${u}`)
   }
-  return { revision, groups: groups.map((group) => ({ ...group, permissions: [...new Set(group.permissions)] })) }
+  const unique = groups.map((group) => ({ ...group, permissions: [...new Set(group.permissions)] }))
+  return { revision, groups: unique, digest: digestOf(unique) }
 }
 
 /** `count` (user, permission) pairs: a third allowed exactly, a third through a wildcard, a third denied. */
@@ -108,7 +110,7 @@ export async function seedTenant (db: Kysely<any>, prefix: string, tenant: strin
   }
   await db.transaction().execute(async (trx) => {
     await trx.deleteFrom(t.tenants).where('tenant', '=', tenant).execute()
-    await trx.insertInto(t.tenants).values({ tenant, revision: snapshot.revision }).execute()
+    await trx.insertInto(t.tenants).values({ tenant, revision: snapshot.revision, digest: snapshot.digest }).execute()
   })
   await insert(t.groups, snapshot.groups.map((g) => ({ tenant, name: g.name })))
   await insert(t.grants, snapshot.groups.flatMap((g) => g.permissions.map((permission) => ({ tenant, group_name: g.name, permission }))))

@@ -5,11 +5,14 @@
  *
  *   await app.register(policyCache, { db: new MemoryPolicyStore() })
  */
-import type { Change, GroupData, LoggedChange, PolicyStore, TenantSnapshot, WriteResult } from '../lib/plugin.js'
-import { errors } from '../lib/plugin.js'
+import { randomUUID } from 'node:crypto'
+import type { Change, Fact, GroupData, LoggedChange, PolicyStore, TenantSnapshot, TenantVersion, WriteResult } from '../lib/plugin.js'
+import { EMPTY_DIGEST, errors, updateDigest } from '../lib/plugin.js'
 
 interface Tenant {
   revision: number
+  /** The digest of `groups`, updated by each change with the facts it added and removed. */
+  digest: string
   groups: Map<string, { permissions: Set<string>, users: Set<string> }>
   log: LoggedChange[]
 }
@@ -17,6 +20,8 @@ interface Tenant {
 export class MemoryPolicyStore implements PolicyStore {
   readonly #tenants = new Map<string, Tenant>()
   readonly #retention: number
+  /** Every store is a database of its own. */
+  readonly #databaseId = randomUUID()
 
   /** @param retention changelog entries kept per tenant */
   constructor ({ retention = 10000 }: { retention?: number } = {}) {
@@ -25,53 +30,73 @@ export class MemoryPolicyStore implements PolicyStore {
 
   async migrate (): Promise<void> {}
 
+  async databaseId (): Promise<string> {
+    return this.#databaseId
+  }
+
   async write (tenant: string, change: Change, _origin: string): Promise<WriteResult> {
     let state = this.#tenants.get(tenant)
-    if (state === undefined) this.#tenants.set(tenant, state = { revision: 0, groups: new Map(), log: [] })
-    const group = state.groups.get(change.group)
-    let changed: boolean
+    if (state === undefined) this.#tenants.set(tenant, state = { revision: 0, digest: EMPTY_DIGEST, groups: new Map(), log: [] })
+    const name = change.group
+    const group = state.groups.get(name)
+    // The facts the change adds and removes, for the digest.
+    const added: Fact[] = []
+    const removed: Fact[] = []
     switch (change.op) {
       case 'create-group':
-        changed = group === undefined
-        if (changed) state.groups.set(change.group, { permissions: new Set(), users: new Set() })
+        if (group === undefined) {
+          state.groups.set(name, { permissions: new Set(), users: new Set() })
+          added.push({ group: name })
+        }
         break
       case 'delete-group':
-        changed = state.groups.delete(change.group)
+        if (group !== undefined) {
+          state.groups.delete(name)
+          removed.push({ group: name })
+          for (const permission of group.permissions) removed.push({ group: name, permission })
+          for (const user of group.users) removed.push({ group: name, user })
+        }
         break
       case 'add-permission':
-        if (group === undefined) throw new errors.GroupNotFoundError(change.group, tenant)
-        changed = !group.permissions.has(change.permission)
-        group.permissions.add(change.permission)
+        if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
+        if (!group.permissions.has(change.permission)) {
+          group.permissions.add(change.permission)
+          added.push({ group: name, permission: change.permission })
+        }
         break
       case 'remove-permission':
-        changed = group?.permissions.delete(change.permission) ?? false
+        if (group?.permissions.delete(change.permission) === true) removed.push({ group: name, permission: change.permission })
         break
       case 'assign-user':
-        if (group === undefined) throw new errors.GroupNotFoundError(change.group, tenant)
-        changed = !group.users.has(change.user)
-        group.users.add(change.user)
+        if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
+        if (!group.users.has(change.user)) {
+          group.users.add(change.user)
+          added.push({ group: name, user: change.user })
+        }
         break
       case 'unassign-user':
-        changed = group?.users.delete(change.user) ?? false
+        if (group?.users.delete(change.user) === true) removed.push({ group: name, user: change.user })
         break
     }
+    const changed = added.length + removed.length > 0
     if (changed) {
+      state.digest = updateDigest(state.digest, added, removed)
       state.revision++
       state.log.push({ ...change, revision: state.revision })
       if (state.log.length > this.#retention) state.log.splice(0, state.log.length - this.#retention)
     }
-    return { revision: state.revision, changed }
+    return { revision: state.revision, changed, digest: state.digest }
   }
 
   async snapshot (tenant: string): Promise<TenantSnapshot> {
     const state = this.#tenants.get(tenant)
-    if (state === undefined) return { revision: 0, groups: [] }
+    if (state === undefined) return { revision: 0, groups: [], digest: EMPTY_DIGEST }
     const groups: GroupData[] = [...state.groups].sort(([a], [b]) => a < b ? -1 : 1).map(([name, group]) => ({
       name,
       permissions: [...group.permissions].sort(),
       users: [...group.users].sort()
     }))
-    return { revision: state.revision, groups }
+    return { revision: state.revision, groups, digest: state.digest }
   }
 
   async changesSince (tenant: string, revision: number): Promise<LoggedChange[] | null> {
@@ -83,8 +108,11 @@ export class MemoryPolicyStore implements PolicyStore {
     return changes[0]?.revision === revision + 1 ? changes.map((change) => ({ ...change })) : null
   }
 
-  async revisions (tenants: readonly string[]): Promise<Map<string, number>> {
-    return new Map(tenants.map((tenant) => [tenant, this.#tenants.get(tenant)?.revision ?? 0]))
+  async revisions (tenants: readonly string[]): Promise<Map<string, TenantVersion>> {
+    return new Map(tenants.map((tenant) => {
+      const state = this.#tenants.get(tenant)
+      return [tenant, { revision: state?.revision ?? 0, digest: state?.digest ?? EMPTY_DIGEST }]
+    }))
   }
 
   async ping (): Promise<void> {}

@@ -28,6 +28,10 @@ export const RevisionAheadError: FastifyErrorConstructor<{ code: 'FST_POLICY_CAC
 export const StoreUnavailableError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_STORE_UNAVAILABLE', statusCode: 503 }, [string, Cause?]> =
   createError('FST_POLICY_CACHE_STORE_UNAVAILABLE', 'The policy database failed or did not answer: %s', 503)
 
+export const ForeignDatabaseError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_FOREIGN_DATABASE', statusCode: 409 }, [string]> =
+  createError('FST_POLICY_CACHE_FOREIGN_DATABASE',
+    'The notice of server "%s" comes from another database than this instance\'s: two deployments share a webhook secret and one lists the other as a peer', 409)
+
 export const UnauthorizedWebhookError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_UNAUTHORIZED', statusCode: 401 }, []> =
   createError('FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)
 

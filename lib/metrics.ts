@@ -29,8 +29,8 @@ export interface MetricsRegistry {
 /** Every metric's name after the prefix. */
 const NAMES = [
   'checks_total', 'writes_total', 'cache_hits_total', 'cache_misses_total', 'cache_loads_total', 'cache_evictions_total',
-  'catch_ups_total', 'tenants_cached', 'peer_up', 'peer_revision_lag', 'webhook_deliveries_total', 'webhook_failures_total',
-  'webhook_retries_total', 'webhook_given_up_total', 'propagation_seconds'
+  'cache_repairs_total', 'catch_ups_total', 'tenants_cached', 'peer_up', 'peer_revision_lag', 'webhook_deliveries_total',
+  'webhook_failures_total', 'webhook_retries_total', 'webhook_given_up_total', 'propagation_seconds'
 ] as const
 
 /** Tenants (most recently used first) the revision-lag gauge reports at most, per peer. */
@@ -118,6 +118,7 @@ export class PolicyMetrics {
       fromStats('cache_misses_total', 'Tenant lookups that had to load the tenant', (s) => s.misses),
       fromStats('cache_loads_total', 'Tenants loaded from a database snapshot', (s) => s.loads),
       fromStats('cache_evictions_total', 'Tenants dropped by the maxTenants bound', (s) => s.evictions),
+      fromStats('cache_repairs_total', 'Reloads of a tenant whose cached contents differed from the database (digest), or were ahead of it', (s) => s.repairs),
       byLabel('catch_ups_total', 'Catch-ups of a cached tenant: carried (the change a notice carried), delta (from the changelog) or full (a snapshot reload)', 'kind',
         (s) => ({ carried: s.carriedCatchUps, delta: s.deltaCatchUps, full: s.fullReloads })),
       new Gauge({

@@ -43,16 +43,29 @@ export interface GroupData {
   users: string[]
 }
 
-/** A tenant's whole policy at one revision. */
+/** A tenant's whole policy at one revision, with the digest of those contents (lib/digest.ts). */
 export interface TenantSnapshot {
   revision: number
   groups: GroupData[]
+  /** The digest of `groups` (32 hex digits; `EMPTY_DIGEST` for a tenant never written). */
+  digest: string
 }
 
-/** What a write did. `revision` is the tenant's revision after it (unchanged when `changed` is false). */
+/**
+ * What a write did. `revision` and `digest` are the tenant's after it (unchanged when `changed` is
+ * false).
+ */
 export interface WriteResult {
   revision: number
   changed: boolean
+  /** The digest of the tenant's contents at `revision`. */
+  digest: string
+}
+
+/** Where a tenant is in the database: its revision and the digest of its contents there. */
+export interface TenantVersion {
+  revision: number
+  digest: string
 }
 
 export function isIdentifier (value: unknown): value is string {

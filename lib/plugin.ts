@@ -73,6 +73,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   const { store, owned } = created
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
+    // Known once the engine started (migrated the store), before any write can be made.
+    databaseId: (): string | undefined => engine.databaseId,
     keys: [...opts.keys],
     peers,
     requestTimeoutMs: opts.requestTimeoutMs,
@@ -112,7 +114,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     identify: opts.identify
   })
   await startWithin(startupTimeoutMs, async () => {
-    await store.migrate()
+    await engine.start()
     await engine.warm(opts.preload)
   })
   fastify.decorate<PolicyCacheApi>('policyCache', engine)
@@ -141,7 +143,8 @@ export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore } from './store/types.js'
-export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, WriteResult } from './model.js'
+export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, TenantVersion, WriteResult } from './model.js'
+export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
 export type { AckSummary, PeerStatus } from './broadcast/status.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'

@@ -3,12 +3,13 @@
  * validate → store write (one transaction) → own cache → broadcast → bounded wait for acks.
  */
 import type { preHandlerHookHandler } from 'fastify'
+import { LRUCache } from 'lru-cache'
 import type { PolicyCacheApi } from './api.js'
-import { noticeChange, type NoticeChange, type NoticeEntry } from './broadcast/notice.js'
+import { DATABASE_ID_PATTERN, noticeChange, type NoticeChange, type NoticeEntry } from './broadcast/notice.js'
 import type { AckSummary, PeerStatus } from './broadcast/status.js'
-import type { CacheStats } from './cache/tenant-cache.js'
+import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
-import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
+import { ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
   assertChange, assertIdentifier, assertPermission, isIdentifier, isPermission,
@@ -74,10 +75,15 @@ export interface PolicyCacheDeps {
   serverId: string
   maxTenants: number
   catchUpTimeoutMs: number
-  log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void }
+  log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void, error?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
+  /** Least time between two repairs of one tenant that notices ask for (see TenantCache). */
+  repairSpacingMs?: number
 }
+
+/** Senders on another database remembered, so that each is logged once (a bound: a flood of ids cannot grow it). */
+const FOREIGN_SENDERS_REMEMBERED = 1000
 
 /** Known errors pass through; anything else from the store becomes a coded 503 with its cause. */
 export function wrapStoreError (err: unknown): never {
@@ -88,6 +94,13 @@ export function wrapStoreError (err: unknown): never {
 
 function sameChange (a: LoggedChange | undefined, b: LoggedChange | undefined): boolean {
   return a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b)
+}
+
+/** Who sent a notice, as far as the engine checks it. */
+export interface NoticeSender {
+  origin: string
+  /** The sender's database id; undefined from an older sender (accepted). */
+  database: string | undefined
 }
 
 /** Tenants `warm` loads at once. */
@@ -114,6 +127,10 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #catchUpTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
+  /** The store's database id, once `start` read it. */
+  #databaseId: string | undefined
+  /** Senders on another database already logged. */
+  readonly #foreignSenders = new LRUCache<string, true>({ max: FOREIGN_SENDERS_REMEMBERED })
   /** Tenants `checkSync` is loading in the background: one load each, however often it is asked. */
   readonly #background = new Set<string>()
   /** Background loads failed since one last succeeded: a database outage is logged once, not per tenant. */
@@ -131,7 +148,26 @@ export class PolicyCache implements PolicyCacheApi {
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
     this.#log = deps.log
     this.#identify = deps.identify
-    this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants })
+    this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants, repairSpacingMs: deps.repairSpacingMs })
+  }
+
+  /**
+   * Migrates the store and reads its database id, which notices then carry. Throws
+   * FST_POLICY_CACHE_INVALID_OPTION (`db`) when a custom store's id does not match
+   * {@link DATABASE_ID_PATTERN}.
+   */
+  async start (): Promise<void> {
+    await this.#store.migrate()
+    const id = await this.#store.databaseId()
+    if (typeof id !== 'string' || !new RegExp(DATABASE_ID_PATTERN).test(id)) {
+      throw new InvalidOptionError('db', `databaseId() must return a string matching ${DATABASE_ID_PATTERN}`)
+    }
+    this.#databaseId = id
+  }
+
+  /** The id of the database this instance works on (undefined before `start`). */
+  get databaseId (): string | undefined {
+    return this.#databaseId
   }
 
   /**
@@ -221,7 +257,7 @@ export class PolicyCache implements PolicyCacheApi {
   async write (tenant: string, change: Change): Promise<WriteOutcome> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
-    const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
+    const { revision, changed, digest } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
     if (!changed) {
       this.#unchanged++
       return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
@@ -229,13 +265,14 @@ export class PolicyCache implements PolicyCacheApi {
     this.#writes++
     const committed = { ...change, revision }
     try {
-      await this.#tenants.applyOwn(tenant, committed)
+      await this.#tenants.applyOwn(tenant, committed, digest)
     } catch (err) {
       // Committed already: the write stands; the cache heals on the next catch-up or sync.
       this.#log.warn({ err, tenant, revision }, 'policy-cache: applying an own write to the cache failed')
     }
-    // The notice carries the change itself: a peer one revision behind applies it without a query.
-    const peers = await this.#notifier.notify([noticeChange(tenant, committed)])
+    // The notice carries the change itself and the digest after it: a peer one revision behind
+    // applies it without a query when its result has that digest.
+    const peers = await this.#notifier.notify([noticeChange(tenant, committed, digest)])
     return { tenant, revision, changed, peers }
   }
 
@@ -284,32 +321,48 @@ export class PolicyCache implements PolicyCacheApi {
 
   /**
    * A peer's notice: catch up cached tenants behind it — with the change an entry carries when the
-   * cache is exactly one revision behind it, else from the changelog. Returns this instance's
-   * revision per tenant (null: not cached, loads lazily). Never moves a revision backwards. The
-   * entries come decoded (`decodeNotice`): a malformed notice was rejected before reaching here.
+   * cache is exactly one revision behind it and the result has the entry's digest, else from the
+   * changelog — and reload a tenant whose contents at the entry's revision differ from the entry's
+   * digest and did not come from the database. Returns this instance's revision per tenant (null:
+   * not cached, loads lazily). The entries come decoded (`decodeNotice`): a malformed notice was
+   * rejected before reaching here. A notice from an instance on another database (`from.database`)
+   * is refused with a coded 409, logged once per sender.
    */
-  async noticed (entries: readonly NoticeEntry[]): Promise<Record<string, number | null>> {
-    // The highest revision per tenant, with the change carried at exactly that revision (two
-    // entries naming the same revision with different data carry none: the changelog decides).
-    const latest = new Map<string, { revision: number, carried: LoggedChange | undefined }>()
+  async noticed (entries: readonly NoticeEntry[], from?: NoticeSender): Promise<Record<string, number | null>> {
+    if (from?.database !== undefined && this.#databaseId !== undefined && from.database !== this.#databaseId) {
+      if (!this.#foreignSenders.has(from.origin)) {
+        this.#foreignSenders.set(from.origin, true)
+        const log = this.#log.error ?? this.#log.warn
+        log.call(this.#log, { origin: from.origin, database: from.database, ownDatabase: this.#databaseId },
+          'policy-cache: refused notices from a server on another database (answered 409): two deployments share a webhook secret and one lists the other as a peer; give each deployment its own secret')
+      }
+      throw new ForeignDatabaseError(from.origin)
+    }
+    // The highest revision per tenant, with the change and digest carried at exactly that revision
+    // (two entries naming the same revision with different data carry none: the changelog decides).
+    const latest = new Map<string, { revision: number, digest: string | undefined, carried: LoggedChange | undefined }>()
     for (const entry of entries) {
-      const { carried } = entry
+      const { carried, digest } = entry
       const seen = latest.get(entry.tenant)
       if (seen === undefined || entry.revision > seen.revision) {
-        latest.set(entry.tenant, { revision: entry.revision, carried })
-      } else if (entry.revision === seen.revision && !sameChange(seen.carried, carried)) {
-        seen.carried = undefined
+        latest.set(entry.tenant, { revision: entry.revision, digest, carried })
+      } else if (entry.revision === seen.revision) {
+        if (!sameChange(seen.carried, carried)) seen.carried = undefined
+        if (seen.digest !== digest) seen.digest = undefined
       }
     }
     const revisions: Record<string, number | null> = Object.create(null)
-    await Promise.all([...latest].map(async ([tenant, { revision, carried }]) => {
-      revisions[tenant] = await this.#tenants.noticed(tenant, revision, carried).catch(wrapStoreError)
+    await Promise.all([...latest].map(async ([tenant, { revision, digest, carried }]) => {
+      revisions[tenant] = await this.#tenants.noticed(tenant, revision, digest, carried).catch(wrapStoreError)
     }))
     return revisions
   }
 
-  /** Anti-entropy: one query for the revisions of all cached tenants; catches up those behind. */
-  sync (): Promise<string[]> {
+  /**
+   * Anti-entropy: one query for the revisions and digests of all cached tenants; catches up those
+   * behind and reloads those whose contents differ from the database's.
+   */
+  sync (): Promise<SyncResult> {
     return this.#tenants.sync().catch(wrapStoreError)
   }
 

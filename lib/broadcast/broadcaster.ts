@@ -46,6 +46,11 @@ export interface RetryOptions {
 export interface BroadcasterOptions {
   /** This instance's id, sent as the notice's `origin`. */
   serverId: string
+  /**
+   * The id of this instance's database, sent as the notice's `database` (read per notice: it is
+   * known once the store is migrated, after the broadcaster is built); none when it returns undefined.
+   */
+  databaseId?: () => string | undefined
   /** Signing keys (see `parseSecret`); every one signs each message. */
   keys: Buffer[]
   /** Peer base URLs; the receiver is at `<url>/webhook/refresh`. */
@@ -69,6 +74,7 @@ export interface BroadcasterOptions {
  */
 export class Broadcaster {
   #serverId: string
+  #databaseId: () => string | undefined
   #ackTimeoutMs: number
   #retry: RetryOptions
   #breaker: CircuitBreakerOptions
@@ -81,6 +87,7 @@ export class Broadcaster {
   /** Builds the broadcaster; nothing is sent until `notify`. */
   constructor (options: BroadcasterOptions) {
     this.#serverId = options.serverId
+    this.#databaseId = options.databaseId ?? (() => undefined)
     this.#ackTimeoutMs = options.ackTimeoutMs ?? DEFAULTS.ackTimeoutMs
     this.#retry = { ...DEFAULTS.retry, ...options.retry }
     this.#breaker = { ...DEFAULTS.circuitBreaker, ...options.circuitBreaker }
@@ -206,7 +213,7 @@ export class Broadcaster {
   /** Sends one notice, retrying it under the same message id until it succeeds or is given up. */
   async #deliver (peer: Peer, changes: NoticeChange[]): Promise<void> {
     const id = newMessageId()
-    const body = encodeNotice(this.#serverId, changes)
+    const body = encodeNotice(this.#serverId, changes, this.#databaseId())
     for (let attempt = 0; peer.active; attempt++) {
       const outcome = await this.#attempt(peer, id, body, changes)
       if (outcome === 'ok' || outcome === 'gone') return

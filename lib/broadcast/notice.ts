@@ -9,6 +9,7 @@
  * and never looks at wire fields.
  */
 import { Type } from 'typebox'
+import { DIGEST_PATTERN } from '../digest.js'
 import { InvalidInputError } from '../errors.js'
 import {
   assertChange, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
@@ -21,6 +22,8 @@ export const WEBHOOK_PATH = '/webhook/refresh'
 export const MAX_NOTICE_CHANGES = 1000
 /** A notice body is split before it grows past this many bytes (receivers accept 64 KiB by default). */
 export const MAX_NOTICE_BYTES = 32 * 1024
+/** What a database id (`PolicyStore.databaseId()`, a notice's `database`) looks like. */
+export const DATABASE_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'
 
 /**
  * One entry of a notice on the wire: tenant `tenant` is at `revision` on the sender. It may carry the
@@ -32,6 +35,8 @@ export const MAX_NOTICE_BYTES = 32 * 1024
 export interface NoticeChange {
   tenant: string
   revision: number
+  /** The digest of the tenant's contents at `revision` (lib/digest.ts). */
+  digest?: string
   operation?: Operation
   group?: string
   permission?: string
@@ -42,6 +47,8 @@ export interface NoticeChange {
 export interface Notice {
   type: 'policy.changed'
   origin: string
+  /** The id of the sender's database: a receiver on another database refuses the notice (409). */
+  database?: string
   changes: NoticeChange[]
 }
 
@@ -55,6 +62,8 @@ export interface NoticeReply {
 export interface NoticeEntry {
   tenant: string
   revision: number
+  /** The digest of the tenant at `revision` on the sender; `undefined` from an older sender. */
+  digest: string | undefined
   /** The change committed at `revision`, validated; `undefined` when the entry carries none (an older sender). */
   carried: LoggedChange | undefined
 }
@@ -62,6 +71,8 @@ export interface NoticeEntry {
 /** A notice as received, decoded: who sent it and its entries. */
 export interface ReceivedNotice {
   origin: string
+  /** The sender's database id; `undefined` from an older sender. */
+  database: string | undefined
   entries: NoticeEntry[]
 }
 
@@ -69,6 +80,7 @@ export interface ReceivedNotice {
 export const NoticeChangeSchema = Type.Object({
   tenant: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The tenant that changed' }),
   revision: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The tenant\'s revision on the sender' }),
+  digest: Type.Optional(Type.String({ pattern: DIGEST_PATTERN, description: 'The digest of the tenant\'s contents at this revision (32 lowercase hex digits)' })),
   operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write that produced the revision; required when the entry carries the change' })),
   group: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group written at this revision' })),
   permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'Carried change: the grant added or removed (add-permission, remove-permission only)' })),
@@ -79,6 +91,7 @@ export const NoticeChangeSchema = Type.Object({
 export const NoticeSchema = Type.Object({
   type: Type.Literal('policy.changed'),
   origin: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The sender\'s server id' }),
+  database: Type.Optional(Type.String({ pattern: DATABASE_ID_PATTERN, description: 'The id of the sender\'s database; a receiver on another database answers 409' })),
   changes: Type.Array(NoticeChangeSchema, { minItems: 1, maxItems: MAX_NOTICE_CHANGES })
 }, {
   additionalProperties: true,
@@ -93,15 +106,17 @@ export const NoticeReplySchema = Type.Object({
   })
 }, { additionalProperties: false })
 
-/** The notice entry of a committed change: its revision, its operation and its data. */
-export function noticeChange (tenant: string, change: LoggedChange): NoticeChange {
+/** The notice entry of a committed change: its revision, the tenant's digest after it, its operation and its data. */
+export function noticeChange (tenant: string, change: LoggedChange, digest: string): NoticeChange {
   const { op, revision, ...data } = change
-  return { tenant, revision, operation: op, ...data }
+  return { tenant, revision, digest, operation: op, ...data }
 }
 
-/** The body a sender sends: a `policy.changed` notice from `origin` carrying `changes`. */
-export function encodeNotice (origin: string, changes: NoticeChange[]): string {
-  const notice: Notice = { type: 'policy.changed', origin, changes }
+/** The body a sender sends: a `policy.changed` notice from `origin`, on database `database`, carrying `changes`. */
+export function encodeNotice (origin: string, changes: NoticeChange[], database?: string): string {
+  const notice: Notice = database === undefined
+    ? { type: 'policy.changed', origin, changes }
+    : { type: 'policy.changed', origin, database, changes }
   return JSON.stringify(notice)
 }
 
@@ -112,8 +127,8 @@ export function encodeNotice (origin: string, changes: NoticeChange[]): string {
  * fit `operation` (missing, or a field the operation has no use for).
  */
 export function decodeEntry (entry: NoticeChange): NoticeEntry {
-  const { tenant, revision, operation: op, group, permission, user } = entry
-  if (group === undefined && permission === undefined && user === undefined) return { tenant, revision, carried: undefined }
+  const { tenant, revision, digest, operation: op, group, permission, user } = entry
+  if (group === undefined && permission === undefined && user === undefined) return { tenant, revision, digest, carried: undefined }
   if (op === undefined) throw new InvalidInputError('change', 'carried data needs an operation')
   const needs = op === 'add-permission' || op === 'remove-permission'
     ? 'permission'
@@ -124,7 +139,7 @@ export function decodeEntry (entry: NoticeChange): NoticeEntry {
   const change = (needs === 'permission' ? { op, group, permission } : needs === 'user' ? { op, group, user } : { op, group }) as Change
   // Presence and patterns (a missing group, permission or user is a 400 here).
   assertChange(change)
-  return { tenant, revision, carried: { ...change, revision } }
+  return { tenant, revision, digest, carried: { ...change, revision } }
 }
 
 /**
@@ -132,5 +147,5 @@ export function decodeEntry (entry: NoticeChange): NoticeEntry {
  * carried change rejects the whole notice with a coded 400, so nothing of it is applied.
  */
 export function decodeNotice (notice: Notice): ReceivedNotice {
-  return { origin: notice.origin, entries: notice.changes.map(decodeEntry) }
+  return { origin: notice.origin, database: notice.database, entries: notice.changes.map(decodeEntry) }
 }

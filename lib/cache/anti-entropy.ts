@@ -1,7 +1,8 @@
 /**
  * Anti-entropy (docs/protocol.md, "Anti-entropy"): every `intervalMs` ± 10 % one round asks for the
- * revisions of all cached tenants in one query and catches up those behind. It heals lost notices, a
- * peer that was down and a crash between commit and notify. Rounds never overlap: the next is
+ * revisions and digests of all cached tenants in one query, catches up those behind and reloads those
+ * whose contents differ from the database's. It heals lost notices, a peer that was down, a crash
+ * between commit and notify, and any divergence of contents (a forged notice, a bug, a restore). Rounds never overlap: the next is
  * scheduled when one ends. The timer is unref'd, so it never keeps the process alive.
  */
 
@@ -9,14 +10,14 @@
 export interface AntiEntropyOptions {
   /** Milliseconds between rounds (± 10 % jitter); 0 turns anti-entropy off. */
   intervalMs: number
-  /** One round's work: catch up the cached tenants that are behind, resolving with their names. */
-  sync: () => Promise<string[]>
+  /** One round's work: catch up the cached tenants that are behind and repair those that differ. */
+  sync: () => Promise<{ behind: string[], repaired: string[] }>
   /**
    * Run at the start of each round, before `sync` (re-resolving a function-valued `peers`); a
    * rejection fails the round like a failed `sync`.
    */
   refreshPeers?: () => Promise<void>
-  /** Where caught-up tenants (info) and failed rounds (warn) are reported. */
+  /** Where caught-up tenants (info), repaired tenants and failed rounds (warn) are reported. */
   log: {
     info (obj: object, msg: string): void
     warn (obj: object, msg: string): void
@@ -59,7 +60,10 @@ export class AntiEntropy {
   async #round (): Promise<void> {
     const { refreshPeers, sync, log } = this.#options
     if (refreshPeers !== undefined) await refreshPeers()
-    const behind = await sync()
+    const { behind, repaired } = await sync()
     if (behind.length > 0) log.info({ tenants: behind }, 'policy-cache: sync caught up tenants that were behind')
+    if (repaired.length > 0) {
+      log.warn({ tenants: repaired }, 'policy-cache: sync reloaded tenants whose cached contents differed from the database (digest) or were ahead of it')
+    }
   }
 }

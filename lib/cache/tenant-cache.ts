@@ -24,32 +24,76 @@ export interface CacheStats {
   deltaCatchUps: number
   /** Catch-ups served by the change a peer's notice carried (no database read). */
   carriedCatchUps: number
-  /** Catch-ups that had to reload the whole tenant. */
+  /** Catch-ups that had to reload the whole tenant, refreshes and repairs. */
   fullReloads: number
+  /** Reloads because the cached contents differed from the database's (digest, or a revision ahead of it). */
+  repairs: number
   /** Tenants dropped by the `maxTenants` bound. */
   evictions: number
 }
 
 /**
- * What one catch-up run may use: the change carried at the highest revision asked for, or null when
- * some caller needs the store's current revision (a sync, a `minRevision`, a notice carrying nothing).
+ * What one catch-up run may use: the change a notice carried at the highest revision asked for, with
+ * the digest the tenant has after it, or null when some caller needs the store's current revision (a
+ * sync, a `minRevision`, a notice carrying nothing).
  */
-type Carried = LoggedChange | null
+type Carried = { change: LoggedChange, digest: string } | null
+
+/** What a run of a tenant's single-flight slot does; requests queued meanwhile merge into one. */
+interface Request {
+  /** Bring the tenant up to the store's revision (or to the carried change's). */
+  catchUp: boolean
+  /** Meaningful only with `catchUp`. */
+  carried: Carried
+  /**
+   * Read a full snapshot and install it whatever its revision: `always` (a `refresh`), or `repair` of
+   * a state found diverging from the database — done only if that state is still the one cached
+   * (a state installed since came from the database after the request, and serves it).
+   */
+  reload?: { kind: 'always' } | { kind: 'repair', suspect: TenantState, spaced: boolean }
+}
 
 interface CatchUpSlot {
-  /** A trailing run requested while one was running: its waiters and what it may use. */
-  next?: { promise: Promise<void>, resolve: () => void, reject: (err: unknown) => void, carried: Carried }
+  /** A trailing run requested while one was running: its waiters and what it does. */
+  next?: { promise: Promise<void>, resolve: () => void, reject: (err: unknown) => void, request: Request }
 }
 
 /** What a run serving both `a` and `b` may use: the later carried change, or the changelog if either needs it. */
-function merge (a: Carried, b: Carried): Carried {
+function mergeCarried (a: Carried, b: Carried): Carried {
   if (a === null || b === null) return null
-  return b.revision > a.revision ? b : a
+  return b.change.revision > a.change.revision ? b : a
+}
+
+/** One request doing what `a` and `b` (asked later) both asked for. */
+function merge (a: Request, b: Request): Request {
+  const carried = !a.catchUp ? b.carried : !b.catchUp ? a.carried : mergeCarried(a.carried, b.carried)
+  const reload = a.reload?.kind === 'always' ? a.reload : b.reload ?? a.reload
+  return { catchUp: a.catchUp || b.catchUp, carried, reload }
+}
+
+/** Repairs of one tenant that notices asked for are at least this far apart (a flood cannot cost a reload each). */
+export const REPAIR_SPACING_MS = 1000
+/** Snapshots a reload reads at most when the cached state moved past each one while it was read. */
+const RELOAD_ATTEMPTS = 3
+
+/** Resolves after `ms` without keeping the process alive. */
+function pause (ms: number): Promise<void> {
+  return new Promise((resolve) => { setTimeout(resolve, ms).unref() })
+}
+
+/** What `sync` found. */
+export interface SyncResult {
+  /** Cached tenants behind the database, caught up. */
+  behind: string[]
+  /** Cached tenants whose contents differed from the database's (digest) or were ahead of it, reloaded. */
+  repaired: string[]
 }
 
 export interface TenantCacheOptions {
   store: PolicyStore
   maxTenants: number
+  /** Least time between two repairs of one tenant asked for by notices. Default {@link REPAIR_SPACING_MS}. */
+  repairSpacingMs?: number
 }
 
 export class TenantCache {
@@ -57,7 +101,10 @@ export class TenantCache {
   readonly #tenants: LRUCache<string, TenantState>
   readonly #loading = new Map<string, Promise<TenantState>>()
   readonly #catchUps = new Map<string, CatchUpSlot>()
-  readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, evictions: 0 }
+  readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, repairs: 0, evictions: 0 }
+  readonly #repairSpacingMs: number
+  /** States installed by a repair, and when: the next repair a notice asks for waits until then + spacing. */
+  readonly #repairedAt = new WeakMap<TenantState, number>()
   /**
    * The tenant `peek` answered last and its state: while set, that tenant is the most recently used,
    * so answering it again needs no LRU bookkeeping. Forgotten on every install, eviction and clear.
@@ -65,8 +112,9 @@ export class TenantCache {
   #hotTenant: string | undefined
   #hotState: TenantState | undefined
 
-  constructor ({ store, maxTenants }: TenantCacheOptions) {
+  constructor ({ store, maxTenants, repairSpacingMs = REPAIR_SPACING_MS }: TenantCacheOptions) {
     this.#store = store
+    this.#repairSpacingMs = repairSpacingMs
     this.#tenants = new LRUCache({
       max: maxTenants,
       dispose: (_value, _key, reason) => {
@@ -125,33 +173,41 @@ export class TenantCache {
   }
 
   /**
-   * Applies this instance's own committed write. When the cache is exactly one revision behind it
-   * is applied in place; when further behind (another instance wrote meanwhile) the tenant catches
-   * up from the store; an uncached tenant is left to load lazily.
+   * Applies this instance's own committed write, `digest` being the tenant's digest after it in the
+   * database. When the cache is exactly one revision behind it is applied in place; when further
+   * behind (another instance wrote meanwhile) the tenant catches up from the store; an uncached
+   * tenant is left to load lazily. Cached contents whose digest then differs from `digest` are
+   * reloaded from the database.
    */
-  async applyOwn (tenant: string, change: LoggedChange): Promise<void> {
+  async applyOwn (tenant: string, change: LoggedChange, digest: string): Promise<void> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
     const state = this.#tenants.peek(tenant)
     if (state === undefined || state.revision >= change.revision) return
-    if (state.revision === change.revision - 1) {
-      state.applyAll([change])
-      return
-    }
-    await this.catchUp(tenant)
+    if (state.revision === change.revision - 1) state.applyAll([change])
+    else await this.catchUp(tenant)
+    await this.#checkDigest(tenant, change.revision, digest, false)
   }
 
   /**
-   * A peer says `tenant` is at `revision`, optionally carrying the change committed at exactly that
-   * revision. Returns this instance's revision afterwards, or null when the tenant is not cached (it
-   * loads lazily, from the database, when first needed).
+   * A peer says `tenant` is at `revision`, with contents of digest `digest`, optionally carrying the
+   * change committed at exactly that revision. A carried change is applied only when the result has
+   * that digest; otherwise, or without one, the changelog is read. Cached contents found at
+   * `revision` with another digest that did not come from the database are reloaded (repairs asked by
+   * notices are spaced by `repairSpacingMs`): an instance never answers, nor acknowledges, a revision
+   * whose contents it does not hold. Returns this instance's revision afterwards, or null when the
+   * tenant is not cached (it loads lazily, from the database, when first needed).
    */
-  async noticed (tenant: string, revision: number, carried?: LoggedChange): Promise<number | null> {
+  async noticed (tenant: string, revision: number, digest?: string, carried?: LoggedChange): Promise<number | null> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
     const state = this.#tenants.peek(tenant)
     if (state === undefined) return null
-    if (state.revision < revision) await this.#catchUp(tenant, carried?.revision === revision ? carried : null)
+    if (state.revision < revision) {
+      const usable = carried?.revision === revision && digest !== undefined ? { change: carried, digest } : null
+      await this.#request(tenant, { catchUp: true, carried: usable })
+    }
+    if (digest !== undefined) await this.#checkDigest(tenant, revision, digest, true)
     return this.#tenants.peek(tenant)?.revision ?? null
   }
 
@@ -160,30 +216,54 @@ export class TenantCache {
    * tenant runs, every further call shares one trailing run, which starts when the current one ends.
    */
   catchUp (tenant: string): Promise<void> {
-    return this.#catchUp(tenant, null)
-  }
-
-  /** Reloads a tenant from a full snapshot (cached or not) and returns its revision. */
-  async reload (tenant: string): Promise<number> {
-    const snapshot = await this.#store.snapshot(tenant)
-    this.#stats.fullReloads++
-    return this.#install(tenant, new TenantState(snapshot)).revision
+    return this.#request(tenant, { catchUp: true, carried: null })
   }
 
   /**
-   * Anti-entropy: reads the revisions of every cached tenant in one query and catches up those
-   * behind. Returns the tenants that were behind.
+   * Reloads a tenant from a full snapshot (cached or not), installing what the database holds even at
+   * the same or a lower revision (a database restored from a backup), and returns its revision.
+   * Coalesced with the tenant's catch-ups.
    */
-  async sync (): Promise<string[]> {
+  async reload (tenant: string): Promise<number> {
+    await this.#request(tenant, { catchUp: false, carried: null, reload: { kind: 'always' } })
+    return this.#tenants.peek(tenant)?.revision ?? 0
+  }
+
+  /**
+   * Anti-entropy: reads the revision and digest of every cached tenant in one query, catches up those
+   * behind, and reloads those whose contents differ from the database's at the same revision, or that
+   * are ahead of it (a forged notice, a database restored from a backup).
+   */
+  async sync (): Promise<SyncResult> {
     const cached = this.tenants()
-    if (cached.length === 0) return []
-    const revisions = await this.#store.revisions(cached)
-    const behind = cached.filter((tenant) => {
+    const result: SyncResult = { behind: [], repaired: [] }
+    if (cached.length === 0) return result
+    // Each state as it was before the query: a state that moves meanwhile is judged next round.
+    const before = new Map(cached.map((tenant) => {
       const state = this.#tenants.peek(tenant)
-      return state !== undefined && (revisions.get(tenant) ?? 0) > state.revision
-    })
-    await Promise.all(behind.map((tenant) => this.catchUp(tenant)))
-    return behind
+      return [tenant, { state, revision: state?.revision }]
+    }))
+    const versions = await this.#store.revisions(cached)
+    await Promise.all(cached.map(async (tenant) => {
+      const version = versions.get(tenant)
+      let state = this.#tenants.peek(tenant)
+      if (version === undefined || state === undefined) return
+      if (state.revision < version.revision) {
+        result.behind.push(tenant)
+        await this.catchUp(tenant)
+        state = this.#tenants.peek(tenant)
+        if (state === undefined) return
+      }
+      const was = before.get(tenant)
+      const ahead = state.revision > version.revision && was?.state === state && was.revision === state.revision
+      const differs = state.revision === version.revision && state.digest !== version.digest
+      if (state.revision === version.revision && !differs) state.verified = true
+      if (ahead || differs) {
+        result.repaired.push(tenant)
+        await this.#request(tenant, { catchUp: false, carried: null, reload: { kind: 'repair', suspect: state, spaced: false } })
+      }
+    }))
+    return result
   }
 
   /** Drops every cached tenant. */
@@ -197,53 +277,93 @@ export class TenantCache {
     this.#hotState = undefined
   }
 
-  /** `catchUp`, where a run asked for only by notices carrying changes may apply the latest of them. */
-  #catchUp (tenant: string, carried: Carried): Promise<void> {
+  /**
+   * After a catch-up: when the cached tenant is at `revision` and its digest is not `digest`, the
+   * cached contents are wrong — or, for a notice (`fromNotice`), the notice is: a state whose contents
+   * came from the database is kept then, any other (a carried change was applied) is reloaded.
+   */
+  async #checkDigest (tenant: string, revision: number, digest: string, fromNotice: boolean): Promise<void> {
+    const state = this.#tenants.peek(tenant)
+    if (state === undefined || state.revision !== revision) return
+    if (state.digest === digest) {
+      // The database's digest at this revision (an own write's) vouches for the contents.
+      if (!fromNotice) state.verified = true
+      return
+    }
+    if (fromNotice && state.verified) return
+    await this.#request(tenant, { catchUp: false, carried: null, reload: { kind: 'repair', suspect: state, spaced: fromNotice } })
+  }
+
+  /** Runs `request` in the tenant's single-flight slot: now, or merged into the one trailing run. */
+  #request (tenant: string, request: Request): Promise<void> {
     const slot = this.#catchUps.get(tenant)
     if (slot !== undefined) {
       if (slot.next === undefined) {
         let resolve!: () => void
         let reject!: (err: unknown) => void
         const promise = new Promise<void>((_resolve, _reject) => { resolve = _resolve; reject = _reject })
-        slot.next = { promise, resolve, reject, carried }
+        slot.next = { promise, resolve, reject, request }
       } else {
-        slot.next.carried = merge(slot.next.carried, carried)
+        slot.next.request = merge(slot.next.request, request)
       }
       return slot.next.promise
     }
     const fresh: CatchUpSlot = {}
     this.#catchUps.set(tenant, fresh)
-    return this.#run(tenant, fresh, carried)
+    return this.#run(tenant, fresh, request)
   }
 
-  async #run (tenant: string, slot: CatchUpSlot, carried: Carried): Promise<void> {
+  async #run (tenant: string, slot: CatchUpSlot, request: Request): Promise<void> {
     try {
-      await this.#catchUpOnce(tenant, carried)
+      await this.#once(tenant, request)
     } finally {
       const next = slot.next
       if (next === undefined) {
         this.#catchUps.delete(tenant)
       } else {
         slot.next = undefined
-        this.#run(tenant, slot, next.carried).then(next.resolve, next.reject)
+        this.#run(tenant, slot, next.request).then(next.resolve, next.reject)
       }
     }
   }
 
-  async #catchUpOnce (tenant: string, carried: Carried): Promise<void> {
+  async #once (tenant: string, { catchUp, carried, reload }: Request): Promise<void> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
+    if (reload?.kind === 'always') {
+      await this.#reloadNow(tenant)
+      return
+    }
+    if (reload?.kind === 'repair' && this.#tenants.peek(tenant) === reload.suspect) {
+      const since = this.#repairedAt.get(reload.suspect)
+      const waitMs = reload.spaced && since !== undefined ? since + this.#repairSpacingMs - performance.now() : 0
+      if (waitMs > 0) await pause(waitMs)
+      if (this.#tenants.peek(tenant) === reload.suspect) {
+        this.#stats.repairs++
+        this.#repairedAt.set(await this.#reloadNow(tenant), performance.now())
+        return
+      }
+    }
+    if (catchUp) await this.#catchUpOnce(tenant, carried)
+  }
+
+  async #catchUpOnce (tenant: string, carried: Carried): Promise<void> {
     for (;;) {
       const state = this.#tenants.peek(tenant)
       if (state === undefined) return
       if (carried !== null) {
-        // Every caller of this run asked for at most `carried.revision`.
-        if (state.revision >= carried.revision) return
-        if (state.applyAll([carried])) {
+        const { change, digest } = carried
+        // Every caller of this run asked for at most `change.revision`.
+        if (state.revision >= change.revision) return
+        // Only contiguous, and only when the result is what the writer says it holds.
+        if (state.revision === change.revision - 1 && state.digestAfter(change) === digest) {
+          state.applyAll([change])
+          // A peer's word, not the database's: anti-entropy compares it with the database.
+          state.verified = false
           this.#stats.carriedCatchUps++
           return
         }
-        // More than one revision behind: the changelog fills the gap.
+        // More than one revision behind, or not the writer's contents: the changelog decides.
       }
       const changes = await this.#store.changesSince(tenant, state.revision)
       // A reload (or an eviction and load) swapped the state meanwhile: applying the delta to the
@@ -253,8 +373,29 @@ export class TenantCache {
         this.#stats.deltaCatchUps++
         return
       }
-      await this.reload(tenant)
+      await this.#reloadNow(tenant)
       return
+    }
+  }
+
+  /**
+   * Reads a snapshot and installs it, whatever the cached revision — unless the cached state moved
+   * past it while it was read (an own write applied in place, a first load): then it reads again.
+   * Runs in the tenant's slot, so no catch-up interleaves.
+   */
+  async #reloadNow (tenant: string): Promise<TenantState> {
+    for (let attempt = 1; ; attempt++) {
+      const before = this.#tenants.peek(tenant)
+      const revision = before?.revision
+      const snapshot = await this.#store.snapshot(tenant)
+      const current = this.#tenants.peek(tenant)
+      const moved = current !== before || current?.revision !== revision
+      if (moved && current !== undefined && current.revision > snapshot.revision && attempt < RELOAD_ATTEMPTS) continue
+      this.#stats.fullReloads++
+      const state = new TenantState(snapshot)
+      this.#forgetHot()
+      this.#tenants.set(tenant, state)
+      return state
     }
   }
 

@@ -7,6 +7,7 @@
  * reader on the same event loop never sees half a change; a full reload builds a new state aside
  * and swaps it in.
  */
+import { factHash, formatDigest, parseDigest } from '../digest.js'
 import type { Change, GroupData, LoggedChange, TenantSnapshot } from '../model.js'
 
 /** Up to this many wildcard grants per group are matched with `startsWith`, beyond it by slicing at each `:`. */
@@ -27,6 +28,11 @@ class GrantIndex {
     if (grant === '*') this.all = true
     else if (grant.endsWith(':*')) this.#setPrefixes(() => this.prefixes.add(grant.slice(0, -1)))
     else this.exact.add(grant)
+  }
+
+  has (grant: string): boolean {
+    if (grant === '*') return this.all
+    return grant.endsWith(':*') ? this.prefixes.has(grant.slice(0, -1)) : this.exact.has(grant)
   }
 
   delete (grant: string): void {
@@ -77,6 +83,17 @@ const HEADER = 2
 export class TenantState {
   /** The revision this state reflects. */
   revision: number
+  /**
+   * Whether the contents are known to be the database's at `revision`: true for a state built from a
+   * snapshot, kept by changes read from the database (changelog deltas, own writes whose digest
+   * matched), false once a change a peer's notice carried was applied — until anti-entropy finds the
+   * digest equal to the database's.
+   */
+  verified = true
+  /** When the state was built (`performance.now()`): reloads of a tenant are spaced from it. */
+  readonly builtAt = performance.now()
+  /** The digest of the contents (lib/digest.ts), kept up to date by every change. */
+  #digest: bigint
   readonly #groups = new Map<string, GroupState>()
   /** Groups by id; a deleted group leaves a hole whose id `#freeIds` hands out again. */
   readonly #byId: Array<GroupState | undefined> = []
@@ -98,6 +115,7 @@ export class TenantState {
 
   constructor (snapshot: TenantSnapshot) {
     this.revision = snapshot.revision
+    this.#digest = parseDigest(snapshot.digest)
     // In two passes, so each user's record is sized once and the records lie in one array:
     // count each user's groups, lay the records out, then fill them.
     const offsets = this.#offsets
@@ -138,6 +156,16 @@ export class TenantState {
     return false
   }
 
+  /** The digest of the contents as they are now. */
+  get digest (): string {
+    return formatDigest(this.#digest)
+  }
+
+  /** The digest the contents would have after `change`, without applying it. */
+  digestAfter (change: Change): string {
+    return formatDigest(this.#digest + this.#delta(change))
+  }
+
   /** Number of groups, for stats. */
   get size (): number {
     return this.#groups.size
@@ -157,8 +185,9 @@ export class TenantState {
     return true
   }
 
-  /** Applies one change's effect (idempotent), without touching the revision. */
+  /** Applies one change's effect (idempotent) and updates the digest, without touching the revision. */
   apply (change: Change): void {
+    this.#digest = BigInt.asUintN(128, this.#digest + this.#delta(change))
     const group = this.#groups.get(change.group)
     switch (change.op) {
       case 'create-group':
@@ -207,6 +236,32 @@ export class TenantState {
       for (const grant of this.#groups.get(name)!.grants.list()) permissions.add(grant)
     }
     return { groups, permissions: [...permissions].sort() }
+  }
+
+  /** What `change` adds to the digest: the hashes of the facts it would add minus those it would remove. */
+  #delta (change: Change): bigint {
+    const name = change.group
+    const group = this.#groups.get(name)
+    const created = group === undefined ? factHash({ group: name }) : 0n
+    switch (change.op) {
+      case 'create-group':
+        return created
+      case 'delete-group': {
+        if (group === undefined) return 0n
+        let delta = -factHash({ group: name })
+        for (const permission of group.grants.list()) delta -= factHash({ group: name, permission })
+        for (const user of group.users) delta -= factHash({ group: name, user })
+        return delta
+      }
+      case 'add-permission':
+        return group?.grants.has(change.permission) === true ? 0n : created + factHash({ group: name, permission: change.permission })
+      case 'remove-permission':
+        return group?.grants.has(change.permission) === true ? -factHash({ group: name, permission: change.permission }) : 0n
+      case 'assign-user':
+        return group?.users.has(change.user) === true ? 0n : created + factHash({ group: name, user: change.user })
+      case 'unassign-user':
+        return group?.users.has(change.user) === true ? -factHash({ group: name, user: change.user }) : 0n
+    }
   }
 
   #createGroup (name: string): GroupState {

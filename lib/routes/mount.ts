@@ -93,7 +93,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
         keys: [...opts.keys],
         serverId: opts.serverId,
         bodyLimit: opts.webhookBodyLimit,
-        handleNotice: (notice) => engine.noticed(notice.entries)
+        handleNotice: (notice) => engine.noticed(notice.entries, notice)
       }))
   }
   // After the plugin's own contexts exist: only the host's later routes pass through it.

@@ -1,15 +1,19 @@
 /**
- * The built-in PolicyStore: five prefixed tables on any Kysely (SQLite, PostgreSQL, MySQL).
+ * The built-in PolicyStore: six prefixed tables on any Kysely (SQLite, PostgreSQL, MySQL).
  * Writes to one tenant serialize on the tenant's row, so revisions are unique and gap-free
  * across connections and processes.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Migrator, sql, type Kysely } from 'kysely'
 import { DEFAULTS } from '../defaults.js'
+import { EMPTY_DIGEST, factHash, formatDigest, parseDigest } from '../digest.js'
 import { GroupNotFoundError, InvalidOptionError } from '../errors.js'
-import { assertChange, assertIdentifier, type Change, type GroupData, type LoggedChange, type TenantSnapshot, type WriteResult } from '../model.js'
+import {
+  assertChange, assertIdentifier,
+  type Change, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
+} from '../model.js'
 import { dialectOf, isTransientError, type Dialect } from './dialect.js'
-import { storeMigrations, tableNames, type TableNames } from './migrations.js'
+import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
 import type { PolicyStore } from './types.js'
 
 /** What `tablePrefix` must match: a short SQL identifier start, so every table name stays valid. */
@@ -52,6 +56,7 @@ export class KyselyPolicyStore implements PolicyStore {
   readonly #tables: TableNames
   readonly #retention: number
   readonly #ownsDb: boolean
+  #databaseId: Promise<string> | undefined
 
   /** Throws `FST_POLICY_CACHE_INVALID_OPTION` for an unsupported `db` or a bad option. */
   constructor ({ db, tablePrefix = DEFAULTS.tablePrefix, changelogRetention = DEFAULTS.changelogRetention, ownsDb = false }: KyselyPolicyStoreOptions) {
@@ -78,17 +83,31 @@ export class KyselyPolicyStore implements PolicyStore {
       : this.#runMigrator(this.#db))
   }
 
-  /** Applies one change: mutation, revision bump and changelog row in one transaction. See {@link PolicyStore.write}. */
+  /** The database's id, created by the first migration that made the tables; read once. */
+  databaseId (): Promise<string> {
+    this.#databaseId ??= this.#db.selectFrom(this.#tables.meta).select('value').where('name', '=', DATABASE_ID)
+      .executeTakeFirstOrThrow().then((row) => row.value as string)
+    // A failed read is not remembered: the next call asks again.
+    this.#databaseId.catch(() => { this.#databaseId = undefined })
+    return this.#databaseId
+  }
+
+  /**
+   * Applies one change: mutation, revision bump, digest update and changelog row in one transaction.
+   * See {@link PolicyStore.write}.
+   */
   async write (tenant: string, change: Change, origin: string): Promise<WriteResult> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
     const { tenants, changelog } = this.#tables
     return await this.#retrying(() => this.#writeTransaction(async (trx) => {
       const current = await this.#lockTenant(trx, tenant)
-      if (!await this.#apply(trx, tenant, change)) return { revision: current, changed: false }
+      const delta = await this.#apply(trx, tenant, change)
+      if (delta === null) return { ...current, changed: false }
 
-      const revision = current + 1
-      await trx.updateTable(tenants).set({ revision }).where('tenant', '=', tenant).execute()
+      const revision = current.revision + 1
+      const digest = formatDigest(parseDigest(current.digest) + delta)
+      await trx.updateTable(tenants).set({ revision, digest }).where('tenant', '=', tenant).execute()
       await trx.insertInto(changelog).values({
         tenant,
         revision,
@@ -105,7 +124,7 @@ export class KyselyPolicyStore implements PolicyStore {
           .where('revision', '<=', revision - this.#retention)
           .execute()
       }
-      return { revision, changed: true }
+      return { revision, changed: true, digest }
     }))
   }
 
@@ -114,8 +133,8 @@ export class KyselyPolicyStore implements PolicyStore {
     const { tenants, groups, grants, members } = this.#tables
     const read = this.#db.transaction()
     return await (this.#dialect === 'sqlite' ? read : read.setIsolationLevel('repeatable read')).execute(async (trx) => {
-      const row = await trx.selectFrom(tenants).select('revision').where('tenant', '=', tenant).executeTakeFirst()
-      if (row === undefined) return { revision: 0, groups: [] }
+      const row = await trx.selectFrom(tenants).select(['revision', 'digest']).where('tenant', '=', tenant).executeTakeFirst()
+      if (row === undefined) return { revision: 0, groups: [], digest: EMPTY_DIGEST }
 
       const byName = new Map<string, GroupData>()
       const groupRows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).execute()
@@ -143,7 +162,7 @@ export class KyselyPolicyStore implements PolicyStore {
         group.permissions.sort()
         group.users.sort()
       }
-      return { revision: Number(row.revision), groups: result }
+      return { revision: Number(row.revision), groups: result, digest: row.digest as string }
     })
   }
 
@@ -156,22 +175,22 @@ export class KyselyPolicyStore implements PolicyStore {
       .orderBy('revision')
       .execute()
     if (rows.length === 0) {
-      const current = (await this.revisions([tenant])).get(tenant)
+      const current = (await this.revisions([tenant])).get(tenant)?.revision
       return current === revision ? [] : null
     }
     return Number(rows[0].revision) === revision + 1 ? rows.map(toLoggedChange) : null
   }
 
-  /** Current revisions, 0 for tenants never written; one query per 500 distinct tenants. */
-  async revisions (tenants: readonly string[]): Promise<Map<string, number>> {
+  /** Current revisions and digests, revision 0 for tenants never written; one query per 500 distinct tenants. */
+  async revisions (tenants: readonly string[]): Promise<Map<string, TenantVersion>> {
     const unique = [...new Set(tenants)]
-    const result = new Map(unique.map((tenant) => [tenant, 0]))
+    const result = new Map<string, TenantVersion>(unique.map((tenant) => [tenant, { revision: 0, digest: EMPTY_DIGEST }]))
     for (let start = 0; start < unique.length; start += IN_CHUNK) {
       const rows = await this.#db.selectFrom(this.#tables.tenants)
-        .select(['tenant', 'revision'])
+        .select(['tenant', 'revision', 'digest'])
         .where('tenant', 'in', unique.slice(start, start + IN_CHUNK))
         .execute()
-      for (const row of rows) result.set(row.tenant, Number(row.revision))
+      for (const row of rows) result.set(row.tenant, { revision: Number(row.revision), digest: row.digest })
     }
     return result
   }
@@ -201,42 +220,62 @@ export class KyselyPolicyStore implements PolicyStore {
     }
   }
 
-  /** Creates the tenant's row if missing and locks it for the transaction; returns its revision. */
-  async #lockTenant (trx: Kysely<any>, tenant: string): Promise<number> {
+  /** Creates the tenant's row if missing and locks it for the transaction; returns its revision and digest. */
+  async #lockTenant (trx: Kysely<any>, tenant: string): Promise<TenantVersion> {
     const { tenants } = this.#tables
     const insert = trx.insertInto(tenants).values({ tenant, revision: 0 })
     await (this.#dialect === 'mysql'
       ? insert.onDuplicateKeyUpdate({ revision: sql.ref('revision') })
       : insert.onConflict((conflict) => conflict.column('tenant').doNothing())
     ).execute()
-    const select = trx.selectFrom(tenants).select('revision').where('tenant', '=', tenant)
+    const select = trx.selectFrom(tenants).select(['revision', 'digest']).where('tenant', '=', tenant)
     // SQLite has no row locks: the immediate transaction already holds the database's write lock.
     const row = await (this.#dialect === 'sqlite' ? select : select.forUpdate()).executeTakeFirstOrThrow()
-    return Number(row.revision)
+    return { revision: Number(row.revision), digest: row.digest }
   }
 
-  /** Applies the mutation under the tenant's lock; returns whether it changed anything. */
-  async #apply (trx: Kysely<any>, tenant: string, change: Change): Promise<boolean> {
+  /**
+   * Applies the mutation under the tenant's lock; returns what it adds to the tenant's digest (the
+   * hashes of the facts added minus those of the facts removed), or null when it changed nothing.
+   */
+  async #apply (trx: Kysely<any>, tenant: string, change: Change): Promise<bigint | null> {
     const { groups, grants, members } = this.#tables
+    const group = change.group
+    const added = (done: boolean, hash: () => bigint) => done ? hash() : null
+    const removed = (done: boolean, hash: () => bigint) => done ? -hash() : null
     switch (change.op) {
       case 'create-group':
-        return await this.#insertMissing(trx, groups, { tenant, name: change.group })
+        return added(await this.#insertMissing(trx, groups, { tenant, name: group }), () => factHash({ group }))
       case 'delete-group': {
-        if (!await this.#deleteExisting(trx, groups, { tenant, name: change.group })) return false
-        await trx.deleteFrom(grants).where('tenant', '=', tenant).where('group_name', '=', change.group).execute()
-        await trx.deleteFrom(members).where('tenant', '=', tenant).where('group_name', '=', change.group).execute()
-        return true
+        if (!await this.#deleteExisting(trx, groups, { tenant, name: group })) return null
+        // The group's grants and memberships go with it, and so do their hashes.
+        let delta = -factHash({ group })
+        const grantRows = await trx.selectFrom(grants).select('permission').where('tenant', '=', tenant).where('group_name', '=', group).execute()
+        for (const { permission } of grantRows) delta -= factHash({ group, permission })
+        const memberRows = await trx.selectFrom(members).select('user_id').where('tenant', '=', tenant).where('group_name', '=', group).execute()
+        for (const { user_id: user } of memberRows) delta -= factHash({ group, user })
+        await trx.deleteFrom(grants).where('tenant', '=', tenant).where('group_name', '=', group).execute()
+        await trx.deleteFrom(members).where('tenant', '=', tenant).where('group_name', '=', group).execute()
+        return delta
       }
-      case 'add-permission':
-        await this.#assertGroup(trx, tenant, change.group)
-        return await this.#insertMissing(trx, grants, { tenant, group_name: change.group, permission: change.permission })
-      case 'remove-permission':
-        return await this.#deleteExisting(trx, grants, { tenant, group_name: change.group, permission: change.permission })
-      case 'assign-user':
-        await this.#assertGroup(trx, tenant, change.group)
-        return await this.#insertMissing(trx, members, { tenant, group_name: change.group, user_id: change.user })
-      case 'unassign-user':
-        return await this.#deleteExisting(trx, members, { tenant, group_name: change.group, user_id: change.user })
+      case 'add-permission': {
+        const { permission } = change
+        await this.#assertGroup(trx, tenant, group)
+        return added(await this.#insertMissing(trx, grants, { tenant, group_name: group, permission }), () => factHash({ group, permission }))
+      }
+      case 'remove-permission': {
+        const { permission } = change
+        return removed(await this.#deleteExisting(trx, grants, { tenant, group_name: group, permission }), () => factHash({ group, permission }))
+      }
+      case 'assign-user': {
+        const { user } = change
+        await this.#assertGroup(trx, tenant, group)
+        return added(await this.#insertMissing(trx, members, { tenant, group_name: group, user_id: user }), () => factHash({ group, user }))
+      }
+      case 'unassign-user': {
+        const { user } = change
+        return removed(await this.#deleteExisting(trx, members, { tenant, group_name: group, user_id: user }), () => factHash({ group, user }))
+      }
     }
   }
 

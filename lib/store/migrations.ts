@@ -1,7 +1,9 @@
 /**
  * The store's schema, as inline kysely migrations. Never edit a released migration; add one.
  */
+import { randomUUID } from 'node:crypto'
 import { sql, type CreateTableBuilder, type Kysely, type Migration } from 'kysely'
+import { EMPTY_DIGEST, factHash, formatDigest } from '../digest.js'
 import type { Dialect } from './dialect.js'
 
 /** The store's table names, all carrying the configured prefix. */
@@ -11,6 +13,8 @@ export interface TableNames {
   grants: string
   members: string
   changelog: string
+  /** Name → value: the database id (`database_id`). */
+  meta: string
   migrations: string
   migrationsLock: string
 }
@@ -23,6 +27,7 @@ export function tableNames (prefix: string): TableNames {
     grants: `${prefix}grants`,
     members: `${prefix}members`,
     changelog: `${prefix}changelog`,
+    meta: `${prefix}meta`,
     migrations: `${prefix}migrations`,
     migrationsLock: `${prefix}migrations_lock`
   }
@@ -40,6 +45,7 @@ function columnTypes (dialect: Dialect) {
     identifier: ascii(128),
     permission: ascii(256),
     op: ascii(32),
+    digest: ascii(32),
     origin: dialect === 'mysql' ? sql`varchar(255) character set utf8mb4 collate utf8mb4_bin` : sql`varchar(255)`
   }
 }
@@ -92,6 +98,38 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
           .addPrimaryKeyConstraint(`${tables.changelog}_pk`, ['tenant', 'revision'])
           .execute()
       }
+    },
+    // The digest of each tenant's contents (lib/digest.ts), computed here for the tenants that exist
+    // (one pass over their rows, under the migration lock), and the database's id.
+    '0002-digest-and-database-id': {
+      async up (db) {
+        await db.schema.alterTable(tables.tenants)
+          .addColumn('digest', type.digest, (col) => col.notNull().defaultTo(EMPTY_DIGEST))
+          .execute()
+        await createTable(db, tables.meta)
+          .addColumn('name', type.op, (col) => col.notNull().primaryKey())
+          .addColumn('value', type.identifier, (col) => col.notNull())
+          .execute()
+        await db.insertInto(tables.meta).values({ name: DATABASE_ID, value: randomUUID() }).execute()
+
+        const digests = new Map<string, bigint>()
+        const add = (tenant: string, hash: bigint) => digests.set(tenant, (digests.get(tenant) ?? 0n) + hash)
+        for (const row of await db.selectFrom(tables.groups).select(['tenant', 'name']).execute()) {
+          add(row.tenant, factHash({ group: row.name }))
+        }
+        for (const row of await db.selectFrom(tables.grants).select(['tenant', 'group_name', 'permission']).execute()) {
+          add(row.tenant, factHash({ group: row.group_name, permission: row.permission }))
+        }
+        for (const row of await db.selectFrom(tables.members).select(['tenant', 'group_name', 'user_id']).execute()) {
+          add(row.tenant, factHash({ group: row.group_name, user: row.user_id }))
+        }
+        for (const [tenant, value] of digests) {
+          await db.updateTable(tables.tenants).set({ digest: formatDigest(value) }).where('tenant', '=', tenant).execute()
+        }
+      }
     }
   }
 }
+
+/** The `meta` row holding the database id. */
+export const DATABASE_ID = 'database_id'

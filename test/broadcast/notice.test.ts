@@ -7,6 +7,10 @@ import {
 } from '../../lib/broadcast/notice.js'
 import type { LoggedChange } from '../../lib/model.js'
 
+/** A digest (the value does not matter to the wire format). */
+const D = 'ab'.repeat(16)
+const DATABASE = '3f0c1b9e-9d4e-4c2a-8f43-2b1d5c6e7a80'
+
 const committed: LoggedChange[] = [
   { op: 'create-group', group: 'g', revision: 1 },
   { op: 'add-permission', group: 'g', permission: 'doc:*', revision: 2 },
@@ -16,28 +20,41 @@ const committed: LoggedChange[] = [
   { op: 'delete-group', group: 'g', revision: 6 }
 ]
 
-test('noticeChange puts a committed change on the wire as one flat entry', async (t) => {
-  t.same(noticeChange('t1', committed[1]), { tenant: 't1', revision: 2, operation: 'add-permission', group: 'g', permission: 'doc:*' })
-  t.same(noticeChange('t1', committed[3]), { tenant: 't1', revision: 4, operation: 'assign-user', group: 'g', user: 'alice@example.com' })
-  t.same(noticeChange('t1', committed[0]), { tenant: 't1', revision: 1, operation: 'create-group', group: 'g' })
+test('noticeChange puts a committed change and the digest after it on the wire as one flat entry', async (t) => {
+  t.same(noticeChange('t1', committed[1], D), { tenant: 't1', revision: 2, digest: D, operation: 'add-permission', group: 'g', permission: 'doc:*' })
+  t.same(noticeChange('t1', committed[3], D), { tenant: 't1', revision: 4, digest: D, operation: 'assign-user', group: 'g', user: 'alice@example.com' })
+  t.same(noticeChange('t1', committed[0], D), { tenant: 't1', revision: 1, digest: D, operation: 'create-group', group: 'g' })
 })
 
-test('encode → JSON → schema → decode gives back every committed change of every operation', async (t) => {
-  const changes = committed.map((change, i) => noticeChange(`t${i}`, change))
-  const body = encodeNotice('server-a', changes)
+test('encode → JSON → schema → decode gives back every committed change of every operation, the digests and the database', async (t) => {
+  const changes = committed.map((change, i) => noticeChange(`t${i}`, change, D))
+  const body = encodeNotice('server-a', changes, DATABASE)
   const parsed = JSON.parse(body) as Notice
-  t.same(parsed, { type: 'policy.changed', origin: 'server-a', changes }, 'the body')
+  t.same(parsed, { type: 'policy.changed', origin: 'server-a', database: DATABASE, changes }, 'the body')
   t.ok(Compile(NoticeSchema).Check(parsed), 'what a sender encodes passes the receiver\'s schema')
   t.same(decodeNotice(parsed), {
     origin: 'server-a',
-    entries: committed.map((change, i) => ({ tenant: `t${i}`, revision: change.revision, carried: change }))
+    database: DATABASE,
+    entries: committed.map((change, i) => ({ tenant: `t${i}`, revision: change.revision, digest: D, carried: change }))
   })
+  t.same(JSON.parse(encodeNotice('server-a', changes)), { type: 'policy.changed', origin: 'server-a', changes }, 'no database known: none sent')
+})
+
+test('a digest or a database id that is not one is refused by the schema', async (t) => {
+  const check = Compile(NoticeSchema)
+  const notice = (database: string, digest: string) => ({ type: 'policy.changed', origin: 'a', database, changes: [{ tenant: 't1', revision: 1, digest }] })
+  t.ok(check.Check(notice(DATABASE, D)))
+  t.notOk(check.Check(notice(DATABASE, D.toUpperCase())), 'uppercase hex')
+  t.notOk(check.Check(notice(DATABASE, D.slice(1))), '31 digits')
+  t.notOk(check.Check(notice('', D)), 'an empty database id')
+  t.notOk(check.Check(notice('a b', D)), 'a database id with a space')
 })
 
 test('an entry without data (an older sender) decodes with nothing carried', async (t) => {
-  t.same(decodeEntry({ tenant: 't1', revision: 3 }), { tenant: 't1', revision: 3, carried: undefined })
-  t.same(decodeEntry({ tenant: 't1', revision: 3, operation: 'assign-user' }), { tenant: 't1', revision: 3, carried: undefined })
-  t.same(decodeEntry({ tenant: 't1', revision: 3, actor: 'alice' } as NoticeChange), { tenant: 't1', revision: 3, carried: undefined }, 'unknown fields are dropped')
+  t.same(decodeEntry({ tenant: 't1', revision: 3 }), { tenant: 't1', revision: 3, digest: undefined, carried: undefined })
+  t.same(decodeEntry({ tenant: 't1', revision: 3, operation: 'assign-user' }), { tenant: 't1', revision: 3, digest: undefined, carried: undefined })
+  t.same(decodeEntry({ tenant: 't1', revision: 3, actor: 'alice' } as NoticeChange), { tenant: 't1', revision: 3, digest: undefined, carried: undefined }, 'unknown fields are dropped')
+  t.same(decodeNotice({ type: 'policy.changed', origin: 'a', changes: [{ tenant: 't1', revision: 3 }] }).database, undefined, 'nor a database id')
 })
 
 test('carried data that is malformed or does not fit its operation is a coded 400', async (t) => {
@@ -58,7 +75,7 @@ test('carried data that is malformed or does not fit its operation is a coded 40
 })
 
 test('decodeNotice decodes every entry first: one bad entry rejects the notice, whatever its position', async (t) => {
-  const good = noticeChange('t1', committed[3])
+  const good = noticeChange('t1', committed[3], D)
   const bad: NoticeChange = { tenant: 't2', revision: 4, operation: 'create-group', group: 'g', user: 'alice' }
   for (const changes of [[good, bad], [bad, good]]) {
     t.throws(() => decodeNotice({ type: 'policy.changed', origin: 'a', changes }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })

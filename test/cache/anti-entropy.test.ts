@@ -27,6 +27,9 @@ function recorder () {
   }
 }
 
+/** What a round that found nothing to do resolves with. */
+const NOTHING = Object.freeze({ behind: [], repaired: [] })
+
 function start (t: Test, options: Partial<AntiEntropyOptions> & Pick<AntiEntropyOptions, 'sync'>) {
   const { logs, log } = recorder()
   const antiEntropy = new AntiEntropy({ intervalMs: INTERVAL, log, ...options })
@@ -38,7 +41,7 @@ function start (t: Test, options: Partial<AntiEntropyOptions> & Pick<AntiEntropy
 test('the first round comes between 0.9 and 1.1 intervals; the next is scheduled when one ends', async (t) => {
   const tick = mockTimers(t)
   let rounds = 0
-  start(t, { sync: async () => { rounds++; return [] } })
+  start(t, { sync: async () => { rounds++; return NOTHING } })
 
   tick(INTERVAL * 0.9 - 1)
   t.equal(rounds, 0, 'not before 0.9 × the interval')
@@ -58,7 +61,7 @@ test('rounds never overlap: a slow round delays the next', async (t) => {
   start(t, {
     sync: () => {
       rounds++
-      return new Promise((resolve) => { finish = () => resolve([]) })
+      return new Promise((resolve) => { finish = () => resolve(NOTHING) })
     }
   })
   tick(INTERVAL * 1.1)
@@ -77,7 +80,7 @@ test('peers are refreshed before each sync; tenants caught up are logged', async
   const calls: string[] = []
   const { logs } = start(t, {
     refreshPeers: async () => { calls.push('refresh') },
-    sync: async () => { calls.push('sync'); return ['t1', 't2'] }
+    sync: async () => { calls.push('sync'); return { behind: ['t1', 't2'], repaired: [] } }
   })
   tick(INTERVAL * 1.1)
   await turn()
@@ -88,10 +91,22 @@ test('peers are refreshed before each sync; tenants caught up are logged', async
   t.equal(logs.length, 2)
 })
 
+test('tenants repaired (contents that differed from the database) are a warning', async (t) => {
+  const tick = mockTimers(t)
+  const { logs } = start(t, { sync: async () => ({ behind: [], repaired: ['t3'] }) })
+  tick(INTERVAL * 1.1)
+  await turn()
+  t.same(logs, [{
+    level: 'warn',
+    obj: { tenants: ['t3'] },
+    msg: 'policy-cache: sync reloaded tenants whose cached contents differed from the database (digest) or were ahead of it'
+  }])
+})
+
 test('a round that catches nothing up logs nothing', async (t) => {
   const tick = mockTimers(t)
   let rounds = 0
-  const { logs } = start(t, { sync: async () => { rounds++; return [] } })
+  const { logs } = start(t, { sync: async () => { rounds++; return NOTHING } })
   tick(INTERVAL * 1.1)
   await turn()
   t.equal(rounds, 1)
@@ -109,7 +124,7 @@ test('a failed refresh or sync is a warning, skips the rest of the round, and th
     sync: async () => {
       syncs++
       if (syncs === 1) throw syncError
-      return []
+      return NOTHING
     }
   })
   tick(INTERVAL * 1.1)
@@ -135,7 +150,7 @@ test('stop: no round after it, even when it comes during a round', async (t) => 
   const { antiEntropy } = start(t, {
     sync: () => {
       rounds++
-      return new Promise((resolve) => { finish = () => resolve([]) })
+      return new Promise((resolve) => { finish = () => resolve(NOTHING) })
     }
   })
   tick(INTERVAL * 1.1)
@@ -147,7 +162,7 @@ test('stop: no round after it, even when it comes during a round', async (t) => 
   t.equal(rounds, 1, 'the round in progress scheduled no other')
 
   let idle = 0
-  const second = start(t, { sync: async () => { idle++; return [] } })
+  const second = start(t, { sync: async () => { idle++; return NOTHING } })
   second.antiEntropy.stop()
   second.antiEntropy.stop()
   tick(INTERVAL * 10)
@@ -157,7 +172,7 @@ test('stop: no round after it, even when it comes during a round', async (t) => 
 test('an interval of 0 turns it off', async (t) => {
   const tick = mockTimers(t)
   let rounds = 0
-  start(t, { intervalMs: 0, sync: async () => { rounds++; return [] } })
+  start(t, { intervalMs: 0, sync: async () => { rounds++; return NOTHING } })
   tick(86400000)
   t.equal(rounds, 0)
 })
@@ -165,7 +180,7 @@ test('an interval of 0 turns it off', async (t) => {
 test('its timer does not keep the process alive', async (t) => {
   const timers = () => process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length
   const before = timers()
-  const { antiEntropy } = start(t, { intervalMs: 3600000, sync: async () => [] })
+  const { antiEntropy } = start(t, { intervalMs: 3600000, sync: async () => NOTHING })
   t.equal(timers(), before, 'unref\'d: not an active resource')
   antiEntropy.stop()
 })

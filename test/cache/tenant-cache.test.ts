@@ -1,5 +1,9 @@
+import { mock } from 'node:test'
+import { setImmediate as turn } from 'node:timers/promises'
 import { test } from 'tap'
 import { TenantCache } from '../../lib/cache/tenant-cache.js'
+import { EMPTY_DIGEST } from '../../lib/digest.js'
+import type { Change } from '../../lib/model.js'
 import { InstrumentedStore } from '../helpers/instrumented-store.js'
 
 async function seeded (retention?: number) {
@@ -71,8 +75,8 @@ test('a revision never goes backwards', async (t) => {
   // A reload that read an older snapshot than what is cached must not win.
   const release = store.hold('snapshot')
   const reload = cache.reload('t1')
-  await store.write('t1', { op: 'assign-user', group: 'g', user: 'late' }, 'peer')
-  await cache.applyOwn('t1', { revision: 3, op: 'assign-user', group: 'g', user: 'late' })
+  const { digest } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'late' }, 'peer')
+  await cache.applyOwn('t1', { revision: 3, op: 'assign-user', group: 'g', user: 'late' }, digest)
   t.equal(cache.peek('t1')!.revision, 3)
   release()
   t.equal(await reload, 3, 'the snapshot read at revision 2 did not move it back')
@@ -102,10 +106,10 @@ test('sync polls all cached tenants in one query and catches up those behind', a
   await cache.get('t1')
   await cache.get('t2')
   await store.write('t2', { op: 'create-group', group: 'x' }, 'peer')
-  t.same(await cache.sync(), ['t2'])
+  t.same(await cache.sync(), { behind: ['t2'], repaired: [] })
   t.equal(store.calls.revisions, 1)
   t.equal(cache.peek('t2')!.revision, 1)
-  t.same(await cache.sync(), [], 'nothing behind the second time')
+  t.same(await cache.sync(), { behind: [], repaired: [] }, 'nothing behind the second time')
 })
 
 test('a catch-up racing a full reload is not lost on the state the reload replaced', async (t) => {
@@ -131,8 +135,8 @@ test('a carried change one revision ahead is applied without reading the databas
   const store = await seeded()
   const cache = new TenantCache({ store, maxTenants: 10 })
   await cache.get('t1')
-  const { revision } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
-  t.equal(await cache.noticed('t1', revision, { op: 'assign-user', group: 'g', user: 'alice', revision }), 3)
+  const { revision, digest } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', revision, digest, { op: 'assign-user', group: 'g', user: 'alice', revision }), 3)
   t.equal(store.calls.changesSince, 0, 'no changelog query')
   t.equal(store.calls.snapshot, 1, 'only the initial load')
   t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
@@ -144,8 +148,8 @@ test('a carried change past a gap is not applied: the changelog fills the gap', 
   const cache = new TenantCache({ store, maxTenants: 10 })
   await cache.get('t1')
   await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, 'peer')
-  const { revision } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
-  t.equal(await cache.noticed('t1', revision, { op: 'assign-user', group: 'g', user: 'alice', revision }), 4)
+  const { revision, digest } = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', revision, digest, { op: 'assign-user', group: 'g', user: 'alice', revision }), 4)
   t.equal(store.calls.changesSince, 1)
   t.ok(cache.peek('t1')!.check('bob', 'doc:read'), 'the skipped revision is applied too')
   t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
@@ -155,7 +159,7 @@ test('a carried change past a gap is not applied: the changelog fills the gap', 
 test('a carried change does not load an uncached tenant', async (t) => {
   const store = await seeded()
   const cache = new TenantCache({ store, maxTenants: 10 })
-  t.equal(await cache.noticed('t1', 3, { op: 'create-group', group: 'h', revision: 3 }), null)
+  t.equal(await cache.noticed('t1', 3, EMPTY_DIGEST, { op: 'create-group', group: 'h', revision: 3 }), null)
   t.equal(cache.peek('t1'), undefined)
   t.equal(store.calls.snapshot + store.calls.changesSince, 0)
 })
@@ -170,8 +174,8 @@ test('notices carrying changes during a catch-up share one trailing run that app
   const running = cache.catchUp('t1')
   const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
   const notices = [
-    cache.noticed('t1', b.revision, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision }),
-    cache.noticed('t1', a.revision, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
+    cache.noticed('t1', b.revision, b.digest, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision }),
+    cache.noticed('t1', a.revision, a.digest, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
   ]
   release()
   await running
@@ -189,7 +193,7 @@ test('a trailing run that a sync also asked for reads the changelog', async (t) 
   const release = store.hold('changesSince')
   const running = cache.catchUp('t1')
   const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
-  const notice = cache.noticed('t1', a.revision, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
+  const notice = cache.noticed('t1', a.revision, a.digest, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
   await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
   const sync = cache.sync()
   release()
@@ -197,4 +201,134 @@ test('a trailing run that a sync also asked for reads the changelog', async (t) 
   t.equal(cache.peek('t1')!.revision, 4, 'the store\'s current revision, past the carried one')
   t.ok(cache.peek('t1')!.check('b', 'doc:read'))
   t.match(cache.stats(), { carriedCatchUps: 0 })
+})
+
+/**
+ * A forged notice: the change at the cached revision + 1, carried with the digest the cache would
+ * have after it (what a holder of the webhook secret can compute), so the cache applies it.
+ */
+async function forge (cache: TenantCache, change: Change): Promise<number> {
+  const state = cache.peek('t1')!
+  const revision = state.revision + 1
+  await cache.noticed('t1', revision, state.digestAfter(change), { ...change, revision })
+  return revision
+}
+
+test('a forged carried change is applied, then repaired by the real notice of its revision, never acknowledged as it', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const revision = await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  t.ok(cache.peek('t1')!.check('mallory', 'doc:read'), 'applied: the digest matched what the notice said')
+  t.equal(cache.peek('t1')!.verified, false, 'a peer\'s word, not the database\'s')
+
+  const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(real.revision, revision, 'the database\'s write at the forged revision')
+  t.equal(await cache.noticed('t1', real.revision, real.digest, { op: 'assign-user', group: 'g', user: 'alice', revision: real.revision }), revision,
+    'answered only once it holds the database\'s contents')
+  const state = cache.peek('t1')!
+  t.equal(state.digest, real.digest)
+  t.ok(state.check('alice', 'doc:read'))
+  t.notOk(state.check('mallory', 'doc:read'), 'the forged membership is gone')
+  t.match(cache.stats(), { repairs: 1, carriedCatchUps: 1 })
+})
+
+test('a carried change whose result does not have the notice\'s digest is not applied: the changelog decides', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', real.revision, real.digest, { op: 'assign-user', group: 'g', user: 'mallory', revision: real.revision }), 3)
+  t.equal(store.calls.changesSince, 1)
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+  t.match(cache.stats(), { carriedCatchUps: 0, deltaCatchUps: 1, repairs: 0 })
+})
+
+test('a notice with another digest for contents read from the database changes nothing and reads nothing', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const snapshots = store.calls.snapshot
+  t.equal(await cache.noticed('t1', 2, 'ff'.repeat(16)), 2)
+  t.equal(store.calls.snapshot + store.calls.changesSince, snapshots, 'the notice is wrong, not the cache')
+  t.match(cache.stats(), { repairs: 0 })
+})
+
+test('sync repairs contents that differ from the database at the same revision, and a cache ahead of it', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await forge(cache, { op: 'delete-group', group: 'g' })
+  t.notOk(cache.peek('t1')!.check('x', 'doc:read'))
+  t.same(await cache.sync(), { behind: [], repaired: ['t1'] }, 'ahead of the database (revision 3 of 2)')
+  t.equal(cache.peek('t1')!.revision, 2, 'what the database holds, even at a lower revision')
+  t.same(cache.peek('t1')!.view(), [{ name: 'g', permissions: ['doc:read'], users: [] }])
+
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.same(await cache.sync(), { behind: [], repaired: ['t1'] }, 'same revision, other contents')
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+  t.same(await cache.sync(), { behind: [], repaired: [] }, 'healed')
+  t.equal(cache.peek('t1')!.verified, true)
+})
+
+test('reload installs what the database holds, even at the same or a lower revision', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  t.equal(await cache.reload('t1'), 2, 'a revision the database never reached is dropped')
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.reload('t1'), 3, 'the same revision, the database\'s contents')
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+})
+
+test('an own write whose digest differs from the cache\'s result repairs the cache', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  // Revision 3 in the database is another change; the instance then writes revision 4 itself.
+  await store.write('t1', { op: 'create-group', group: 'h' }, 'peer')
+  const own = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'self')
+  await cache.applyOwn('t1', { op: 'assign-user', group: 'g', user: 'alice', revision: own.revision }, own.digest)
+  t.equal(cache.peek('t1')!.digest, own.digest)
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+  t.same(cache.peek('t1')!.view().map((group) => group.name), ['g', 'h'])
+  t.match(cache.stats(), { repairs: 1 })
+})
+
+test('a flood of notices forcing repairs costs one reload, and repairs of a tenant are spaced', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10, repairSpacingMs: 60_000 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  const snapshots = store.calls.snapshot
+  const flood = Array.from({ length: 50 }, () => cache.noticed('t1', real.revision, real.digest))
+  t.same(new Set(await Promise.all(flood)), new Set([3]))
+  t.equal(store.calls.snapshot - snapshots, 1, '50 notices, one reload')
+  t.match(cache.stats(), { repairs: 1 })
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+
+  // Forged again at once: the next repair waits for the spacing, however many notices ask for it.
+  mock.timers.enable({ apis: ['setTimeout'] })
+  t.teardown(() => mock.timers.reset())
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const next = await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, 'peer')
+  let answered = 0
+  const second = Array.from({ length: 50 }, () => cache.noticed('t1', next.revision, next.digest).then((revision) => { answered++; return revision }))
+  for (let i = 0; i < 5; i++) await turn()
+  t.equal(answered, 0, 'no answer while holding contents it cannot vouch for')
+  t.equal(store.calls.snapshot - snapshots, 1, 'no second reload within the spacing')
+  mock.timers.tick(60_000)
+  t.same(new Set(await Promise.all(second)), new Set([4]))
+  t.equal(store.calls.snapshot - snapshots, 2, 'one more reload once the spacing is over')
+  t.ok(cache.peek('t1')!.check('bob', 'doc:read'))
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
 })

@@ -1,16 +1,20 @@
 import fc from 'fast-check'
 import { test } from 'tap'
 import { TenantState } from '../../lib/cache/tenant-state.js'
+import { digestOf } from '../../lib/digest.js'
+import type { GroupData } from '../../lib/model.js'
+
+/** A state built from a snapshot of `groups` at `revision`, with the digest of those groups. */
+function stateOf (revision: number, groups: GroupData[]): TenantState {
+  return new TenantState({ revision, groups, digest: digestOf(groups) })
+}
 
 function tenant () {
-  return new TenantState({
-    revision: 3,
-    groups: [
-      { name: 'editors', permissions: ['documents:*', 'reports:read'], users: ['alice', 'bob'] },
-      { name: 'admins', permissions: ['*'], users: ['root'] },
-      { name: 'deep', permissions: ['a:b:*'], users: ['carol'] }
-    ]
-  })
+  return stateOf(3, [
+    { name: 'editors', permissions: ['documents:*', 'reports:read'], users: ['alice', 'bob'] },
+    { name: 'admins', permissions: ['*'], users: ['root'] },
+    { name: 'deep', permissions: ['a:b:*'], users: ['carol'] }
+  ])
 }
 
 test('exact and wildcard grants match as the policy model says', async (t) => {
@@ -68,7 +72,7 @@ test('the user index stays exact through membership churn (records moved, grown,
   const groups = ['g0', 'g1', 'g2', 'g3', 'g4', 'g5']
   const users = Array.from({ length: 40 }, (_, i) => `u${i}`)
   const model = new Map<string, Set<string>>(groups.map((g) => [g, new Set(users.filter((_, i) => i % groups.length === groups.indexOf(g)))]))
-  const s = new TenantState({ revision: 0, groups: groups.map((g) => ({ name: g, permissions: [`p:${g}`], users: [...model.get(g)!] })) })
+  const s = stateOf(0, groups.map((g) => ({ name: g, permissions: [`p:${g}`], users: [...model.get(g)!] })))
   let seed = 12345
   const next = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
   let mismatches = 0
@@ -96,6 +100,34 @@ test('the user index stays exact through membership churn (records moved, grown,
   }
   t.equal(mismatches, 0)
   t.same(s.view().map((g) => ({ name: g.name, users: g.users })), groups.map((g) => ({ name: g, users: [...model.get(g)!].sort() })))
+  t.equal(s.digest, digestOf(s.view()), 'the digest, updated by every change, is that of the contents')
+})
+
+test('the digest follows every change, no-ops included, and digestAfter predicts it without applying', async (t) => {
+  const s = tenant()
+  const changes = [
+    { op: 'create-group', group: 'editors' },
+    { op: 'create-group', group: 'new' },
+    { op: 'add-permission', group: 'new', permission: 'x:*' },
+    { op: 'add-permission', group: 'new', permission: 'x:*' },
+    { op: 'add-permission', group: 'implicit', permission: '*' },
+    { op: 'assign-user', group: 'other', user: 'dora' },
+    { op: 'assign-user', group: 'editors', user: 'alice' },
+    { op: 'remove-permission', group: 'editors', permission: 'documents:*' },
+    { op: 'remove-permission', group: 'editors', permission: 'absent' },
+    { op: 'unassign-user', group: 'editors', user: 'bob' },
+    { op: 'unassign-user', group: 'missing', user: 'bob' },
+    { op: 'delete-group', group: 'admins' },
+    { op: 'delete-group', group: 'admins' }
+  ] as const
+  for (const change of changes) {
+    const before = s.view()
+    const predicted = s.digestAfter(change)
+    t.same(s.view(), before, 'digestAfter changes nothing')
+    s.apply(change)
+    t.equal(s.digest, predicted, `${change.op} ${change.group}: as predicted`)
+    t.equal(s.digest, digestOf(s.view()), `${change.op} ${change.group}: the digest of the contents`)
+  }
 })
 
 /** DESIGN §2's matching rule, written the naive way: the reference the grant index must agree with. */
@@ -107,7 +139,7 @@ test('a group with more wildcard grants than the scan limit (8) matches from the
   const wildcards = ['s1:*', 's2:*', 's3:*', 's4:*', 's5:*', 's6:*', 's7:*', 's8:*', 'deep:er:*']
   for (const count of [8, 9]) {
     const grants = count === 8 ? wildcards.slice(1) : wildcards
-    const s = new TenantState({ revision: 1, groups: [{ name: 'g', permissions: grants, users: ['u'] }] })
+    const s = stateOf(1, [{ name: 'g', permissions: grants, users: ['u'] }])
     t.ok(s.check('u', 's2:read'), `${count} wildcards: a one-segment prefix`)
     t.ok(s.check('u', 's8:a:b'), `${count} wildcards: deeper segments`)
     t.ok(s.check('u', 'deep:er:x'), `${count} wildcards: a two-segment prefix`)
@@ -129,7 +161,7 @@ test('grant matching agrees with the naive rule on both sides of the scan limit,
     fc.array(permission, { minLength: 1, maxLength: 40 }),
     (prefixes, exact, star, checks) => {
       const grants = [...prefixes, ...exact, ...(star ? ['*'] : [])]
-      const state = new TenantState({ revision: 1, groups: [{ name: 'g', permissions: grants, users: ['u'] }] })
+      const state = stateOf(1, [{ name: 'g', permissions: grants, users: ['u'] }])
       const held = new Set(grants)
       const compare = (when: string) => {
         for (const checked of checks) {

@@ -168,6 +168,7 @@ function laggy (store: PolicyStore, random: () => number, maxMs: number): Policy
   }
   return {
     migrate: () => store.migrate(),
+    databaseId: () => store.databaseId(),
     write: (tenant, change, origin) => late(store.write(tenant, change, origin)),
     snapshot: (tenant) => late(store.snapshot(tenant)),
     changesSince: (tenant, revision) => late(store.changesSince(tenant, revision)),

@@ -1,9 +1,15 @@
 /**
  * The conformance suite every PolicyStore must pass, whatever its database.
  */
+import { Migrator, type Kysely } from 'kysely'
 import type { Test } from 'tap'
-import type { Change, LoggedChange, WriteResult } from '../../lib/model.js'
-import type { PolicyStore } from '../../lib/store/index.js'
+import { TenantState } from '../../lib/cache/tenant-state.js'
+import { DATABASE_ID_PATTERN } from '../../lib/broadcast/notice.js'
+import { digestOf, EMPTY_DIGEST } from '../../lib/digest.js'
+import type { Change, GroupData, LoggedChange } from '../../lib/model.js'
+import { dialectOf } from '../../lib/store/dialect.js'
+import { KyselyPolicyStore, type PolicyStore } from '../../lib/store/index.js'
+import { storeMigrations, tableNames } from '../../lib/store/migrations.js'
 
 /** A store on fresh, empty, not yet migrated tables, and how to get rid of them. */
 export interface StoreUnderTest {
@@ -25,9 +31,57 @@ async function withStore (t: Test, makeStore: () => Promise<StoreUnderTest>, fn:
   await fn(store)
 }
 
-/** Writes with a fixed origin. */
+/**
+ * Writes with a fixed origin; answers `{ revision, changed }` once the digest the write returned is
+ * checked to be the one `revisions` reads for the tenant.
+ */
 function writer (store: PolicyStore) {
-  return async (tenant: string, change: Change): Promise<WriteResult> => await store.write(tenant, change, ORIGIN)
+  return async (tenant: string, change: Change): Promise<{ revision: number, changed: boolean }> => {
+    const { revision, changed, digest } = await store.write(tenant, change, ORIGIN)
+    const read = (await store.revisions([tenant])).get(tenant)
+    // Concurrent writes may have moved the tenant on meanwhile.
+    if (read?.revision === revision && read.digest !== digest) throw new Error(`write answered digest ${digest}, revisions() reads ${read?.digest}`)
+    return { revision, changed }
+  }
+}
+
+/** The snapshot without its digest, once the digest is checked to be that of its groups. */
+async function snapshotOf (store: PolicyStore, tenant: string): Promise<{ revision: number, groups: GroupData[] }> {
+  const { revision, groups, digest } = await store.snapshot(tenant)
+  if (digest !== digestOf(groups)) throw new Error(`snapshot digest ${digest} is not the digest of its groups, ${digestOf(groups)}`)
+  return { revision, groups }
+}
+
+/** The revisions `revisions` reads, without digests. */
+async function revisionsOf (store: PolicyStore, tenants: readonly string[]): Promise<Map<string, number>> {
+  return new Map([...await store.revisions(tenants)].map(([tenant, { revision }]) => [tenant, revision]))
+}
+
+/** A deterministic pseudo-random sequence in [0, 1) (mulberry32). */
+function seeded (seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6D2B79F5) | 0
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A random change over a small domain, so that changes collide (no-ops, deletes of full groups). */
+function randomChange (random: () => number): Change {
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]
+  const group = pick(['g', 'h', 'k'])
+  const op = pick(['create-group', 'create-group', 'delete-group', 'add-permission', 'add-permission', 'remove-permission', 'assign-user', 'assign-user', 'unassign-user'] as const)
+  switch (op) {
+    case 'add-permission':
+    case 'remove-permission':
+      return { op, group, permission: pick(['docs:read', 'docs:*', '*']) }
+    case 'assign-user':
+    case 'unassign-user':
+      return { op, group, user: pick(['alice', 'bob', 'carol']) }
+    default:
+      return { op, group }
+  }
 }
 
 /** Revisions 1..n. */
@@ -41,10 +95,10 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.test(`${name}: ${title}`, (t) => withStore(t, makeStore, (store) => fn(t, store), migrated))
 
   test('a tenant never written is at revision 0 and empty', async (t, store) => {
-    t.strictSame(await store.snapshot('t1'), { revision: 0, groups: [] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 0, groups: [] })
     t.strictSame(await store.changesSince('t1', 0), [])
     t.equal(await store.changesSince('t1', 1), null, 'a revision ahead of the database')
-    t.strictSame(await store.revisions(['t1']), new Map([['t1', 0]]))
+    t.strictSame(await revisionsOf(store, ['t1']), new Map([['t1', 0]]))
   })
 
   test('create-group and delete-group', async (t, store) => {
@@ -55,7 +109,7 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.strictSame(await write('t1', { op: 'delete-group', group: 'g' }), { revision: 2, changed: false }, 'already gone')
     t.strictSame(await write('t1', { op: 'delete-group', group: 'never' }), { revision: 2, changed: false }, 'never existed')
     t.strictSame(await write('t1', { op: 'create-group', group: 'g' }), { revision: 3, changed: true }, 'created again')
-    t.strictSame(await store.snapshot('t1'), { revision: 3, groups: [{ name: 'g', permissions: [], users: [] }] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 3, groups: [{ name: 'g', permissions: [], users: [] }] })
   })
 
   test('add-permission and remove-permission', async (t, store) => {
@@ -67,7 +121,7 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.strictSame(await write('t1', { op: 'remove-permission', group: 'g', permission: 'docs:read' }), { revision: 4, changed: true })
     t.strictSame(await write('t1', { op: 'remove-permission', group: 'g', permission: 'docs:read' }), { revision: 4, changed: false })
     t.strictSame(await write('t1', { op: 'remove-permission', group: 'none', permission: 'docs:*' }), { revision: 4, changed: false }, 'missing group')
-    t.strictSame(await store.snapshot('t1'), { revision: 4, groups: [{ name: 'g', permissions: ['docs:*'], users: [] }] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 4, groups: [{ name: 'g', permissions: ['docs:*'], users: [] }] })
   })
 
   test('assign-user and unassign-user', async (t, store) => {
@@ -79,23 +133,23 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.strictSame(await write('t1', { op: 'unassign-user', group: 'g', user: 'alice' }), { revision: 4, changed: true })
     t.strictSame(await write('t1', { op: 'unassign-user', group: 'g', user: 'alice' }), { revision: 4, changed: false })
     t.strictSame(await write('t1', { op: 'unassign-user', group: 'none', user: 'bob@example.com' }), { revision: 4, changed: false }, 'missing group')
-    t.strictSame(await store.snapshot('t1'), { revision: 4, groups: [{ name: 'g', permissions: [], users: ['bob@example.com'] }] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 4, groups: [{ name: 'g', permissions: [], users: ['bob@example.com'] }] })
   })
 
   test('add-permission and assign-user on a missing group throw GroupNotFound and write nothing', async (t, store) => {
     const write = writer(store)
     await t.rejects(write('t1', { op: 'add-permission', group: 'g', permission: 'docs:read' }), GROUP_NOT_FOUND)
     await t.rejects(write('t1', { op: 'assign-user', group: 'g', user: 'alice' }), GROUP_NOT_FOUND)
-    t.strictSame(await store.revisions(['t1']), new Map([['t1', 0]]))
+    t.strictSame(await revisionsOf(store, ['t1']), new Map([['t1', 0]]))
     t.strictSame(await store.changesSince('t1', 0), [])
-    t.strictSame(await store.snapshot('t1'), { revision: 0, groups: [] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 0, groups: [] })
 
     await write('t1', { op: 'create-group', group: 'other' })
     await t.rejects(write('t1', { op: 'assign-user', group: 'g', user: 'alice' }), GROUP_NOT_FOUND)
     await t.rejects(write('t1', { op: 'add-permission', group: 'g', permission: 'docs:read' }), GROUP_NOT_FOUND)
-    t.strictSame(await store.revisions(['t1']), new Map([['t1', 1]]))
+    t.strictSame(await revisionsOf(store, ['t1']), new Map([['t1', 1]]))
     t.strictSame(await store.changesSince('t1', 1), [])
-    t.strictSame(await store.snapshot('t1'), { revision: 1, groups: [{ name: 'other', permissions: [], users: [] }] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 1, groups: [{ name: 'other', permissions: [], users: [] }] })
   })
 
   test('delete-group removes its grants and memberships, and only its own', async (t, store) => {
@@ -106,9 +160,9 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
       await write('t1', { op: 'assign-user', group, user: 'alice' })
     }
     t.strictSame(await write('t1', { op: 'delete-group', group: 'g' }), { revision: 7, changed: true })
-    t.strictSame(await store.snapshot('t1'), { revision: 7, groups: [{ name: 'h', permissions: ['docs:read'], users: ['alice'] }] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 7, groups: [{ name: 'h', permissions: ['docs:read'], users: ['alice'] }] })
     await write('t1', { op: 'create-group', group: 'g' })
-    t.strictSame((await store.snapshot('t1')).groups[0], { name: 'g', permissions: [], users: [] }, 'a recreated group starts empty')
+    t.strictSame((await snapshotOf(store, 't1')).groups[0], { name: 'g', permissions: [], users: [] }, 'a recreated group starts empty')
   })
 
   test('tenants are isolated', async (t, store) => {
@@ -119,8 +173,8 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     await write('t2', { op: 'assign-user', group: 'g', user: 'bob' })
     await write('t1', { op: 'delete-group', group: 'g' })
     await t.rejects(write('t1', { op: 'assign-user', group: 'g', user: 'bob' }), GROUP_NOT_FOUND)
-    t.strictSame(await store.snapshot('t1'), { revision: 3, groups: [] })
-    t.strictSame(await store.snapshot('t2'), { revision: 2, groups: [{ name: 'g', permissions: [], users: ['bob'] }] })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 3, groups: [] })
+    t.strictSame(await snapshotOf(store, 't2'), { revision: 2, groups: [{ name: 'g', permissions: [], users: ['bob'] }] })
     t.strictSame(await store.changesSince('t2', 0), [
       { revision: 1, op: 'create-group', group: 'g' },
       { revision: 2, op: 'assign-user', group: 'g', user: 'bob' }
@@ -153,7 +207,7 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     for (const group of ['b', 'a', 'C']) await write('t1', { op: 'create-group', group })
     for (const permission of ['z', 'docs:read', '*']) await write('t1', { op: 'add-permission', group: 'a', permission })
     for (const user of ['zoe', 'Bob', 'alice']) await write('t1', { op: 'assign-user', group: 'b', user })
-    t.strictSame(await store.snapshot('t1'), {
+    t.strictSame(await snapshotOf(store, 't1'), {
       revision: 9,
       groups: [
         { name: 'C', permissions: [], users: [] },
@@ -168,11 +222,11 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     await write('t1', { op: 'create-group', group: 'g' })
     await write('t1', { op: 'create-group', group: 'h' })
     await write('t2', { op: 'create-group', group: 'g' })
-    t.strictSame(await store.revisions(['t1', 't2', 'missing', 't1']), new Map([['t1', 2], ['t2', 1], ['missing', 0]]))
-    t.strictSame(await store.revisions([]), new Map())
+    t.strictSame(await revisionsOf(store, ['t1', 't2', 'missing', 't1']), new Map([['t1', 2], ['t2', 1], ['missing', 0]]))
+    t.strictSame(await revisionsOf(store, []), new Map())
 
     const many = Array.from({ length: 1200 }, (_, i) => `x${i}`)
-    const revisions = await store.revisions([...many, 't2'])
+    const revisions = await revisionsOf(store, [...many, 't2'])
     t.equal(revisions.size, 1201, 'more tenants than fit in one query')
     t.equal(revisions.get('t2'), 1)
     t.ok(many.every((tenant) => revisions.get(tenant) === 0))
@@ -189,9 +243,9 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.strictSame(await write('acme', { op: 'add-permission', group: 'admins', permission: 'Docs:read' }), { revision: 6, changed: true })
     t.strictSame(await write('acme', { op: 'remove-permission', group: 'admins', permission: 'DOCS:READ' }), { revision: 6, changed: false })
     await t.rejects(write('acme', { op: 'assign-user', group: 'ADMINS', user: 'alice' }), GROUP_NOT_FOUND)
-    t.strictSame(await store.revisions(['acme', 'Acme']), new Map([['acme', 6], ['Acme', 0]]))
-    t.strictSame(await store.snapshot('Acme'), { revision: 0, groups: [] })
-    t.strictSame(await store.snapshot('acme'), {
+    t.strictSame(await revisionsOf(store, ['acme', 'Acme']), new Map([['acme', 6], ['Acme', 0]]))
+    t.strictSame(await snapshotOf(store, 'Acme'), { revision: 0, groups: [] })
+    t.strictSame(await snapshotOf(store, 'acme'), {
       revision: 6,
       groups: [
         { name: 'Admins', permissions: [], users: [] },
@@ -224,8 +278,67 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
   test('migrate is idempotent and safe to run concurrently', async (t, store) => {
     await Promise.all([store.migrate(), store.migrate(), store.migrate()])
     await store.migrate()
-    t.strictSame(await store.write('t1', { op: 'create-group', group: 'g' }, ORIGIN), { revision: 1, changed: true })
+    t.strictSame(await writer(store)('t1', { op: 'create-group', group: 'g' }), { revision: 1, changed: true })
   }, false)
+
+  test('the digest of a tenant never written is EMPTY_DIGEST everywhere', async (t, store) => {
+    t.equal((await store.snapshot('t1')).digest, EMPTY_DIGEST)
+    t.strictSame(await store.revisions(['t1']), new Map([['t1', { revision: 0, digest: EMPTY_DIGEST }]]))
+    const created = await store.write('t1', { op: 'create-group', group: 'g' }, ORIGIN)
+    t.not(created.digest, EMPTY_DIGEST)
+    const deleted = await store.write('t1', { op: 'delete-group', group: 'g' }, ORIGIN)
+    t.strictSame(deleted, { revision: 2, changed: true, digest: EMPTY_DIGEST }, 'emptied: the digest of no facts again')
+    t.strictSame(await store.write('t1', { op: 'delete-group', group: 'g' }, ORIGIN), { revision: 2, changed: false, digest: EMPTY_DIGEST })
+  })
+
+  test('the digest agrees with the contents and with a cache applying the changelog, after random changes', async (t, store) => {
+    const random = seeded(42)
+    // A cache following every write as a peer would (from the changelog), and one loaded at the end.
+    const follower = new TenantState({ revision: 0, groups: [], digest: EMPTY_DIGEST })
+    let checked = 0
+    for (let i = 0; i < 400; i++) {
+      const change = randomChange(random)
+      const result = await store.write('t1', change, ORIGIN).catch((err: { code?: string }) => {
+        if (err.code !== GROUP_NOT_FOUND.code) throw err
+        return null
+      })
+      if (result === null) continue
+      const logged = await store.changesSince('t1', follower.revision)
+      if (logged === null || !follower.applyAll(logged)) {
+        t.fail(`the changelog does not reach back to ${follower.revision}`)
+        return
+      }
+      if (follower.digest !== result.digest || follower.revision !== result.revision) {
+        t.fail(`after ${JSON.stringify(change)}: the cache holds ${follower.digest} at ${follower.revision}, the store ${result.digest} at ${result.revision}`)
+        return
+      }
+      if (i % 25 === 0) {
+        const snapshot = await store.snapshot('t1')
+        t.equal(snapshot.digest, digestOf(snapshot.groups), `revision ${snapshot.revision}: the digest of the contents`)
+        checked++
+      }
+    }
+    const snapshot = await store.snapshot('t1')
+    t.equal(snapshot.digest, digestOf(snapshot.groups))
+    t.equal(snapshot.digest, follower.digest, 'the follower agrees')
+    t.strictSame(new TenantState(snapshot).view(), follower.view(), 'and holds the same contents')
+    t.ok(checked > 10 && snapshot.revision > 100, `a long enough sequence (${snapshot.revision} revisions)`)
+  })
+
+  test('the database id is stable, shared by stores on the same tables, and another database has another', async (t, store) => {
+    const id = await store.databaseId()
+    t.match(id, new RegExp(DATABASE_ID_PATTERN))
+    t.equal(await store.databaseId(), id)
+    await store.migrate()
+    t.equal(await store.databaseId(), id, 'migrating again keeps it')
+    const other = await makeStore()
+    t.teardown(async () => {
+      await other.store.close()
+      await other.cleanup()
+    })
+    await other.store.migrate()
+    t.not(await other.store.databaseId(), id)
+  })
 }
 
 /**
@@ -260,4 +373,42 @@ export async function sharedDatabase (t: Test, stores: PolicyStore[]): Promise<v
   const total = stores.length * 20
   t.strictSame(results.map((result) => result.revision).sort((a, b) => a - b), upTo(total))
   for (const store of stores) t.equal((await store.snapshot('shared')).groups.length, total)
+  const ids = await Promise.all(stores.map((store) => store.databaseId()))
+  t.equal(new Set(ids).size, 1, 'one database, one id, whichever process created it')
+  const digests = await Promise.all(stores.map(async (store) => (await store.revisions(['shared'])).get('shared')?.digest))
+  t.equal(new Set(digests).size, 1)
+  t.equal(digests[0], digestOf((await stores[0].snapshot('shared')).groups), 'concurrent writers kept the digest exact')
+}
+
+/**
+ * A database the previous version created (migration 0001 only) and filled: migrating it computes the
+ * digest of every existing tenant from its rows, and creates the database id.
+ */
+export async function upgradeComputesDigests (t: Test, db: Kysely<any>, tablePrefix: string): Promise<void> {
+  const tables = tableNames(tablePrefix)
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => storeMigrations(tables, dialectOf(db)) },
+    migrationTableName: tables.migrations,
+    migrationLockTableName: tables.migrationsLock
+  })
+  const { error } = await migrator.migrateTo('0001-initial')
+  if (error !== undefined) throw error
+  await db.insertInto(tables.tenants).values([{ tenant: 't1', revision: 4 }, { tenant: 't2', revision: 1 }, { tenant: 'empty', revision: 2 }]).execute()
+  await db.insertInto(tables.groups).values([{ tenant: 't1', name: 'g' }, { tenant: 't1', name: 'h' }, { tenant: 't2', name: 'g' }]).execute()
+  await db.insertInto(tables.grants).values([{ tenant: 't1', group_name: 'g', permission: 'docs:*' }]).execute()
+  await db.insertInto(tables.members).values([{ tenant: 't1', group_name: 'h', user_id: 'alice' }]).execute()
+
+  const store = new KyselyPolicyStore({ db, tablePrefix })
+  await store.migrate()
+  for (const tenant of ['t1', 't2', 'empty', 'never']) {
+    const snapshot = await store.snapshot(tenant)
+    t.equal(snapshot.digest, digestOf(snapshot.groups), `${tenant}: the digest of its rows`)
+  }
+  t.not((await store.snapshot('t1')).digest, (await store.snapshot('t2')).digest)
+  t.equal((await store.snapshot('empty')).digest, EMPTY_DIGEST)
+  t.match(await store.databaseId(), new RegExp(DATABASE_ID_PATTERN))
+  t.match(await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, ORIGIN), { revision: 5, changed: true })
+  const after = await store.snapshot('t1')
+  t.equal(after.digest, digestOf(after.groups), 'and later writes keep it exact')
 }

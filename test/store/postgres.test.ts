@@ -1,7 +1,7 @@
 import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
-import { changelogPruning, sharedDatabase, storeConformance, type StoreUnderTest } from './conformance.js'
+import { changelogPruning, sharedDatabase, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 
 const db = await postgresDb()
 if (db === undefined) {
@@ -18,6 +18,12 @@ if (db === undefined) {
   storeConformance(t, 'postgres', makeStore)
 
   t.test('changelog pruning', (t) => changelogPruning(t, () => makeStore({ changelogRetention: 10 })))
+
+  t.test('migrating a database of the previous version computes the digests of its tenants', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await upgradeComputesDigests(t, db, tablePrefix)
+  })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {
     const tablePrefix = randomPrefix()

@@ -8,6 +8,7 @@ import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { decodeEntry, type NoticeChange } from '../../lib/broadcast/notice.js'
 import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
+import { digestOf } from '../../lib/digest.js'
 import { PolicyCache } from '../../lib/policy-cache.js'
 import { buildApp, SECRET } from '../helpers/app.js'
 import { InstrumentedStore } from '../helpers/instrumented-store.js'
@@ -47,7 +48,9 @@ test('a write\'s notice carries its change; a peer one revision behind applies i
 
   const { revision } = await a.assignUser('t1', 'readers', 'alice')
   const notice = sent.at(-1) as NoticeChange[]
-  t.same(notice, [{ tenant: 't1', revision, operation: 'assign-user', group: 'readers', user: 'alice' }])
+  const digest = digestOf((await a.tenant('t1')).groups)
+  reads()
+  t.same(notice, [{ tenant: 't1', revision, digest, operation: 'assign-user', group: 'readers', user: 'alice' }], 'with the digest of the tenant after the change')
   t.same(await deliver(notice), { t1: 3 })
   t.same(reads(), { snapshot: 0, changesSince: 0 }, 'no changelog query, no snapshot')
   t.same(await b.decide('t1', 'alice', 'doc:read'), { allowed: true, revision: 3 })
@@ -113,7 +116,7 @@ test('a notice with one malformed carried change is a coded 400 and nothing of i
   const app = await buildApp(t, { webhookSecret: SECRET })
   await app.policyCache.revision('t1')
   await app.policyCache.revision('t2')
-  const good: NoticeChange = { tenant: 't1', revision: 1, operation: 'create-group', group: 'readers' }
+  const good: NoticeChange = { tenant: 't1', revision: 1, digest: digestOf([{ name: 'readers', permissions: [], users: [] }]), operation: 'create-group', group: 'readers' }
   const bad: Array<[NoticeChange, string]> = [
     [{ tenant: 't2', revision: 1, operation: 'assign-user', group: 'readers', user: 'no spaces' }, 'FST_ERR_VALIDATION'],
     [{ tenant: 't2', revision: 1, operation: 'create-group', group: 'readers', user: 'alice' }, 'FST_POLICY_CACHE_INVALID_INPUT'],

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import type { Kysely } from 'kysely'
 import { test, type Test } from 'tap'
 import { startCluster as startProcesses, waitHealthy } from '../../examples/demo.js'
-import type { WriteOutcome } from '../../lib/plugin.js'
+import { digestOf, type WriteOutcome } from '../../lib/plugin.js'
 import { createSqliteDb, KyselyPolicyStore } from '../../lib/store/index.js'
 import { startCluster } from '../helpers/cluster.js'
 import { mysqlDb, MYSQL_URL, postgresDb, POSTGRES_URL, scratchPrefix, unreachable } from '../helpers/databases.js'
@@ -78,6 +78,7 @@ for (const { name, url, connect } of servers) {
       Array.from({ length: final }, (_, i) => i + 1), 'the changelog is gap-free and unique')
     const snapshot = await store.snapshot(TENANT)
     t.equal(snapshot.revision, final)
+    t.equal(snapshot.digest, digestOf(snapshot.groups), 'concurrent writers on separate pools kept the digest exact')
     t.strictSame(snapshot.groups, [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort() }],
       'no write was lost')
 
@@ -139,7 +140,8 @@ test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes o
   t.teardown(() => store.close())
   t.strictSame((await store.changesSince(TENANT, 0))?.map((change) => change.revision),
     Array.from({ length: final }, (_, i) => i + 1), 'the changelog is gap-free and unique')
-  const snapshot = await store.snapshot(TENANT)
+  const { digest, ...snapshot } = await store.snapshot(TENANT)
+  t.equal(digest, digestOf(snapshot.groups), 'four concurrent writers per process kept the digest exact')
   t.strictSame(snapshot, { revision: final, groups: [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort() }] },
     'no write was lost')
 

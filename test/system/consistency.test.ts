@@ -111,7 +111,7 @@ async function run (commands: Command[], seed: number, start: ClusterFactory): P
     const sample = async (where: string) => {
       for (const [i, engine] of engines.entries()) for (const t of TENANTS) observe(i, t, await engine.revision(t), where)
     }
-    const dbRevision = async (t: string) => (await truth.revisions([t])).get(t) ?? 0
+    const dbRevision = async (t: string) => (await truth.revisions([t])).get(t)?.revision ?? 0
 
     const write = async (i: number, t: string, c: Change, where: string) => {
       try {
@@ -205,6 +205,8 @@ async function run (commands: Command[], seed: number, start: ClusterFactory): P
         const revision = await engine.revision(t)
         expect(revision === expected, `after one sync round, instance ${i} is at ${revision} on ${t}, the database at ${expected}`)
         observe(i, t, revision, 'converged')
+        const held = JSON.stringify((await engine.tenant(t)).groups)
+        expect(held === JSON.stringify((await truth.snapshot(t)).groups), `after one sync round, instance ${i} holds other contents of ${t} than the database`)
       }
       // Gap-free, duplicate-free revisions, each successful write at its own revision.
       const log = await truth.changesSince(t, 0) ?? []

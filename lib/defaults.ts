@@ -31,6 +31,8 @@ export const DEFAULTS = Object.freeze({
   startupTimeoutMs: 5000,
   /** Webhook body limit in bytes. */
   webhookBodyLimit: 64 * 1024,
+  /** Body limit of the policy routes (writes, `/refresh-tenant`) in bytes: a valid body is under 1 KiB. */
+  policyBodyLimit: 4 * 1024,
   /** Where each group of routes is mounted, under the register prefix. */
   routes: Object.freeze({
     policy: Object.freeze({ prefix: '' }),

@@ -102,6 +102,11 @@ export interface PolicyCacheOptions {
   preload?: readonly string[] | undefined
   /** Body limit of the webhook route, in bytes; at least 32 KiB (the largest notice a sender makes). Default 65536. */
   webhookBodyLimit?: number | undefined
+  /**
+   * Body limit of the policy routes (the writes, `/refresh-tenant`), in bytes: a larger body answers
+   * 413 FST_ERR_CTP_BODY_TOO_LARGE before it is parsed. At least 1024 (a valid body is under 1 KiB). Default 4096.
+   */
+  policyBodyLimit?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
   /** Host hooks run on the policy and check routes (not the ops routes, not the signed webhook), e.g. auth. */
@@ -150,6 +155,7 @@ export interface ResolvedOptions {
   readonly startupTimeoutMs: number
   readonly preload: readonly string[]
   readonly webhookBodyLimit: number
+  readonly policyBodyLimit: number
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
@@ -163,7 +169,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
+  'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
   'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -387,6 +393,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     startupTimeoutMs: integer('startupTimeoutMs', o.startupTimeoutMs, DEFAULTS.startupTimeoutMs, 1, 600000),
     preload: resolvePreload(o.preload),
     webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
+    policyBodyLimit: integer('policyBodyLimit', o.policyBodyLimit, DEFAULTS.policyBodyLimit, 1024, 16 * 1024 * 1024),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),

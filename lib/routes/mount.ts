@@ -69,7 +69,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
     await group('the option "routes.policy" (a prefix, or false)', async (guarded) => {
       for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
       for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
-      await guarded.register(policyRoutes, { engine, prefix: policyPrefix })
+      await guarded.register(policyRoutes, { engine, bodyLimit: opts.policyBodyLimit, prefix: policyPrefix })
     })
   }
   const ops = routes.ops

@@ -11,6 +11,8 @@ import {
 
 export interface PolicyRoutesOptions {
   engine: PolicyCache
+  /** Largest body of a write or `/refresh-tenant`, in bytes (413 above, before parsing). */
+  bodyLimit: number
 }
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
@@ -20,7 +22,7 @@ function withRevision<T extends { revision: number }> (reply: FastifyReply, body
   return body
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine }: PolicyRoutesOptions): Promise<void> {
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit }: PolicyRoutesOptions): Promise<void> {
   // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
   fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -37,6 +39,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
 
   for (const [op, body, description] of writes) {
     app.post(`/${op}`, {
+      bodyLimit,
       schema: {
         summary: description,
         description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.`,
@@ -84,6 +87,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
   }, async (request, reply) => withRevision(reply, await engine.user(request.params.tenant, request.params.user)))
 
   app.post('/refresh-tenant', {
+    bodyLimit,
     schema: {
       summary: 'Reload a tenant',
       description: 'Reload a tenant fully from the database (this instance only)',

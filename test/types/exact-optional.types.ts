@@ -46,6 +46,7 @@ const everyKey = {
   startupTimeoutMs: undefined,
   preload: undefined,
   webhookBodyLimit: undefined,
+  policyBodyLimit: undefined,
   routes: undefined,
   routeHooks: undefined,
   identify: undefined,

@@ -11,7 +11,7 @@ import { TenantCache } from './cache/tenant-cache.js'
 import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertChange, assertIdentifier, assertPermission, isIdentifier, isPermission,
+  assertChange, assertIdentifier, assertPermission, changeFields, isIdentifier, isPermission,
   type Change, type GroupData, type LoggedChange
 } from './model.js'
 import type { PolicyStore } from './store/types.js'
@@ -221,6 +221,8 @@ export class PolicyCache implements PolicyCacheApi {
   async write (tenant: string, change: Change): Promise<WriteOutcome> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
+    // A copy: the caller's object is neither kept in the cache nor changed later.
+    change = changeFields(change)
     const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
     if (!changed) {
       this.#unchanged++

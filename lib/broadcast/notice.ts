@@ -11,7 +11,7 @@
 import { Type } from 'typebox'
 import { InvalidInputError } from '../errors.js'
 import {
-  assertChange, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
+  assertChange, changeFields, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
   type Change, type LoggedChange, type Operation
 } from '../model.js'
 
@@ -93,10 +93,10 @@ export const NoticeReplySchema = Type.Object({
   })
 }, { additionalProperties: false })
 
-/** The notice entry of a committed change: its revision, its operation and its data. */
+/** The notice entry of a committed change: its revision, its operation and the operation's fields, nothing else. */
 export function noticeChange (tenant: string, change: LoggedChange): NoticeChange {
-  const { op, revision, ...data } = change
-  return { tenant, revision, operation: op, ...data }
+  const { op, ...data } = changeFields(change)
+  return { tenant, revision: change.revision, operation: op, ...data }
 }
 
 /** The body a sender sends: a `policy.changed` notice from `origin` carrying `changes`. */

@@ -109,7 +109,7 @@ export interface PolicyCacheOptions {
   policyBodyLimit?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
-  /** Host hooks run on the policy and check routes (not the ops routes, not the signed webhook), e.g. auth. */
+  /** Host hooks run on the policy and check routes and on `/servers` (not `/health`, `/metrics` or the signed webhook), e.g. auth. */
   routeHooks?: {
     onRequest?: onRequestHookHandler | onRequestHookHandler[] | undefined
     preHandler?: preHandlerHookHandler | preHandlerHookHandler[] | undefined

@@ -79,11 +79,17 @@ export interface PolicyCacheDeps {
   identify?: IdentifyFunction
 }
 
-/** Known errors pass through; anything else from the store becomes a coded 503 with its cause. */
-export function wrapStoreError (err: unknown): never {
-  const code = (err as { code?: unknown } | null)?.code
-  if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
-  throw new StoreUnavailableError(err instanceof Error ? err.message : String(err), { cause: err })
+/**
+ * Known errors pass through; anything else from the store becomes a coded 503 saying what failed, in
+ * the plugin's own words. The driver's error is its `cause` — logged with it (Fastify's error log, pino's
+ * `err` serializer), never in the message: a driver's message names the database's host and port.
+ */
+export function storeError (what: string): (err: unknown) => never {
+  return (err) => {
+    const code = (err as { code?: unknown } | null)?.code
+    if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
+    throw new StoreUnavailableError(`${what} (the cause is in the server log)`, { cause: err })
+  }
 }
 
 function sameChange (a: LoggedChange | undefined, b: LoggedChange | undefined): boolean {
@@ -223,7 +229,7 @@ export class PolicyCache implements PolicyCacheApi {
     assertChange(change)
     // A copy: the caller's object is neither kept in the cache nor changed later.
     change = changeFields(change)
-    const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
+    const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(storeError('a write'))
     if (!changed) {
       this.#unchanged++
       return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
@@ -259,7 +265,7 @@ export class PolicyCache implements PolicyCacheApi {
   /** Reloads a tenant fully from the database. */
   async refresh (tenant: string): Promise<{ tenant: string, revision: number }> {
     assertIdentifier('tenant', tenant)
-    const revision = await this.#tenants.reload(tenant).catch(wrapStoreError)
+    const revision = await this.#tenants.reload(tenant).catch(storeError('a reload'))
     return { tenant, revision }
   }
 
@@ -305,19 +311,19 @@ export class PolicyCache implements PolicyCacheApi {
     }
     const revisions: Record<string, number | null> = Object.create(null)
     await Promise.all([...latest].map(async ([tenant, { revision, carried }]) => {
-      revisions[tenant] = await this.#tenants.noticed(tenant, revision, carried).catch(wrapStoreError)
+      revisions[tenant] = await this.#tenants.noticed(tenant, revision, carried).catch(storeError('a catch-up'))
     }))
     return revisions
   }
 
   /** Anti-entropy: one query for the revisions of all cached tenants; catches up those behind. */
   sync (): Promise<string[]> {
-    return this.#tenants.sync().catch(wrapStoreError)
+    return this.#tenants.sync().catch(storeError('a sync'))
   }
 
   /** Whether the database answers. */
   async ping (): Promise<void> {
-    await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+    await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(storeError('a ping'))
   }
 
   /** Starts loading a tenant `checkSync` found cold; the cache's single-flight load shares one query. */
@@ -352,6 +358,6 @@ export class PolicyCache implements PolicyCacheApi {
       }
       return state
     }
-    return await bounded(load(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+    return await bounded(load(), this.#catchUpTimeoutMs).catch(storeError('a read'))
   }
 }

@@ -1,4 +1,7 @@
-/** The ops routes — health, peer status, metrics — each mountable on its own; never behind the host's route hooks. */
+/**
+ * The ops routes — health, peer status, metrics — each mountable on its own. `/servers` is mounted
+ * behind the host's route hooks (it names tenants and peer addresses); `/health` and `/metrics` are not.
+ */
 import type { FastifyInstance, FastifySchema } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { PolicyMetrics } from '../metrics.js'

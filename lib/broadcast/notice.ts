@@ -45,10 +45,14 @@ export interface Notice {
   changes: NoticeChange[]
 }
 
-/** What a receiver answers: its revision for each tenant named, `null` when it has the tenant uncached. */
+/**
+ * What a receiver answers: its revision for each tenant named, `null` when it has the tenant uncached.
+ * A replayed message id answers `revisions: {}` with `duplicate: true` (it was handled already).
+ */
 export interface NoticeReply {
   serverId: string
   revisions: Record<string, number | null>
+  duplicate?: true
 }
 
 /** One entry as received, decoded: the tenant's revision on the sender and the change it carries, if any. */
@@ -89,8 +93,9 @@ export const NoticeSchema = Type.Object({
 export const NoticeReplySchema = Type.Object({
   serverId: Type.String({ description: 'The receiver\'s server id' }),
   revisions: Type.Record(Type.String(), Type.Union([Type.Integer(), Type.Null()]), {
-    description: 'The receiver\'s revision per tenant named, null when it does not cache the tenant'
-  })
+    description: 'The receiver\'s revision per tenant named, null when it does not cache the tenant; empty for a duplicate'
+  }),
+  duplicate: Type.Optional(Type.Literal(true, { description: 'Present when the message id was handled already: nothing was done again' }))
 }, { additionalProperties: false })
 
 /** The notice entry of a committed change: its revision, its operation and the operation's fields, nothing else. */

@@ -24,6 +24,8 @@ export const DEFAULTS = Object.freeze({
   maxTenants: 10000,
   /** Longest a load or `minRevision` catch-up waits for the database. */
   catchUpTimeoutMs: 2000,
+  /** Longest a write waits for the database's commit; then a 503 saying its outcome is unknown. */
+  writeTimeoutMs: 10000,
   /**
    * Longest registration waits for the database (migrations, `preload`); lowered to half of
    * Fastify's `pluginTimeout` when that is shorter, so this plugin's error is the one reported.

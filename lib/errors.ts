@@ -28,6 +28,10 @@ export const RevisionAheadError: FastifyErrorConstructor<{ code: 'FST_POLICY_CAC
 export const StoreUnavailableError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_STORE_UNAVAILABLE', statusCode: 503 }, [string, Cause?]> =
   createError('FST_POLICY_CACHE_STORE_UNAVAILABLE', 'The policy database failed or did not answer: %s', 503)
 
+export const WriteOutcomeUnknownError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN', statusCode: 503 }, [string, number]> =
+  createError('FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN',
+    'The policy database did not finish the write to tenant "%s" within %d ms (writeTimeoutMs): its outcome is unknown — it may still commit. Read the tenant\'s revision before deciding; retrying is safe (a write already applied changes nothing)', 503)
+
 export const UnauthorizedWebhookError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_UNAUTHORIZED', statusCode: 401 }, []> =
   createError('FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)
 

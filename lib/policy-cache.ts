@@ -8,7 +8,8 @@ import { noticeChange, type NoticeChange, type NoticeEntry } from './broadcast/n
 import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
-import { InvalidInputError, RevisionAheadError, StoreUnavailableError } from './errors.js'
+import { DEFAULTS } from './defaults.js'
+import { InvalidInputError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
   assertChange, assertIdentifier, assertPermission, changeFields, isIdentifier, isPermission,
@@ -74,6 +75,8 @@ export interface PolicyCacheDeps {
   serverId: string
   maxTenants: number
   catchUpTimeoutMs: number
+  /** Longest a write waits for the store's commit. Default {@link DEFAULTS.writeTimeoutMs}. */
+  writeTimeoutMs?: number
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
@@ -118,6 +121,7 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #notifier: Notifier
   readonly #tenants: TenantCache
   readonly #catchUpTimeoutMs: number
+  readonly #writeTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
   /** Tenants `checkSync` is loading in the background: one load each, however often it is asked. */
@@ -135,6 +139,7 @@ export class PolicyCache implements PolicyCacheApi {
     this.#store = deps.store
     this.#notifier = deps.notifier
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
+    this.#writeTimeoutMs = deps.writeTimeoutMs ?? DEFAULTS.writeTimeoutMs
     this.#log = deps.log
     this.#identify = deps.identify
     this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants })
@@ -223,13 +228,40 @@ export class PolicyCache implements PolicyCacheApi {
     return this.write(tenant, { op: 'unassign-user', group, user })
   }
 
-  /** Applies one change: committed in the database, applied here, then broadcast to the peers. */
+  /**
+   * Applies one change: committed in the database, applied here, then broadcast to the peers. A
+   * commit that takes longer than `writeTimeoutMs` rejects with FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN
+   * (503); if it commits later, it is applied and broadcast then, so no instance misses it.
+   */
   async write (tenant: string, change: Change): Promise<WriteOutcome> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
     // A copy: the caller's object is neither kept in the cache nor changed later.
-    change = changeFields(change)
-    const { revision, changed } = await this.#store.write(tenant, change, this.serverId).catch(storeError('a write'))
+    const own = changeFields(change)
+    const writing = this.#store.write(tenant, own, this.serverId)
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, this.#writeTimeoutMs, 'timeout') })
+    let result: Awaited<typeof writing> | 'timeout'
+    try {
+      result = await Promise.race([writing, deadline]).catch(storeError('a write'))
+    } finally {
+      clearTimeout(timer)
+    }
+    if (result === 'timeout') {
+      writing.then(async (late) => {
+        this.#log.warn({ tenant, revision: late.revision, changed: late.changed, writeTimeoutMs: this.#writeTimeoutMs },
+          'policy-cache: a write answered 503 (outcome unknown) committed after writeTimeoutMs; applied and sent to the peers now')
+        await this.#committed(tenant, own, late)
+      }).catch((err: unknown) => {
+        this.#log.warn({ err, tenant, writeTimeoutMs: this.#writeTimeoutMs }, 'policy-cache: a write answered 503 (outcome unknown) failed after writeTimeoutMs')
+      })
+      throw new WriteOutcomeUnknownError(tenant, this.#writeTimeoutMs)
+    }
+    return await this.#committed(tenant, own, result)
+  }
+
+  /** A committed write: counted, applied to this instance's cache, then broadcast. */
+  async #committed (tenant: string, change: Change, { revision, changed }: { revision: number, changed: boolean }): Promise<WriteOutcome> {
     if (!changed) {
       this.#unchanged++
       return { tenant, revision, changed, peers: { acked: 0, total: 0 } }

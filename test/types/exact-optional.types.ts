@@ -43,6 +43,7 @@ const everyKey = {
   syncIntervalMs: undefined,
   maxTenants: undefined,
   catchUpTimeoutMs: undefined,
+  writeTimeoutMs: undefined,
   startupTimeoutMs: undefined,
   preload: undefined,
   webhookBodyLimit: undefined,

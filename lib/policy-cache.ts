@@ -80,7 +80,12 @@ export interface PolicyCacheDeps {
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
+  /** The clock, epoch milliseconds (tests). Default `Date.now`. */
+  now?: () => number
 }
+
+/** How long a write that failed on the database keeps `/health` degraded, unless a write succeeds first. */
+export const WRITE_FAILURE_WINDOW_MS = 60_000
 
 /**
  * Known errors pass through; anything else from the store becomes a coded 503 saying what failed, in
@@ -133,6 +138,9 @@ export class PolicyCache implements PolicyCacheApi {
   #denied = 0
   #writes = 0
   #unchanged = 0
+  /** When the latest write that reached the database failed there (5xx); undefined once one succeeds. */
+  #writeFailedAt: number | undefined
+  readonly #now: () => number
 
   constructor (deps: PolicyCacheDeps) {
     this.serverId = deps.serverId
@@ -142,6 +150,7 @@ export class PolicyCache implements PolicyCacheApi {
     this.#writeTimeoutMs = deps.writeTimeoutMs ?? DEFAULTS.writeTimeoutMs
     this.#log = deps.log
     this.#identify = deps.identify
+    this.#now = deps.now ?? Date.now
     this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants })
   }
 
@@ -238,6 +247,27 @@ export class PolicyCache implements PolicyCacheApi {
     assertChange(change)
     // A copy: the caller's object is neither kept in the cache nor changed later.
     const own = changeFields(change)
+    try {
+      const outcome = await this.#write(tenant, own)
+      this.#writeFailedAt = undefined
+      return outcome
+    } catch (err) {
+      // The database's failures, not the client's (a 404 group, a 409 cycle).
+      if (((err as { statusCode?: number }).statusCode ?? 500) >= 500) this.#writeFailedAt = this.#now()
+      throw err
+    }
+  }
+
+  /**
+   * Whether writes are failing: the latest write that reached the database failed there, less than
+   * {@link WRITE_FAILURE_WINDOW_MS} ago (a database that answers reads but refuses writes, e.g. a
+   * full disk). `/health` then answers `status: 'degraded'`.
+   */
+  writesFailing (): boolean {
+    return this.#writeFailedAt !== undefined && this.#now() - this.#writeFailedAt < WRITE_FAILURE_WINDOW_MS
+  }
+
+  async #write (tenant: string, own: Change): Promise<WriteOutcome> {
     const writing = this.#store.write(tenant, own, this.serverId)
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, this.#writeTimeoutMs, 'timeout') })
@@ -251,6 +281,7 @@ export class PolicyCache implements PolicyCacheApi {
       writing.then(async (late) => {
         this.#log.warn({ tenant, revision: late.revision, changed: late.changed, writeTimeoutMs: this.#writeTimeoutMs },
           'policy-cache: a write answered 503 (outcome unknown) committed after writeTimeoutMs; applied and sent to the peers now')
+        this.#writeFailedAt = undefined
         await this.#committed(tenant, own, late)
       }).catch((err: unknown) => {
         this.#log.warn({ err, tenant, writeTimeoutMs: this.#writeTimeoutMs }, 'policy-cache: a write answered 503 (outcome unknown) failed after writeTimeoutMs')

@@ -6,6 +6,11 @@
  *
  * Invariants: a tenant's cached revision never goes backwards; at most one catch-up per tenant runs
  * at a time, and notices arriving meanwhile share exactly one trailing run.
+ *
+ * Tenants never written (revision 0) are remembered apart, in a small LRU of their own
+ * ({@link MAX_ABSENT_TENANTS}): a flood of requests for tenants that do not exist cannot evict real
+ * ones from the `maxTenants` LRU. An absent tenant catches up like a cached one (its own write, a
+ * peer's notice, the sync) and then moves to the real LRU.
  */
 import { LRUCache } from 'lru-cache'
 import type { LoggedChange } from '../model.js'
@@ -47,6 +52,9 @@ function merge (a: Carried, b: Carried): Carried {
   return b.revision > a.revision ? b : a
 }
 
+/** Never-written tenants remembered (answered without a query: denied, revision 0). */
+export const MAX_ABSENT_TENANTS = 1000
+
 export interface TenantCacheOptions {
   store: PolicyStore
   maxTenants: number
@@ -55,6 +63,8 @@ export interface TenantCacheOptions {
 export class TenantCache {
   readonly #store: PolicyStore
   readonly #tenants: LRUCache<string, TenantState>
+  /** Tenants at revision 0, apart from `#tenants` (see the file's comment). */
+  readonly #absent: LRUCache<string, TenantState>
   readonly #loading = new Map<string, Promise<TenantState>>()
   readonly #catchUps = new Map<string, CatchUpSlot>()
   readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, evictions: 0 }
@@ -74,12 +84,26 @@ export class TenantCache {
         if (reason === 'evict') this.#stats.evictions++
       }
     })
+    this.#absent = new LRUCache({ max: MAX_ABSENT_TENANTS, dispose: () => this.#forgetHot() })
+  }
+
+  /** The cached state, real or absent, without touching recency. */
+  #peekAny (tenant: string): TenantState | undefined {
+    return this.#tenants.peek(tenant) ?? this.#absent.peek(tenant)
+  }
+
+  /** After an absent tenant's state was written to in place: it moves to the real LRU. */
+  #settle (tenant: string, state: TenantState): void {
+    if (state.revision > 0 && this.#absent.peek(tenant) === state) {
+      this.#absent.delete(tenant)
+      this.#tenants.set(tenant, state)
+    }
   }
 
   /** The cached state of a tenant, or undefined; marks it recently used. The hot path. */
   peek (tenant: string): TenantState | undefined {
     if (tenant === this.#hotTenant) return this.#hotState
-    const state = this.#tenants.get(tenant)
+    const state = this.#tenants.get(tenant) ?? this.#absent.get(tenant)
     if (state !== undefined) {
       this.#hotTenant = tenant
       this.#hotState = state
@@ -96,7 +120,7 @@ export class TenantCache {
 
   /** The cached state of a tenant, loading it once (single-flight) when absent. */
   async get (tenant: string): Promise<TenantState> {
-    const cached = this.#tenants.get(tenant)
+    const cached = this.#tenants.get(tenant) ?? this.#absent.get(tenant)
     if (cached !== undefined) {
       this.#stats.hits++
       return cached
@@ -132,10 +156,11 @@ export class TenantCache {
   async applyOwn (tenant: string, change: LoggedChange): Promise<void> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
-    const state = this.#tenants.peek(tenant)
+    const state = this.#peekAny(tenant)
     if (state === undefined || state.revision >= change.revision) return
     if (state.revision === change.revision - 1) {
       state.applyAll([change])
+      this.#settle(tenant, state)
       return
     }
     await this.catchUp(tenant)
@@ -149,10 +174,10 @@ export class TenantCache {
   async noticed (tenant: string, revision: number, carried?: LoggedChange): Promise<number | null> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
-    const state = this.#tenants.peek(tenant)
+    const state = this.#peekAny(tenant)
     if (state === undefined) return null
     if (state.revision < revision) await this.#catchUp(tenant, carried?.revision === revision ? carried : null)
-    return this.#tenants.peek(tenant)?.revision ?? null
+    return this.#peekAny(tenant)?.revision ?? null
   }
 
   /**
@@ -176,10 +201,12 @@ export class TenantCache {
    */
   async sync (): Promise<string[]> {
     const cached = this.tenants()
-    if (cached.length === 0) return []
-    const revisions = await this.#store.revisions(cached)
-    const behind = cached.filter((tenant) => {
-      const state = this.#tenants.peek(tenant)
+    const absent = [...this.#absent.keys()]
+    if (cached.length === 0 && absent.length === 0) return []
+    const revisions = await this.#store.revisions([...cached, ...absent])
+    // An absent tenant written since catches up like any other, and moves to the real LRU.
+    const behind = [...cached, ...absent].filter((tenant) => {
+      const state = this.#peekAny(tenant)
       return state !== undefined && (revisions.get(tenant) ?? 0) > state.revision
     })
     await Promise.all(behind.map((tenant) => this.catchUp(tenant)))
@@ -190,6 +217,7 @@ export class TenantCache {
   clear (): void {
     this.#forgetHot()
     this.#tenants.clear()
+    this.#absent.clear()
   }
 
   #forgetHot (): void {
@@ -234,13 +262,14 @@ export class TenantCache {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
     for (;;) {
-      const state = this.#tenants.peek(tenant)
+      const state = this.#peekAny(tenant)
       if (state === undefined) return
       if (carried !== null) {
         // Every caller of this run asked for at most `carried.revision`.
         if (state.revision >= carried.revision) return
         if (state.applyAll([carried])) {
           this.#stats.carriedCatchUps++
+          this.#settle(tenant, state)
           return
         }
         // More than one revision behind: the changelog fills the gap.
@@ -248,9 +277,10 @@ export class TenantCache {
       const changes = await this.#store.changesSince(tenant, state.revision)
       // A reload (or an eviction and load) swapped the state meanwhile: applying the delta to the
       // replaced one would lose it, so catch up the state cached now.
-      if (this.#tenants.peek(tenant) !== state) continue
+      if (this.#peekAny(tenant) !== state) continue
       if (changes !== null && state.applyAll(changes)) {
         this.#stats.deltaCatchUps++
+        this.#settle(tenant, state)
         return
       }
       await this.reload(tenant)
@@ -274,10 +304,15 @@ export class TenantCache {
 
   /** Swaps in a freshly built state unless the cached one is already at or past it. */
   #install (tenant: string, state: TenantState): TenantState {
-    const current = this.#tenants.peek(tenant)
+    const current = this.#peekAny(tenant)
     if (current !== undefined && current.revision >= state.revision) return current
     this.#forgetHot()
-    this.#tenants.set(tenant, state)
+    if (state.revision === 0) {
+      this.#absent.set(tenant, state)
+    } else {
+      this.#absent.delete(tenant)
+      this.#tenants.set(tenant, state)
+    }
     return state
   }
 }

@@ -1,12 +1,12 @@
 /** The policy routes: the six writes, the check, the tenant and user views, refresh (README.md, "Routes"). */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import type { TSchema } from 'typebox'
+import { Type, type TSchema } from 'typebox'
 import type { Change, Operation } from '../model.js'
 import type { PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
   CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
-  TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
+  LongIdParams, TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
 } from './schemas.js'
 
 export interface PolicyRoutesOptions {
@@ -85,6 +85,23 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       response: { 200: UserReply, ...errors }
     }
   }, async (request, reply) => withRevision(reply, await engine.user(request.params.tenant, request.params.user)))
+
+  // The same two views for ids longer than the host's `maxParamLength` (Fastify's default is 100,
+  // ids go to 128): the router skips a parametric route whose parameter is too long — it would answer
+  // 414 — and falls back to this wildcard, which has no length limit. Hidden from OpenAPI: the two
+  // routes above document the paths.
+  app.get('/tenants/*', {
+    schema: {
+      hide: true,
+      params: LongIdParams,
+      response: { 200: Type.Union([TenantReply, UserReply]), ...errors }
+    }
+  }, async (request, reply) => {
+    const parts = request.params['*'].split('/')
+    if (parts.length === 1) return withRevision(reply, await engine.tenant(parts[0]))
+    if (parts.length === 3 && parts[1] === 'users') return withRevision(reply, await engine.user(parts[0], parts[2]))
+    return reply.callNotFound()
+  })
 
   app.post('/refresh-tenant', {
     bodyLimit,

@@ -63,6 +63,11 @@ export const CheckReply = Type.Object({
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
 export const UserParams = Type.Object({ tenant: Tenant, user: User }, closed)
+/**
+ * The views' fallback for ids past the host's `maxParamLength`: `<tenant>` or `<tenant>/users/<user>`,
+ * split and validated by the handler (TypeBox cannot report errors on a property named `*`).
+ */
+export const LongIdParams = Type.Object({ '*': Type.String() }, closed)
 export const TenantReply = Type.Object({
   tenant: Tenant,
   revision: Revision,

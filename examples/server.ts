@@ -130,7 +130,7 @@ export function withQueryTimeout (pool: Mysql2Pool, timeoutMs: number): MysqlPoo
 }
 
 /** The routes ADMIN_TOKEN leaves open (with /docs). */
-const OPEN_ROUTES = new Set(['/health', '/servers', '/metrics', '/webhook/refresh'])
+const OPEN_ROUTES = new Set(['/health', '/metrics', '/webhook/refresh'])
 
 /**
  * An onRequest hook admitting only `Authorization: Bearer <token>`. Both sides are hashed first, so
@@ -215,7 +215,8 @@ export async function buildServer (
       ...pluginOptions(config),
       db,
       // ADMIN_TOKEN guards every policy route, reads and writes alike (a tenant's groups and users are
-      // confidential too); /health, /servers, /metrics, /docs and the signed webhook stay open.
+      // confidential too), and /servers (tenant ids, peer addresses); /health, /metrics, /docs and the
+      // signed webhook stay open.
       ...(config.adminToken === undefined ? {} : { routeHooks: { onRequest: bearerToken(config.adminToken) } })
     })
     await app.ready()

@@ -24,6 +24,8 @@ export const DEFAULTS = Object.freeze({
   maxTenants: 10000,
   /** Longest a load or `minRevision` catch-up waits for the database. */
   catchUpTimeoutMs: 2000,
+  /** Longest a write waits for the database's commit; then a 503 saying its outcome is unknown. */
+  writeTimeoutMs: 10000,
   /**
    * Longest registration waits for the database (migrations, `preload`); lowered to half of
    * Fastify's `pluginTimeout` when that is shorter, so this plugin's error is the one reported.
@@ -31,6 +33,8 @@ export const DEFAULTS = Object.freeze({
   startupTimeoutMs: 5000,
   /** Webhook body limit in bytes. */
   webhookBodyLimit: 64 * 1024,
+  /** Body limit of the policy routes (writes, `/refresh-tenant`) in bytes: a valid body is under 1 KiB. */
+  policyBodyLimit: 4 * 1024,
   /** Where each group of routes is mounted, under the register prefix. */
   routes: Object.freeze({
     policy: Object.freeze({ prefix: '' }),

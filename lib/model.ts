@@ -106,10 +106,35 @@ export function assertPermission (value: unknown): asserts value is string {
   if (!isPermission(value)) throw new InvalidInputError('permission', 'must be a concrete segment(:segment)* (no *), at most 256 characters')
 }
 
-/** Validates a change's fields; throws a coded 400 naming the bad one. */
+/** The fields of each operation's change, besides `op`. */
+const CHANGE_FIELDS: Readonly<Record<Operation, readonly string[]>> = {
+  'create-group': ['group'],
+  'delete-group': ['group'],
+  'add-permission': ['group', 'permission'],
+  'remove-permission': ['group', 'permission'],
+  'assign-user': ['group', 'user'],
+  'unassign-user': ['group', 'user']
+}
+
+/**
+ * Validates a change: a known operation, its fields well formed, and no other field — an unknown one
+ * would be stored in the changelog and carried in notices, and peers would refuse the whole notice.
+ * Throws a coded 400 naming the bad one.
+ */
 export function assertChange (change: Change): void {
+  if (typeof change !== 'object' || change === null) throw new InvalidInputError('change', 'must be an object')
   if (!(OPERATIONS as readonly string[]).includes(change.op)) throw new InvalidInputError('operation', `must be one of ${OPERATIONS.join(', ')}`)
+  const fields = CHANGE_FIELDS[change.op]
+  const unknown = Object.keys(change).find((key) => key !== 'op' && !fields.includes(key))
+  if (unknown !== undefined) throw new InvalidInputError('change', `${change.op} takes ${fields.join(' and ')} only, not ${JSON.stringify(unknown)}`)
   assertIdentifier('group', change.group)
   if (change.op === 'add-permission' || change.op === 'remove-permission') assertGrant(change.permission)
   if (change.op === 'assign-user' || change.op === 'unassign-user') assertIdentifier('user', change.user)
+}
+
+/** A change's own fields only (`op` and what the operation takes), in a fresh object. */
+export function changeFields (change: Change): Change {
+  const out: Record<string, unknown> = { op: change.op }
+  for (const key of CHANGE_FIELDS[change.op]) out[key] = (change as unknown as Record<string, unknown>)[key]
+  return out as Change
 }

@@ -93,6 +93,12 @@ export interface PolicyCacheOptions {
   /** Longest a check with `minRevision` waits for the database. Default 2000. */
   catchUpTimeoutMs?: number | undefined
   /**
+   * Longest a write waits for the database's commit: past it the write answers 503
+   * FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN (it may still commit; if it does, it is applied and sent to
+   * the peers then). Default 10000.
+   */
+  writeTimeoutMs?: number | undefined
+  /**
    * Longest registration waits for the database (migrations, then `preload`): past it, or when the
    * database refuses, registration fails with FST_POLICY_CACHE_STORE_UNAVAILABLE carrying the cause.
    * Default 5000, or half of Fastify's `pluginTimeout` when that is shorter.
@@ -102,9 +108,14 @@ export interface PolicyCacheOptions {
   preload?: readonly string[] | undefined
   /** Body limit of the webhook route, in bytes; at least 32 KiB (the largest notice a sender makes). Default 65536. */
   webhookBodyLimit?: number | undefined
+  /**
+   * Body limit of the policy routes (the writes, `/refresh-tenant`), in bytes: a larger body answers
+   * 413 FST_ERR_CTP_BODY_TOO_LARGE before it is parsed. At least 1024 (a valid body is under 1 KiB). Default 4096.
+   */
+  policyBodyLimit?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
-  /** Host hooks run on the policy and check routes (not the ops routes, not the signed webhook), e.g. auth. */
+  /** Host hooks run on the policy and check routes and on `/servers` (not `/health`, `/metrics` or the signed webhook), e.g. auth. */
   routeHooks?: {
     onRequest?: onRequestHookHandler | onRequestHookHandler[] | undefined
     preHandler?: preHandlerHookHandler | preHandlerHookHandler[] | undefined
@@ -147,9 +158,11 @@ export interface ResolvedOptions {
   readonly syncIntervalMs: number
   readonly maxTenants: number
   readonly catchUpTimeoutMs: number
+  readonly writeTimeoutMs: number
   readonly startupTimeoutMs: number
   readonly preload: readonly string[]
   readonly webhookBodyLimit: number
+  readonly policyBodyLimit: number
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
@@ -163,7 +176,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
+  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
   'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -384,9 +397,11 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     syncIntervalMs: integer('syncIntervalMs', o.syncIntervalMs, DEFAULTS.syncIntervalMs, 0, 86400000),
     maxTenants: integer('maxTenants', o.maxTenants, DEFAULTS.maxTenants, 1),
     catchUpTimeoutMs: integer('catchUpTimeoutMs', o.catchUpTimeoutMs, DEFAULTS.catchUpTimeoutMs, 1, 60000),
+    writeTimeoutMs: integer('writeTimeoutMs', o.writeTimeoutMs, DEFAULTS.writeTimeoutMs, 1, 600000),
     startupTimeoutMs: integer('startupTimeoutMs', o.startupTimeoutMs, DEFAULTS.startupTimeoutMs, 1, 600000),
     preload: resolvePreload(o.preload),
     webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
+    policyBodyLimit: integer('policyBodyLimit', o.policyBodyLimit, DEFAULTS.policyBodyLimit, 1024, 16 * 1024 * 1024),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),

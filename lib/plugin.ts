@@ -110,6 +110,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     serverId: opts.serverId,
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
+    writeTimeoutMs: opts.writeTimeoutMs,
     log,
     identify: opts.identify
   })

@@ -9,10 +9,11 @@ import { DATABASE_ID_PATTERN, noticeChange, type NoticeChange, type NoticeEntry 
 import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
-import { ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError } from './errors.js'
+import { DEFAULTS } from './defaults.js'
+import { ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertChange, assertIdentifier, assertPermission, isIdentifier, isPermission,
+  assertChange, assertIdentifier, assertPermission, changeFields, isIdentifier, isPermission,
   type Change, type GroupData, type LoggedChange
 } from './model.js'
 import type { PolicyStore } from './store/types.js'
@@ -75,21 +76,34 @@ export interface PolicyCacheDeps {
   serverId: string
   maxTenants: number
   catchUpTimeoutMs: number
+  /** Longest a write waits for the store's commit. Default {@link DEFAULTS.writeTimeoutMs}. */
+  writeTimeoutMs?: number
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void, error?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
   /** Least time between two repairs of one tenant that notices ask for (see TenantCache). */
   repairSpacingMs?: number
+  /** The clock, epoch milliseconds (tests). Default `Date.now`. */
+  now?: () => number
 }
 
 /** Senders on another database remembered, so that each is logged once (a bound: a flood of ids cannot grow it). */
 const FOREIGN_SENDERS_REMEMBERED = 1000
 
-/** Known errors pass through; anything else from the store becomes a coded 503 with its cause. */
-export function wrapStoreError (err: unknown): never {
-  const code = (err as { code?: unknown } | null)?.code
-  if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
-  throw new StoreUnavailableError(err instanceof Error ? err.message : String(err), { cause: err })
+/** How long a write that failed on the database keeps `/health` degraded, unless a write succeeds first. */
+export const WRITE_FAILURE_WINDOW_MS = 60_000
+
+/**
+ * Known errors pass through; anything else from the store becomes a coded 503 saying what failed, in
+ * the plugin's own words. The driver's error is its `cause` — logged with it (Fastify's error log, pino's
+ * `err` serializer), never in the message: a driver's message names the database's host and port.
+ */
+export function storeError (what: string): (err: unknown) => never {
+  return (err) => {
+    const code = (err as { code?: unknown } | null)?.code
+    if (typeof code === 'string' && code.startsWith('FST_POLICY_CACHE_')) throw err
+    throw new StoreUnavailableError(`${what} (the cause is in the server log)`, { cause: err })
+  }
 }
 
 function sameChange (a: LoggedChange | undefined, b: LoggedChange | undefined): boolean {
@@ -125,6 +139,7 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #notifier: Notifier
   readonly #tenants: TenantCache
   readonly #catchUpTimeoutMs: number
+  readonly #writeTimeoutMs: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
   /** The store's database id, once `start` read it. */
@@ -140,14 +155,19 @@ export class PolicyCache implements PolicyCacheApi {
   #denied = 0
   #writes = 0
   #unchanged = 0
+  /** When the latest write that reached the database failed there (5xx); undefined once one succeeds. */
+  #writeFailedAt: number | undefined
+  readonly #now: () => number
 
   constructor (deps: PolicyCacheDeps) {
     this.serverId = deps.serverId
     this.#store = deps.store
     this.#notifier = deps.notifier
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
+    this.#writeTimeoutMs = deps.writeTimeoutMs ?? DEFAULTS.writeTimeoutMs
     this.#log = deps.log
     this.#identify = deps.identify
+    this.#now = deps.now ?? Date.now
     this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants, repairSpacingMs: deps.repairSpacingMs })
   }
 
@@ -253,11 +273,62 @@ export class PolicyCache implements PolicyCacheApi {
     return this.write(tenant, { op: 'unassign-user', group, user })
   }
 
-  /** Applies one change: committed in the database, applied here, then broadcast to the peers. */
+  /**
+   * Applies one change: committed in the database, applied here, then broadcast to the peers. A
+   * commit that takes longer than `writeTimeoutMs` rejects with FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN
+   * (503); if it commits later, it is applied and broadcast then, so no instance misses it.
+   */
   async write (tenant: string, change: Change): Promise<WriteOutcome> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
-    const { revision, changed, digest } = await this.#store.write(tenant, change, this.serverId).catch(wrapStoreError)
+    // A copy: the caller's object is neither kept in the cache nor changed later.
+    const own = changeFields(change)
+    try {
+      const outcome = await this.#write(tenant, own)
+      this.#writeFailedAt = undefined
+      return outcome
+    } catch (err) {
+      // The database's failures, not the client's (a 404 group, a 409 cycle).
+      if (((err as { statusCode?: number }).statusCode ?? 500) >= 500) this.#writeFailedAt = this.#now()
+      throw err
+    }
+  }
+
+  /**
+   * Whether writes are failing: the latest write that reached the database failed there, less than
+   * {@link WRITE_FAILURE_WINDOW_MS} ago (a database that answers reads but refuses writes, e.g. a
+   * full disk). `/health` then answers `status: 'degraded'`.
+   */
+  writesFailing (): boolean {
+    return this.#writeFailedAt !== undefined && this.#now() - this.#writeFailedAt < WRITE_FAILURE_WINDOW_MS
+  }
+
+  async #write (tenant: string, own: Change): Promise<WriteOutcome> {
+    const writing = this.#store.write(tenant, own, this.serverId)
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, this.#writeTimeoutMs, 'timeout') })
+    let result: Awaited<typeof writing> | 'timeout'
+    try {
+      result = await Promise.race([writing, deadline]).catch(storeError('a write'))
+    } finally {
+      clearTimeout(timer)
+    }
+    if (result === 'timeout') {
+      writing.then(async (late) => {
+        this.#log.warn({ tenant, revision: late.revision, changed: late.changed, writeTimeoutMs: this.#writeTimeoutMs },
+          'policy-cache: a write answered 503 (outcome unknown) committed after writeTimeoutMs; applied and sent to the peers now')
+        this.#writeFailedAt = undefined
+        await this.#committed(tenant, own, late)
+      }).catch((err: unknown) => {
+        this.#log.warn({ err, tenant, writeTimeoutMs: this.#writeTimeoutMs }, 'policy-cache: a write answered 503 (outcome unknown) failed after writeTimeoutMs')
+      })
+      throw new WriteOutcomeUnknownError(tenant, this.#writeTimeoutMs)
+    }
+    return await this.#committed(tenant, own, result)
+  }
+
+  /** A committed write: counted, applied to this instance's cache, then broadcast. */
+  async #committed (tenant: string, change: Change, { revision, changed, digest }: { revision: number, changed: boolean, digest: string }): Promise<WriteOutcome> {
     if (!changed) {
       this.#unchanged++
       return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
@@ -294,7 +365,7 @@ export class PolicyCache implements PolicyCacheApi {
   /** Reloads a tenant fully from the database. */
   async refresh (tenant: string): Promise<{ tenant: string, revision: number }> {
     assertIdentifier('tenant', tenant)
-    const revision = await this.#tenants.reload(tenant).catch(wrapStoreError)
+    const revision = await this.#tenants.reload(tenant).catch(storeError('a reload'))
     return { tenant, revision }
   }
 
@@ -353,7 +424,7 @@ export class PolicyCache implements PolicyCacheApi {
     }
     const revisions: Record<string, number | null> = Object.create(null)
     await Promise.all([...latest].map(async ([tenant, { revision, digest, carried }]) => {
-      revisions[tenant] = await this.#tenants.noticed(tenant, revision, digest, carried).catch(wrapStoreError)
+      revisions[tenant] = await this.#tenants.noticed(tenant, revision, digest, carried).catch(storeError('a catch-up'))
     }))
     return revisions
   }
@@ -363,12 +434,12 @@ export class PolicyCache implements PolicyCacheApi {
    * behind and reloads those whose contents differ from the database's.
    */
   sync (): Promise<SyncResult> {
-    return this.#tenants.sync().catch(wrapStoreError)
+    return this.#tenants.sync().catch(storeError('a sync'))
   }
 
   /** Whether the database answers. */
   async ping (): Promise<void> {
-    await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+    await bounded(this.#store.ping(), this.#catchUpTimeoutMs).catch(storeError('a ping'))
   }
 
   /** Starts loading a tenant `checkSync` found cold; the cache's single-flight load shares one query. */
@@ -403,6 +474,6 @@ export class PolicyCache implements PolicyCacheApi {
       }
       return state
     }
-    return await bounded(load(), this.#catchUpTimeoutMs).catch(wrapStoreError)
+    return await bounded(load(), this.#catchUpTimeoutMs).catch(storeError('a read'))
   }
 }

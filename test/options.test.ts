@@ -100,7 +100,7 @@ test('every option accepts undefined, meaning its default', async (t) => {
   const keys: Array<keyof PolicyCacheOptions> = [
     'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
     'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-    'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics'
+    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics'
   ]
   const undefinedEverywhere: PolicyCacheOptions = Object.fromEntries(keys.map((key) => [key, undefined]))
   const nested: PolicyCacheOptions = {
@@ -131,7 +131,7 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
   t.ok(Object.isFrozen(opts))
   t.same(opts.peers, ['http://127.0.0.1:3001'])
   t.equal(opts.keys[0].toString(), secret, 'surrounding spaces trimmed')
-  t.match(opts, { ackTimeoutMs: 200, syncIntervalMs: 30000, maxTenants: 10000, requestTimeoutMs: 2000, webhookBodyLimit: 65536, tablePrefix: 'policy_' })
+  t.match(opts, { ackTimeoutMs: 200, syncIntervalMs: 30000, maxTenants: 10000, requestTimeoutMs: 2000, webhookBodyLimit: 65536, policyBodyLimit: 4096, tablePrefix: 'policy_' })
   t.same(opts.circuitBreaker, { failureThreshold: 10, cooldownMs: 30000 })
   t.equal(opts.retry.maxRetryAfterMs, 60000)
   // The defaults are DEFAULTS' values, exported for hosts.
@@ -140,6 +140,7 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
     changelogRetention: DEFAULTS.changelogRetention,
     ackTimeoutMs: DEFAULTS.ackTimeoutMs,
     catchUpTimeoutMs: DEFAULTS.catchUpTimeoutMs,
+    writeTimeoutMs: 10000,
     startupTimeoutMs: DEFAULTS.startupTimeoutMs,
     preload: []
   })
@@ -176,7 +177,9 @@ test('every numeric option: its minimum and maximum are accepted, one below and 
     ['syncIntervalMs', 0, 86400000, (value) => ({ syncIntervalMs: value })],
     ['maxTenants', 1, MAX, (value) => ({ maxTenants: value })],
     ['catchUpTimeoutMs', 1, 60000, (value) => ({ catchUpTimeoutMs: value })],
-    ['webhookBodyLimit', 32 * 1024, 16 * 1024 * 1024, (value) => ({ webhookBodyLimit: value })]
+    ['writeTimeoutMs', 1, 600000, (value) => ({ writeTimeoutMs: value })],
+    ['webhookBodyLimit', 32 * 1024, 16 * 1024 * 1024, (value) => ({ webhookBodyLimit: value })],
+    ['policyBodyLimit', 1024, 16 * 1024 * 1024, (value) => ({ policyBodyLimit: value })]
   ]
   const read = (options: ReturnType<typeof resolveOptions>, name: string): unknown =>
     name.split('.').reduce<any>((value, key) => value[key], options)

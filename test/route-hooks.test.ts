@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { test } from 'tap'
 import { buildApp, SECRET } from './helpers/app.js'
 
-test('routeHooks protect the policy routes, not /health, /servers or the signed webhook', async (t) => {
+test('routeHooks protect the policy routes and /servers, not /health or the signed webhook', async (t) => {
   const seen: string[] = []
   const auth = async (request: FastifyRequest, reply: FastifyReply) => {
     seen.push(request.url)
@@ -20,13 +20,18 @@ test('routeHooks protect the policy routes, not /health, /servers or the signed 
   const allowed = await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' }, headers: { authorization: 'Bearer admin' } })
   t.equal(allowed.statusCode, 200)
 
+  // /servers names tenants (each peer's lag) and peer addresses.
+  const servers = await app.inject({ method: 'GET', url: '/servers' })
+  t.equal(servers.statusCode, 401, '/servers is behind the hooks')
+  t.equal(servers.json().code, 'HOST_UNAUTHORIZED')
+  t.equal((await app.inject({ method: 'GET', url: '/servers', headers: { authorization: 'Bearer admin' } })).statusCode, 200)
+
   seen.length = 0
   t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200)
-  t.equal((await app.inject({ method: 'GET', url: '/servers' })).statusCode, 200)
   const webhook = await app.inject({ method: 'POST', url: '/webhook/refresh', payload: { type: 'policy.changed', origin: 'x', changes: [] } })
   t.equal(webhook.statusCode, 401, 'the webhook answers its own signature check')
   t.not(webhook.json().code, 'HOST_UNAUTHORIZED')
-  t.same(seen, [], 'the host hook never ran for ops or webhook routes')
+  t.same(seen, [], 'the host hook never ran for /health or the webhook')
 })
 
 test('the register prefix mounts every route; the webhook exists only with a secret', async (t) => {

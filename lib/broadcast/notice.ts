@@ -12,7 +12,7 @@ import { Type } from 'typebox'
 import { DIGEST_PATTERN } from '../digest.js'
 import { InvalidInputError } from '../errors.js'
 import {
-  assertChange, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
+  assertChange, changeFields, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
   type Change, type LoggedChange, type Operation
 } from '../model.js'
 
@@ -52,10 +52,14 @@ export interface Notice {
   changes: NoticeChange[]
 }
 
-/** What a receiver answers: its revision for each tenant named, `null` when it has the tenant uncached. */
+/**
+ * What a receiver answers: its revision for each tenant named, `null` when it has the tenant uncached.
+ * A replayed message id answers `revisions: {}` with `duplicate: true` (it was handled already).
+ */
 export interface NoticeReply {
   serverId: string
   revisions: Record<string, number | null>
+  duplicate?: true
 }
 
 /** One entry as received, decoded: the tenant's revision on the sender and the change it carries, if any. */
@@ -102,14 +106,15 @@ export const NoticeSchema = Type.Object({
 export const NoticeReplySchema = Type.Object({
   serverId: Type.String({ description: 'The receiver\'s server id' }),
   revisions: Type.Record(Type.String(), Type.Union([Type.Integer(), Type.Null()]), {
-    description: 'The receiver\'s revision per tenant named, null when it does not cache the tenant'
-  })
+    description: 'The receiver\'s revision per tenant named, null when it does not cache the tenant; empty for a duplicate'
+  }),
+  duplicate: Type.Optional(Type.Literal(true, { description: 'Present when the message id was handled already: nothing was done again' }))
 }, { additionalProperties: false })
 
-/** The notice entry of a committed change: its revision, the tenant's digest after it, its operation and its data. */
+/** The notice entry of a committed change: its revision, the tenant's digest after it, its operation and the operation's fields, nothing else. */
 export function noticeChange (tenant: string, change: LoggedChange, digest: string): NoticeChange {
-  const { op, revision, ...data } = change
-  return { tenant, revision, digest, operation: op, ...data }
+  const { op, ...data } = changeFields(change)
+  return { tenant, revision: change.revision, digest, operation: op, ...data }
 }
 
 /** The body a sender sends: a `policy.changed` notice from `origin`, on database `database`, carrying `changes`. */

@@ -22,6 +22,49 @@ export const REPLAY_WINDOW_MS = 600_000
 /** How many message ids are remembered at most (the oldest are forgotten first). */
 export const REPLAY_MAX_IDS = 100_000
 
+/**
+ * The message ids this receiver has handled, so that a replay (the sender's retry of a delivery
+ * whose reply it did not get, or an attacker's copy) is not handled again. Bounded in total: only ids
+ * are kept once handled (at most {@link REPLAY_MAX_IDS}, each ≤ 64 characters, for
+ * {@link REPLAY_WINDOW_MS}), never the replies — a notice names up to 1000 tenants, and keeping each
+ * reply let a stream of notices grow the heap by hundreds of MiB. A delivery still being handled is
+ * kept as its pending reply, so a replay arriving meanwhile waits for it (bounded by the requests in
+ * flight).
+ */
+export class ReplayGuard {
+  readonly #handled: LRUCache<string, true>
+  readonly #inFlight = new Map<string, Promise<NoticeReply['revisions']>>()
+
+  constructor ({ maxIds = REPLAY_MAX_IDS, windowMs = REPLAY_WINDOW_MS }: { maxIds?: number, windowMs?: number } = {}) {
+    this.#handled = new LRUCache({ max: maxIds, ttl: windowMs })
+  }
+
+  /** Ids remembered as handled, and deliveries being handled. */
+  get size (): { handled: number, inFlight: number } {
+    return { handled: this.#handled.size, inFlight: this.#inFlight.size }
+  }
+
+  /**
+   * What to answer for `id`: `'handled'` when a delivery with this id was handled already, the pending
+   * reply when one is being handled, or `undefined` when the id is new.
+   */
+  lookup (id: string): 'handled' | Promise<NoticeReply['revisions']> | undefined {
+    return this.#inFlight.get(id) ?? (this.#handled.has(id) ? 'handled' : undefined)
+  }
+
+  /** Handles a new id: `handling` is its pending reply; once it resolves only the id is kept, once it rejects the id is forgotten (the sender's retry is handled). */
+  async handle (id: string, handling: Promise<NoticeReply['revisions']>): Promise<NoticeReply['revisions']> {
+    this.#inFlight.set(id, handling)
+    try {
+      const revisions = await handling
+      this.#handled.set(id, true)
+      return revisions
+    } finally {
+      this.#inFlight.delete(id)
+    }
+  }
+}
+
 /** What the receiver route is built from. */
 export interface WebhookRoutesOptions {
   /** Verification keys (see `parseSecret`); a signature by any of them is accepted. */
@@ -37,6 +80,8 @@ export interface WebhookRoutesOptions {
    * retry is handled.
    */
   handleNotice: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
+  /** Where handled ids are remembered. Default: a new {@link ReplayGuard}. */
+  replays?: ReplayGuard
 }
 
 function header (request: FastifyRequest, name: string): string | undefined {
@@ -45,16 +90,16 @@ function header (request: FastifyRequest, name: string): string | undefined {
 }
 
 /**
- * Registers `POST /webhook/refresh`. Replays (an id verified before, within
- * {@link REPLAY_WINDOW_MS}) answer 200 with the revisions the first delivery answered — waiting for it
- * when still in progress — without calling `handleNotice` again; a notice from this instance's own
- * `origin` answers 200 with `revisions: {}`.
+ * Registers `POST /webhook/refresh`. A replay (an id verified and handled before, within
+ * {@link REPLAY_WINDOW_MS}) answers 200 `{ serverId, revisions: {}, duplicate: true }` without calling
+ * `handleNotice` again — one arriving while the first delivery is handled waits for it and answers
+ * its revisions; a notice from this instance's own `origin` answers 200 with `revisions: {}`.
  */
 export default async function webhookRoutes (fastify: FastifyInstance, opts: WebhookRoutesOptions): Promise<void> {
   const { keys, serverId, handleNotice } = opts
   const bodyLimit = opts.bodyLimit ?? DEFAULTS.webhookBodyLimit
   const verified = new WeakSet<FastifyRequest>()
-  const seen = new LRUCache<string, Promise<NoticeReply['revisions']>>({ max: REPLAY_MAX_IDS, ttl: REPLAY_WINDOW_MS })
+  const replays = opts.replays ?? new ReplayGuard()
   const parseJson = fastify.getDefaultJsonParser('error', 'error') as
     (request: FastifyRequest, body: string, done: (err: Error | null, body?: unknown) => void) => void
 
@@ -97,16 +142,9 @@ export default async function webhookRoutes (fastify: FastifyInstance, opts: Web
     }
 
     const id = header(request, WEBHOOK_HEADERS.id) as string
-    const earlier = seen.get(id)
+    const earlier = replays.lookup(id)
+    if (earlier === 'handled') return { serverId, revisions: {}, duplicate: true as const }
     if (earlier !== undefined) return { serverId, revisions: await earlier }
-
-    const handling = handleNotice(notice)
-    seen.set(id, handling)
-    try {
-      return { serverId, revisions: await handling }
-    } catch (err) {
-      seen.delete(id)
-      throw err
-    }
+    return { serverId, revisions: await replays.handle(id, handleNotice(notice)) }
   })
 }

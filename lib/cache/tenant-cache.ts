@@ -6,6 +6,11 @@
  *
  * Invariants: a tenant's cached revision never goes backwards; at most one catch-up per tenant runs
  * at a time, and notices arriving meanwhile share exactly one trailing run.
+ *
+ * Tenants never written (revision 0) are remembered apart, in a small LRU of their own
+ * ({@link MAX_ABSENT_TENANTS}): a flood of requests for tenants that do not exist cannot evict real
+ * ones from the `maxTenants` LRU. An absent tenant catches up like a cached one (its own write, a
+ * peer's notice, the sync) and then moves to the real LRU.
  */
 import { LRUCache } from 'lru-cache'
 import type { LoggedChange } from '../model.js'
@@ -96,9 +101,14 @@ export interface TenantCacheOptions {
   repairSpacingMs?: number
 }
 
+/** Never-written tenants remembered (answered without a query: denied, revision 0). */
+export const MAX_ABSENT_TENANTS = 1000
+
 export class TenantCache {
   readonly #store: PolicyStore
   readonly #tenants: LRUCache<string, TenantState>
+  /** Tenants at revision 0, apart from `#tenants` (see the file's comment). */
+  readonly #absent: LRUCache<string, TenantState>
   readonly #loading = new Map<string, Promise<TenantState>>()
   readonly #catchUps = new Map<string, CatchUpSlot>()
   readonly #stats = { hits: 0, misses: 0, loads: 0, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, repairs: 0, evictions: 0 }
@@ -122,12 +132,38 @@ export class TenantCache {
         if (reason === 'evict') this.#stats.evictions++
       }
     })
+    this.#absent = new LRUCache({ max: MAX_ABSENT_TENANTS, dispose: () => this.#forgetHot() })
+  }
+
+  /** The cached state, real or absent, without touching recency. */
+  #peekAny (tenant: string): TenantState | undefined {
+    return this.#tenants.peek(tenant) ?? this.#absent.peek(tenant)
+  }
+
+  /** After an absent tenant's state was written to in place: it moves to the real LRU. */
+  #settle (tenant: string, state: TenantState): void {
+    if (state.revision > 0 && this.#absent.peek(tenant) === state) {
+      this.#absent.delete(tenant)
+      this.#tenants.set(tenant, state)
+    }
+  }
+
+  /** Caches `state` in the LRU its revision belongs to: the absent tenants' at 0, the real one above. */
+  #put (tenant: string, state: TenantState): void {
+    this.#forgetHot()
+    if (state.revision === 0) {
+      this.#tenants.delete(tenant)
+      this.#absent.set(tenant, state)
+    } else {
+      this.#absent.delete(tenant)
+      this.#tenants.set(tenant, state)
+    }
   }
 
   /** The cached state of a tenant, or undefined; marks it recently used. The hot path. */
   peek (tenant: string): TenantState | undefined {
     if (tenant === this.#hotTenant) return this.#hotState
-    const state = this.#tenants.get(tenant)
+    const state = this.#tenants.get(tenant) ?? this.#absent.get(tenant)
     if (state !== undefined) {
       this.#hotTenant = tenant
       this.#hotState = state
@@ -144,7 +180,7 @@ export class TenantCache {
 
   /** The cached state of a tenant, loading it once (single-flight) when absent. */
   async get (tenant: string): Promise<TenantState> {
-    const cached = this.#tenants.get(tenant)
+    const cached = this.#tenants.get(tenant) ?? this.#absent.get(tenant)
     if (cached !== undefined) {
       this.#stats.hits++
       return cached
@@ -182,10 +218,14 @@ export class TenantCache {
   async applyOwn (tenant: string, change: LoggedChange, digest: string): Promise<void> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
-    const state = this.#tenants.peek(tenant)
+    const state = this.#peekAny(tenant)
     if (state === undefined || state.revision >= change.revision) return
-    if (state.revision === change.revision - 1) state.applyAll([change])
-    else await this.catchUp(tenant)
+    if (state.revision === change.revision - 1) {
+      state.applyAll([change])
+      this.#settle(tenant, state)
+    } else {
+      await this.catchUp(tenant)
+    }
     await this.#checkDigest(tenant, change.revision, digest, false)
   }
 
@@ -201,14 +241,14 @@ export class TenantCache {
   async noticed (tenant: string, revision: number, digest?: string, carried?: LoggedChange): Promise<number | null> {
     const pending = this.#loading.get(tenant)
     if (pending !== undefined) await pending
-    const state = this.#tenants.peek(tenant)
+    const state = this.#peekAny(tenant)
     if (state === undefined) return null
     if (state.revision < revision) {
       const usable = carried?.revision === revision && digest !== undefined ? { change: carried, digest } : null
       await this.#request(tenant, { catchUp: true, carried: usable })
     }
     if (digest !== undefined) await this.#checkDigest(tenant, revision, digest, true)
-    return this.#tenants.peek(tenant)?.revision ?? null
+    return this.#peekAny(tenant)?.revision ?? null
   }
 
   /**
@@ -226,7 +266,7 @@ export class TenantCache {
    */
   async reload (tenant: string): Promise<number> {
     await this.#request(tenant, { catchUp: false, carried: null, reload: { kind: 'always' } })
-    return this.#tenants.peek(tenant)?.revision ?? 0
+    return this.#peekAny(tenant)?.revision ?? 0
   }
 
   /**
@@ -235,23 +275,24 @@ export class TenantCache {
    * are ahead of it (a forged notice, a database restored from a backup).
    */
   async sync (): Promise<SyncResult> {
-    const cached = this.tenants()
+    // Absent tenants too: one written since catches up like any other, and moves to the real LRU.
+    const cached = [...this.tenants(), ...this.#absent.keys()]
     const result: SyncResult = { behind: [], repaired: [] }
     if (cached.length === 0) return result
     // Each state as it was before the query: a state that moves meanwhile is judged next round.
     const before = new Map(cached.map((tenant) => {
-      const state = this.#tenants.peek(tenant)
+      const state = this.#peekAny(tenant)
       return [tenant, { state, revision: state?.revision }]
     }))
     const versions = await this.#store.revisions(cached)
     await Promise.all(cached.map(async (tenant) => {
       const version = versions.get(tenant)
-      let state = this.#tenants.peek(tenant)
+      let state = this.#peekAny(tenant)
       if (version === undefined || state === undefined) return
       if (state.revision < version.revision) {
         result.behind.push(tenant)
         await this.catchUp(tenant)
-        state = this.#tenants.peek(tenant)
+        state = this.#peekAny(tenant)
         if (state === undefined) return
       }
       const was = before.get(tenant)
@@ -270,6 +311,7 @@ export class TenantCache {
   clear (): void {
     this.#forgetHot()
     this.#tenants.clear()
+    this.#absent.clear()
   }
 
   #forgetHot (): void {
@@ -283,7 +325,7 @@ export class TenantCache {
    * came from the database is kept then, any other (a carried change was applied) is reloaded.
    */
   async #checkDigest (tenant: string, revision: number, digest: string, fromNotice: boolean): Promise<void> {
-    const state = this.#tenants.peek(tenant)
+    const state = this.#peekAny(tenant)
     if (state === undefined || state.revision !== revision) return
     if (state.digest === digest) {
       // The database's digest at this revision (an own write's) vouches for the contents.
@@ -334,11 +376,11 @@ export class TenantCache {
       await this.#reloadNow(tenant)
       return
     }
-    if (reload?.kind === 'repair' && this.#tenants.peek(tenant) === reload.suspect) {
+    if (reload?.kind === 'repair' && this.#peekAny(tenant) === reload.suspect) {
       const since = this.#repairedAt.get(reload.suspect)
       const waitMs = reload.spaced && since !== undefined ? since + this.#repairSpacingMs - performance.now() : 0
       if (waitMs > 0) await pause(waitMs)
-      if (this.#tenants.peek(tenant) === reload.suspect) {
+      if (this.#peekAny(tenant) === reload.suspect) {
         this.#stats.repairs++
         this.#repairedAt.set(await this.#reloadNow(tenant), performance.now())
         return
@@ -349,7 +391,7 @@ export class TenantCache {
 
   async #catchUpOnce (tenant: string, carried: Carried): Promise<void> {
     for (;;) {
-      const state = this.#tenants.peek(tenant)
+      const state = this.#peekAny(tenant)
       if (state === undefined) return
       if (carried !== null) {
         const { change, digest } = carried
@@ -361,6 +403,7 @@ export class TenantCache {
           // A peer's word, not the database's: anti-entropy compares it with the database.
           state.verified = false
           this.#stats.carriedCatchUps++
+          this.#settle(tenant, state)
           return
         }
         // More than one revision behind, or not the writer's contents: the changelog decides.
@@ -368,9 +411,10 @@ export class TenantCache {
       const changes = await this.#store.changesSince(tenant, state.revision)
       // A reload (or an eviction and load) swapped the state meanwhile: applying the delta to the
       // replaced one would lose it, so catch up the state cached now.
-      if (this.#tenants.peek(tenant) !== state) continue
+      if (this.#peekAny(tenant) !== state) continue
       if (changes !== null && state.applyAll(changes)) {
         this.#stats.deltaCatchUps++
+        this.#settle(tenant, state)
         return
       }
       await this.#reloadNow(tenant)
@@ -385,16 +429,15 @@ export class TenantCache {
    */
   async #reloadNow (tenant: string): Promise<TenantState> {
     for (let attempt = 1; ; attempt++) {
-      const before = this.#tenants.peek(tenant)
+      const before = this.#peekAny(tenant)
       const revision = before?.revision
       const snapshot = await this.#store.snapshot(tenant)
-      const current = this.#tenants.peek(tenant)
+      const current = this.#peekAny(tenant)
       const moved = current !== before || current?.revision !== revision
       if (moved && current !== undefined && current.revision > snapshot.revision && attempt < RELOAD_ATTEMPTS) continue
       this.#stats.fullReloads++
       const state = new TenantState(snapshot)
-      this.#forgetHot()
-      this.#tenants.set(tenant, state)
+      this.#put(tenant, state)
       return state
     }
   }
@@ -415,10 +458,9 @@ export class TenantCache {
 
   /** Swaps in a freshly built state unless the cached one is already at or past it. */
   #install (tenant: string, state: TenantState): TenantState {
-    const current = this.#tenants.peek(tenant)
+    const current = this.#peekAny(tenant)
     if (current !== undefined && current.revision >= state.revision) return current
-    this.#forgetHot()
-    this.#tenants.set(tenant, state)
+    this.#put(tenant, state)
     return state
   }
 }

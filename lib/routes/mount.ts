@@ -54,6 +54,12 @@ function refuseConflicts (claimed: Claimed): onRouteHookHandler {
   }
 }
 
+/** The host's `routeHooks`, appended to one of the plugin's contexts. */
+function addRouteHooks (instance: FastifyInstance, opts: ResolvedOptions): void {
+  for (const hook of opts.routeHooks.onRequest) instance.addHook('onRequest', hook)
+  for (const hook of opts.routeHooks.preHandler) instance.addHook('preHandler', hook)
+}
+
 export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix }: MountOptions): Promise<void> {
   const { routes } = opts
   const claimed: Claimed = new Map()
@@ -67,9 +73,8 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
   if (routes.policy !== undefined) {
     const { prefix: policyPrefix } = routes.policy
     await group('the option "routes.policy" (a prefix, or false)', async (guarded) => {
-      for (const hook of opts.routeHooks.onRequest) guarded.addHook('onRequest', hook)
-      for (const hook of opts.routeHooks.preHandler) guarded.addHook('preHandler', hook)
-      await guarded.register(policyRoutes, { engine, prefix: policyPrefix })
+      addRouteHooks(guarded, opts)
+      await guarded.register(policyRoutes, { engine, bodyLimit: opts.policyBodyLimit, prefix: policyPrefix })
     })
   }
   const ops = routes.ops
@@ -80,8 +85,11 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
   }
   if (ops?.servers !== undefined) {
     const path = ops.servers
-    await group('the option "routes.ops.servers" (another path, or false)', (instance) =>
-      instance.register(serversRoute, { engine, publicUrl: opts.publicUrl, path, prefix: ops.prefix }))
+    // Behind the host's route hooks like the policy routes: it names tenants and peer addresses.
+    await group('the option "routes.ops.servers" (another path, or false)', async (instance) => {
+      addRouteHooks(instance, opts)
+      await instance.register(serversRoute, { engine, publicUrl: opts.publicUrl, path, prefix: ops.prefix })
+    })
   }
   if (metrics !== undefined && opts.metrics !== undefined) {
     const path = opts.metrics.path

@@ -1,4 +1,7 @@
-/** The ops routes — health, peer status, metrics — each mountable on its own; never behind the host's route hooks. */
+/**
+ * The ops routes — health, peer status, metrics — each mountable on its own. `/servers` is mounted
+ * behind the host's route hooks (it names tenants and peer addresses); `/health` and `/metrics` are not.
+ */
 import type { FastifyInstance, FastifySchema } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { PolicyMetrics } from '../metrics.js'
@@ -18,19 +21,21 @@ export async function healthRoute (fastify: FastifyInstance, { engine, path }: H
 
   app.get(path, {
     schema: {
-      description: 'Liveness and database reachability; 503 when the database does not answer',
+      description: 'Liveness and database reachability; 503 when the database does not answer; `status: degraded` (200) while writes fail on a database that answers reads',
       tags: ['ops'],
       response: { 200: HealthReply, 503: HealthReply }
     }
   }, async (_request, reply) => {
     const db = await engine.ping().then(() => 'ok' as const, () => 'unavailable' as const)
+    const writes = engine.writesFailing() ? 'failing' as const : 'ok' as const
     const peers = engine.peers()
     if (db !== 'ok') reply.code(503)
     return {
-      status: db === 'ok' ? 'ok' as const : 'unavailable' as const,
+      status: db !== 'ok' ? 'unavailable' as const : writes !== 'ok' ? 'degraded' as const : 'ok' as const,
       serverId: engine.serverId,
       uptimeMs: Date.now() - startedAt,
       db,
+      writes,
       tenantsCached: engine.stats().tenants,
       peers: { total: peers.length, up: peers.filter((peer) => peer.state === 'up').length }
     }

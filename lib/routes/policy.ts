@@ -1,16 +1,18 @@
 /** The policy routes: the six writes, the check, the tenant and user views, refresh (README.md, "Routes"). */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import type { TSchema } from 'typebox'
+import { Type, type TSchema } from 'typebox'
 import type { Change, Operation } from '../model.js'
 import type { PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
   CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
-  TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
+  LongIdParams, TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
 } from './schemas.js'
 
 export interface PolicyRoutesOptions {
   engine: PolicyCache
+  /** Largest body of a write or `/refresh-tenant`, in bytes (413 above, before parsing). */
+  bodyLimit: number
 }
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
@@ -20,7 +22,7 @@ function withRevision<T extends { revision: number }> (reply: FastifyReply, body
   return body
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine }: PolicyRoutesOptions): Promise<void> {
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit }: PolicyRoutesOptions): Promise<void> {
   // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
   fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -37,6 +39,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
 
   for (const [op, body, description] of writes) {
     app.post(`/${op}`, {
+      bodyLimit,
       schema: {
         summary: description,
         description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.`,
@@ -83,7 +86,25 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine }
     }
   }, async (request, reply) => withRevision(reply, await engine.user(request.params.tenant, request.params.user)))
 
+  // The same two views for ids longer than the host's `maxParamLength` (Fastify's default is 100,
+  // ids go to 128): the router skips a parametric route whose parameter is too long — it would answer
+  // 414 — and falls back to this wildcard, which has no length limit. Hidden from OpenAPI: the two
+  // routes above document the paths.
+  app.get('/tenants/*', {
+    schema: {
+      hide: true,
+      params: LongIdParams,
+      response: { 200: Type.Union([TenantReply, UserReply]), ...errors }
+    }
+  }, async (request, reply) => {
+    const parts = request.params['*'].split('/')
+    if (parts.length === 1) return withRevision(reply, await engine.tenant(parts[0]))
+    if (parts.length === 3 && parts[1] === 'users') return withRevision(reply, await engine.user(parts[0], parts[2]))
+    return reply.callNotFound()
+  })
+
   app.post('/refresh-tenant', {
+    bodyLimit,
     schema: {
       summary: 'Reload a tenant',
       description: 'Reload a tenant fully from the database (this instance only)',

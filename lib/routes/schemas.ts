@@ -63,6 +63,11 @@ export const CheckReply = Type.Object({
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
 export const UserParams = Type.Object({ tenant: Tenant, user: User }, closed)
+/**
+ * The views' fallback for ids past the host's `maxParamLength`: `<tenant>` or `<tenant>/users/<user>`,
+ * split and validated by the handler (TypeBox cannot report errors on a property named `*`).
+ */
+export const LongIdParams = Type.Object({ '*': Type.String() }, closed)
 export const TenantReply = Type.Object({
   tenant: Tenant,
   revision: Revision,
@@ -88,10 +93,15 @@ export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, 
 })
 
 export const HealthReply = Type.Object({
-  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable')], {
+    description: '`unavailable` (503) when the database does not answer; `degraded` (200) when it does but writes are failing'
+  }),
   serverId: Type.String(),
   uptimeMs: Type.Integer({ minimum: 0 }),
   db: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  writes: Type.Union([Type.Literal('ok'), Type.Literal('failing')], {
+    description: '`failing` when the latest write failed on the database less than 60 s ago and none has succeeded since'
+  }),
   tenantsCached: Type.Integer({ minimum: 0 }),
   peers: Type.Object({ total: Type.Integer({ minimum: 0 }), up: Type.Integer({ minimum: 0 }) }, closed)
 }, closed)

@@ -243,7 +243,8 @@ test('coalescing keeps each carried change with its own revision; split notices 
   const long = Array.from({ length: 400 }, (_, i): NoticeChange =>
     ({ tenant: `${'x'.repeat(120)}${i}`, revision: 2 ** 40, operation: 'add-permission', group: 'g'.repeat(128), permission: 'p'.repeat(256) }))
   const before = peer.notices.length
-  const { b: waiting } = broadcaster(t, { peers: [peer.url] })
+  // An hour-long ackTimeoutMs: only the delivery of every part can release the write (a loaded machine is slow).
+  const { b: waiting } = broadcaster(t, { peers: [peer.url], ackTimeoutMs: 3_600_000 })
   t.same(await waiting.notify(long), { acked: 1, total: 1 }, 'acknowledged once every part is delivered')
   t.ok(peer.notices.length - before > 1, 'split into several notices')
   t.same(peer.notices.slice(before).flatMap((n) => n.entries), long.map(decodeEntry), 'every entry delivered whole, accepted by the strict receiver')

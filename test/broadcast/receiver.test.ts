@@ -1,8 +1,14 @@
 import Fastify, { type FastifyInstance } from 'fastify'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { test } from 'tap'
 import { decodeEntry, type NoticeChange, type NoticeReply, type ReceivedNotice } from '../../lib/broadcast/notice.js'
-import webhookRoutes from '../../lib/broadcast/receiver.js'
+import webhookRoutes, { ReplayGuard } from '../../lib/broadcast/receiver.js'
 import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
+
+// A full garbage collection on demand, for measuring what stays on the heap (not timing).
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
 
 const key = parseSecret('receiver-test-secret-0123456789', 'webhookSecret')
 const otherKey = parseSecret('a-different-secret-0123456789', 'webhookSecret')
@@ -18,13 +24,14 @@ interface SendOptions {
   headers?: Record<string, string | undefined>
 }
 
-async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>, setup?: (app: FastifyInstance) => void) {
+async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>, setup?: (app: FastifyInstance) => void, replays?: ReplayGuard) {
   const calls: ReceivedNotice[] = []
   const app = Fastify()
   setup?.(app)
   await app.register(webhookRoutes, {
     keys: [key],
     serverId: 'server-b',
+    replays,
     handleNotice: async (notice) => {
       calls.push(notice)
       return handle === undefined ? Object.fromEntries(notice.entries.map((e) => [e.tenant, e.revision])) : handle(notice)
@@ -89,15 +96,16 @@ test('every authentication failure gets one identical 401', async (t) => {
   t.equal(calls.length, 0, 'handleNotice never called')
 })
 
-test('a replayed id answers 200 with the first answer and is not handled again', async (t) => {
+test('a replayed id answers 200 saying it is a duplicate and is not handled again', async (t) => {
   let revision = 3
   const { calls, sendJson } = await build(t, async () => ({ t1: revision++ }))
   const id = newMessageId()
   const first = await sendJson(notice(), { id })
   const replay = await sendJson(notice(), { id, timestamp: Math.floor(Date.now() / 1000) + 1 })
   t.equal(first.statusCode, 200)
+  t.same(first.json(), { serverId: 'server-b', revisions: { t1: 3 } })
   t.equal(replay.statusCode, 200)
-  t.same(replay.json(), first.json(), 'same reply as the first delivery')
+  t.same(replay.json(), { serverId: 'server-b', revisions: {}, duplicate: true }, 'the reply shape, nothing done again')
   t.equal(calls.length, 1)
   const fresh = await sendJson(notice())
   t.same(fresh.json(), { serverId: 'server-b', revisions: { t1: 4 } }, 'a new id is handled')
@@ -124,7 +132,7 @@ test('a replayed id is looked up only after the signature holds: an unsigned or 
     t.same(res.json(), { statusCode: 401, code: 'FST_POLICY_CACHE_UNAUTHORIZED', error: 'Unauthorized', message: 'Webhook authentication failed' }, `${name}: the 401 every authentication failure gets, not the first reply`)
   }
   t.equal(calls.length, 1)
-  t.same((await send(payload, { id })).json(), { serverId: 'server-b', revisions: { t1: 3 } }, 'a correctly signed replay still gets the first reply')
+  t.same((await send(payload, { id })).json(), { serverId: 'server-b', revisions: {}, duplicate: true }, 'a correctly signed replay is a duplicate')
 })
 
 test('a replay that arrives while the first delivery is handled waits for it', async (t) => {
@@ -162,6 +170,38 @@ test('a replay that arrives while the first delivery is handled waits for it', a
   t.same(events, ['first handled', 'replay answered'])
   t.equal((await first).statusCode, 200)
   t.equal(calls.length, 1)
+})
+
+test('3000 notices naming 50 junk tenants each: the replay cache keeps their ids, not their replies', async (t) => {
+  const replays = new ReplayGuard()
+  // What a receiver answers for tenants it does not cache: one null each.
+  const { calls, sendJson } = await build(t, async (received) => Object.fromEntries(received.entries.map((e) => [e.tenant, null])), undefined, replays)
+  const ids = Array.from({ length: 3000 }, () => newMessageId())
+  const heapAfterGc = (): number => { gc(); return process.memoryUsage().heapUsed }
+  const before = heapAfterGc()
+  for (const [n, id] of ids.entries()) {
+    const changes = Array.from({ length: 50 }, (_, i) => ({ tenant: `junk-${n}-${i}`, revision: 1 }))
+    const res = await sendJson(notice({ changes }), { id })
+    if (res.statusCode !== 200) t.fail(`notice ${n}: ${res.statusCode}`)
+  }
+  t.equal(calls.length, 3000)
+  calls.length = 0 // the test's own record of the notices
+  const grown = heapAfterGc() - before
+  t.same(replays.size, { handled: 3000, inFlight: 0 }, 'one entry per id')
+  // Keeping the 150 000 replies (a null per tenant), as the cache did, grew it by ~19 MiB here.
+  t.ok(grown < 8 * 1024 * 1024, `the heap grew by ${(grown / 1024 / 1024).toFixed(1)} MiB`)
+  t.same((await sendJson(notice(), { id: ids[0] })).json(), { serverId: 'server-b', revisions: {}, duplicate: true }, 'the oldest id is still known')
+})
+
+test('the replay cache is bounded: past maxIds the oldest ids are forgotten', async (t) => {
+  const replays = new ReplayGuard({ maxIds: 3 })
+  const { calls, sendJson } = await build(t, undefined, undefined, replays)
+  const ids = [newMessageId(), newMessageId(), newMessageId(), newMessageId()]
+  for (const id of ids) await sendJson(notice(), { id })
+  t.same(replays.size, { handled: 3, inFlight: 0 })
+  t.same((await sendJson(notice(), { id: ids[3] })).json(), { serverId: 'server-b', revisions: {}, duplicate: true })
+  t.same((await sendJson(notice(), { id: ids[0] })).json(), { serverId: 'server-b', revisions: { t1: 3 } }, 'the oldest was forgotten: handled again (harmless: notices are idempotent)')
+  t.equal(calls.length, 5)
 })
 
 test('a failed handling forgets the id so the retry is handled', async (t) => {

@@ -92,6 +92,7 @@ test('an uncached tenant is left to load lazily', async (t) => {
 
 test('maxTenants bounds memory; evictions are counted', async (t) => {
   const store = await seeded()
+  for (const tenant of ['a', 'b', 'c']) await store.write(tenant, { op: 'create-group', group: 'g' }, 'test')
   const cache = new TenantCache({ store, maxTenants: 2 })
   await cache.get('a')
   await cache.get('b')

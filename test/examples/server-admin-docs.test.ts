@@ -31,9 +31,11 @@ test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs
     t.equal((await app.inject({ method: method as 'GET', url, payload, headers: bearer })).statusCode, 200, `${method} ${url} with the token`)
   }
   t.equal(await app.policyCache.revision('t1'), 2, 'only the authorised writes happened')
-  for (const url of ['/health', '/servers', '/metrics', '/docs/json']) {
+  for (const url of ['/health', '/metrics', '/docs/json']) {
     t.equal((await app.inject(url)).statusCode, 200, `${url} is open`)
   }
+  t.equal((await app.inject('/servers')).statusCode, 401, '/servers (tenant ids, peer addresses) needs the token')
+  t.equal((await app.inject({ url: '/servers', headers: bearer })).statusCode, 200, '/servers with the token')
   t.equal((await app.inject({ method: 'POST', url: '/webhook/refresh', payload: {} })).statusCode, 404, 'no secret, no webhook')
 
   const open = await buildServer(parseConfig(['0'], { POLICY_DB: ':memory:', METRICS: '0' }), { logger: false })
@@ -74,10 +76,11 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   t.same(user?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['path', 'user']])
   t.ok(user?.responses?.['200']?.content?.['application/json']?.schema?.properties?.permissions)
 
-  for (const path of ['/health', '/servers', '/metrics']) {
+  for (const path of ['/health', '/metrics']) {
     t.ok(doc.paths[path]?.get, `${path} is documented`)
     t.equal(doc.paths[path]?.get?.security, undefined, `${path} is open`)
   }
+  t.same(doc.paths['/servers']?.get?.security, [{ adminToken: [] }], '/servers needs the admin token')
   const webhook = doc.paths['/webhook/refresh']?.post
   t.ok(webhook?.requestBody?.content?.['application/json']?.schema?.properties?.changes, 'the webhook body')
   t.equal((await app.inject('/docs/')).statusCode, 200, 'the UI is served')

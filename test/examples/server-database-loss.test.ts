@@ -61,9 +61,10 @@ for (const { name, url, connect } of servers) {
     t.equal(server.child.exitCode, null, 'the process is still running')
 
     proxy.setUp(true)
-    t.match(await request('GET', `${base}/health`), { status: 200, body: { status: 'ok', db: 'ok' } })
+    t.match(await request('GET', `${base}/health`), { status: 200, body: { status: 'degraded', db: 'ok', writes: 'failing' } }, 'the last write failed')
     t.match(await request('POST', `${base}/add-permission`, { tenant: 'acme', group: 'g', permission: 'docs:write' }),
       { status: 200, body: { revision: 4, changed: true } }, 'the same process writes again')
+    t.match(await request('GET', `${base}/health`), { status: 200, body: { status: 'ok', db: 'ok', writes: 'ok' } })
     t.equal(server.child.exitCode, null)
   })
 }

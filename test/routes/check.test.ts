@@ -74,6 +74,7 @@ test('minRevision waits for the database at most catchUpTimeoutMs, then a coded 
 
 test('maxTenants: least recently used tenants are evicted, visible in stats and /health', async (t) => {
   const app = await buildApp(t, { maxTenants: 2 })
+  for (const tenant of ['a', 'b', 'c']) await app.policyCache.createGroup(tenant, 'g')
   for (const tenant of ['a', 'b', 'c']) await app.policyCache.check(tenant, 'u', 'p:q')
   t.match(app.policyCache.stats(), { tenants: 2, evictions: 1, loads: 3 })
   t.match((await get(app, '/health')).body, { tenantsCached: 2 })

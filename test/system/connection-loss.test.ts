@@ -71,9 +71,11 @@ for (const { name, url, connect } of servers) {
 
     proxy.setUp(true)
 
-    t.match(await inject(app, 'GET', '/health'), { status: 200, body: { status: 'ok', db: 'ok' } }, '/health is 200 again')
+    // The database answers again; the last write failed, and none has succeeded since.
+    t.match(await inject(app, 'GET', '/health'), { status: 200, body: { status: 'degraded', db: 'ok', writes: 'failing' } }, '/health is 200 again')
     t.match(await inject(app, 'POST', '/add-permission', { tenant: 'acme', group: 'editors', permission: 'docs:write' }),
       { status: 200, body: { revision: 4, changed: true } }, 'writes succeed again without a restart')
+    t.match(await inject(app, 'GET', '/health'), { status: 200, body: { status: 'ok', db: 'ok', writes: 'ok' } }, 'and /health says so')
     t.same((await check('docs:write')).body, { allowed: true, revision: 4 })
     t.same((await check('docs:read', 'uncached')).body, { allowed: false, revision: 0 }, 'tenants load again')
     t.equal((await store.revisions(['acme'])).get('acme')?.revision, 4)

@@ -147,3 +147,15 @@ test('two entries naming the same revision with different data carry nothing: th
   t.same((await b.user('t1', 'alice')).groups, ['readers'])
   t.same((await b.user('t1', 'mallory')).groups, [])
 })
+
+test('two entries naming the same revision with different digests carry none: the changelog decides', async (t) => {
+  const { a, b, sent, reads, deliver } = engines()
+  await a.createGroup('t1', 'readers')
+  await b.revision('t1')
+  await a.assignUser('t1', 'readers', 'alice')
+  const [entry] = sent.at(-1) as NoticeChange[]
+  reads()
+  t.same(await deliver([{ ...entry, digest: 'ff'.repeat(16) }, entry]), { t1: entry.revision })
+  t.same(reads(), { snapshot: 0, changesSince: 1 }, 'not applied from the notice')
+  t.same((await b.user('t1', 'alice')).groups, ['readers'])
+})

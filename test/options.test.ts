@@ -76,7 +76,10 @@ test('an unknown option fails registration naming it and the option it most like
     [{ routes: { ops: { healthz: '/h' } } }, 'routes.ops.healthz', 'routes.ops.health'],
     [{ metrics: { pth: '/m' } }, 'metrics.pth', 'metrics.path'],
     [{ routeHooks: { onrequest: async () => {} } }, 'routeHooks.onrequest', 'routeHooks.onRequest'],
-    [{ frobnicate: true }, 'frobnicate', undefined]
+    [{ frobnicate: true }, 'frobnicate', undefined],
+    // The longer the key, the more typos are forgiven: a third of its length, at least two.
+    [{ webhookBodyLimitBytes: 65536 }, 'webhookBodyLimitBytes', 'webhookBodyLimit'],
+    [{ dbxyz: {} }, 'dbxyz', undefined]
   ]
   for (const [options, name, meant] of cases) {
     const app = Fastify()

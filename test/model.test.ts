@@ -9,16 +9,6 @@ import {
 // it must accept exactly what the published pattern and length limit accept.
 const byPattern = (s: string): boolean => s.length <= PERMISSION_MAX_LENGTH && new RegExp(PERMISSION_PATTERN).test(s)
 
-test('isPermission agrees with PERMISSION_PATTERN on permission-like strings', async (t) => {
-  fc.assert(fc.property(fc.stringMatching(/^[a-cA9:._*\- \n\u00e9]{0,12}$/), (s) => isPermission(s) === byPattern(s)), { numRuns: 20000 })
-  t.pass()
-})
-
-test('isPermission agrees with PERMISSION_PATTERN on arbitrary strings', async (t) => {
-  fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 16 }), (s) => isPermission(s) === byPattern(s)), { numRuns: 20000 })
-  t.pass()
-})
-
 test('isPermission edge cases', async (t) => {
   for (const s of ['a'.repeat(256), 'a'.repeat(257), 'a:b', 'doc:x.y-z_1', ':a', 'a:', 'a::b', 'a\n', '', '*', 'a:*', 'a b']) {
     t.equal(isPermission(s), byPattern(s), JSON.stringify(s))
@@ -79,4 +69,16 @@ test('assertChange checks the operation, the group and the field the operation n
   }
   // A field the operation has no use for is not its business (the notice decoder refuses those).
   t.doesNotThrow(() => assertChange({ op: 'create-group', group: 'g', user: 'no spaces', permission: 'doc:**' } as unknown as Change))
+})
+
+// The property tests last: a mutant that an example above catches is caught in milliseconds (Stryker stops
+// a file at its first failure), not after 40 000 generated strings.
+test('isPermission agrees with PERMISSION_PATTERN on permission-like strings', async (t) => {
+  fc.assert(fc.property(fc.stringMatching(/^[a-cA9:._*\- \n\u00e9]{0,12}$/), (s) => isPermission(s) === byPattern(s)), { numRuns: 20000 })
+  t.pass()
+})
+
+test('isPermission agrees with PERMISSION_PATTERN on arbitrary strings', async (t) => {
+  fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 16 }), (s) => isPermission(s) === byPattern(s)), { numRuns: 20000 })
+  t.pass()
 })

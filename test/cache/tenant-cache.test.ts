@@ -198,3 +198,83 @@ test('a trailing run that a sync also asked for reads the changelog', async (t) 
   t.ok(cache.peek('t1')!.check('b', 'doc:read'))
   t.match(cache.stats(), { carriedCatchUps: 0 })
 })
+
+test('hits and misses: get counts both, lookup counts a hit and leaves misses to get', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  t.equal(cache.lookup('t1'), undefined)
+  t.match(cache.stats(), { hits: 0, misses: 0 }, 'a lookup of an uncached tenant counts nothing')
+  await cache.get('t1')
+  await cache.get('t1')
+  t.equal(cache.lookup('t1')?.revision, 2)
+  t.equal(cache.lookup('t1')?.revision, 2)
+  t.same(cache.stats(), { tenants: 1, hits: 3, misses: 1, loads: 1, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, evictions: 0 })
+})
+
+test('revisions: up to the limit, most recently used first, without touching recency', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  for (const tenant of ['a', 't1', 'b']) await cache.get(tenant)
+  t.same(cache.revisions(10), [['b', 0], ['t1', 2], ['a', 0]])
+  t.same(cache.revisions(2), [['b', 0], ['t1', 2]])
+  t.same(cache.revisions(0), [])
+  t.same(cache.tenants(), ['b', 't1', 'a'], 'recency untouched')
+})
+
+test('the tenant answered last is forgotten when it is evicted, reloaded or cleared', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 1 })
+  const first = await cache.get('t1')
+  t.equal(cache.peek('t1'), first)
+  await cache.get('other')
+  t.equal(cache.peek('t1'), undefined, 'evicted: not answered from the hot slot')
+
+  await cache.get('t1')
+  const before = cache.peek('t1')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.reload('t1'), 3)
+  t.not(cache.peek('t1'), before, 'reloaded: the new state is answered')
+  t.equal(cache.peek('t1')?.revision, 3)
+
+  cache.clear()
+  t.equal(cache.peek('t1'), undefined, 'cleared')
+  t.same(cache.tenants(), [])
+})
+
+test('applyOwn: in place one revision ahead, from the store further ahead, nothing when uncached or older', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  const write = async (user: string) => {
+    const { revision } = await store.write('t1', { op: 'assign-user', group: 'g', user }, 'own')
+    return { revision, op: 'assign-user' as const, group: 'g', user }
+  }
+
+  await cache.applyOwn('t1', await write('a'))
+  t.equal(cache.peek('t1'), undefined, 'an uncached tenant is not loaded')
+  t.equal(store.calls.snapshot, 0)
+
+  await cache.get('t1')
+  const b = await write('b')
+  await cache.applyOwn('t1', b)
+  t.equal(cache.peek('t1')?.revision, 4)
+  t.ok(cache.peek('t1')!.check('b', 'doc:read'))
+  t.equal(store.calls.changesSince, 0, 'one revision ahead: applied in place')
+
+  await write('c')
+  const d = await write('d')
+  await cache.applyOwn('t1', d)
+  t.equal(cache.peek('t1')?.revision, 6)
+  t.ok(cache.peek('t1')!.check('c', 'doc:read'), 'the other instance\'s write in between is caught up too')
+  t.equal(store.calls.changesSince, 1)
+
+  await cache.applyOwn('t1', b)
+  t.equal(cache.peek('t1')?.revision, 6, 'an older write changes nothing')
+  t.equal(store.calls.changesSince, 1)
+})
+
+test('a sync with nothing cached asks the store nothing', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  t.same(await cache.sync(), [])
+  t.equal(store.calls.revisions, 0)
+})

@@ -14,7 +14,7 @@
  * seconds to minutes each: they would run for nearly every mutant that survives.)
  */
 const TESTS = {
-  'lib/model.ts': ['test/model.test.ts', 'test/broadcast/notice.test.ts', 'test/broadcast/receiver.test.ts', 'test/options.test.ts', 'test/guard.test.ts'],
+  'lib/model.ts': ['test/model.test.ts', 'test/broadcast/notice.test.ts', 'test/guard-hooks.test.ts', 'test/broadcast/receiver.test.ts', 'test/options.test.ts', 'test/guard.test.ts'],
   'lib/broadcast/signature.ts': ['test/broadcast/signature.test.ts', 'test/broadcast/delivery.test.ts', 'test/options.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
   'lib/broadcast/notice.ts': ['test/broadcast/notice.test.ts', 'test/broadcast/peer.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
   'lib/broadcast/peer-list.ts': ['test/broadcast/peer-list.test.ts', 'test/options.test.ts', 'test/peer-urls.test.ts'],
@@ -27,7 +27,7 @@ const TESTS = {
   'lib/cache/tenant-state.ts': ['test/cache/tenant-state.test.ts', 'test/cache/tenant-cache.test.ts'],
   'lib/cache/tenant-cache.ts': ['test/cache/tenant-cache.test.ts'],
   'lib/store/kysely-store.ts': ['test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
-  'lib/guard.ts': ['test/guard.test.ts'],
+  'lib/guard.ts': ['test/guard-hooks.test.ts', 'test/guard.test.ts'],
   'lib/options.ts': ['test/options.test.ts', 'test/peer-urls.test.ts', 'test/guard.test.ts']
 }
 
@@ -36,6 +36,7 @@ const ORDER = [
   'test/broadcast/signature.test.ts',
   'test/model.test.ts',
   'test/broadcast/peer-list.test.ts',
+  'test/guard-hooks.test.ts',
   'test/cache/anti-entropy.test.ts',
   'test/broadcast/delivery.test.ts',
   'test/cache/tenant-state.test.ts',

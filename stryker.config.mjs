@@ -28,7 +28,7 @@ const TESTS = {
   'lib/cache/tenant-cache.ts': ['test/cache/tenant-cache.test.ts'],
   'lib/store/kysely-store.ts': ['test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
   'lib/guard.ts': ['test/guard-hooks.test.ts', 'test/guard.test.ts'],
-  'lib/options.ts': ['test/options.test.ts', 'test/peer-urls.test.ts', 'test/guard.test.ts']
+  'lib/options.ts': ['test/options-resolve.test.ts', 'test/options.test.ts', 'test/peer-urls.test.ts', 'test/guard.test.ts']
 }
 
 /** Every test file, fastest first (the order a mutant's covering files run in). */
@@ -37,6 +37,7 @@ const ORDER = [
   'test/model.test.ts',
   'test/broadcast/peer-list.test.ts',
   'test/guard-hooks.test.ts',
+  'test/options-resolve.test.ts',
   'test/cache/anti-entropy.test.ts',
   'test/broadcast/delivery.test.ts',
   'test/cache/tenant-state.test.ts',

@@ -278,3 +278,14 @@ test('a sync with nothing cached asks the store nothing', async (t) => {
   t.same(await cache.sync(), [])
   t.equal(store.calls.revisions, 0)
 })
+
+test('a tenant answered from the hot slot is still the most recently used when another is loaded', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 2 })
+  await cache.get('x')
+  cache.peek('x')
+  await cache.get('y')
+  cache.peek('x') // used after y was loaded
+  await cache.get('z')
+  t.same(cache.tenants(), ['z', 'x'], 'y, the least recently used, is the one evicted')
+})

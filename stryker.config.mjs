@@ -4,10 +4,75 @@
  * files against each mutant. See docs/testing.md for how to run it on one module and for the figures.
  *
  * The tap runner runs each test file as one test, in its own `node --import tsx` process; coverage is
- * per test file, so a mutant runs only the files that reach its code (in the order Stryker picks,
- * stopping at the first that fails).
- * @type {import('@stryker-mutator/api/core').PartialStrykerOptions}
+ * per test file, so a mutant runs only the files that reach its code (in the order of `tap.testFiles`,
+ * stopping at the first that fails). A survivor therefore costs every file that reaches it.
  */
+
+/**
+ * The test files that can catch a mutant of each module: its own unit test first, then the unit tests
+ * of the modules that call it. (The route, system and example tests register the whole plugin and take
+ * seconds to minutes each: they would run for nearly every mutant that survives.)
+ */
+const TESTS = {
+  'lib/model.ts': ['test/model.test.ts', 'test/broadcast/notice.test.ts', 'test/guard-hooks.test.ts', 'test/broadcast/receiver.test.ts', 'test/options.test.ts', 'test/guard.test.ts'],
+  'lib/broadcast/signature.ts': ['test/broadcast/signature.test.ts', 'test/broadcast/delivery.test.ts', 'test/options.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
+  'lib/broadcast/notice.ts': ['test/broadcast/notice.test.ts', 'test/broadcast/peer.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
+  'lib/broadcast/peer-list.ts': ['test/broadcast/peer-list.test.ts', 'test/options.test.ts', 'test/peer-urls.test.ts'],
+  'lib/broadcast/peer.ts': ['test/broadcast/peer.test.ts', 'test/broadcast/observe.test.ts', 'test/broadcast/broadcaster.test.ts'],
+  'lib/broadcast/delivery.ts': ['test/broadcast/delivery.test.ts', 'test/broadcast/observe.test.ts', 'test/peer-urls.test.ts', 'test/broadcast/broadcaster.test.ts'],
+  'lib/broadcast/broadcaster.ts': ['test/broadcast/observe.test.ts', 'test/peer-urls.test.ts', 'test/broadcast/broadcaster.test.ts'],
+  'lib/broadcast/receiver.ts': ['test/broadcast/receiver.test.ts'],
+  'lib/broadcast/status.ts': [],
+  'lib/cache/anti-entropy.ts': ['test/cache/anti-entropy.test.ts'],
+  'lib/cache/tenant-state.ts': ['test/cache/tenant-state.test.ts', 'test/cache/tenant-cache.test.ts'],
+  'lib/cache/tenant-cache.ts': ['test/cache/tenant-cache.test.ts'],
+  'lib/store/kysely-store.ts': ['test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
+  'lib/guard.ts': ['test/guard-hooks.test.ts', 'test/guard.test.ts'],
+  'lib/options.ts': ['test/options-resolve.test.ts', 'test/options.test.ts', 'test/peer-urls.test.ts', 'test/guard.test.ts']
+}
+
+/** Every test file, fastest first (the order a mutant's covering files run in). */
+const ORDER = [
+  'test/broadcast/signature.test.ts',
+  'test/model.test.ts',
+  'test/broadcast/peer-list.test.ts',
+  'test/guard-hooks.test.ts',
+  'test/options-resolve.test.ts',
+  'test/cache/anti-entropy.test.ts',
+  'test/broadcast/delivery.test.ts',
+  'test/cache/tenant-state.test.ts',
+  'test/broadcast/peer.test.ts',
+  'test/broadcast/notice.test.ts',
+  'test/broadcast/observe.test.ts',
+  'test/cache/tenant-cache.test.ts',
+  'test/broadcast/receiver.test.ts',
+  'test/guard.test.ts',
+  'test/options.test.ts',
+  'test/peer-urls.test.ts',
+  'test/broadcast/broadcaster.test.ts',
+  'test/store/sqlite.test.ts',
+  'test/store/postgres.test.ts',
+  'test/store/mysql.test.ts'
+]
+
+/**
+ * `--mutate` on the command line (a path, a glob, a `path:lines` range; several comma-separated)
+ * selects the modules it names, and only their test files run — the initial run included, which would
+ * otherwise run all of them, the database-server ones too. Without it, every module and every file.
+ */
+function selectedTests () {
+  const at = process.argv.findIndex((arg) => arg === '--mutate' || arg === '-m' || arg.startsWith('--mutate='))
+  const value = at === -1 ? undefined : process.argv[at].startsWith('--mutate=') ? process.argv[at].slice(9) : process.argv[at + 1]
+  if (value === undefined) return ORDER
+  const patterns = value.split(',').map((pattern) => pattern.replace(/:[0-9:-]+$/, ''))
+  // A glob selects the modules under the path before its first wildcard.
+  const selects = (module) => patterns.some((pattern) =>
+    pattern.includes('*') ? module.startsWith(pattern.slice(0, pattern.indexOf('*'))) : module === pattern)
+  const wanted = new Set(Object.entries(TESTS).filter(([module]) => selects(module)).flatMap(([, files]) => files))
+  return ORDER.filter((file) => wanted.has(file))
+}
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   testRunner: 'tap',
   coverageAnalysis: 'perTest',
@@ -21,30 +86,7 @@ export default {
     'lib/model.ts'
   ],
   tap: {
-    // Only the unit tests of those modules, each module's own first and the fastest first: Stryker runs
-    // the files that reach a mutant in this order and stops at the first that fails. (The route,
-    // system and example tests register the whole plugin and take seconds to minutes each: they would
-    // run for nearly every mutant that survives.) Named one by one: a glob's order is not defined.
-    testFiles: [
-      'test/broadcast/signature.test.ts',
-      'test/model.test.ts',
-      'test/broadcast/notice.test.ts',
-      'test/broadcast/peer-list.test.ts',
-      'test/broadcast/peer.test.ts',
-      'test/broadcast/delivery.test.ts',
-      'test/cache/anti-entropy.test.ts',
-      'test/cache/tenant-state.test.ts',
-      'test/cache/tenant-cache.test.ts',
-      'test/options.test.ts',
-      'test/broadcast/receiver.test.ts',
-      'test/broadcast/observe.test.ts',
-      'test/guard.test.ts',
-      'test/peer-urls.test.ts',
-      'test/broadcast/broadcaster.test.ts',
-      'test/store/sqlite.test.ts',
-      'test/store/postgres.test.ts',
-      'test/store/mysql.test.ts'
-    ],
+    testFiles: selectedTests(),
     nodeArgs: ['--import', 'tsx'],
     forceBail: true
   },

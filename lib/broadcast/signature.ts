@@ -80,6 +80,7 @@ export function verify (keys: Buffer[], headers: SignatureHeaders, rawBody: Buff
   const received = signature.split(' ')
     .filter((entry) => entry.startsWith(VERSION_PREFIX))
     .map((entry) => Buffer.from(entry.slice(VERSION_PREFIX.length), 'base64'))
+  // Stryker disable next-line ConditionalExpression: equivalent — without a v1 entry the loops below compare nothing and return false
   if (received.length === 0) return false
   for (const key of keys) {
     const expected = mac(key, id, timestamp, rawBody)

@@ -71,6 +71,15 @@ test('a 2xx that is not a receiver\'s reply is a failure', async (t) => {
   t.same(await client(t).post(url, 'msg_x', '{}'), { serverId: 'b', revisions: undefined }, 'revisions may be missing')
 })
 
+test('a reply larger than 1 MiB is a failure, however it starts', async (t) => {
+  const big = JSON.stringify({ serverId: 'b', revisions: {}, padding: 'x'.repeat(1024 * 1024) })
+  const { url } = await peer(t, (response) => { response.writeHead(200, { 'content-type': 'application/json' }).end(big) })
+  await t.rejects(client(t).post(url, 'msg_x', '{}'))
+  const fits = JSON.stringify({ serverId: 'b', revisions: {}, padding: 'x'.repeat(1000 * 1000) })
+  const { url: other } = await peer(t, (response) => { response.writeHead(200, { 'content-type': 'application/json' }).end(fits) })
+  t.same(await client(t).post(other, 'msg_x', '{}'), { serverId: 'b', revisions: {} }, 'just under it is fine')
+})
+
 test('a non-2xx is an HttpStatusError; Retry-After is read on 429 and 503 only, capped', async (t) => {
   const cases: Array<[number, Record<string, string>, number | undefined]> = [
     [500, { 'retry-after': '3' }, undefined],
@@ -137,4 +146,7 @@ test('Retry-After: delay-seconds or an HTTP-date, capped; anything else ignored'
   t.equal(retryAfterMs('', now, 60000), undefined)
   t.equal(retryAfterMs('soon', now, 60000), undefined)
   t.equal(retryAfterMs('-5', now, 60000), undefined)
+  for (const value of ['5s', '1.5', '5 Sun, 29 Nov 2026 18:00:05 GMT', 'Su, 29 Nov 2026 18:00:05 GMT', 'Sunday soon']) {
+    t.equal(retryAfterMs(value, now, 60000), undefined, JSON.stringify(value))
+  }
 })

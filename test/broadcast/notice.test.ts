@@ -57,21 +57,28 @@ test('an entry without data (an older sender) decodes with nothing carried', asy
   t.same(decodeNotice({ type: 'policy.changed', origin: 'a', changes: [{ tenant: 't1', revision: 3 }] }).database, undefined, 'nor a database id')
 })
 
-test('carried data that is malformed or does not fit its operation is a coded 400', async (t) => {
-  const bad: Record<string, NoticeChange> = {
-    'data without operation': { tenant: 't1', revision: 3, group: 'g' },
-    'permission without group': { tenant: 't1', revision: 3, operation: 'add-permission', permission: 'doc:read' },
-    'add-permission without permission': { tenant: 't1', revision: 3, operation: 'add-permission', group: 'g' },
-    'assign-user without user': { tenant: 't1', revision: 3, operation: 'assign-user', group: 'g' },
-    'assign-user with a permission': { tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'u', permission: 'doc:read' },
-    'create-group with a user': { tenant: 't1', revision: 3, operation: 'create-group', group: 'g', user: 'u' },
-    'delete-group with a permission': { tenant: 't1', revision: 3, operation: 'delete-group', group: 'g', permission: 'doc:read' },
-    'a user that is not an identifier': { tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'no spaces' },
-    'a grant that is not one': { tenant: 't1', revision: 3, operation: 'add-permission', group: 'g', permission: 'doc:**' }
+test('carried data that is malformed or does not fit its operation is a coded 400 saying why', async (t) => {
+  const bad: Record<string, [NoticeChange, string | RegExp]> = {
+    'data without operation': [{ tenant: 't1', revision: 3, group: 'g' }, 'Invalid change: carried data needs an operation'],
+    'a user without operation': [{ tenant: 't1', revision: 3, user: 'u' }, 'Invalid change: carried data needs an operation'],
+    'permission without group': [{ tenant: 't1', revision: 3, operation: 'add-permission', permission: 'doc:read' }, /^Invalid group: /],
+    'add-permission without permission': [{ tenant: 't1', revision: 3, operation: 'add-permission', group: 'g' }, /^Invalid permission: /],
+    'remove-permission with a user': [{ tenant: 't1', revision: 3, operation: 'remove-permission', group: 'g', permission: 'doc:read', user: 'u' }, 'Invalid change: remove-permission carries group and permission only'],
+    'assign-user without user': [{ tenant: 't1', revision: 3, operation: 'assign-user', group: 'g' }, /^Invalid user: /],
+    'assign-user with a permission': [{ tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'u', permission: 'doc:read' }, 'Invalid change: assign-user carries group and user only'],
+    'unassign-user with a permission': [{ tenant: 't1', revision: 3, operation: 'unassign-user', group: 'g', user: 'u', permission: 'doc:read' }, 'Invalid change: unassign-user carries group and user only'],
+    'create-group with a user': [{ tenant: 't1', revision: 3, operation: 'create-group', group: 'g', user: 'u' }, 'Invalid change: create-group carries only group'],
+    'delete-group with a permission': [{ tenant: 't1', revision: 3, operation: 'delete-group', group: 'g', permission: 'doc:read' }, 'Invalid change: delete-group carries only group'],
+    'a user that is not an identifier': [{ tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'no spaces' }, /^Invalid user: /],
+    'a grant that is not one': [{ tenant: 't1', revision: 3, operation: 'add-permission', group: 'g', permission: 'doc:**' }, /^Invalid permission: /]
   }
-  for (const [name, entry] of Object.entries(bad)) {
-    t.throws(() => decodeEntry(entry), { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT' }, name)
+  for (const [name, [entry, message]] of Object.entries(bad)) {
+    t.throws(() => decodeEntry(entry), { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT', message }, name)
   }
+  const removal = { tenant: 't1', revision: 3, operation: 'remove-permission', group: 'g', permission: 'doc:read' } as const
+  t.same(decodeEntry(removal).carried, { op: 'remove-permission', group: 'g', permission: 'doc:read', revision: 3 })
+  const unassign = { tenant: 't1', revision: 3, operation: 'unassign-user', group: 'g', user: 'u' } as const
+  t.same(decodeEntry(unassign).carried, { op: 'unassign-user', group: 'g', user: 'u', revision: 3 })
 })
 
 test('decodeNotice decodes every entry first: one bad entry rejects the notice, whatever its position', async (t) => {

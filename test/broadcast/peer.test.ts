@@ -133,3 +133,51 @@ test('stopping a peer makes it inactive', async (t) => {
   peer.stop.abort()
   t.equal(peer.active, false)
 })
+
+test('a wait naming a tenant twice needs its higher revision', async (t) => {
+  const peer = new Peer('http://p')
+  const waiter = peer.wait([change('t1', 3), change('t1', 1)])
+  peer.succeeded('b', 1, [change('t1', 2)])
+  t.equal(waiter.pending, true, 'revision 2 is not enough')
+  peer.succeeded('b', 1, [change('t1', 3)])
+  t.equal(await waiter.acked, true)
+})
+
+test('an acknowledged revision never goes back, and what is acknowledged is not behind', async (t) => {
+  const peer = new Peer('http://p')
+  peer.enqueue([change('t1', 5)])
+  peer.succeeded('b', 1, [change('t1', 5)])
+  peer.succeeded('b', 1, [change('t1', 3)])
+  peer.enqueue([change('t1', 4)])
+  t.same(peer.snapshot().lag, [], 'revision 4 was acknowledged already (5 covers it)')
+  peer.enqueue([change('t1', 7)])
+  t.same(peer.snapshot().lag, [{ tenant: 't1', acked: 5, revision: 7 }], 'the later, lower reply did not lower it')
+  peer.enqueue([change('t1', 6)])
+  t.same(peer.snapshot().lag, [{ tenant: 't1', acked: 5, revision: 7 }], 'our revision shown is the highest sent')
+  peer.succeeded('b', 1, [change('t1', 6)])
+  t.same(peer.snapshot().lag, [{ tenant: 't1', acked: 6, revision: 7 }], 'still behind 7')
+})
+
+test('a peer remembers at most 10000 tenants\' lag, the most recently written', async (t) => {
+  const peer = new Peer('http://p')
+  peer.enqueue(Array.from({ length: 10001 }, (_, i) => ({ tenant: `t${i}`, revision: 1 })))
+  const { tenantsBehind, lag } = peer.snapshot()
+  t.equal(tenantsBehind, 10000)
+  t.equal(lag[0].tenant, 't10000')
+})
+
+test('the receiver URL drops every trailing slash of the peer URL', async (t) => {
+  t.equal(new Peer('http://p//').endpoint, 'http://p/webhook/refresh')
+  t.equal(new Peer('http://p/a/b').endpoint, 'http://p/a/b/webhook/refresh')
+})
+
+test('an open circuit and a Retry-After: the later of the two holds', async (t) => {
+  const peer = new Peer('http://p')
+  const quick = { failureThreshold: 1, cooldownMs: 1000 }
+  t.equal(peer.failed('HTTP 503', quick, 3600000), true)
+  t.ok(peer.holdMs > 1000, 'the Retry-After is longer than the cool-down')
+  const other = new Peer('http://q')
+  t.equal(other.failed('HTTP 503', { failureThreshold: 1, cooldownMs: 3600000 }, 1000), true)
+  t.ok(other.holdMs > 1000, 'the cool-down is longer than the Retry-After')
+  t.equal(other.failed('HTTP 503', { failureThreshold: 1, cooldownMs: 3600000 }, 0), false, 'an open circuit is not opened again by a failure')
+})

@@ -227,6 +227,25 @@ test('a notice from its own origin is ignored', async (t) => {
   t.equal(calls.length, 0)
 })
 
+test('a notice carrying this instance\'s own serverId is a warning naming it', async (t) => {
+  const lines: Array<Record<string, unknown>> = []
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } })
+  await app.register(webhookRoutes, { keys: [key], serverId: 'server-b', handleNotice: async () => ({}) })
+  t.teardown(() => app.close())
+  const payload = JSON.stringify(notice({ origin: 'server-b' }))
+  const id = newMessageId()
+  const timestamp = Math.floor(Date.now() / 1000)
+  const res = await app.inject({
+    method: 'POST',
+    url: '/webhook/refresh',
+    headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign([key], id, timestamp, payload) },
+    payload
+  })
+  t.equal(res.statusCode, 200)
+  t.match(lines, [{ level: 40, origin: 'server-b', msg: 'policy-cache: ignored a notice carrying this instance\'s own serverId; is SERVER_ID unique?' }])
+  t.equal(lines.length, 1)
+})
+
 test('schema violations are 400 with a code', async (t) => {
   const { calls, sendJson } = await build(t)
   const change = { tenant: 't1', revision: 3 }

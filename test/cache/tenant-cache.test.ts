@@ -333,3 +333,98 @@ test('a flood of notices forcing repairs costs one reload, and repairs of a tena
   t.ok(cache.peek('t1')!.check('bob', 'doc:read'))
   t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
 })
+
+test('hits and misses: get counts both, lookup counts a hit and leaves misses to get', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  t.equal(cache.lookup('t1'), undefined)
+  t.match(cache.stats(), { hits: 0, misses: 0 }, 'a lookup of an uncached tenant counts nothing')
+  await cache.get('t1')
+  await cache.get('t1')
+  t.equal(cache.lookup('t1')?.revision, 2)
+  t.equal(cache.lookup('t1')?.revision, 2)
+  t.same(cache.stats(), { tenants: 1, hits: 3, misses: 1, loads: 1, deltaCatchUps: 0, carriedCatchUps: 0, fullReloads: 0, repairs: 0, evictions: 0 })
+})
+
+test('revisions: up to the limit, most recently used first, without touching recency', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  // Written tenants: never-written ones are kept apart (test/cache/absent-tenants.test.ts).
+  for (const tenant of ['a', 'b']) await store.write(tenant, { op: 'create-group', group: 'g' }, 'test')
+  for (const tenant of ['a', 't1', 'b']) await cache.get(tenant)
+  t.same(cache.revisions(10), [['b', 1], ['t1', 2], ['a', 1]])
+  t.same(cache.revisions(2), [['b', 1], ['t1', 2]])
+  t.same(cache.revisions(0), [])
+  t.same(cache.tenants(), ['b', 't1', 'a'], 'recency untouched')
+})
+
+test('the tenant answered last is forgotten when it is evicted, reloaded or cleared', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 1 })
+  const first = await cache.get('t1')
+  t.equal(cache.peek('t1'), first)
+  await store.write('other', { op: 'create-group', group: 'g' }, 'test') // a real tenant: it takes the one slot
+  await cache.get('other')
+  t.equal(cache.peek('t1'), undefined, 'evicted: not answered from the hot slot')
+
+  await cache.get('t1')
+  const before = cache.peek('t1')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.reload('t1'), 3)
+  t.not(cache.peek('t1'), before, 'reloaded: the new state is answered')
+  t.equal(cache.peek('t1')?.revision, 3)
+
+  cache.clear()
+  t.equal(cache.peek('t1'), undefined, 'cleared')
+  t.same(cache.tenants(), [])
+})
+
+test('applyOwn: in place one revision ahead, from the store further ahead, nothing when uncached or older', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  const write = async (user: string) => {
+    const { revision, digest } = await store.write('t1', { op: 'assign-user', group: 'g', user }, 'own')
+    return [{ revision, op: 'assign-user' as const, group: 'g', user }, digest] as const
+  }
+
+  await cache.applyOwn('t1', ...await write('a'))
+  t.equal(cache.peek('t1'), undefined, 'an uncached tenant is not loaded')
+  t.equal(store.calls.snapshot, 0)
+
+  await cache.get('t1')
+  const b = await write('b')
+  await cache.applyOwn('t1', ...b)
+  t.equal(cache.peek('t1')?.revision, 4)
+  t.ok(cache.peek('t1')!.check('b', 'doc:read'))
+  t.equal(store.calls.changesSince, 0, 'one revision ahead: applied in place')
+
+  await write('c')
+  const d = await write('d')
+  await cache.applyOwn('t1', ...d)
+  t.equal(cache.peek('t1')?.revision, 6)
+  t.ok(cache.peek('t1')!.check('c', 'doc:read'), 'the other instance\'s write in between is caught up too')
+  t.equal(store.calls.changesSince, 1)
+
+  await cache.applyOwn('t1', ...b)
+  t.equal(cache.peek('t1')?.revision, 6, 'an older write changes nothing')
+  t.equal(store.calls.changesSince, 1)
+})
+
+test('a sync with nothing cached asks the store nothing', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  t.same(await cache.sync(), { behind: [], repaired: [] })
+  t.equal(store.calls.revisions, 0)
+})
+
+test('a tenant answered from the hot slot is still the most recently used when another is loaded', async (t) => {
+  const store = await seeded()
+  for (const tenant of ['x', 'y', 'z']) await store.write(tenant, { op: 'create-group', group: 'g' }, 'test') // real tenants
+  const cache = new TenantCache({ store, maxTenants: 2 })
+  await cache.get('x')
+  cache.peek('x')
+  await cache.get('y')
+  cache.peek('x') // used after y was loaded
+  await cache.get('z')
+  t.same(cache.tenants(), ['z', 'x'], 'y, the least recently used, is the one evicted')
+})

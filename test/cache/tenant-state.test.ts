@@ -191,3 +191,17 @@ test('grant matching agrees with the naive rule on both sides of the scan limit,
     t.notOk(result.failed, `${side}: ${fc.defaultReportMessage(result) ?? `${result.numRuns} runs agree`}`)
   }
 })
+
+test('size counts the groups; a user listed twice in a snapshot is one membership', async (t) => {
+  const groups = [{ name: 'g', permissions: ['p'], users: ['a', 'a'] }, { name: 'h', permissions: [], users: ['a'] }]
+  const s = new TenantState({ revision: 1, groups, digest: digestOf(groups) })
+  t.equal(s.size, 2)
+  t.same(s.userView('a').groups, ['g', 'h'])
+  s.apply({ op: 'unassign-user', group: 'g', user: 'a' })
+  t.same(s.userView('a').groups, ['h'])
+  t.notOk(s.check('a', 'p'), 'one unassignment removes it')
+  s.apply({ op: 'delete-group', group: 'h' })
+  s.apply({ op: 'create-group', group: 'i' })
+  t.equal(s.size, 2)
+  t.equal(s.revision, 1, 'apply leaves the revision alone')
+})

@@ -24,15 +24,16 @@ function sqliteStores (t: Test, options: { changelogRetention?: number } = {}) {
   }
 }
 
-t.test('conformance', async (t) => {
-  storeConformance(t, 'sqlite file', sqliteStores(t))
-})
-
+// In memory first: the quicker of the two catches most mutants (Stryker stops a file at its first failure).
 t.test('conformance in memory', async (t) => {
   storeConformance(t, 'sqlite :memory:', async () => ({
     store: new KyselyPolicyStore({ db: createSqliteDb(':memory:'), ownsDb: true }),
     cleanup: async () => {}
   }))
+})
+
+t.test('conformance', async (t) => {
+  storeConformance(t, 'sqlite file', sqliteStores(t))
 })
 
 t.test('changelog pruning', (t) => changelogPruning(t, sqliteStores(t, { changelogRetention: 10 })))
@@ -139,6 +140,23 @@ t.test('options are validated', async (t) => {
   t.throws(() => new KyselyPolicyStore({ db, tablePrefix: 'bad-prefix' }), { code })
   t.throws(() => new KyselyPolicyStore({ db, changelogRetention: 0 }), { code })
   t.throws(() => new KyselyPolicyStore({ db: {} as never }), { code })
+  t.throws(() => new KyselyPolicyStore({ db, tablePrefix: '1x' }), { code, message: 'Invalid option "tablePrefix": must match ^[A-Za-z_][A-Za-z0-9_]{0,40}$' })
+  t.throws(() => new KyselyPolicyStore({ db, tablePrefix: 7 as unknown as string }), { code, message: /^Invalid option "tablePrefix"/ })
+  for (const changelogRetention of [0, -1, 1.5, Number.MAX_SAFE_INTEGER + 1]) {
+    t.throws(() => new KyselyPolicyStore({ db, changelogRetention }), { code, message: 'Invalid option "changelogRetention": must be a positive integer' }, String(changelogRetention))
+  }
+  t.doesNotThrow(() => new KyselyPolicyStore({ db, changelogRetention: 1, tablePrefix: '_' }), 'the smallest of each')
+})
+
+t.test('a write of a malformed tenant or change is a coded 400 and writes nothing', async (t) => {
+  const store = new KyselyPolicyStore({ db: createSqliteDb(':memory:'), ownsDb: true })
+  t.teardown(() => store.close())
+  await store.migrate()
+  const invalid = { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT' }
+  await t.rejects(store.write('bad tenant', { op: 'create-group', group: 'g' }, 'test'), { ...invalid, message: /^Invalid tenant: / })
+  await t.rejects(store.write('t1', { op: 'create-group', group: 'bad group' }, 'test'), { ...invalid, message: /^Invalid group: / })
+  await t.rejects(store.write('t1', { op: 'add-permission', group: 'g', permission: 'a::b' }, 'test'), { ...invalid, message: /^Invalid permission: / })
+  t.same(await store.revisions(['bad tenant', 't1']), new Map([['bad tenant', 0], ['t1', 0]]))
 })
 
 t.test('ping, and isPolicyStore tells stores from Kysely instances', async (t) => {

@@ -1,0 +1,121 @@
+/**
+ * resolveOptions on its own (lib/options.ts): the bounds, the messages and the path rules, without
+ * registering the plugin. test/options.test.ts covers registration.
+ */
+import { test } from 'tap'
+import { DEFAULTS } from '../lib/defaults.js'
+import { resolveOptions, type PolicyCacheOptions } from '../lib/options.js'
+
+const secret = 'a-strong-enough-secret-for-tests'
+
+test('each refusal says what the option must be', async (t) => {
+  const hook = async () => {}
+  const registry = { registerMetric: () => {}, metrics: async () => '', getSingleMetric: () => undefined, removeSingleMetric: () => {} }
+  const cases: Array<[unknown, string, string]> = [
+    [null, 'options', 'must be an object'],
+    [[], 'options', 'must be an object'],
+    [{ retry: 5 }, 'retry', 'must be an object'],
+    [{ retry: null }, 'retry', 'must be an object'],
+    [{ retry: { frobnicate: 1 } }, 'retry.frobnicate', 'is not an option of "retry" (retries, minDelayMs, maxDelayMs, maxRetryAfterMs)'],
+    [{ ackTimeoutMs: 60001 }, 'ackTimeoutMs', 'must be an integer from 0 to 60000'],
+    [{ retry: { minDelayMs: 100, maxDelayMs: 99 } }, 'retry.maxDelayMs', 'must be an integer from 100 to 9007199254740991'],
+    [{ routeHooks: { preHandler: [hook, 'auth'] } }, 'routeHooks.preHandler', 'must be a function or an array of functions'],
+    [{ metrics: 'on' }, 'metrics', 'must be a boolean or { registry, path, prefix }'],
+    [{ metrics: null }, 'metrics', 'must be a boolean or { registry, path, prefix }'],
+    [{ metrics: { registry: { ...registry, metrics: undefined } } }, 'metrics.registry', 'must be a prom-client Registry'],
+    [{ metrics: { registry: null } }, 'metrics.registry', 'must be a prom-client Registry'],
+    [{ metrics: { path: 'metrics' } }, 'metrics.path', 'must be a URL path starting with "/"'],
+    [{ metrics: { prefix: 'policy-cache' } }, 'metrics.prefix', 'must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)'],
+    [{ metrics: { prefix: 7 } }, 'metrics.prefix', 'must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)'],
+    [{ routes: 'yes' }, 'routes', 'must be a boolean or { policy, ops, webhook }'],
+    [{ routes: null }, 'routes', 'must be a boolean or { policy, ops, webhook }'],
+    [{ routes: { policy: 'yes' } }, 'routes.policy', 'must be a boolean or { prefix }'],
+    [{ routes: { ops: null } }, 'routes.ops', 'must be a boolean or { prefix, health, servers }'],
+    [{ routes: { ops: { prefix: '/ops/' } } }, 'routes.ops.prefix', 'must be a path prefix like "/admin" (no trailing slash)'],
+    [{ routes: { policy: { prefix: 7 } } }, 'routes.policy.prefix', 'must be a path prefix like "/admin" (no trailing slash)'],
+    [{ routes: { ops: { servers: 'servers' } } }, 'routes.ops.servers', 'must be a URL path starting with "/", or false'],
+    [{ routes: { ops: { health: true } } }, 'routes.ops.health', 'must be a URL path starting with "/", or false'],
+    [{ routes: { webhook: 1 }, webhookSecret: secret }, 'routes.webhook', 'must be a boolean'],
+    [{ routes: { webhook: true } }, 'routes.webhook', 'needs webhookSecret: the receiver accepts only signed notices'],
+    [{ preload: 't1' }, 'preload', 'must be an array of tenant ids'],
+    [{ preload: ['t1', '../etc'] }, 'preload', '"../etc" is not a tenant id (^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$)'],
+    [{ db: { query: () => {} } }, 'db', 'must be a Kysely instance or a PolicyStore'],
+    [{ db: null }, 'db', 'must be a Kysely instance or a PolicyStore'],
+    [{ sqliteFile: '' }, 'sqliteFile', 'must be a non-empty path'],
+    [{ sqliteFile: 7 }, 'sqliteFile', 'must be a non-empty path'],
+    [{ tablePrefix: 'drop table;' }, 'tablePrefix', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,40}$'],
+    [{ tablePrefix: 7 }, 'tablePrefix', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,40}$'],
+    [{ serverId: 'a b' }, 'serverId', 'must match ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'],
+    [{ publicUrl: 3000 }, 'publicUrl', 'must be a URL string'],
+    [{ webhookSecret: 7 }, 'webhookSecret', 'must be a string or an array of strings'],
+    [{ webhookSecret: [secret, 7] }, 'webhookSecret', 'must be a string or an array of strings'],
+    [{ peers: ['http://127.0.0.1:3001'] }, 'webhookSecret', 'is required when peers are configured'],
+    [{ peers: async () => [] }, 'webhookSecret', 'is required when peers are configured'],
+    [{ identify: 'x-user' }, 'identify', 'must be a function (request) => { tenant, user } | undefined']
+  ]
+  for (const [options, name, message] of cases) {
+    t.throws(() => resolveOptions(options as PolicyCacheOptions), { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: `Invalid option "${name}": ${message}` }, JSON.stringify(options))
+  }
+})
+
+test('route paths and prefixes, the metrics prefix: what is accepted and what is not', async (t) => {
+  const ops = (value: Record<string, unknown>) => resolveOptions({ routes: { ops: value } }).routes.ops
+  for (const prefix of ['', '/a', '/a.b_c~d-e/f']) {
+    t.equal(ops({ prefix })?.prefix, prefix, `prefix ${JSON.stringify(prefix)}`)
+    t.equal(resolveOptions({ routes: { policy: { prefix } } }).routes.policy?.prefix, prefix, `policy prefix ${JSON.stringify(prefix)}`)
+  }
+  for (const prefix of ['/', 'a', '/a/', '//a', '/a b', '/a?b', 'x/a']) {
+    t.throws(() => ops({ prefix }), { message: /^Invalid option "routes\.ops\.prefix"/ }, `prefix ${JSON.stringify(prefix)}`)
+  }
+  for (const path of ['/', '/h', '/a.b_c~d-e/f/']) t.equal(ops({ health: path })?.health, path, `path ${JSON.stringify(path)}`)
+  for (const path of ['', 'h', 'x/h', '/a b', '/h?x', '/h#x']) {
+    t.throws(() => ops({ health: path }), { message: /^Invalid option "routes\.ops\.health"/ }, `path ${JSON.stringify(path)}`)
+  }
+  t.same(ops({ health: false }), { prefix: '', health: undefined, servers: '/servers' }, 'one ops route dropped')
+  t.equal(ops({ health: false, servers: false }), undefined, 'both dropped: no ops routes at all')
+  t.same(resolveOptions({ routes: { policy: false, ops: true } }).routes, { policy: undefined, ops: DEFAULTS.routes.ops, webhook: false })
+
+  for (const prefix of ['a', '_', ':', 'aZ09_:', 'app:policy_']) t.equal(resolveOptions({ metrics: { prefix } }).metrics?.prefix, prefix, prefix)
+  for (const prefix of ['', '1a', 'a-b', 'a b', 'é']) {
+    t.throws(() => resolveOptions({ metrics: { prefix } }), { message: /^Invalid option "metrics\.prefix"/ }, JSON.stringify(prefix))
+  }
+  for (const path of ['/', '/m', '/a.b_c~d-e/f']) t.equal(resolveOptions({ metrics: { path } }).metrics?.path, path, path)
+  for (const path of ['', 'm', 'x/m', '/m?x']) {
+    t.throws(() => resolveOptions({ metrics: { path } }), { message: /^Invalid option "metrics\.path"/ }, JSON.stringify(path))
+  }
+  t.same(resolveOptions({ metrics: true }).metrics, { registry: undefined, path: '/metrics', prefix: 'policy_cache_' })
+  t.equal(resolveOptions({ metrics: false }).metrics, undefined)
+  t.equal(resolveOptions({}).metrics, undefined)
+})
+
+test('every numeric option: its minimum and maximum are accepted, one below and one above are refused', async (t) => {
+  const MAX = Number.MAX_SAFE_INTEGER
+  // [option, its bounds, how it is passed]
+  const bounds: Array<[string, number, number, (value: number) => PolicyCacheOptions]> = [
+    ['changelogRetention', 1, MAX, (value) => ({ changelogRetention: value })],
+    ['ackTimeoutMs', 0, 60000, (value) => ({ ackTimeoutMs: value })],
+    ['requestTimeoutMs', 1, 60000, (value) => ({ requestTimeoutMs: value })],
+    ['retry.retries', 0, 100, (value) => ({ retry: { retries: value } })],
+    ['retry.minDelayMs', 1, MAX, (value) => ({ retry: { minDelayMs: value, maxDelayMs: MAX } })],
+    ['retry.maxDelayMs', 250, MAX, (value) => ({ retry: { minDelayMs: 250, maxDelayMs: value } })],
+    ['retry.maxRetryAfterMs', 0, 3600000, (value) => ({ retry: { maxRetryAfterMs: value } })],
+    ['circuitBreaker.failureThreshold', 1, 1000, (value) => ({ circuitBreaker: { failureThreshold: value } })],
+    ['circuitBreaker.cooldownMs', 1, 3600000, (value) => ({ circuitBreaker: { cooldownMs: value } })],
+    ['syncIntervalMs', 0, 86400000, (value) => ({ syncIntervalMs: value })],
+    ['maxTenants', 1, MAX, (value) => ({ maxTenants: value })],
+    ['catchUpTimeoutMs', 1, 60000, (value) => ({ catchUpTimeoutMs: value })],
+    ['writeTimeoutMs', 1, 600000, (value) => ({ writeTimeoutMs: value })],
+    ['webhookBodyLimit', 32 * 1024, 16 * 1024 * 1024, (value) => ({ webhookBodyLimit: value })],
+    ['policyBodyLimit', 1024, 16 * 1024 * 1024, (value) => ({ policyBodyLimit: value })]
+  ]
+  const read = (options: ReturnType<typeof resolveOptions>, name: string): unknown =>
+    name.split('.').reduce<any>((value, key) => value[key], options)
+  const code = 'FST_POLICY_CACHE_INVALID_OPTION'
+  for (const [name, min, max, given] of bounds) {
+    const message = new RegExp(`"${name.replace('.', '\\.')}"`)
+    t.equal(read(resolveOptions(given(min)), name), min, `${name}: ${min} accepted`)
+    t.equal(read(resolveOptions(given(max)), name), max, `${name}: ${max} accepted`)
+    t.throws(() => resolveOptions(given(min - 1)), { code, message }, `${name}: ${min - 1} refused`)
+    t.throws(() => resolveOptions(given(max + 1)), { code, message }, `${name}: ${max + 1} refused`)
+  }
+})

@@ -42,6 +42,9 @@ export interface NoticeChange {
 export interface Notice {
   type: 'policy.changed'
   origin: string
+  /** The sender's URL as its peers list it (its `publicUrl`), when it knows it. */
+  url?: string
+  /** The changes; none in the announcement an instance sends its peers when it starts. */
   changes: NoticeChange[]
 }
 
@@ -66,6 +69,8 @@ export interface NoticeEntry {
 /** A notice as received, decoded: who sent it and its entries. */
 export interface ReceivedNotice {
   origin: string
+  /** The sender's URL, when it sent one. */
+  url?: string
   entries: NoticeEntry[]
 }
 
@@ -83,7 +88,11 @@ export const NoticeChangeSchema = Type.Object({
 export const NoticeSchema = Type.Object({
   type: Type.Literal('policy.changed'),
   origin: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The sender\'s server id' }),
-  changes: Type.Array(NoticeChangeSchema, { minItems: 1, maxItems: MAX_NOTICE_CHANGES })
+  url: Type.Optional(Type.String({ maxLength: 2048, description: 'The sender\'s URL as its peers list it (its publicUrl)' })),
+  changes: Type.Array(NoticeChangeSchema, {
+    maxItems: MAX_NOTICE_CHANGES,
+    description: 'Empty in the announcement an instance sends its peers when it starts'
+  })
 }, {
   additionalProperties: true,
   description: 'A Standard Webhooks v1 message; unknown fields are ignored so newer senders can talk to older receivers'
@@ -105,8 +114,8 @@ export function noticeChange (tenant: string, change: LoggedChange): NoticeChang
 }
 
 /** The body a sender sends: a `policy.changed` notice from `origin` carrying `changes`. */
-export function encodeNotice (origin: string, changes: NoticeChange[]): string {
-  const notice: Notice = { type: 'policy.changed', origin, changes }
+export function encodeNotice (origin: string, changes: NoticeChange[], url?: string): string {
+  const notice: Notice = url === undefined ? { type: 'policy.changed', origin, changes } : { type: 'policy.changed', origin, url, changes }
   return JSON.stringify(notice)
 }
 
@@ -137,5 +146,6 @@ export function decodeEntry (entry: NoticeChange): NoticeEntry {
  * carried change rejects the whole notice with a coded 400, so nothing of it is applied.
  */
 export function decodeNotice (notice: Notice): ReceivedNotice {
-  return { origin: notice.origin, entries: notice.changes.map(decodeEntry) }
+  const entries = notice.changes.map(decodeEntry)
+  return notice.url === undefined ? { origin: notice.origin, entries } : { origin: notice.origin, url: notice.url, entries }
 }

@@ -75,6 +75,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     serverId: opts.serverId,
     // Known once the engine started (migrated the store), before any write can be made.
     databaseId: (): string | undefined => engine.databaseId,
+    publicUrl: opts.publicUrl,
     keys: [...opts.keys],
     peers,
     requestTimeoutMs: opts.requestTimeoutMs,
@@ -125,7 +126,12 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
 
   antiEntropy.start()
 
-  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix })
+  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix, onContact: (origin, url) => broadcaster.contact(origin, url) })
+  // Once listening, tell the peers: one that gave up on this instance while it restarted (its
+  // circuit open) delivers to it again at once instead of after the cool-down.
+  // (Fastify runs onListen hooks after `listen()` has resolved: a peer that does not answer delays
+  // nothing. `announce` never rejects.)
+  fastify.addHook('onListen', async () => { await broadcaster.announce() })
   // Last, so that the plugin's own routes do without it: a host route declaring config.policy that
   // the onRoute hook above did not see is refused, never served unguarded.
   fastify.addHook('onRequest', refuseUnguarded())

@@ -63,6 +63,8 @@ export interface BroadcasterOptions {
   retry?: Partial<RetryOptions>
   /** Per-peer circuit breaker; each field defaults separately (10 failures, 30000 ms). */
   circuitBreaker?: Partial<CircuitBreakerOptions>
+  /** This instance's URL as its peers list it: sent in notices, so a peer knows which of its peers wrote. */
+  publicUrl?: string
   /** Where state changes are logged; never receives secrets or signatures. */
   log: BroadcastLogger
   /** Told of every delivery event (metrics); must not throw — an exception is ignored. */
@@ -75,6 +77,7 @@ export interface BroadcasterOptions {
 export class Broadcaster {
   #serverId: string
   #databaseId: () => string | undefined
+  #publicUrl: string | undefined
   #ackTimeoutMs: number
   #retry: RetryOptions
   #breaker: CircuitBreakerOptions
@@ -88,6 +91,7 @@ export class Broadcaster {
   constructor (options: BroadcasterOptions) {
     this.#serverId = options.serverId
     this.#databaseId = options.databaseId ?? (() => undefined)
+    this.#publicUrl = options.publicUrl
     this.#ackTimeoutMs = options.ackTimeoutMs ?? DEFAULTS.ackTimeoutMs
     this.#retry = { ...DEFAULTS.retry, ...options.retry }
     this.#breaker = { ...DEFAULTS.circuitBreaker, ...options.circuitBreaker }
@@ -153,6 +157,39 @@ export class Broadcaster {
     this.#peers = next
   }
 
+  /**
+   * A peer made contact — its notice arrived, or it announced its start — named by its serverId or
+   * its URL: if we had given up on it (down, circuit open, holding), it is revived at once and what
+   * is queued for it goes out now, instead of after the circuit's cool-down.
+   */
+  contact (serverId: string, url: string | undefined): void {
+    if (this.#closing !== null) return
+    for (const peer of this.#peers.values()) {
+      if (peer.url !== url && peer.status.serverId !== serverId) continue
+      if (!peer.revive()) continue
+      this.#log.info({ peer: peer.url, serverId }, 'policy-cache: peer made contact; delivering to it again at once')
+      if (peer.hasPending) this.#deliverPending(peer)
+    }
+  }
+
+  /**
+   * Tells every peer this instance has started: one signed notice without changes, one attempt each,
+   * not retried. A peer that had given up on this instance (it was down while restarting) sends to
+   * it again at once. Resolves once every attempt has ended; never rejects.
+   */
+  async announce (): Promise<void> {
+    if (this.#closing !== null) return
+    const body = encodeNotice(this.#serverId, [], { database: this.#databaseId(), url: this.#publicUrl })
+    await Promise.all([...this.#peers.values()].filter((peer) => !peer.gone).map(async (peer) => {
+      try {
+        const reply = await this.#client.post(peer.endpoint, newMessageId(), body)
+        if (peer.active) this.contact(reply.serverId, peer.url)
+      } catch (err) {
+        this.#log.debug({ peer: peer.url, reason: describe(err) }, 'policy-cache: could not announce this instance to a peer')
+      }
+    }))
+  }
+
   /** A snapshot of every peer's state, counters and lag, in configuration order. */
   status (): PeerStatus[] {
     return [...this.#peers.values()].map((peer) => peer.snapshot())
@@ -196,9 +233,10 @@ export class Broadcaster {
       while (peer.active && !peer.gone && peer.hasPending) {
         if (peer.holdMs > 0) {
           try {
-            await sleep(peer.holdMs, undefined, { signal: peer.stop.signal, ref: false })
+            await sleep(peer.holdMs, undefined, { signal: AbortSignal.any([peer.stop.signal, peer.wake.signal]), ref: false })
           } catch {
-            return
+            // Woken by `revive`: the loop goes on; stopped: it ends.
+            if (!peer.active) return
           }
           continue
         }
@@ -213,7 +251,7 @@ export class Broadcaster {
   /** Sends one notice, retrying it under the same message id until it succeeds or is given up. */
   async #deliver (peer: Peer, changes: NoticeChange[]): Promise<void> {
     const id = newMessageId()
-    const body = encodeNotice(this.#serverId, changes, this.#databaseId())
+    const body = encodeNotice(this.#serverId, changes, { database: this.#databaseId(), url: this.#publicUrl })
     for (let attempt = 0; peer.active; attempt++) {
       const outcome = await this.#attempt(peer, id, body, changes)
       if (outcome === 'ok' || outcome === 'gone') return

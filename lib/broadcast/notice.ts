@@ -49,6 +49,9 @@ export interface Notice {
   origin: string
   /** The id of the sender's database: a receiver on another database refuses the notice (409). */
   database?: string
+  /** The sender's URL as its peers list it (its `publicUrl`), when it knows it. */
+  url?: string
+  /** The changes; none in the announcement an instance sends its peers when it starts. */
   changes: NoticeChange[]
 }
 
@@ -77,6 +80,8 @@ export interface ReceivedNotice {
   origin: string
   /** The sender's database id; `undefined` from an older sender. */
   database: string | undefined
+  /** The sender's URL, when it sent one. */
+  url?: string
   entries: NoticeEntry[]
 }
 
@@ -99,7 +104,11 @@ export const NoticeSchema = Type.Object({
   // Stryker disable StringLiteral: OpenAPI descriptions
   origin: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The sender\'s server id' }),
   database: Type.Optional(Type.String({ pattern: DATABASE_ID_PATTERN, description: 'The id of the sender\'s database; a receiver on another database answers 409' })),
-  changes: Type.Array(NoticeChangeSchema, { minItems: 1, maxItems: MAX_NOTICE_CHANGES })
+  url: Type.Optional(Type.String({ maxLength: 2048, description: 'The sender\'s URL as its peers list it (its publicUrl)' })),
+  changes: Type.Array(NoticeChangeSchema, {
+    maxItems: MAX_NOTICE_CHANGES,
+    description: 'Empty in the announcement an instance sends its peers when it starts'
+  })
 }, {
   additionalProperties: true,
   description: 'A Standard Webhooks v1 message; unknown fields are ignored so newer senders can talk to older receivers'
@@ -121,11 +130,15 @@ export function noticeChange (tenant: string, change: LoggedChange, digest: stri
   return { tenant, revision: change.revision, digest, operation: op, ...data }
 }
 
-/** The body a sender sends: a `policy.changed` notice from `origin`, on database `database`, carrying `changes`. */
-export function encodeNotice (origin: string, changes: NoticeChange[], database?: string): string {
-  const notice: Notice = database === undefined
-    ? { type: 'policy.changed', origin, changes }
-    : { type: 'policy.changed', origin, database, changes }
+/** The body a sender sends: a `policy.changed` notice from `origin` carrying `changes`, with the sender's database id and URL when known. */
+export function encodeNotice (origin: string, changes: NoticeChange[], from: { database?: string | undefined, url?: string | undefined } = {}): string {
+  const notice: Notice = {
+    type: 'policy.changed',
+    origin,
+    ...(from.database === undefined ? {} : { database: from.database }),
+    ...(from.url === undefined ? {} : { url: from.url }),
+    changes
+  }
   return JSON.stringify(notice)
 }
 
@@ -156,5 +169,8 @@ export function decodeEntry (entry: NoticeChange): NoticeEntry {
  * carried change rejects the whole notice with a coded 400, so nothing of it is applied.
  */
 export function decodeNotice (notice: Notice): ReceivedNotice {
-  return { origin: notice.origin, database: notice.database, entries: notice.changes.map(decodeEntry) }
+  const entries = notice.changes.map(decodeEntry)
+  const received: ReceivedNotice = { origin: notice.origin, database: notice.database, entries }
+  if (notice.url !== undefined) received.url = notice.url
+  return received
 }

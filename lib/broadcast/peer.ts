@@ -66,6 +66,8 @@ export class Peer {
   loop: Promise<void> = Promise.resolve()
   /** Epoch ms before which nothing is sent: an open circuit's cool-down or a `Retry-After`. */
   notBefore = 0
+  /** Aborted by `revive` to end a wait on `notBefore` early; replaced after each use. */
+  wake = new AbortController()
   #pending = new Map<string, NoticeChange>()
   #waiters = new Set<Waiter>()
   /** Tenant → the highest revision this peer acknowledged. */
@@ -238,6 +240,21 @@ export class Peer {
     })
     this.#pending.clear()
     this.releaseAll()
+  }
+
+  /**
+   * The peer made contact (its notice reached us, or it announced its start): whatever made us give
+   * up on it is over. A down peer becomes `unknown` (writes wait for it again), an open circuit
+   * closes, a hold ends and its failures are forgotten; a waiting delivery loop wakes. Returns
+   * whether anything changed. A `gone` peer stays gone.
+   */
+  revive (): boolean {
+    if (this.gone || (this.status.state !== 'down' && this.status.circuit === 'closed' && this.notBefore === 0)) return false
+    Object.assign(this.status, { state: this.status.state === 'down' ? 'unknown' : this.status.state, circuit: 'closed', consecutiveFailures: 0 })
+    this.notBefore = 0
+    this.wake.abort()
+    this.wake = new AbortController()
+    return true
   }
 
   /** Marks the peer down for missing an acknowledgement (its request may still be in flight). */

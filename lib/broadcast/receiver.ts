@@ -82,6 +82,11 @@ export interface WebhookRoutesOptions {
   handleNotice: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
   /** Where handled ids are remembered. Default: a new {@link ReplayGuard}. */
   replays?: ReplayGuard
+  /**
+   * Told of every verified, valid notice from another instance (its `origin` and `url`), replays
+   * included: that peer is alive (the broadcaster revives it if it had given up on it for a while).
+   */
+  onContact?: (origin: string, url: string | undefined) => void
 }
 
 function header (request: FastifyRequest, name: string): string | undefined {
@@ -141,6 +146,7 @@ export default async function webhookRoutes (fastify: FastifyInstance, opts: Web
       return { serverId, revisions: {} }
     }
 
+    opts.onContact?.(notice.origin, notice.url)
     const id = header(request, WEBHOOK_HEADERS.id) as string
     const earlier = replays.lookup(id)
     if (earlier === 'handled') return { serverId, revisions: {}, duplicate: true as const }

@@ -22,6 +22,8 @@ export interface MountOptions {
   metrics: PolicyMetrics | undefined
   /** The register prefix the host gave the plugin. */
   prefix: string | undefined
+  /** Told when a peer's notice arrives (see `Broadcaster.contact`). */
+  onContact?: (origin: string, url: string | undefined) => void
 }
 
 /** `METHOD url` of each route the plugin mounted → how to move or drop it. */
@@ -60,7 +62,7 @@ function addRouteHooks (instance: FastifyInstance, opts: ResolvedOptions): void 
   for (const hook of opts.routeHooks.preHandler) instance.addHook('preHandler', hook)
 }
 
-export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix }: MountOptions): Promise<void> {
+export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact }: MountOptions): Promise<void> {
   const { routes } = opts
   const claimed: Claimed = new Map()
   const group = async (option: string, mount: (instance: FastifyInstance) => PromiseLike<unknown>): Promise<void> => {
@@ -101,6 +103,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
         keys: [...opts.keys],
         serverId: opts.serverId,
         bodyLimit: opts.webhookBodyLimit,
+        onContact,
         handleNotice: (notice) => engine.noticed(notice.entries, notice)
       }))
   }

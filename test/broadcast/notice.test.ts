@@ -28,7 +28,7 @@ test('noticeChange puts a committed change and the digest after it on the wire a
 
 test('encode → JSON → schema → decode gives back every committed change of every operation, the digests and the database', async (t) => {
   const changes = committed.map((change, i) => noticeChange(`t${i}`, change, D))
-  const body = encodeNotice('server-a', changes, DATABASE)
+  const body = encodeNotice('server-a', changes, { database: DATABASE })
   const parsed = JSON.parse(body) as Notice
   t.same(parsed, { type: 'policy.changed', origin: 'server-a', database: DATABASE, changes }, 'the body')
   t.ok(Compile(NoticeSchema).Check(parsed), 'what a sender encodes passes the receiver\'s schema')

@@ -204,6 +204,35 @@ test('the replay cache is bounded: past maxIds the oldest ids are forgotten', as
   t.equal(calls.length, 5)
 })
 
+test('an announcement (no changes) is answered, and every notice from a peer tells onContact who it is', async (t) => {
+  const contacts: Array<[string, string | undefined]> = []
+  const app = Fastify()
+  await app.register(webhookRoutes, {
+    keys: [key],
+    serverId: 'server-b',
+    handleNotice: async (received) => Object.fromEntries(received.entries.map((e) => [e.tenant, e.revision])),
+    onContact: (origin, url) => { contacts.push([origin, url]) }
+  })
+  t.teardown(() => app.close())
+  const send = async (body: unknown) => {
+    const id = newMessageId()
+    const timestamp = Math.floor(Date.now() / 1000)
+    const payload = JSON.stringify(body)
+    return app.inject({
+      method: 'POST',
+      url: '/webhook/refresh',
+      headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign([key], id, timestamp, payload) },
+      payload
+    })
+  }
+  const announced = await send(notice({ changes: [], url: 'http://10.0.0.1:3000' }))
+  t.equal(announced.statusCode, 200)
+  t.same(announced.json(), { serverId: 'server-b', revisions: {} })
+  t.equal((await send(notice())).statusCode, 200)
+  t.equal((await send(notice({ origin: 'server-b' }))).statusCode, 200)
+  t.same(contacts, [['server-a', 'http://10.0.0.1:3000'], ['server-a', undefined]], 'not for its own origin')
+})
+
 test('a failed handling forgets the id so the retry is handled', async (t) => {
   let fail = true
   const { calls, sendJson } = await build(t, async () => {
@@ -257,7 +286,7 @@ test('schema violations are 400 with a code', async (t) => {
     'origin with spaces': notice({ origin: 'server a' }),
     'origin too long': notice({ origin: 'a'.repeat(129) }),
     'missing changes': { type: 'policy.changed', origin: 'server-a' },
-    'empty changes': notice({ changes: [] }),
+    'url not a string': notice({ url: 42 }),
     'too many changes': notice({ changes: Array.from({ length: 1001 }, (_, i) => ({ tenant: `t${i}`, revision: 1 })) }),
     'bad tenant': notice({ changes: [{ tenant: '-t1', revision: 3 }] }),
     'missing tenant': notice({ changes: [{ revision: 3 }] }),

@@ -3,6 +3,7 @@
  */
 import { sql, type CreateTableBuilder, type Kysely, type Migration } from 'kysely'
 import type { Dialect } from './dialect.js'
+import { membershipMigration } from './membership-migration.js'
 
 /** The store's table names, all carrying the configured prefix. */
 export interface TableNames {
@@ -13,6 +14,10 @@ export interface TableNames {
   changelog: string
   migrations: string
   migrationsLock: string
+  /** Membership (0003): one row per instance. */
+  instances: string
+  /** Membership (0003): the one version row. */
+  membership: string
 }
 
 /** The table names for a prefix. */
@@ -24,7 +29,9 @@ export function tableNames (prefix: string): TableNames {
     members: `${prefix}members`,
     changelog: `${prefix}changelog`,
     migrations: `${prefix}migrations`,
-    migrationsLock: `${prefix}migrations_lock`
+    migrationsLock: `${prefix}migrations_lock`,
+    instances: `${prefix}instances`,
+    membership: `${prefix}membership`
   }
 }
 
@@ -92,6 +99,7 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
           .addPrimaryKeyConstraint(`${tables.changelog}_pk`, ['tenant', 'revision'])
           .execute()
       }
-    }
+    },
+    '0003-membership': membershipMigration(tables, dialect)
   }
 }

@@ -22,6 +22,8 @@ export interface MountOptions {
   metrics: PolicyMetrics | undefined
   /** The register prefix the host gave the plugin. */
   prefix: string | undefined
+  /** The membership's state for `/health`; undefined when membership is off. */
+  membership?: (() => 'ok' | 'degraded') | undefined
 }
 
 /** `METHOD url` of each route the plugin mounted → how to move or drop it. */
@@ -54,7 +56,7 @@ function refuseConflicts (claimed: Claimed): onRouteHookHandler {
   }
 }
 
-export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix }: MountOptions): Promise<void> {
+export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, membership }: MountOptions): Promise<void> {
   const { routes } = opts
   const claimed: Claimed = new Map()
   const group = async (option: string, mount: (instance: FastifyInstance) => PromiseLike<unknown>): Promise<void> => {
@@ -76,7 +78,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
   if (ops?.health !== undefined) {
     const path = ops.health
     await group('the option "routes.ops.health" (another path, or false)', (instance) =>
-      instance.register(healthRoute, { engine, path, prefix: ops.prefix }))
+      instance.register(healthRoute, { engine, membership, path, prefix: ops.prefix }))
   }
   if (ops?.servers !== undefined) {
     const path = ops.servers

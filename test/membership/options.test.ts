@@ -106,6 +106,24 @@ test('a function-valued peers is resolved again on its own schedule, with the sy
   await until('the second answer is applied', () => app.policyCache.peers().length === 2)
   t.ok(calls >= 2)
 
+  const failing = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { warnings.push(JSON.parse(line).msg) } } } })
+  const warnings: string[] = []
+  t.teardown(() => failing.close())
+  let failingCalls = 0
+  await failing.register(policyCache, {
+    webhookSecret: SECRET,
+    syncIntervalMs: 0,
+    peerRefreshMs: 10,
+    peers: async () => {
+      if (++failingCalls > 1) throw new Error('dns down')
+      return ['http://127.0.0.1:1']
+    }
+  })
+  await failing.ready()
+  await until('several failed refreshes', () => failingCalls >= 4)
+  t.strictSame(failing.policyCache.peers().map((peer) => peer.url), ['http://127.0.0.1:1'], 'a failed refresh keeps the last list')
+  t.strictSame(warnings.filter((msg) => /resolving peers failed/.test(msg)).length, 1, 'warned once')
+
   const once = Fastify()
   t.teardown(() => once.close())
   let onceCalls = 0

@@ -34,6 +34,11 @@ export interface ServerConfig {
   adminToken: string | undefined
   /** Serve Prometheus metrics at /metrics (METRICS, default on; `0` turns it off). */
   metrics: boolean
+  /**
+   * Membership in the database (MEMBERSHIP, default on whenever WEBHOOK_SECRET is set; `0` turns it
+   * off), with MEMBERSHIP_HEARTBEAT_MS / MEMBERSHIP_TTL_MS / MEMBERSHIP_POLL_MS; `undefined`: off.
+   */
+  membership: { heartbeatMs?: number, ttlMs?: number, pollMs?: number } | undefined
 }
 
 /** A configuration mistake, always naming the variable (or argument) to fix. */
@@ -61,7 +66,11 @@ const OPTION_VARIABLES: Record<string, string> = {
   publicUrl: 'PUBLIC_URL',
   syncIntervalMs: 'SYNC_INTERVAL_MS',
   ackTimeoutMs: 'ACK_TIMEOUT_MS',
-  tablePrefix: 'POLICY_TABLE_PREFIX'
+  tablePrefix: 'POLICY_TABLE_PREFIX',
+  membership: 'MEMBERSHIP',
+  'membership.heartbeatMs': 'MEMBERSHIP_HEARTBEAT_MS',
+  'membership.ttlMs': 'MEMBERSHIP_TTL_MS',
+  'membership.pollMs': 'MEMBERSHIP_POLL_MS'
 }
 
 type Env = Record<string, string | undefined>
@@ -127,11 +136,26 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
   const metricsRaw = (value(env, 'METRICS') ?? '1').toLowerCase()
   if (!['0', '1', 'true', 'false'].includes(metricsRaw)) throw new ConfigError('METRICS', `"${metricsRaw}" is not 0, 1, true or false`)
 
+  const membershipRaw = value(env, 'MEMBERSHIP')?.toLowerCase()
+  if (membershipRaw !== undefined && !['0', '1', 'true', 'false'].includes(membershipRaw)) throw new ConfigError('MEMBERSHIP', `"${membershipRaw}" is not 0, 1, true or false`)
+  const webhookSecrets = list(env.WEBHOOK_SECRET)
+  // On by default, but only where it can work: with a secret (members sign notices) and a known URL.
+  const membershipOn = membershipRaw === undefined ? webhookSecrets.length > 0 && publicUrl !== undefined : membershipRaw === '1' || membershipRaw === 'true'
+  if (membershipOn && webhookSecrets.length === 0) throw new ConfigError('MEMBERSHIP', 'needs WEBHOOK_SECRET (members send each other signed notices); set one, or MEMBERSHIP=0')
+  if (membershipOn && publicUrl === undefined) throw new ConfigError('MEMBERSHIP', 'needs PUBLIC_URL when listening on port 0')
+  const period = (name: string, min: number): number | undefined => {
+    const raw = value(env, name)
+    return raw === undefined ? undefined : integer(name, raw, min, 86400000)
+  }
+  const membership = membershipOn
+    ? { heartbeatMs: period('MEMBERSHIP_HEARTBEAT_MS', 10), ttlMs: period('MEMBERSHIP_TTL_MS', 20), pollMs: period('MEMBERSHIP_POLL_MS', 10) }
+    : undefined
+
   const config: ServerConfig = {
     port,
     host,
     serverId: value(env, 'SERVER_ID'),
-    webhookSecrets: list(env.WEBHOOK_SECRET),
+    webhookSecrets,
     peers,
     db: parseDb(value(env, 'POLICY_DB')),
     publicUrl,
@@ -140,7 +164,8 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     tablePrefix: value(env, 'POLICY_TABLE_PREFIX'),
     logLevel,
     adminToken,
-    metrics: metricsRaw === '1' || metricsRaw === 'true'
+    metrics: metricsRaw === '1' || metricsRaw === 'true',
+    membership
   }
   // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
   resolveOptions(pluginOptions(config))
@@ -159,6 +184,7 @@ export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
   }
   if (config.webhookSecrets.length > 0) options.webhookSecret = config.webhookSecrets
   if (config.metrics) options.metrics = true
+  if (config.membership !== undefined) options.membership = config.membership
   return options
 }
 

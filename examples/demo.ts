@@ -1,6 +1,7 @@
 /**
  * The seed's walkthrough on a real cluster: three example servers as child processes sharing one
- * fresh SQLite file, peers of each other, signing their webhooks with a random per-run secret.
+ * fresh SQLite file, finding each other through it (membership, no peer list), signing their
+ * webhooks with a random per-run secret; then a fourth joins and leaves.
  *
  *   npm run demo              run the walkthrough, then keep the cluster up until Ctrl-C
  *   npm run demo -- --once    run the walkthrough and exit: 0 when every step passed, 1 otherwise
@@ -58,6 +59,11 @@ export interface ClusterOptions {
   /** Extra environment for every instance (e.g. `ACK_TIMEOUT_MS`, `POLICY_TABLE_PREFIX`). */
   env?: Record<string, string>
   logLevel?: string
+  /**
+   * List the others in OTHER_SERVERS as well (the original system's way). Default false: the
+   * instances find each other through the database's membership, with no peer list.
+   */
+  staticPeers?: boolean
 }
 
 export interface Cluster {
@@ -67,13 +73,16 @@ export interface Cluster {
   logFile: string
   /** Stops every instance (SIGTERM, then SIGKILL after 5 s) and waits for them. Idempotent. */
   stop: () => Promise<void>
+  /** Starts one more instance on the same database (a fresh port; `serverId` default `server-<n>`), added to `instances`. */
+  add: (serverId?: string) => Promise<Instance>
 }
 
 /** The environment given to an instance: the caller's, minus the variables the cluster sets itself. */
 function childEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
   const env = { ...process.env }
   for (const name of ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
-    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL']) delete env[name]
+    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP', 'MEMBERSHIP_HEARTBEAT_MS',
+    'MEMBERSHIP_TTL_MS', 'MEMBERSHIP_POLL_MS']) delete env[name]
   return { ...env, ...extra }
 }
 
@@ -93,15 +102,15 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
   // The loader tsx registers, by absolute URL: works whatever the working directory.
   const tsx = import.meta.resolve('tsx')
 
-  const instances = ports.map((port, i): Instance => {
-    const serverId = `server-${i + 1}`
+  const spawnInstance = (serverId: string, port: number, peers: string[]): Instance => {
+    const url = `http://127.0.0.1:${port}`
     const env = childEnv({
       HOST: '127.0.0.1',
       SERVER_ID: serverId,
       WEBHOOK_SECRET: secret,
-      OTHER_SERVERS: urls.filter((_, j) => j !== i).join(','),
+      OTHER_SERVERS: peers.join(','),
       POLICY_DB: policyDb,
-      PUBLIC_URL: urls[i],
+      PUBLIC_URL: url,
       LOG_LEVEL: options.logLevel ?? 'warn',
       ...options.env
     })
@@ -122,8 +131,16 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
         resolve('spawn-failed')
       })
     })
-    return { serverId, port, url: urls[i], child, stderr: () => stderr, exited }
-  })
+    return { serverId, port, url, child, stderr: () => stderr, exited }
+  }
+  const instances = ports.map((port, i) =>
+    spawnInstance(`server-${i + 1}`, port, options.staticPeers === true ? urls.filter((_, j) => j !== i) : []))
+  const add = async (serverId = `server-${instances.length + 1}`): Promise<Instance> => {
+    const [port] = await freePorts(1)
+    const instance = spawnInstance(serverId, port, [])
+    instances.push(instance)
+    return instance
+  }
 
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
@@ -139,7 +156,27 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
     return stopping
   }
   const dbLabel = /^[a-z]+:\/\//i.test(policyDb) ? policyDb.replace(/\/\/[^@/]*@/, '//') : policyDb
-  return { instances, dir, dbLabel, logFile, stop }
+  return { instances, dir, dbLabel, logFile, stop, add }
+}
+
+/**
+ * Polls `/servers` of each instance until each sends to exactly the other running `instances`
+ * (membership), within `deadlineMs`.
+ */
+export async function waitPeers (instances: readonly Instance[], deadlineMs = 60000): Promise<void> {
+  const deadline = Date.now() + deadlineMs
+  await Promise.all(instances.map(async (instance) => {
+    const want = instances.filter((other) => other !== instance).map((other) => other.url).sort().join(' ')
+    for (;;) {
+      try {
+        const res = await fetch(`${instance.url}/servers`, { signal: AbortSignal.timeout(1000) })
+        const { peers } = await res.json() as { peers: Array<{ url: string }> }
+        if (peers.map((peer) => peer.url).sort().join(' ') === want) return
+      } catch {}
+      if (Date.now() > deadline) throw new StepError(`${instance.serverId} did not see exactly the other ${instances.length - 1} instances within ${deadlineMs} ms`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }))
 }
 
 /** A failed step of the walkthrough, or a failed start. */
@@ -220,6 +257,9 @@ interface Results {
   writes: Array<{ what: string, server: string, revision: number, acked: number, total: number, ms: number }>
   grant?: { writeMs: number, propagationMs: number }
   revoke?: { writeMs: number, propagationMs: number }
+  /** From spawning a fourth instance to every instance sending to it; from its SIGTERM to out of every send set. */
+  join?: { visibleMs: number }
+  leave?: { goneMs: number }
 }
 
 /**
@@ -229,7 +269,7 @@ interface Results {
 export async function runWalkthrough (cluster: Cluster, print: (line: string) => void): Promise<Results> {
   const [s1, s2, s3] = cluster.instances
   const results: Results = { writes: [] }
-  const steps = 9
+  const steps = 11
   let n = 0
   const step = async (title: string, fn: () => Promise<void>): Promise<void> => {
     n++
@@ -338,6 +378,32 @@ export async function runWalkthrough (cluster: Cluster, print: (line: string) =>
       expect(peer.state === 'up' && peer.serverId === other.serverId, `${other.serverId} is not listed up with its serverId`)
     }
   })
+
+  const three = [...cluster.instances]
+  let s4: Instance | undefined
+  await step('start a fourth instance with no peer list: it joins every /servers, and the next write reaches it', async () => {
+    const spawned = performance.now()
+    s4 = await cluster.add()
+    await waitHealthy({ ...cluster, instances: [s4] })
+    await waitPeers(cluster.instances)
+    results.join = { visibleMs: performance.now() - spawned }
+    print(`  ${s4.serverId} ${s4.url}: in every instance's /servers ${ms(results.join.visibleMs)} after it was spawned (process start included)`)
+    const { body } = await call('GET', `${s1.url}/servers`)
+    const listed = body.peers.find((p: { url: string }) => p.url === s4!.url)
+    print(`  on server-1: ${s4.serverId} source ${listed?.source}, incarnation ${listed?.incarnation}, heartbeat ${listed?.heartbeatAgeMs} ms ago`)
+    await write(s1, 'assign-user', { group: GROUP, user: 'bob' })
+  })
+
+  await step('stop server-4 gracefully (SIGTERM): it leaves every send set', async () => {
+    const leaving = s4!
+    const stopped = performance.now()
+    leaving.child.kill('SIGTERM')
+    const code = await leaving.exited
+    expect(code === 0, `${leaving.serverId} exited with ${code}`)
+    await waitPeers(three)
+    results.leave = { goneMs: performance.now() - stopped }
+    print(`  ${leaving.serverId} exited 0 and is out of every /servers ${ms(results.leave.goneMs)} after SIGTERM`)
+  })
   return results
 }
 
@@ -411,6 +477,8 @@ async function main (): Promise<number> {
     const started = performance.now()
     await waitHealthy(cluster)
     print(`  all three healthy after ${ms(performance.now() - started)}`)
+    await waitPeers(cluster.instances)
+    print(`  each sends to the other two (found through the database, no peer list) after ${ms(performance.now() - started)}`)
 
     const results = await runWalkthrough(cluster, print)
 
@@ -421,6 +489,7 @@ async function main (): Promise<number> {
     }
     print(`  grant propagation (assign-user on server-1 -> allowed on server-2 and server-3): ${ms(results.grant!.propagationMs)}`)
     print(`  revoke propagation (remove-permission on server-3 -> denied on server-1): ${ms(results.revoke!.propagationMs)}`)
+    print(`  join (spawn server-4 -> in every send set): ${ms(results.join!.visibleMs)}; graceful leave (SIGTERM -> out of every send set): ${ms(results.leave!.goneMs)}`)
   } catch (err) {
     // Interrupted: the signal handler is stopping the servers and exits when done.
     if (stopping) return new Promise<number>(() => {})

@@ -40,6 +40,10 @@ export const DEFAULTS = Object.freeze({
     policy: Object.freeze({ prefix: '' }),
     ops: Object.freeze({ prefix: '', health: '/health', servers: '/servers' })
   }),
+  /** Membership in the database, when on (`ttlMs` defaults to at least 3 × `heartbeatMs`). */
+  membership: Object.freeze({ heartbeatMs: 5000, ttlMs: 15000, pollMs: 1000 }),
+  /** How often a function-valued `peers` is resolved again. */
+  peerRefreshMs: 5000,
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

@@ -131,6 +131,31 @@ export interface PolicyCacheOptions {
    * routeHooks), in a new registry per instance unless the host passes its own. Default off.
    */
   metrics?: boolean | { registry?: MetricsRegistry | undefined, path?: string | undefined, prefix?: string | undefined } | undefined
+  /**
+   * Instances find each other through the shared database (docs/membership.md): each registers
+   * itself (`publicUrl`, required) and sends to every live member besides the static `peers`
+   * (seeds). `heartbeatMs` (± 10 %, default 5000) renews this instance's row; a row not renewed for
+   * `ttlMs` (default 15000, at least twice `heartbeatMs`) expires; every `pollMs` (± 10 %, default
+   * 1000) one row read tells whether the set changed. Needs `webhookSecret` and a store with
+   * `membership` (the built-in one has it). Default off.
+   */
+  membership?: boolean | {
+    heartbeatMs?: number | undefined
+    ttlMs?: number | undefined
+    pollMs?: number | undefined
+  } | undefined
+  /**
+   * How often a function-valued `peers` is resolved again (± 10 %), on its own schedule — not the
+   * sync's. 0: resolved once, at startup. Default 5000.
+   */
+  peerRefreshMs?: number | undefined
+}
+
+/** The membership option, resolved. */
+export interface ResolvedMembership {
+  readonly heartbeatMs: number
+  readonly ttlMs: number
+  readonly pollMs: number
 }
 
 /** The routes to mount, resolved: a group left `undefined` is not mounted. */
@@ -167,6 +192,9 @@ export interface ResolvedOptions {
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
   readonly metrics: Readonly<{ registry: MetricsRegistry | undefined, path: string, prefix: string }> | undefined
+  /** Membership in the database; undefined when off. */
+  readonly membership: ResolvedMembership | undefined
+  readonly peerRefreshMs: number
 }
 
 /**
@@ -177,7 +205,7 @@ const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
   'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
-  'prefix', 'logLevel', 'logSerializers'
+  'membership', 'peerRefreshMs', 'prefix', 'logLevel', 'logSerializers'
 ]
 
 /** Edit distance between two strings (insertions, deletions, substitutions). */
@@ -315,6 +343,19 @@ function resolveRoutes (value: PolicyCacheOptions['routes'], hasSecret: boolean)
   return Object.freeze({ policy, ops: ops?.health === undefined && ops?.servers === undefined ? undefined : ops, webhook })
 }
 
+function resolveMembership (value: PolicyCacheOptions['membership'], publicUrl: string | undefined, hasSecret: boolean, db: unknown): ResolvedMembership | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value !== true && (typeof value !== 'object' || value === null)) throw new InvalidOptionError('membership', 'must be a boolean or { heartbeatMs, ttlMs, pollMs }')
+  const given = value === true ? {} : knownKeys<Exclude<PolicyCacheOptions['membership'], boolean | undefined>>('membership', value, Object.keys(DEFAULTS.membership))
+  const heartbeatMs = integer('membership.heartbeatMs', given.heartbeatMs, DEFAULTS.membership.heartbeatMs, 10, 3600000)
+  const ttlMs = integer('membership.ttlMs', given.ttlMs, Math.max(DEFAULTS.membership.ttlMs, 3 * heartbeatMs), 2 * heartbeatMs, 86400000)
+  const pollMs = integer('membership.pollMs', given.pollMs, DEFAULTS.membership.pollMs, 10, 3600000)
+  if (publicUrl === undefined) throw new InvalidOptionError('membership', 'needs publicUrl: the URL peers send this instance\'s notices to')
+  if (!hasSecret) throw new InvalidOptionError('membership', 'needs webhookSecret: members send each other signed notices')
+  if (isPolicyStore(db) && db.membership === undefined) throw new InvalidOptionError('membership', 'the store given as db has no membership (PolicyStore.membership)')
+  return Object.freeze({ heartbeatMs, ttlMs, pollMs })
+}
+
 function resolvePreload (value: unknown): readonly string[] {
   if (value === undefined) return Object.freeze([])
   if (!Array.isArray(value)) throw new InvalidOptionError('preload', 'must be an array of tenant ids')
@@ -408,6 +449,8 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
       preHandler: hooks('routeHooks.preHandler', routeHooks.preHandler)
     }),
     identify: o.identify,
-    metrics: resolveMetrics(o.metrics)
+    metrics: resolveMetrics(o.metrics),
+    membership: resolveMembership(o.membership, publicUrl, keys.length > 0, db),
+    peerRefreshMs: integer('peerRefreshMs', o.peerRefreshMs, DEFAULTS.peerRefreshMs, 0, 86400000)
   })
 }

@@ -4,16 +4,19 @@
  *
  *   route → PolicyCache → PolicyStore (one transaction) → own cache → Broadcaster → peers' receiver
  */
+import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
+import { PeerSet } from './broadcast/peer-set.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
 import { InvalidOptionError } from './errors.js'
 import { guardRoutes, refuseUnguarded } from './guard.js'
 import { resolveOptions, type PolicyCacheOptions, type ResolvedOptions } from './options.js'
 import { PolicyCache } from './policy-cache.js'
+import { Membership } from './membership/membership.js'
 import { PolicyMetrics } from './metrics.js'
 import { mountRoutes } from './routes/mount.js'
 import { startupTimeout, startWithin } from './startup.js'
@@ -86,17 +89,52 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     observe: metrics?.observe
   })
   // Started once the engine exists, below.
-  const antiEntropy = new AntiEntropy({
-    intervalMs: opts.syncIntervalMs,
-    sync: () => engine.sync(),
-    // A function-valued `peers` is re-resolved at the start of each round.
-    refreshPeers: peerList.dynamic ? async () => broadcaster.setPeers(await peerList.resolve()) : undefined,
+  const antiEntropy = new AntiEntropy({ intervalMs: opts.syncIntervalMs, sync: () => engine.sync(), log })
+  // Membership (docs/membership.md): registered before the server listens; its live set joins the seeds.
+  const membershipStore = opts.membership === undefined ? undefined : store.membership
+  let membership: Membership | undefined
+  if (opts.membership !== undefined && membershipStore !== undefined && opts.publicUrl !== undefined) {
+    membership = new Membership({
+      store: membershipStore,
+      self: { serverId: opts.serverId, url: opts.publicUrl, incarnation: randomUUID() },
+      ...opts.membership,
+      onChange: (members) => peerSet.setMembers(members),
+      onJoined: () => catchUpAfterJoin(),
+      log
+    })
+  }
+  const peerSet = new PeerSet({
+    seeds: peerList,
+    initialSeeds: peers,
+    refreshMs: opts.peerRefreshMs,
+    apply: (urls) => broadcaster.setPeers(urls),
+    heartbeatAgeMs: membership === undefined ? undefined : (member) => membership.heartbeatAgeMs(member),
     log
   })
+  // Join without a gap: a writer that has not polled since this instance joined may commit a change
+  // it does not send here. Every writer whose database answers has polled within 1.1 × pollMs; one
+  // sync pass after twice that catches up whatever this instance cached meanwhile.
+  let joinCatchUp: NodeJS.Timeout | undefined
+  const catchUpAfterJoin = (): void => {
+    if (opts.membership === undefined) return
+    clearTimeout(joinCatchUp)
+    joinCatchUp = setTimeout(() => {
+      engine.sync().catch((err: unknown) => log.warn({ err }, 'policy-cache: the catch-up pass after joining failed; the sync heals'))
+    }, 2.2 * opts.membership.pollMs + 100)
+    joinCatchUp.unref()
+  }
 
+  // One preClose: a graceful close leaves the membership first, so that writers stop sending here
+  // at their next poll while requests in flight finish.
+  fastify.addHook('preClose', async () => {
+    await membership?.leave()
+  })
   // One onClose, tearing down in reverse order and only what the plugin created.
   fastify.addHook('onClose', async () => {
     antiEntropy.stop()
+    clearTimeout(joinCatchUp)
+    await peerSet.stop()
+    await membership?.close()
     await broadcaster.close()
     if (owned) await store.close()
     metrics?.close()
@@ -104,10 +142,11 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
 
   const engine = new PolicyCache({
     store,
-    // With metrics, a write handed to the broadcaster starts its propagation clock.
-    notifier: metrics === undefined
-      ? broadcaster
-      : { notify: (changes) => { metrics.committed(changes); return broadcaster.notify(changes) }, status: () => broadcaster.status() },
+    notifier: {
+      // With metrics, a write handed to the broadcaster starts its propagation clock.
+      notify: (changes) => { metrics?.committed(changes); return broadcaster.notify(changes) },
+      status: () => peerSet.annotate(broadcaster.status())
+    },
     serverId: opts.serverId,
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
@@ -117,6 +156,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   })
   await startWithin(startupTimeoutMs, async () => {
     await engine.start()
+    await membership?.join()
     await engine.warm(opts.preload)
   })
   fastify.decorate<PolicyCacheApi>('policyCache', engine)
@@ -125,8 +165,10 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   fastify.addHook('onRoute', guardRoutes(engine, opts.identify))
 
   antiEntropy.start()
+  peerSet.start()
+  membership?.start()
 
-  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix, onContact: (origin, url) => broadcaster.contact(origin, url) })
+  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix, onContact: (origin, url) => broadcaster.contact(origin, url), membership: membership === undefined ? undefined : () => membership.status().state })
   // Once listening, tell the peers: one that gave up on this instance while it restarted (its
   // circuit open) delivers to it again at once instead of after the cool-down.
   // (Fastify runs onListen hooks after `listen()` has resolved: a peer that does not answer delays

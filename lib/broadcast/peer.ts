@@ -92,7 +92,11 @@ export class Peer {
       circuit: 'closed',
       nextAttemptAt: null,
       tenantsBehind: 0,
-      lag: []
+      lag: [],
+      // The peer set fills these in (lib/broadcast/peer-set.ts).
+      source: 'static',
+      incarnation: null,
+      heartbeatAgeMs: null
     }
   }
 

@@ -40,6 +40,12 @@ export interface PeerStatus {
   tenantsBehind: number
   /** Those tenants (at most 100, most recently written first), each with the peer's acknowledged revision vs ours. */
   lag: PeerLag[]
+  /** Where the peer comes from: the `peers` option, the database's membership, or both. */
+  source: 'static' | 'membership' | 'both'
+  /** A member's incarnation (new at each of its starts); null for a static peer. */
+  incarnation: string | null
+  /** How long ago a member's last heartbeat was (the database's clock); null for a static peer. */
+  heartbeatAgeMs: number | null
 }
 
 /**

@@ -24,6 +24,8 @@ export interface MountOptions {
   prefix: string | undefined
   /** Told when a peer's notice arrives (see `Broadcaster.contact`). */
   onContact?: (origin: string, url: string | undefined) => void
+  /** The membership's state for `/health`; undefined when membership is off. */
+  membership?: (() => 'ok' | 'degraded') | undefined
 }
 
 /** `METHOD url` of each route the plugin mounted → how to move or drop it. */
@@ -62,7 +64,7 @@ function addRouteHooks (instance: FastifyInstance, opts: ResolvedOptions): void 
   for (const hook of opts.routeHooks.preHandler) instance.addHook('preHandler', hook)
 }
 
-export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact }: MountOptions): Promise<void> {
+export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact, membership }: MountOptions): Promise<void> {
   const { routes } = opts
   const claimed: Claimed = new Map()
   const group = async (option: string, mount: (instance: FastifyInstance) => PromiseLike<unknown>): Promise<void> => {
@@ -83,7 +85,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
   if (ops?.health !== undefined) {
     const path = ops.health
     await group('the option "routes.ops.health" (another path, or false)', (instance) =>
-      instance.register(healthRoute, { engine, path, prefix: ops.prefix }))
+      instance.register(healthRoute, { engine, membership, path, prefix: ops.prefix }))
   }
   if (ops?.servers !== undefined) {
     const path = ops.servers

@@ -10,12 +10,14 @@ import { HealthReply, ServersReply } from './schemas.js'
 
 export interface HealthRouteOptions {
   engine: PolicyCache
+  /** The membership's state; undefined when membership is off. */
+  membership: (() => 'ok' | 'degraded') | undefined
   /** Where to mount it. */
   path: string
 }
 
 /** `GET <path>` (default `/health`): liveness and database reachability. */
-export async function healthRoute (fastify: FastifyInstance, { engine, path }: HealthRouteOptions): Promise<void> {
+export async function healthRoute (fastify: FastifyInstance, { engine, membership, path }: HealthRouteOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const startedAt = Date.now()
 
@@ -37,7 +39,8 @@ export async function healthRoute (fastify: FastifyInstance, { engine, path }: H
       db,
       writes,
       tenantsCached: engine.stats().tenants,
-      peers: { total: peers.length, up: peers.filter((peer) => peer.state === 'up').length }
+      peers: { total: peers.length, up: peers.filter((peer) => peer.state === 'up').length },
+      membership: membership?.() ?? 'off' as const
     }
   })
 }

@@ -103,7 +103,10 @@ export const HealthReply = Type.Object({
     description: '`failing` when the latest write failed on the database less than 60 s ago and none has succeeded since'
   }),
   tenantsCached: Type.Integer({ minimum: 0 }),
-  peers: Type.Object({ total: Type.Integer({ minimum: 0 }), up: Type.Integer({ minimum: 0 }) }, closed)
+  peers: Type.Object({ total: Type.Integer({ minimum: 0 }), up: Type.Integer({ minimum: 0 }) }, closed),
+  membership: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('off')], {
+    description: '`degraded`: this instance\'s heartbeat or membership read fails (the last known set is kept), or another instance claims its serverId'
+  })
 }, closed)
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
@@ -128,7 +131,10 @@ export const ServersReply = Type.Object({
       tenant: Type.String(),
       acked: Nullable(Type.Integer({ minimum: 0 })),
       revision: Type.Integer({ minimum: 0 })
-    }, closed), { description: 'Tenants whose latest revision the peer has not acknowledged: its acknowledged revision vs ours' })
+    }, closed), { description: 'Tenants whose latest revision the peer has not acknowledged: its acknowledged revision vs ours' }),
+    source: Type.Union([Type.Literal('static'), Type.Literal('membership'), Type.Literal('both')], { description: 'The `peers` option, the database\'s membership, or both' }),
+    incarnation: Nullable(Type.String({ description: 'A member\'s incarnation, new at each of its starts' })),
+    heartbeatAgeMs: Nullable(Type.Integer({ minimum: 0, description: 'How long ago a member\'s last heartbeat was (database clock)' }))
   }, closed))
 }, closed)
 

@@ -13,8 +13,9 @@ import {
   type Change, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
 } from '../model.js'
 import { dialectOf, isTransientError, type Dialect } from './dialect.js'
+import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
-import type { PolicyStore } from './types.js'
+import type { MembershipStore, PolicyStore } from './types.js'
 
 /** What `tablePrefix` must match: a short SQL identifier start, so every table name stays valid. */
 export const TABLE_PREFIX_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,40}$'
@@ -57,6 +58,8 @@ export class KyselyPolicyStore implements PolicyStore {
   readonly #retention: number
   readonly #ownsDb: boolean
   #databaseId: Promise<string> | undefined
+  /** Instances finding each other through the database (docs/membership.md). */
+  readonly membership: MembershipStore
 
   /** Throws `FST_POLICY_CACHE_INVALID_OPTION` for an unsupported `db` or a bad option. */
   constructor ({ db, tablePrefix = DEFAULTS.tablePrefix, changelogRetention = DEFAULTS.changelogRetention, ownsDb = false }: KyselyPolicyStoreOptions) {
@@ -71,6 +74,12 @@ export class KyselyPolicyStore implements PolicyStore {
     this.#tables = tableNames(tablePrefix)
     this.#retention = changelogRetention
     this.#ownsDb = ownsDb
+    this.membership = new KyselyMembershipStore({
+      db: this.#db,
+      dialect: this.#dialect,
+      tables: this.#tables,
+      transaction: (fn) => this.#retrying(() => this.#writeTransaction(fn))
+    })
   }
 
   /**

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { sql, type CreateTableBuilder, type Kysely, type Migration } from 'kysely'
 import { EMPTY_DIGEST, factHash, formatDigest } from '../digest.js'
 import type { Dialect } from './dialect.js'
+import { membershipMigration } from './membership-migration.js'
 
 /** The store's table names, all carrying the configured prefix. */
 export interface TableNames {
@@ -17,6 +18,10 @@ export interface TableNames {
   meta: string
   migrations: string
   migrationsLock: string
+  /** Membership (0003): one row per instance. */
+  instances: string
+  /** Membership (0003): the one version row. */
+  membership: string
 }
 
 /** The table names for a prefix. */
@@ -29,7 +34,9 @@ export function tableNames (prefix: string): TableNames {
     changelog: `${prefix}changelog`,
     meta: `${prefix}meta`,
     migrations: `${prefix}migrations`,
-    migrationsLock: `${prefix}migrations_lock`
+    migrationsLock: `${prefix}migrations_lock`,
+    instances: `${prefix}instances`,
+    membership: `${prefix}membership`
   }
 }
 
@@ -127,7 +134,8 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
           await db.updateTable(tables.tenants).set({ digest: formatDigest(value) }).where('tenant', '=', tenant).execute()
         }
       }
-    }
+    },
+    '0003-membership': membershipMigration(tables, dialect)
   }
 }
 

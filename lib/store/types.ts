@@ -47,4 +47,79 @@ export interface PolicyStore {
   ping (): Promise<void>
   /** Releases what the store itself created; never closes a host-owned connection. */
   close (): Promise<void>
+  /**
+   * Instances finding each other through the database (the `membership` option, docs/membership.md).
+   * Optional: a store without it cannot do membership, and `membership: true` then fails
+   * registration with FST_POLICY_CACHE_INVALID_OPTION.
+   */
+  readonly membership?: MembershipStore | undefined
+}
+
+/** One instance's row of the membership table. Times are epoch ms **of the database's clock**. */
+export interface MemberRecord {
+  serverId: string
+  /** The URL peers POST to, as the instance registered it (validated by the reader, not the store). */
+  url: string
+  /** New at every start of the instance: a restart with the same serverId is a new incarnation. */
+  incarnation: string
+  /** `leaving`: closing gracefully; `expired`: its heartbeat stopped for `ttlMs`. */
+  status: 'active' | 'leaving' | 'expired'
+  startedAt: number
+  heartbeatAt: number
+  expiresAt: number
+}
+
+/** The instance a membership call is about. */
+export interface MemberIdentity {
+  serverId: string
+  url: string
+  incarnation: string
+}
+
+/** The membership version (one row, bumped on every join, leave and expiry), read with the database's clock. */
+export interface MembershipVersion {
+  version: number
+  /** The database's clock, epoch ms. */
+  now: number
+  /** The earliest `expiresAt` of an active row (null: none): past `now`, an `expire()` is due. */
+  nextExpiry: number | null
+}
+
+/** What {@link MembershipStore.heartbeat} found of the instance's own row. */
+export type HeartbeatOutcome =
+  /** Renewed. */
+  | 'renewed'
+  /** The row was missing or expired (e.g. the database was unreachable for `ttlMs`): inserted again, version bumped. */
+  | 'rejoined'
+  /** Another incarnation holds the serverId (a restart elsewhere, or two instances claiming one id): left alone. */
+  | 'replaced'
+
+/**
+ * The membership part of a store: one row per instance and one version row. Every time is taken
+ * from the database's clock, never the caller's: instances' clocks disagree, the database's is one.
+ */
+export interface MembershipStore {
+  /**
+   * Inserts the instance's row, or replaces the serverId's row (a new incarnation): `active`,
+   * started and renewed now, expiring `ttlMs` later. Bumps the version. Returns the row it
+   * replaced when that was still live with another incarnation (a restart before expiry, or a
+   * second instance claiming the serverId), so that the caller can report it.
+   */
+  join (self: MemberIdentity, ttlMs: number): Promise<{ replaced: MemberRecord | undefined }>
+  /**
+   * One heartbeat: renews the instance's row (only its own incarnation's), marks every active or
+   * leaving row past its expiry `expired` (bumping the version once when any), and deletes at most
+   * `purgeLimit` rows expired for more than `purgeAfterMs`.
+   */
+  heartbeat (self: MemberIdentity, ttlMs: number, purge: { afterMs: number, limit: number }): Promise<HeartbeatOutcome>
+  /** Marks active rows past their expiry `expired`, bumping the version when any; returns how many. */
+  expire (): Promise<number>
+  /** One row read: the version, the database's clock and the earliest expiry of an active row. */
+  version (): Promise<MembershipVersion>
+  /** Every row (any status), with the version and clock they were read at (one consistent read). */
+  members (): Promise<{ version: number, now: number, members: MemberRecord[] }>
+  /** Marks the instance's row `leaving` (its own incarnation's only) and bumps the version. */
+  leave (self: MemberIdentity): Promise<void>
+  /** Deletes the instance's row (its own incarnation's only) and bumps the version. */
+  remove (self: MemberIdentity): Promise<void>
 }

@@ -32,15 +32,17 @@ test('npm run demo -- --once walks the seed scenario and exits 0', async (t) => 
   t.equal(code, 0, 'exit code 0')
 
   const steps = [
-    'Step 1/9: health of all three servers',
-    'Step 2/9: before any write: alice documents:read on servers 2 and 3',
-    'Step 3/9: create group "editors" in "tenant1" on server 1',
-    'Step 4/9: add permissions documents:read and documents:write on server 1',
-    'Step 5/9: assign user "alice" to "editors" on server 1',
-    'Step 6/9: immediately (no wait): alice documents:read on servers 2 and 3',
-    'Step 7/9: revoke documents:read from "editors" on server 3',
-    'Step 8/9: immediately (no wait): alice documents:read on server 1',
-    'Step 9/9: peer status on server 1 (/servers)',
+    'Step 1/11: health of all three servers',
+    'Step 2/11: before any write: alice documents:read on servers 2 and 3',
+    'Step 3/11: create group "editors" in "tenant1" on server 1',
+    'Step 4/11: add permissions documents:read and documents:write on server 1',
+    'Step 5/11: assign user "alice" to "editors" on server 1',
+    'Step 6/11: immediately (no wait): alice documents:read on servers 2 and 3',
+    'Step 7/11: revoke documents:read from "editors" on server 3',
+    'Step 8/11: immediately (no wait): alice documents:read on server 1',
+    'Step 9/11: peer status on server 1 (/servers)',
+    'Step 10/11: start a fourth instance with no peer list: it joins every /servers, and the next write reaches it',
+    'Step 11/11: stop server-4 gracefully (SIGTERM): it leaves every send set',
     'Summary: every step passed'
   ]
   for (const step of steps) t.ok(output.includes(step), step)
@@ -48,6 +50,10 @@ test('npm run demo -- --once walks the seed scenario and exits 0', async (t) => 
   t.match(output, /server-3: alice documents:read -> allowed \(revision 4/)
   t.match(output, /server-1: alice documents:read -> denied \(revision 5/)
   t.match(output, /assign-user .* peers acked 2\/2/)
+  t.match(output, /each sends to the other two \(found through the database, no peer list\)/)
+  t.match(output, /on server-1: server-4 source membership, incarnation [0-9a-f-]{36}/)
+  t.match(output, /assign-user \{"group":"editors","user":"bob"\} on server-1: revision 6, changed true, peers acked 3\/3/, 'the fourth instance acknowledges')
+  t.match(output, /server-4 exited 0 and is out of every \/servers \d+\.\d ms after SIGTERM/)
   t.match(output, /propagation: \d+\.\d ms from sending the assign-user write/)
   t.notMatch(output, /FAILED|whsec_[A-Za-z0-9+/]/, 'no failure, no secret printed')
 

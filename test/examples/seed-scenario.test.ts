@@ -26,6 +26,8 @@ async function cluster (t: Test, options: ClusterOptions, after?: () => Promise<
     await after?.()
   })
   const started = await startCluster({
+    // The original system's way: each lists the others (membership also finds them).
+    staticPeers: true,
     ...options,
     // A generous ack wait for a loaded CI machine (a healthy peer answers in milliseconds; the write
     // returns as soon as both have); no anti-entropy, so only the webhooks can make the peers current.

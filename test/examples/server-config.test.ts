@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import tap, { test, type Test } from 'tap'
-import { ConfigError, describeStartupError, parseConfig } from '../../examples/config.js'
+import { ConfigError, describeStartupError, parseConfig, pluginOptions } from '../../examples/config.js'
 import { buildServer, startServer } from '../../examples/server.js'
 import { freePorts } from '../../examples/demo.js'
 
@@ -33,7 +33,7 @@ interface Run { code: number | null, signal: string | null, stdout: string, stde
 function runServer (args: string[], env: Record<string, string>, timeoutMs = 60000): Promise<Run> {
   const base = { ...process.env }
   for (const name of ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
-    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL']) delete base[name]
+    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP']) delete base[name]
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), SERVER, ...args], {
       cwd: ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe']
@@ -67,8 +67,19 @@ test('parseConfig: defaults', async (t) => {
     tablePrefix: undefined,
     logLevel: 'info',
     adminToken: undefined,
-    metrics: true
+    metrics: true,
+    membership: undefined
   })
+})
+
+test('parseConfig: MEMBERSHIP is on whenever a secret is set, 0 turns it off, periods pass through', async (t) => {
+  t.same(parseConfig([], { WEBHOOK_SECRET: STRONG }).membership, { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined })
+  t.match(pluginOptions(parseConfig([], { WEBHOOK_SECRET: STRONG })), { membership: {}, publicUrl: 'http://127.0.0.1:3000' })
+  t.equal(parseConfig([], { WEBHOOK_SECRET: STRONG, MEMBERSHIP: '0' }).membership, undefined)
+  t.equal(pluginOptions(parseConfig([], { WEBHOOK_SECRET: STRONG, MEMBERSHIP: 'false' })).membership, undefined)
+  t.equal(parseConfig(['0'], { WEBHOOK_SECRET: STRONG }).membership, undefined, 'off by default on an ephemeral port (no URL to register)')
+  t.same(parseConfig([], { WEBHOOK_SECRET: STRONG, MEMBERSHIP: '1', MEMBERSHIP_HEARTBEAT_MS: '100', MEMBERSHIP_TTL_MS: '400', MEMBERSHIP_POLL_MS: '50' }).membership,
+    { heartbeatMs: 100, ttlMs: 400, pollMs: 50 })
 })
 
 test('parseConfig: every variable', async (t) => {
@@ -128,7 +139,12 @@ test('parseConfig: each mistake names its variable', async (t) => {
     [{ POLICY_TABLE_PREFIX: 'drop table;' }, [], /^invalid configuration: POLICY_TABLE_PREFIX: /],
     [{ LOG_LEVEL: 'loud' }, [], /^invalid configuration: LOG_LEVEL: /],
     [{ ADMIN_TOKEN: 'short' }, [], /^invalid configuration: ADMIN_TOKEN: must be at least 16 bytes/],
-    [{ METRICS: 'maybe' }, [], /^invalid configuration: METRICS: /]
+    [{ METRICS: 'maybe' }, [], /^invalid configuration: METRICS: /],
+    [{ MEMBERSHIP: 'maybe' }, [], /^invalid configuration: MEMBERSHIP: /],
+    [{ MEMBERSHIP: '1' }, [], /^invalid configuration: MEMBERSHIP: needs WEBHOOK_SECRET/],
+    [{ MEMBERSHIP: '1', WEBHOOK_SECRET: STRONG }, ['0'], /^invalid configuration: MEMBERSHIP: needs PUBLIC_URL/],
+    [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_HEARTBEAT_MS: '1000', MEMBERSHIP_TTL_MS: '1500' }, [], /^invalid configuration: MEMBERSHIP_TTL_MS: /],
+    [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_POLL_MS: 'soon' }, [], /^invalid configuration: MEMBERSHIP_POLL_MS: /]
   ]
   for (const [vars, argv, expected] of cases) {
     const err = (() => {

@@ -2,6 +2,7 @@ import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, MYSQL_URL, mysqlDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { changelogPruning, sharedDatabase, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { membershipConformance } from './membership-conformance.js'
 
 const db = await mysqlDb()
 if (db === undefined) {
@@ -16,6 +17,8 @@ if (db === undefined) {
   }
 
   storeConformance(t, 'mysql', makeStore)
+
+  membershipConformance(t, 'mysql', makeStore)
 
   t.test('changelog pruning', (t) => changelogPruning(t, () => makeStore({ changelogRetention: 10 })))
 

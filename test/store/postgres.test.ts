@@ -2,6 +2,7 @@ import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { changelogPruning, sharedDatabase, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { membershipConformance } from './membership-conformance.js'
 
 const db = await postgresDb()
 if (db === undefined) {
@@ -16,6 +17,8 @@ if (db === undefined) {
   }
 
   storeConformance(t, 'postgres', makeStore)
+
+  membershipConformance(t, 'postgres', makeStore)
 
   t.test('changelog pruning', (t) => changelogPruning(t, () => makeStore({ changelogRetention: 10 })))
 

@@ -8,6 +8,7 @@ import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
 import { changelogPruning, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { membershipConformance } from './membership-conformance.js'
 
 /** A directory removed when the test ends. */
 function tempDir (t: Test): string {
@@ -117,8 +118,8 @@ t.test('the store never touches the host\'s tables, its migration tables include
   const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
   t.strictSame(tables, [
     'groups',
-    'policy_changelog', 'policy_grants', 'policy_groups', 'policy_members', 'policy_meta',
-    'policy_migrations', 'policy_migrations_lock', 'policy_tenants'
+    'policy_changelog', 'policy_grants', 'policy_groups', 'policy_instances', 'policy_members', 'policy_membership',
+    'policy_meta', 'policy_migrations', 'policy_migrations_lock', 'policy_tenants'
   ])
   await store.close()
   t.strictSame(await db.selectFrom('groups').selectAll().execute(), [{ id: 7 }], 'close() leaves a host-owned db open')
@@ -168,4 +169,8 @@ t.test('ping, and isPolicyStore tells stores from Kysely instances', async (t) =
   t.notOk(isPolicyStore(null))
   await store.close()
   await t.rejects(store.ping(), 'close() destroys an owned db')
+})
+
+t.test('membership conformance', async (t) => {
+  membershipConformance(t, 'sqlite file', sqliteStores(t))
 })

@@ -51,7 +51,9 @@ const everyKey = {
   routes: undefined,
   routeHooks: undefined,
   identify: undefined,
-  metrics: undefined
+  metrics: undefined,
+  membership: undefined,
+  peerRefreshMs: undefined
 } satisfies Record<keyof PolicyCacheOptions, undefined>
 export const options: PolicyCacheOptions = everyKey
 
@@ -60,5 +62,6 @@ export const nested: PolicyCacheOptions = {
   circuitBreaker: { failureThreshold: undefined, cooldownMs: undefined },
   routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
   routeHooks: { onRequest: undefined, preHandler: undefined },
+  membership: { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined },
   metrics: { registry: undefined, path: undefined, prefix: undefined }
 }

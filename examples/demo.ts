@@ -505,7 +505,9 @@ async function main (): Promise<number> {
   print('')
   for (const line of tryItOut(cluster)) print(line)
   // Keep running until a signal; a server dying on its own ends the demo with a failure.
-  const first = await Promise.race(cluster.instances.map(async (instance) => ({ instance, code: await instance.exited })))
+  // (Only the instances still running: the walkthrough's fourth has left already, on purpose.)
+  const running = cluster.instances.filter(({ child }) => child.exitCode === null && child.signalCode === null)
+  const first = await Promise.race(running.map(async (instance) => ({ instance, code: await instance.exited })))
   if (stopping) return new Promise<number>(() => {})
   print(`\n${first.instance.serverId} exited on its own (${first.code}); stopping the others. Log: ${cluster.logFile}`)
   return shutdown(1, false)

@@ -191,14 +191,15 @@ function run (): void {
   // While its servers start (the signal does not wait for them): deterministic however loaded the
   // machine is. And once the cluster is up, as a user presses Ctrl-C after the walkthrough.
   const demoCases = [
-    { when: 'while its servers start', ready: /webhook secret/, signal: 'SIGTERM', toGroup: false },
-    { when: 'once the cluster is up', ready: /Press Ctrl-C/, signal: 'SIGINT', toGroup: true }
+    { when: 'while its servers start', ready: /webhook secret/, signal: 'SIGTERM', toGroup: false, listed: 3 },
+    // After the walkthrough, which started a fourth instance and stopped it: three still run.
+    { when: 'once the cluster is up', ready: /Press Ctrl-C/, signal: 'SIGINT', toGroup: true, listed: 4 }
   ] as const
-  for (const { when, ready, signal, toGroup } of demoCases) {
+  for (const { when, ready, signal, toGroup, listed } of demoCases) {
     test(`npm run demo: ${signal} to ${toGroup ? 'the whole process group (Ctrl-C)' : 'npm'} ${when} leaves none of its three servers`, async (t) => {
       const started = await start(t, 'npm', ['run', 'demo'], ready)
       const ports = [...new Set([...started.output().matchAll(/server-\d +http:\/\/127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1])))]
-      t.equal(ports.length, 3, 'three servers listed')
+      t.equal(ports.length, listed, `${listed} servers listed`)
       const dir = /data directory +(\S+)/.exec(started.output())![1]
       const processes = tree(started.top.pid!).length
       t.ok(processes >= 5, `npm, the demo and three servers are running (${processes} processes)`)

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
+import { EMPTY_DIGEST } from '../../lib/digest.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
 import { changelogPruning, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
@@ -157,7 +158,8 @@ t.test('a write of a malformed tenant or change is a coded 400 and writes nothin
   await t.rejects(store.write('bad tenant', { op: 'create-group', group: 'g' }, 'test'), { ...invalid, message: /^Invalid tenant: / })
   await t.rejects(store.write('t1', { op: 'create-group', group: 'bad group' }, 'test'), { ...invalid, message: /^Invalid group: / })
   await t.rejects(store.write('t1', { op: 'add-permission', group: 'g', permission: 'a::b' }, 'test'), { ...invalid, message: /^Invalid permission: / })
-  t.same(await store.revisions(['bad tenant', 't1']), new Map([['bad tenant', 0], ['t1', 0]]))
+  const never = { revision: 0, digest: EMPTY_DIGEST }
+  t.same(await store.revisions(['bad tenant', 't1']), new Map([['bad tenant', never], ['t1', never]]))
 })
 
 t.test('ping, and isPolicyStore tells stores from Kysely instances', async (t) => {

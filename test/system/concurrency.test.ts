@@ -99,7 +99,8 @@ async function expectOk (method: 'GET' | 'POST', url: string, body?: object): Pr
 }
 
 test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes on one tenant`, async (t) => {
-  const cluster = await startProcesses({ size: INSTANCES, env: { ACK_TIMEOUT_MS: '30000', SYNC_INTERVAL_MS: '0' } })
+  // The peer list given, as the original system did: a write must not race the membership's first poll.
+  const cluster = await startProcesses({ size: INSTANCES, staticPeers: true, env: { ACK_TIMEOUT_MS: '30000', SYNC_INTERVAL_MS: '0' } })
   t.teardown(async () => {
     await cluster.stop()
     rmSync(cluster.dir, { recursive: true, force: true })

@@ -3,26 +3,11 @@
  * revision bump, before its changelog row): a coded 503, nothing committed, nothing cached, nothing
  * notified, and no revision consumed.
  */
-import Fastify from 'fastify'
 import { sql } from 'kysely'
 import { test } from 'tap'
-import type { Notice } from '../lib/broadcast/notice.js'
 import { createSqliteDb } from '../lib/store/index.js'
-import { buildApp, get, post, SECRET } from './helpers/app.js'
+import { buildApp, get, post, recordingPeer, SECRET } from './helpers/app.js'
 import { InstrumentedStore } from './helpers/instrumented-store.js'
-
-/** A peer that records the notices it gets and acknowledges them. */
-async function recordingPeer (t: { teardown: (fn: () => unknown) => void }) {
-  const peer = Fastify()
-  const notices: Notice[] = []
-  peer.post('/webhook/refresh', async (request) => {
-    notices.push(request.body as Notice)
-    return { serverId: 'peer', revisions: {} }
-  })
-  await peer.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => peer.close())
-  return { url: `http://127.0.0.1:${(peer.server.address() as { port: number }).port}`, notices }
-}
 
 test('a transaction that throws mid-write: coded 503, rolled back, not cached, not notified', async (t) => {
   const db = createSqliteDb(':memory:')

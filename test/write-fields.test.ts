@@ -3,24 +3,11 @@
  * unknown field is a coded 400 with nothing written, and a notice carries only the operation's fields
  * (an extra one made peers refuse the whole notice).
  */
-import Fastify from 'fastify'
 import { test } from 'tap'
-import { noticeChange, type Notice } from '../lib/broadcast/notice.js'
+import { noticeChange } from '../lib/broadcast/notice.js'
 import type { Change, LoggedChange } from '../lib/model.js'
 import type { PolicyCache } from '../lib/policy-cache.js'
-import { buildApp, SECRET } from './helpers/app.js'
-
-async function recordingPeer (t: { teardown: (fn: () => unknown) => void }) {
-  const peer = Fastify()
-  const notices: Notice[] = []
-  peer.post('/webhook/refresh', async (request) => {
-    notices.push(request.body as Notice)
-    return { serverId: 'peer', revisions: {} }
-  })
-  await peer.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => peer.close())
-  return { url: `http://127.0.0.1:${(peer.server.address() as { port: number }).port}`, notices }
-}
+import { buildApp, recordingPeer, SECRET } from './helpers/app.js'
 
 test('write() refuses a field its operation does not take: coded 400, nothing written, nothing sent', async (t) => {
   const peer = await recordingPeer(t)

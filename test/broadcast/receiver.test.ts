@@ -24,6 +24,20 @@ interface SendOptions {
   headers?: Record<string, string | undefined>
 }
 
+/** POSTs `payload` to the app's receiver, signed with `options.keys` (default the test key). */
+function signedPost (app: FastifyInstance, payload: string | Buffer, options: SendOptions = {}) {
+  const id = options.id ?? newMessageId()
+  const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000)
+  const headers = Object.entries({
+    'content-type': 'application/json',
+    'webhook-id': id,
+    'webhook-timestamp': String(timestamp),
+    'webhook-signature': sign(options.keys ?? [key], id, timestamp, payload),
+    ...options.headers
+  }).filter((entry): entry is [string, string] => entry[1] !== undefined)
+  return app.inject({ method: 'POST', url: '/webhook/refresh', headers: Object.fromEntries(headers), payload })
+}
+
 async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>, setup?: (app: FastifyInstance) => void, replays?: ReplayGuard) {
   const calls: ReceivedNotice[] = []
   const app = Fastify()
@@ -39,18 +53,7 @@ async function build (t: { teardown: (fn: () => unknown) => void }, handle?: (no
   })
   t.teardown(() => app.close())
 
-  async function send (payload: string | Buffer, options: SendOptions = {}) {
-    const id = options.id ?? newMessageId()
-    const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000)
-    const headers = Object.entries({
-      'content-type': 'application/json',
-      'webhook-id': id,
-      'webhook-timestamp': String(timestamp),
-      'webhook-signature': sign(options.keys ?? [key], id, timestamp, payload),
-      ...options.headers
-    }).filter((entry): entry is [string, string] => entry[1] !== undefined)
-    return app.inject({ method: 'POST', url: '/webhook/refresh', headers: Object.fromEntries(headers), payload })
-  }
+  const send = (payload: string | Buffer, options?: SendOptions) => signedPost(app, payload, options)
   return { app, calls, send, sendJson: (body: unknown, options?: SendOptions) => send(JSON.stringify(body), options) }
 }
 
@@ -214,17 +217,7 @@ test('an announcement (no changes) is answered, and every notice from a peer tel
     onContact: (origin, url) => { contacts.push([origin, url]) }
   })
   t.teardown(() => app.close())
-  const send = async (body: unknown) => {
-    const id = newMessageId()
-    const timestamp = Math.floor(Date.now() / 1000)
-    const payload = JSON.stringify(body)
-    return app.inject({
-      method: 'POST',
-      url: '/webhook/refresh',
-      headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign([key], id, timestamp, payload) },
-      payload
-    })
-  }
+  const send = (body: unknown) => signedPost(app, JSON.stringify(body))
   const announced = await send(notice({ changes: [], url: 'http://10.0.0.1:3000' }))
   t.equal(announced.statusCode, 200)
   t.same(announced.json(), { serverId: 'server-b', revisions: {} })
@@ -262,14 +255,7 @@ test('a notice carrying this instance\'s own serverId is a warning naming it', a
   await app.register(webhookRoutes, { keys: [key], serverId: 'server-b', handleNotice: async () => ({}) })
   t.teardown(() => app.close())
   const payload = JSON.stringify(notice({ origin: 'server-b' }))
-  const id = newMessageId()
-  const timestamp = Math.floor(Date.now() / 1000)
-  const res = await app.inject({
-    method: 'POST',
-    url: '/webhook/refresh',
-    headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign([key], id, timestamp, payload) },
-    payload
-  })
+  const res = await signedPost(app, payload)
   t.equal(res.statusCode, 200)
   t.match(lines, [{ level: 40, origin: 'server-b', msg: 'policy-cache: ignored a notice carrying this instance\'s own serverId; is SERVER_ID unique?' }])
   t.equal(lines.length, 1)
@@ -379,14 +365,7 @@ test('the body limit is configurable', async (t) => {
   await app.register(webhookRoutes, { keys: [key], serverId: 'server-b', bodyLimit: 128, handleNotice: async () => ({}) })
   t.teardown(() => app.close())
   const payload = JSON.stringify(notice({ padding: 'x'.repeat(128) }))
-  const id = newMessageId()
-  const timestamp = Math.floor(Date.now() / 1000)
-  const res = await app.inject({
-    method: 'POST',
-    url: '/webhook/refresh',
-    headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign([key], id, timestamp, payload) },
-    payload
-  })
+  const res = await signedPost(app, payload)
   t.equal(res.statusCode, 413)
 })
 

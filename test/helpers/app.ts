@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
+import type { Notice } from '../../lib/broadcast/notice.js'
 import policyCache, { type PolicyCacheOptions } from '../../lib/plugin.js'
 
 /** One app with the plugin (in-memory SQLite unless `db` is given), closed at the end of the test. */
@@ -45,4 +46,17 @@ export const WRITE_BODY_FIELDS: Readonly<Record<string, readonly string[]>> = {
   '/assign-user': ['tenant', 'group', 'user'],
   '/unassign-user': ['tenant', 'group', 'user'],
   '/refresh-tenant': ['tenant']
+}
+
+/** A peer that records the notices it gets and acknowledges them. */
+export async function recordingPeer (t: { teardown: (fn: () => unknown) => void }) {
+  const peer = Fastify()
+  const notices: Notice[] = []
+  peer.post('/webhook/refresh', async (request) => {
+    notices.push(request.body as Notice)
+    return { serverId: 'peer', revisions: {} }
+  })
+  await peer.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => peer.close())
+  return { url: `http://127.0.0.1:${(peer.server.address() as { port: number }).port}`, notices }
 }

@@ -39,6 +39,12 @@ export interface ServerConfig {
    * off), with MEMBERSHIP_HEARTBEAT_MS / MEMBERSHIP_TTL_MS / MEMBERSHIP_POLL_MS; `undefined`: off.
    */
   membership: { heartbeatMs?: number, ttlMs?: number, pollMs?: number } | undefined
+  /**
+   * On SIGTERM, how long to keep serving after the drain began (writes refused, `/health` 503
+   * `closing`) before closing the listener, so that a load balancer's health check sees it
+   * (SHUTDOWN_DELAY_MS, default 0).
+   */
+  shutdownDelayMs: number
 }
 
 /** A configuration mistake, always naming the variable (or argument) to fix. */
@@ -128,6 +134,7 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
 
   const syncRaw = value(env, 'SYNC_INTERVAL_MS')
   const ackRaw = value(env, 'ACK_TIMEOUT_MS')
+  const shutdownDelayRaw = value(env, 'SHUTDOWN_DELAY_MS')
   const logLevel = (value(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `"${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`)
 
@@ -165,7 +172,8 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     logLevel,
     adminToken,
     metrics: metricsRaw === '1' || metricsRaw === 'true',
-    membership
+    membership,
+    shutdownDelayMs: shutdownDelayRaw === undefined ? 0 : integer('SHUTDOWN_DELAY_MS', shutdownDelayRaw, 0, 60000)
   }
   // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
   resolveOptions(pluginOptions(config))

@@ -9,15 +9,18 @@
  * OTHER_SERVERS, POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
  * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL, ADMIN_TOKEN (bearer token required on
  * the policy routes), METRICS (0 turns /metrics off), MEMBERSHIP (0 turns it off; default on with a
- * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS. A bad configuration exits 1 with one line on
+ * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS, SHUTDOWN_DELAY_MS. A bad configuration exits 1 with one line on
  * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
  *
  * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.
  * SIGTERM or SIGINT closes it gracefully (exit 0), however it was started: `npm run server` execs
- * node itself, so the signal npm forwards reaches this process (README, "Start and stop").
+ * node itself, so the signal npm forwards reaches this process (README, "Start and stop"). First the
+ * plugin drains (writes refused with a coded 503, `/health` 503 `closing`, the membership left,
+ * writes in flight answered), then SHUTDOWN_DELAY_MS passes, then the server closes.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { realpathSync } from 'node:fs'
+import { setTimeout as delay } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
@@ -266,8 +269,9 @@ function fail (line: string): never {
 
 async function main (): Promise<void> {
   let app: FastifyInstance
+  let config: ServerConfig
   try {
-    const config = parseConfig(process.argv.slice(2), process.env)
+    config = parseConfig(process.argv.slice(2), process.env)
     app = (await startServer(config)).app
   } catch (err) {
     const line = describeStartupError(err)
@@ -278,19 +282,26 @@ async function main (): Promise<void> {
   let closing = false
   const shutdown = (signal: NodeJS.Signals): void => {
     // A repeated signal (Ctrl-C reaches a whole process group, a supervisor may follow up with
-    // SIGTERM) does not cut the graceful close short; the 10 s limit below bounds it.
+    // SIGTERM) does not cut the graceful close short; the limit below bounds it.
     if (closing) return
     closing = true
-    app.log.info({ signal }, 'shutting down')
+    const { shutdownDelayMs } = config
+    app.log.info({ signal, shutdownDelayMs }, 'shutting down')
+    const limitMs = shutdownDelayMs + 10000
     const force = setTimeout(() => {
-      app.log.error('shutdown took longer than 10 s; exiting')
+      app.log.error({ limitMs }, 'shutdown took too long; exiting')
       process.exit(1)
-    }, 10000)
+    }, limitMs)
     force.unref()
-    app.close().then(() => process.exit(0), (err) => {
-      app.log.error({ err }, 'shutdown failed')
-      process.exit(1)
-    })
+    // Drain first: while the load balancer still sends here, writes get a coded 503 it can retry
+    // elsewhere and /health answers 503 `closing`; then the listener closes.
+    app.policyCache.drain()
+      .then(() => delay(shutdownDelayMs))
+      .then(() => app.close())
+      .then(() => process.exit(0), (err: unknown) => {
+        app.log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      })
   }
   process.on('SIGINT', shutdown)
   process.on('SIGTERM', shutdown)

@@ -59,6 +59,18 @@ export interface PolicyCacheApi {
   /** The revision this instance answers the tenant from (loading it if needed). */
   revision (tenant: string): Promise<number>
 
+  /**
+   * Begins a graceful shutdown (before `app.close()`, e.g. on SIGTERM, to let a load balancer see
+   * `/health` answer 503 `closing` while requests in flight finish): new writes are refused with 503
+   * FST_POLICY_CACHE_CLOSING, `/health` answers 503 `closing`, this instance leaves the membership;
+   * resolves once the writes in flight have answered — committed, applied and sent to the peers, each
+   * within `writeTimeoutMs` + `ackTimeoutMs`. Checks and reads are still served. Idempotent; never
+   * rejects. `app.close()` calls it first.
+   */
+  drain (): Promise<void>
+  /** Whether a graceful shutdown began (`drain` or `app.close()`). */
+  readonly closing: boolean
+
   /** Each peer's delivery state and stats, as `/servers` shows them. */
   peers (): PeerStatus[]
   /** Cache and engine counters. */

@@ -124,11 +124,6 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     joinCatchUp.unref()
   }
 
-  // One preClose: a graceful close leaves the membership first, so that writers stop sending here
-  // at their next poll while requests in flight finish.
-  fastify.addHook('preClose', async () => {
-    await membership?.leave()
-  })
   // One onClose, tearing down in reverse order and only what the plugin created.
   fastify.addHook('onClose', async () => {
     antiEntropy.stop()
@@ -152,7 +147,13 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
     writeTimeoutMs: opts.writeTimeoutMs,
     log,
-    identify: opts.identify
+    identify: opts.identify,
+    leave: async () => { await membership?.leave() }
+  })
+  // One preClose: a graceful close (`drain`, README "Start and stop") refuses new writes, leaves the membership
+  // — writers stop sending here at their next poll — and waits for the writes in flight.
+  fastify.addHook('preClose', async () => {
+    await engine.drain()
   })
   await startWithin(startupTimeoutMs, async () => {
     await engine.start()

@@ -10,7 +10,7 @@ import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { DEFAULTS } from './defaults.js'
-import { ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
+import { ClosingError, ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
   assertChange, assertIdentifier, assertPermission, changeFields, isIdentifier, isPermission,
@@ -85,6 +85,11 @@ export interface PolicyCacheDeps {
   repairSpacingMs?: number
   /** The clock, epoch milliseconds (tests). Default `Date.now`. */
   now?: () => number
+  /**
+   * What a graceful shutdown does besides refusing writes, in parallel with the writes in flight
+   * (the plugin: leave the membership, so that writers stop sending here). Must not reject.
+   */
+  leave?: () => Promise<void>
 }
 
 /** Senders on another database remembered, so that each is logged once (a bound: a flood of ids cannot grow it). */
@@ -158,6 +163,11 @@ export class PolicyCache implements PolicyCacheApi {
   /** When the latest write that reached the database failed there (5xx); undefined once one succeeds. */
   #writeFailedAt: number | undefined
   readonly #now: () => number
+  readonly #leave: (() => Promise<void>) | undefined
+  /** Writes between their validation and their answer: a graceful shutdown waits for them. */
+  readonly #inFlight = new Set<Promise<unknown>>()
+  /** Set by the first `drain()`: from then on writes are refused and `/health` answers `closing`. */
+  #draining: Promise<void> | undefined
 
   constructor (deps: PolicyCacheDeps) {
     this.serverId = deps.serverId
@@ -168,6 +178,7 @@ export class PolicyCache implements PolicyCacheApi {
     this.#log = deps.log
     this.#identify = deps.identify
     this.#now = deps.now ?? Date.now
+    this.#leave = deps.leave
     this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants, repairSpacingMs: deps.repairSpacingMs })
   }
 
@@ -281,17 +292,42 @@ export class PolicyCache implements PolicyCacheApi {
   async write (tenant: string, change: Change): Promise<WriteOutcome> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
+    if (this.#draining !== undefined) throw new ClosingError()
     // A copy: the caller's object is neither kept in the cache nor changed later.
     const own = changeFields(change)
+    const writing = this.#write(tenant, own)
+    this.#inFlight.add(writing)
     try {
-      const outcome = await this.#write(tenant, own)
+      const outcome = await writing
       this.#writeFailedAt = undefined
       return outcome
     } catch (err) {
       // The database's failures, not the client's (a 404 group, a 409 cycle).
       if (((err as { statusCode?: number }).statusCode ?? 500) >= 500) this.#writeFailedAt = this.#now()
       throw err
+    } finally {
+      this.#inFlight.delete(writing)
     }
+  }
+
+  /** Whether a graceful shutdown began (`drain`): writes are refused, `/health` answers 503 `closing`. */
+  get closing (): boolean {
+    return this.#draining !== undefined
+  }
+
+  /**
+   * Begins a graceful shutdown: new writes are refused at once (503 FST_POLICY_CACHE_CLOSING) and
+   * `/health` answers 503 `closing`; resolves once the writes in flight have answered (each bounded by
+   * `writeTimeoutMs` for its commit and `ackTimeoutMs` for its peers) and this instance has left the
+   * membership. Checks, reads and peers' notices are still served. Idempotent; never rejects.
+   * `app.close()` calls it first.
+   */
+  drain (): Promise<void> {
+    this.#draining ??= Promise.all([
+      Promise.allSettled(this.#inFlight),
+      this.#leave?.()
+    ]).then(() => {})
+    return this.#draining
   }
 
   /**

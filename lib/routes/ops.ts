@@ -23,7 +23,7 @@ export async function healthRoute (fastify: FastifyInstance, { engine, membershi
 
   app.get(path, {
     schema: {
-      description: 'Liveness and database reachability; 503 when the database does not answer; `status: degraded` (200) while writes fail on a database that answers reads',
+      description: 'Liveness and database reachability; 503 when the database does not answer or a graceful shutdown began (`status: closing`); `status: degraded` (200) while writes fail on a database that answers reads',
       tags: ['ops'],
       response: { 200: HealthReply, 503: HealthReply }
     }
@@ -31,9 +31,10 @@ export async function healthRoute (fastify: FastifyInstance, { engine, membershi
     const db = await engine.ping().then(() => 'ok' as const, () => 'unavailable' as const)
     const writes = engine.writesFailing() ? 'failing' as const : 'ok' as const
     const peers = engine.peers()
-    if (db !== 'ok') reply.code(503)
+    const closing = engine.closing
+    if (db !== 'ok' || closing) reply.code(503)
     return {
-      status: db !== 'ok' ? 'unavailable' as const : writes !== 'ok' ? 'degraded' as const : 'ok' as const,
+      status: closing ? 'closing' as const : db !== 'ok' ? 'unavailable' as const : writes !== 'ok' ? 'degraded' as const : 'ok' as const,
       serverId: engine.serverId,
       uptimeMs: Date.now() - startedAt,
       db,

@@ -93,8 +93,8 @@ export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, 
 })
 
 export const HealthReply = Type.Object({
-  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable')], {
-    description: '`unavailable` (503) when the database does not answer; `degraded` (200) when it does but writes are failing'
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable'), Type.Literal('closing')], {
+    description: '`closing` (503) once a graceful shutdown began (take the instance out of rotation); `unavailable` (503) when the database does not answer; `degraded` (200) when it does but writes are failing'
   }),
   serverId: Type.String(),
   uptimeMs: Type.Integer({ minimum: 0 }),

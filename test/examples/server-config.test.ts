@@ -33,7 +33,7 @@ interface Run { code: number | null, signal: string | null, stdout: string, stde
 function runServer (args: string[], env: Record<string, string>, timeoutMs = 60000): Promise<Run> {
   const base = { ...process.env }
   for (const name of ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
-    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP']) delete base[name]
+    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP', 'SHUTDOWN_DELAY_MS']) delete base[name]
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), SERVER, ...args], {
       cwd: ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe']
@@ -68,7 +68,8 @@ test('parseConfig: defaults', async (t) => {
     logLevel: 'info',
     adminToken: undefined,
     metrics: true,
-    membership: undefined
+    membership: undefined,
+    shutdownDelayMs: 0
   })
 })
 
@@ -93,7 +94,8 @@ test('parseConfig: every variable', async (t) => {
     SYNC_INTERVAL_MS: '0',
     ACK_TIMEOUT_MS: '500',
     POLICY_TABLE_PREFIX: 'pc_',
-    LOG_LEVEL: 'WARN'
+    LOG_LEVEL: 'WARN',
+    SHUTDOWN_DELAY_MS: '5000'
   })
   t.equal(config.port, 3001, 'the argument wins over PORT')
   t.equal(config.host, '0.0.0.0')
@@ -106,6 +108,7 @@ test('parseConfig: every variable', async (t) => {
   t.equal(config.ackTimeoutMs, 500)
   t.equal(config.tablePrefix, 'pc_')
   t.equal(config.logLevel, 'warn')
+  t.equal(config.shutdownDelayMs, 5000)
 
   t.equal(parseConfig([], { PORT: '3005' }).port, 3005, 'PORT without an argument')
   t.equal(parseConfig([], { HOST: '10.1.2.3', PORT: '80' }).publicUrl, 'http://10.1.2.3:80', 'a specific host is the default public URL')
@@ -144,7 +147,8 @@ test('parseConfig: each mistake names its variable', async (t) => {
     [{ MEMBERSHIP: '1' }, [], /^invalid configuration: MEMBERSHIP: needs WEBHOOK_SECRET/],
     [{ MEMBERSHIP: '1', WEBHOOK_SECRET: STRONG }, ['0'], /^invalid configuration: MEMBERSHIP: needs PUBLIC_URL/],
     [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_HEARTBEAT_MS: '1000', MEMBERSHIP_TTL_MS: '1500' }, [], /^invalid configuration: MEMBERSHIP_TTL_MS: /],
-    [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_POLL_MS: 'soon' }, [], /^invalid configuration: MEMBERSHIP_POLL_MS: /]
+    [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_POLL_MS: 'soon' }, [], /^invalid configuration: MEMBERSHIP_POLL_MS: /],
+    [{ SHUTDOWN_DELAY_MS: '61000' }, [], /^invalid configuration: SHUTDOWN_DELAY_MS: /]
   ]
   for (const [vars, argv, expected] of cases) {
     const err = (() => {

@@ -18,11 +18,12 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const START_LIMIT_MS = 60000
 const EXIT_LIMIT_MS = 30000
 // Seven real starts, two of them three-server clusters: more than the suite's per-file default.
-tap.setTimeout(420000)
+tap.setTimeout(480000)
 
 /** The variables the example server reads, cleared so the caller's environment cannot leak in. */
 const SERVER_VARIABLES = ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
-  'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'ADMIN_TOKEN', 'METRICS']
+  'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'ADMIN_TOKEN', 'METRICS', 'MEMBERSHIP',
+  'MEMBERSHIP_HEARTBEAT_MS', 'MEMBERSHIP_TTL_MS', 'MEMBERSHIP_POLL_MS', 'SHUTDOWN_DELAY_MS']
 
 interface Started {
   /** The process spawned, leader of its own process group. */
@@ -33,7 +34,7 @@ interface Started {
 }
 
 /** Spawns `command` in a new process group and resolves once its output matches `ready`. */
-async function start (t: Test, command: string, args: string[], ready: RegExp): Promise<Started> {
+async function start (t: Test, command: string, args: string[], ready: RegExp, extraEnv: NodeJS.ProcessEnv = {}): Promise<Started> {
   const dir = mkdtempSync(join(tmpdir(), 'policy-cache-signals-'))
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const name of SERVER_VARIABLES) delete env[name]
@@ -42,7 +43,7 @@ async function start (t: Test, command: string, args: string[], ready: RegExp): 
   // start within the demo's own health deadline even on a loaded machine.
   const top = spawn('env', ['-u', 'NODE_OPTIONS', command, ...args], {
     cwd: ROOT,
-    env: { ...env, POLICY_DB: join(dir, 'policy.db'), LOG_LEVEL: 'info' },
+    env: { ...env, POLICY_DB: join(dir, 'policy.db'), LOG_LEVEL: 'info', ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true
   })
@@ -168,6 +169,25 @@ function run (): void {
       t.match(started.output(), new RegExp(`"signal":"${way.signal}".*"msg":"shutting down"`), 'the server logged its graceful shutdown')
     })
   }
+
+  test('SIGTERM drains first: /health answers 503 closing and writes a coded 503 for SHUTDOWN_DELAY_MS, then the server exits 0', async (t) => {
+    // The delay is the window under test, not a bound on it: long enough for a loaded machine to
+    // make the requests below inside it.
+    const started = await start(t, process.execPath, ['--import', 'tsx', 'examples/server.ts', '0'], SERVER_READY, { SHUTDOWN_DELAY_MS: '5000' })
+    const base = `http://127.0.0.1:${listeningPort(started.output())}`
+    t.equal((await fetch(`${base}/health`)).status, 200)
+    process.kill(started.top.pid!, 'SIGTERM')
+    let health = await fetch(`${base}/health`)
+    while (health.status === 200) health = await fetch(`${base}/health`)
+    t.equal(health.status, 503, '/health answers 503 once the drain began')
+    t.match(await health.json(), { status: 'closing' })
+    const write = await fetch(`${base}/create-group`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tenant: 't1', group: 'g' }) })
+    t.equal(write.status, 503, 'a write is refused')
+    t.match(await write.json(), { code: 'FST_POLICY_CACHE_CLOSING' })
+    const check = await fetch(`${base}/check-access?tenant=t1&user=u&permission=a:b`)
+    t.equal(check.status, 200, 'checks are still answered')
+    await stopAndCheck(t, started, started.top.pid!, 'SIGTERM', [Number(new URL(base).port)])
+  })
 
   test('npm run server: Ctrl-C in a terminal (SIGINT to the whole process group)', async (t) => {
     const started = await start(t, 'npm', ['run', 'server', '--', '0'], SERVER_READY)

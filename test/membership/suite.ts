@@ -108,10 +108,20 @@ export function membershipSuite (t: Test, name: string, database: (t: Test) => P
     await c.close()
     await until('a and b drop c', () => peerOf(a, c.url) === undefined && peerOf(b, c.url) === undefined)
     const after = await a.app.policyCache.createGroup('t1', 'h')
-    if (after.peers.total !== 1) console.error(JSON.stringify(a.app.policyCache.peers()), JSON.stringify(await a.membership.members()), JSON.stringify(a.logs), JSON.stringify(b.logs))
     t.match(after, { peers: { acked: 1, total: 1 } })
     const health = await a.app.inject({ url: '/health' })
     t.match(health.json(), { status: 'ok', membership: 'ok', peers: { total: 1 } })
+  })
+
+  test('drain (the start of a graceful shutdown) leaves the membership while the instance still serves', async (t, database) => {
+    const a = await startMember(t, database, 'a')
+    const b = await startMember(t, database, 'b')
+    await until('a sees b', () => peerOf(a, b.url))
+    await b.app.policyCache.drain()
+    t.match((await a.membership.members()).members.find((row) => row.serverId === 'b'), { status: 'leaving' }, 'b\'s row says leaving once drained')
+    await until('a drops b', () => peerOf(a, b.url) === undefined)
+    t.match((await b.app.inject({ url: '/health' })).json(), { status: 'closing' }, 'b still answers, as closing')
+    t.match(await a.app.policyCache.createGroup('t1', 'g'), { peers: { acked: 0, total: 0 } }, 'a\'s writes no longer wait for b')
   })
 
   test('a member that stops heartbeating (a crash) costs writers an answered refusal, then expires', async (t, database) => {

@@ -12,11 +12,6 @@ export interface AntiEntropyOptions {
   intervalMs: number
   /** One round's work: catch up the cached tenants that are behind and repair those that differ. */
   sync: () => Promise<{ behind: string[], repaired: string[] }>
-  /**
-   * Run at the start of each round, before `sync` (re-resolving a function-valued `peers`); a
-   * rejection fails the round like a failed `sync`.
-   */
-  refreshPeers?: () => Promise<void>
   /** Where caught-up tenants (info), repaired tenants and failed rounds (warn) are reported. */
   log: {
     info (obj: object, msg: string): void
@@ -58,8 +53,7 @@ export class AntiEntropy {
   }
 
   async #round (): Promise<void> {
-    const { refreshPeers, sync, log } = this.#options
-    if (refreshPeers !== undefined) await refreshPeers()
+    const { sync, log } = this.#options
     const { behind, repaired } = await sync()
     if (behind.length > 0) log.info({ tenants: behind }, 'policy-cache: sync caught up tenants that were behind')
     if (repaired.length > 0) {

@@ -75,18 +75,17 @@ test('rounds never overlap: a slow round delays the next', async (t) => {
   t.equal(rounds, 2, 'the next round an interval after the first ended')
 })
 
-test('peers are refreshed before each sync; tenants caught up are logged', async (t) => {
+test('each round syncs once; tenants caught up are logged', async (t) => {
   const tick = mockTimers(t)
   const calls: string[] = []
   const { logs } = start(t, {
-    refreshPeers: async () => { calls.push('refresh') },
     sync: async () => { calls.push('sync'); return { behind: ['t1', 't2'], repaired: [] } }
   })
   tick(INTERVAL * 1.1)
   await turn()
   tick(INTERVAL * 1.1)
   await turn()
-  t.same(calls, ['refresh', 'sync', 'refresh', 'sync'])
+  t.same(calls, ['sync', 'sync'])
   t.same(logs[0], { level: 'info', obj: { tenants: ['t1', 't2'] }, msg: 'policy-cache: sync caught up tenants that were behind' })
   t.equal(logs.length, 2)
 })
@@ -113,14 +112,11 @@ test('a round that catches nothing up logs nothing', async (t) => {
   t.same(logs, [])
 })
 
-test('a failed refresh or sync is a warning, skips the rest of the round, and the rounds go on', async (t) => {
+test('a failed sync is a warning, and the rounds go on', async (t) => {
   const tick = mockTimers(t)
-  const refreshError = new Error('DNS down')
   const syncError = new Error('database down')
-  let refreshFails = true
   let syncs = 0
   const { logs } = start(t, {
-    refreshPeers: async () => { if (refreshFails) throw refreshError },
     sync: async () => {
       syncs++
       if (syncs === 1) throw syncError
@@ -129,14 +125,8 @@ test('a failed refresh or sync is a warning, skips the rest of the round, and th
   })
   tick(INTERVAL * 1.1)
   await turn()
-  t.equal(syncs, 0, 'no sync after a failed refresh')
-  t.same(logs, [{ level: 'warn', obj: { err: refreshError }, msg: 'policy-cache: sync failed' }])
-
-  refreshFails = false
-  tick(INTERVAL * 1.1)
-  await turn()
   t.equal(syncs, 1)
-  t.same(logs[1], { level: 'warn', obj: { err: syncError }, msg: 'policy-cache: sync failed' })
+  t.same(logs, [{ level: 'warn', obj: { err: syncError }, msg: 'policy-cache: sync failed' }])
 
   tick(INTERVAL * 1.1)
   await turn()

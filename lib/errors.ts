@@ -36,6 +36,9 @@ export const WriteOutcomeUnknownError: FastifyErrorConstructor<{ code: 'FST_POLI
   createError('FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN',
     'The policy database did not finish the write to tenant "%s" within %d ms (writeTimeoutMs): its outcome is unknown — it may still commit. Read the tenant\'s revision before deciding; retrying is safe (a write already applied changes nothing)', 503)
 
+export const DnsPeersError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_DNS_PEERS', statusCode: 503 }, [string, string, Cause?]> =
+  createError('FST_POLICY_CACHE_DNS_PEERS', 'Resolving the peers\' DNS name "%s" failed: %s', 503)
+
 export const UnauthorizedWebhookError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_UNAUTHORIZED', statusCode: 401 }, []> =
   createError('FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)
 

@@ -22,6 +22,7 @@ const TESTS = {
   'lib/broadcast/delivery.ts': ['test/broadcast/delivery.test.ts', 'test/broadcast/observe.test.ts', 'test/peer-urls.test.ts', 'test/broadcast/broadcaster.test.ts'],
   'lib/broadcast/broadcaster.ts': ['test/broadcast/observe.test.ts', 'test/peer-urls.test.ts', 'test/broadcast/broadcaster.test.ts'],
   'lib/broadcast/receiver.ts': ['test/broadcast/receiver.test.ts'],
+  'lib/broadcast/peer-set.ts': ['test/membership/options.test.ts', 'test/membership/sqlite.test.ts'],
   'lib/broadcast/status.ts': [],
   'lib/cache/anti-entropy.ts': ['test/cache/anti-entropy.test.ts'],
   'lib/cache/tenant-state.ts': ['test/cache/tenant-state.test.ts', 'test/cache/tenant-cache.test.ts'],
@@ -50,6 +51,8 @@ const ORDER = [
   'test/options.test.ts',
   'test/peer-urls.test.ts',
   'test/broadcast/broadcaster.test.ts',
+  'test/membership/options.test.ts',
+  'test/membership/sqlite.test.ts',
   'test/store/sqlite.test.ts',
   'test/store/postgres.test.ts',
   'test/store/mysql.test.ts'

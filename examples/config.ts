@@ -5,7 +5,7 @@
  */
 import { normalizePeerUrl, resolvePeerList } from '../lib/broadcast/peer-list.js'
 import { resolveOptions } from '../lib/options.js'
-import type { PolicyCacheOptions } from '../lib/plugin.js'
+import { dnsPeers, type DnsPeersOptions, type PolicyCacheOptions } from '../lib/plugin.js'
 
 /** Where the policies live: a SQLite file, or a PostgreSQL / MySQL server. */
 export type DbConfig =
@@ -21,6 +21,11 @@ export interface ServerConfig {
   /** Empty: no webhook route, no peers allowed. Several while rotating (all sign, any verifies). */
   webhookSecrets: string[]
   peers: string[]
+  /**
+   * Peers from a headless Service's DNS name (PEERS_DNS `[http(s)://]name:port[/prefix]`, asking
+   * PEERS_DNS_SERVER if set), resolved again every 5 s; `undefined`: none.
+   */
+  peersDns: DnsPeersOptions | undefined
   db: DbConfig
   /** This instance's URL as the peers see it; `undefined` only when listening on port 0. */
   publicUrl: string | undefined
@@ -98,6 +103,39 @@ function list (raw: string | undefined): string[] {
   return (raw ?? '').split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
 }
 
+/** `[http(s)://]name:port[/prefix]`: the scheme defaults to http; the port is required (a headless Service has no default). */
+const PEERS_DNS = /^(?:(https?):\/\/)?([^:/]*):([0-9]+)(\/.*)?$/i
+
+/**
+ * PEERS_DNS (and PEERS_DNS_SERVER) as dnsPeers options, checked by dnsPeers itself; `undefined` when
+ * unset. Mistakes name the variable.
+ */
+function parsePeersDns (raw: string | undefined, serversRaw: string | undefined, staticPeers: boolean): DnsPeersOptions | undefined {
+  if (raw === undefined) {
+    if (serversRaw !== undefined) throw new ConfigError('PEERS_DNS_SERVER', 'is only used with PEERS_DNS')
+    return undefined
+  }
+  if (staticPeers) throw new ConfigError('PEERS_DNS', 'set OTHER_SERVERS or PEERS_DNS, not both')
+  const match = PEERS_DNS.exec(raw)
+  if (match === null) throw new ConfigError('PEERS_DNS', `"${raw}" is not name:port (e.g. policy.default.svc.cluster.local:3000)`)
+  const [, scheme, name, port, path] = match
+  const options: DnsPeersOptions = {
+    name,
+    port: integer('PEERS_DNS port', port, 1, 65535),
+    protocol: scheme?.toLowerCase() === 'https' ? 'https' : 'http',
+    ...(path === undefined ? {} : { path }),
+    ...(serversRaw === undefined ? {} : { servers: list(serversRaw) })
+  }
+  try {
+    dnsPeers(options)
+  } catch (err) {
+    const named = /^Invalid option "dnsPeers\.([a-zA-Z]+)": ([^]*)$/.exec((err as Error).message)
+    if (named === null) throw err
+    throw named[1] === 'servers' ? new ConfigError('PEERS_DNS_SERVER', named[2]) : new ConfigError('PEERS_DNS', `${named[1]} ${named[2]}`)
+  }
+  return options
+}
+
 function parseDb (raw: string | undefined): DbConfig {
   const db = raw ?? DEFAULT_POLICY_DB
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(db)?.[1]?.toLowerCase()
@@ -131,6 +169,7 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     : port === 0 ? undefined : defaultPublicUrl(host, port)
   // Normalised and deduplicated; this instance's own URL dropped, so one list can serve every instance.
   const { peers } = resolvePeerList(list(env.OTHER_SERVERS), publicUrl, 'OTHER_SERVERS')
+  const peersDns = parsePeersDns(value(env, 'PEERS_DNS'), value(env, 'PEERS_DNS_SERVER'), peers.length > 0)
 
   const syncRaw = value(env, 'SYNC_INTERVAL_MS')
   const ackRaw = value(env, 'ACK_TIMEOUT_MS')
@@ -164,6 +203,7 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     serverId: value(env, 'SERVER_ID'),
     webhookSecrets,
     peers,
+    peersDns,
     db: parseDb(value(env, 'POLICY_DB')),
     publicUrl,
     syncIntervalMs: syncRaw === undefined ? DEFAULT_SYNC_INTERVAL_MS : integer('SYNC_INTERVAL_MS', syncRaw, 0, 86400000),
@@ -183,7 +223,7 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
 /** The plugin options this configuration stands for, without the database. */
 export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
   const options: PolicyCacheOptions = {
-    peers: config.peers,
+    peers: config.peersDns === undefined ? config.peers : dnsPeers(config.peersDns),
     serverId: config.serverId,
     publicUrl: config.publicUrl,
     syncIntervalMs: config.syncIntervalMs,
@@ -212,6 +252,7 @@ export function describeStartupError (err: unknown): string | undefined {
     return `invalid configuration: ${variable}: ${oneLine(named[2])}`
   }
   if (code === 'FST_POLICY_CACHE_STORE_UNAVAILABLE') return `the policy database (POLICY_DB) is unavailable: ${oneLine(withCauses(err as Error))}`
+  if (code === 'FST_POLICY_CACHE_DNS_PEERS') return `the peers' DNS name (PEERS_DNS) does not resolve: ${oneLine(message)}`
   if (code === 'EADDRINUSE') return `the port is already in use: ${oneLine(message)}`
   if (code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'ENOTFOUND') return `cannot listen: ${oneLine(message)}`
   return undefined

@@ -6,7 +6,9 @@
  *   WEBHOOK_SECRET=whsec_… OTHER_SERVERS=http://127.0.0.1:3002,http://127.0.0.1:3003 SERVER_ID=server-1 npm run server -- 3001
  *
  * Environment: PORT, HOST, SERVER_ID, WEBHOOK_SECRET (comma-separated while rotating),
- * OTHER_SERVERS, POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
+ * OTHER_SERVERS, PEERS_DNS (`[http(s)://]name:port[/prefix]` of a Kubernetes headless Service,
+ * instead of OTHER_SERVERS), PEERS_DNS_SERVER (DNS servers to ask; default the system's),
+ * POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
  * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL, ADMIN_TOKEN (bearer token required on
  * the policy routes), METRICS (0 turns /metrics off), MEMBERSHIP (0 turns it off; default on with a
  * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS, SHUTDOWN_DELAY_MS. A bad configuration exits 1 with one line on
@@ -252,6 +254,7 @@ export async function startServer (
     url,
     listening: address,
     peers: app.policyCache.peers().length,
+    ...(config.peersDns === undefined ? {} : { peersDns: config.peersDns.name }),
     db: config.db.kind,
     ...(config.db.kind === 'sqlite' ? { file: config.db.file } : {}),
     webhook: config.webhookSecrets.length > 0,

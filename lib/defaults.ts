@@ -44,6 +44,8 @@ export const DEFAULTS = Object.freeze({
   membership: Object.freeze({ heartbeatMs: 5000, ttlMs: 15000, pollMs: 1000 }),
   /** How often a function-valued `peers` is resolved again. */
   peerRefreshMs: 5000,
+  /** `dnsPeers()`: the peers' scheme, which address records to use, and the bound on one lookup. */
+  dnsPeers: Object.freeze({ protocol: 'http', family: 'auto', timeoutMs: 2000 } as const),
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

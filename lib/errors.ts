@@ -39,6 +39,9 @@ export const WriteOutcomeUnknownError: FastifyErrorConstructor<{ code: 'FST_POLI
 export const ClosingError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CLOSING', statusCode: 503 }, []> =
   createError('FST_POLICY_CACHE_CLOSING', 'This instance is shutting down and takes no new writes; send the write to another instance', 503)
 
+export const DnsPeersError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_DNS_PEERS', statusCode: 503 }, [string, string, Cause?]> =
+  createError('FST_POLICY_CACHE_DNS_PEERS', 'Resolving the peers\' DNS name "%s" failed: %s', 503)
+
 export const UnauthorizedWebhookError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_UNAUTHORIZED', statusCode: 401 }, []> =
   createError('FST_POLICY_CACHE_UNAUTHORIZED', 'Webhook authentication failed', 401)
 

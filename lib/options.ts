@@ -15,7 +15,7 @@ import type { MetricsRegistry } from './metrics.js'
 import { isIdentifier } from './model.js'
 import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/index.js'
 
-/** Peer URLs, or a function the plugin calls at startup and on every sync to re-resolve them. */
+/** Peer URLs, or a function the plugin calls at startup and again every `peerRefreshMs` (e.g. `dnsPeers`). */
 export type PeersOption = readonly string[] | (() => Promise<readonly string[]>)
 
 /** Where the policy and check routes are mounted: `prefix` goes under the register prefix. */
@@ -239,7 +239,7 @@ function closest (key: string, known: readonly string[]): string | undefined {
  * `value` as an object of known keys: throws naming `name` when it is not a plain object, and naming
  * the first unknown key (with the known key it most likely means).
  */
-function knownKeys<T extends object> (name: string | undefined, value: unknown, known: readonly string[]): T {
+export function knownKeys<T extends object> (name: string | undefined, value: unknown, known: readonly string[]): T {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new InvalidOptionError(name ?? 'options', 'must be an object')
   }
@@ -294,7 +294,8 @@ const ROUTE_PATH = /^\/[A-Za-z0-9._~/-]*$/
 /** A route prefix: empty, or `/segment(/segment)*` without a trailing slash. */
 const ROUTE_PREFIX = /^(\/[A-Za-z0-9._~-]+)*$/
 
-function routePrefix (name: string, value: unknown, fallback: string): string {
+/** A route prefix option (`/admin`, no trailing slash) or `fallback` when absent; anything else throws naming `name`. */
+export function routePrefix (name: string, value: unknown, fallback: string): string {
   if (value === undefined) return fallback
   if (typeof value !== 'string' || !ROUTE_PREFIX.test(value)) throw new InvalidOptionError(name, 'must be a path prefix like "/admin" (no trailing slash)')
   return value

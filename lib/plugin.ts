@@ -186,6 +186,7 @@ export default plugin
 export { plugin as policyCache }
 export { DEFAULTS } from './defaults.js'
 export type { PolicyCacheApi } from './api.js'
+export { dnsPeers, type DnsPeersOptions, type DnsPeersFamily } from './broadcast/dns-peers.js'
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
 export type { WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'

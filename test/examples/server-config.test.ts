@@ -33,7 +33,7 @@ interface Run { code: number | null, signal: string | null, stdout: string, stde
 function runServer (args: string[], env: Record<string, string>, timeoutMs = 60000): Promise<Run> {
   const base = { ...process.env }
   for (const name of ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
-    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP', 'SHUTDOWN_DELAY_MS']) delete base[name]
+    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP', 'SHUTDOWN_DELAY_MS', 'PEERS_DNS', 'PEERS_DNS_SERVER']) delete base[name]
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), SERVER, ...args], {
       cwd: ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe']
@@ -60,6 +60,7 @@ test('parseConfig: defaults', async (t) => {
     serverId: undefined,
     webhookSecrets: [],
     peers: [],
+    peersDns: undefined,
     db: { kind: 'sqlite', file: './data/policy.db' },
     publicUrl: 'http://127.0.0.1:3000',
     syncIntervalMs: 30000,

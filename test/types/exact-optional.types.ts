@@ -4,7 +4,7 @@
  * test/types/exact-optional.test.ts, and without it by `npm run typecheck`.
  */
 import Fastify from 'fastify'
-import policyCache, { type PolicyCacheOptions } from '../../lib/plugin.js'
+import policyCache, { dnsPeers, type DnsPeersOptions, type PolicyCacheOptions } from '../../lib/plugin.js'
 
 const env: Record<string, string | undefined> = process.env
 const number = (value: string | undefined): number | undefined => value === undefined ? undefined : Number(value)
@@ -65,3 +65,14 @@ export const nested: PolicyCacheOptions = {
   membership: { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined },
   metrics: { registry: undefined, path: undefined, prefix: undefined }
 }
+
+/** dnsPeers' optional keys, each `undefined`, as from an environment without them. */
+export const dnsOptions: DnsPeersOptions = { name: 'policy.default.svc.cluster.local', port: 3000, protocol: undefined, path: env.PEERS_PATH, servers: undefined, family: undefined, timeoutMs: number(env.DNS_TIMEOUT_MS) }
+export const dnsOptional = {
+  protocol: undefined,
+  path: undefined,
+  servers: undefined,
+  family: undefined,
+  timeoutMs: undefined
+} satisfies Record<Exclude<keyof DnsPeersOptions, 'name' | 'port'>, undefined>
+export const fromDns: PolicyCacheOptions = { peers: dnsPeers({ ...dnsOptions, ...dnsOptional }) }

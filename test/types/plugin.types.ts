@@ -4,7 +4,7 @@
  */
 import Fastify from 'fastify'
 import { Kysely } from 'kysely'
-import policyCache, { type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
+import policyCache, { dnsPeers, type DnsPeersOptions, type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_ok: T): void {}
@@ -74,4 +74,22 @@ export async function guardUsage (): Promise<void> {
   app.get('/x', { config: { policy: ['documents:read'] } }, async () => ({}))
   // @ts-expect-error identify returns { tenant, user }
   await app.register(policyCache, { identify: () => ({ tenant: 't' }) })
+}
+
+export async function dnsPeersUsage (): Promise<void> {
+  const app = Fastify()
+  const peers = dnsPeers({ name: 'policy.default.svc.cluster.local', port: 3000 })
+  expectType<Equal<typeof peers, () => Promise<string[]>>>(true)
+  await app.register(policyCache, { peers, publicUrl: 'http://10.0.0.2:3000', webhookSecret: 'x'.repeat(16) })
+  const options: DnsPeersOptions = { name: 'policy', port: 8443, protocol: 'https', path: '/policy', servers: ['10.96.0.10', '[::1]:53'], family: 'both', timeoutMs: 500 }
+  expectType<Equal<DnsPeersOptions['family'], 'auto' | 'ipv4' | 'ipv6' | 'both' | undefined>>(true)
+  dnsPeers(options)
+  // @ts-expect-error the port is a number
+  dnsPeers({ name: 'policy', port: '3000' })
+  // @ts-expect-error http or https
+  dnsPeers({ name: 'policy', port: 3000, protocol: 'ftp' })
+  // @ts-expect-error the name is required
+  dnsPeers({ port: 3000 })
+  // @ts-expect-error ipv4, ipv6, both or auto
+  dnsPeers({ name: 'policy', port: 3000, family: 'inet6' })
 }

@@ -17,6 +17,11 @@
  * 5. every instance lists exactly the others in /servers, from the membership, with each one's
  *    current incarnation; the killed one leaves once its row expires.
  *
+ * On SQLite the writes do not wait for the peers (`ACK_TIMEOUT_MS=0`): a check on another instance
+ * right after a write is usually ahead of what that instance has been told, so (2) rests on the
+ * `minRevision` catch-up (a cache answering as it is fails it dozens of times per run). On PostgreSQL
+ * they wait up to 3 s for every peer's acknowledgement, so a graceful close has notices in flight.
+ *
  * Failed writes and checks (refused connections, resets, 503 while an instance closes) are counted,
  * never asserted on. Waits are positive (health, /servers, acknowledged writes, convergence) with
  * deadlines far above what they take; no durations are asserted (bench/ measures them).
@@ -471,8 +476,8 @@ async function rollingRestart (t: Test, cluster: Cluster, db: Kysely<any>, prefi
   if (errors.length > 0) t.comment(`errors logged (not asserted):\n${errors.join('\n')}`)
 }
 
-test('rolling restart under load, SQLite: acknowledged writes kept, minRevision honoured, all converge', async (t) => {
-  const cluster = await startCluster({ size: 3, env: { ...PERIODS, ACK_TIMEOUT_MS: '3000', SYNC_INTERVAL_MS: '1000' } })
+test('rolling restart under load, SQLite, writes not waiting for peers: acknowledged writes kept, minRevision honoured, all converge', async (t) => {
+  const cluster = await startCluster({ size: 3, env: { ...PERIODS, ACK_TIMEOUT_MS: '0', SYNC_INTERVAL_MS: '1000' } })
   t.teardown(async () => {
     await cluster.stop()
     rmSync(cluster.dir, { recursive: true, force: true })
@@ -484,7 +489,7 @@ test('rolling restart under load, SQLite: acknowledged writes kept, minRevision 
   await rollingRestart(t, cluster, db, 'policy_')
 })
 
-test('rolling restart under load, PostgreSQL', async (t) => {
+test('rolling restart under load, PostgreSQL, writes waiting for every peer', async (t) => {
   const db = await postgresDb()
   if (db === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
   const prefix = randomPrefix()

@@ -73,8 +73,11 @@ export interface Cluster {
   logFile: string
   /** Stops every instance (SIGTERM, then SIGKILL after 5 s) and waits for them. Idempotent. */
   stop: () => Promise<void>
-  /** Starts one more instance on the same database (a fresh port; `serverId` default `server-<n>`), added to `instances`. */
-  add: (serverId?: string) => Promise<Instance>
+  /**
+   * Starts one more instance on the same database (`serverId` default `server-<n>`; `port` default a
+   * fresh one, or the port of a stopped instance to restart it in place), added to `instances`.
+   */
+  add: (serverId?: string, port?: number) => Promise<Instance>
 }
 
 /** The environment given to an instance: the caller's, minus the variables the cluster sets itself. */
@@ -135,9 +138,8 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
   }
   const instances = ports.map((port, i) =>
     spawnInstance(`server-${i + 1}`, port, options.staticPeers === true ? urls.filter((_, j) => j !== i) : []))
-  const add = async (serverId = `server-${instances.length + 1}`): Promise<Instance> => {
-    const [port] = await freePorts(1)
-    const instance = spawnInstance(serverId, port, [])
+  const add = async (serverId = `server-${instances.length + 1}`, port?: number): Promise<Instance> => {
+    const instance = spawnInstance(serverId, port ?? (await freePorts(1))[0], [])
     instances.push(instance)
     return instance
   }

@@ -76,7 +76,10 @@ export class PeerSet {
     await this.#refreshing
   }
 
-  /** Each peer's status with where it came from, its incarnation and heartbeat age (members). */
+  /**
+   * Each peer's status with where it came from, its incarnation and heartbeat age (members); a
+   * member's serverId is its row's until the peer itself answers with one.
+   */
   annotate (statuses: PeerStatus[]): PeerStatus[] {
     const seeds = new Set(this.#seeds)
     const members = new Map(this.#members.map((member) => [member.url, member]))
@@ -85,6 +88,7 @@ export class PeerSet {
       const source = member === undefined ? 'static' : seeds.has(status.url) ? 'both' : 'membership'
       return {
         ...status,
+        serverId: status.serverId ?? member?.serverId ?? null,
         source,
         incarnation: member?.incarnation ?? null,
         heartbeatAgeMs: member === undefined || this.#o.heartbeatAgeMs === undefined ? null : this.#o.heartbeatAgeMs(member)

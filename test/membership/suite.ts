@@ -98,7 +98,7 @@ export function membershipSuite (t: Test, name: string, database: (t: Test) => P
     const c = await startMember(t, database, 'c')
     for (const writer of [a, b]) {
       const peer = await until(`${writer.serverId} sees c`, () => peerOf(writer, c.url))
-      t.match(peer, { source: 'membership', incarnation: String }, `${writer.serverId} lists c from the membership`)
+      t.match(peer, { serverId: 'c', source: 'membership', incarnation: String }, `${writer.serverId} lists c from the membership, by its serverId before c ever answered`)
       t.ok(peer.heartbeatAgeMs !== null && peer.heartbeatAgeMs >= 0)
     }
     await a.app.policyCache.createGroup('t1', 'g')

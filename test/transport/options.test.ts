@@ -88,7 +88,7 @@ test('registration on a SQLite store fails with the coded error, before anything
   t.teardown(() => db.destroy())
   const app = Fastify()
   t.teardown(() => app.close())
-  await t.rejects(app.register(policyCache, { db, webhookSecret: SECRET, transport: pgNotify }).ready(), {
+  await t.rejects(async () => { await app.register(policyCache, { db, webhookSecret: SECRET, transport: pgNotify }).ready() }, {
     code: 'FST_POLICY_CACHE_INVALID_OPTION',
     message: /^Invalid option "transport": pg-notify needs a PostgreSQL store/
   })

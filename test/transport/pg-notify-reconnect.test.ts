@@ -38,7 +38,8 @@ if (admin === undefined) {
     const deltaBefore = b.app.policyCache.stats().deltaCatchUps
     const up = await until('b listens again', async () => { const s = await b.transport(); return s.subscriptions === 2 && s.state === 'up' && s }, 10000)
     const resubscribedAt = Date.now()
-    await until('b sees the write made while it was down', () => b.app.policyCache.checkSync('t1', 'alice', 'documents:read'), 1500)
+    // The resync runs as the subscription is made (~10 ms here); the bound only ends a broken run.
+    await until('b sees the write made while it was down', () => b.app.policyCache.checkSync('t1', 'alice', 'documents:read'), 5000)
     t.comment(`visible ${Date.now() - resubscribedAt} ms after the resubscribe was observed`)
     t.equal(up.received, before.received, 'not through a notice: the NOTIFY was lost for b')
     t.ok(b.app.policyCache.stats().deltaCatchUps > deltaBefore, 'caught up from the changelog by the resync')

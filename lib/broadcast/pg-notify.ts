@@ -94,7 +94,6 @@ export class PgNotifyTransport implements Transport {
   readonly #pg: PgModule
   readonly #config: Record<string, unknown>
   #inbox: Inbox | undefined
-  #sink: TransportSink | undefined
   /** The subscribed connection; undefined while (re)connecting. */
   #client: ListenClient | undefined
   #state: TransportStatus['state'] = 'connecting'
@@ -132,11 +131,11 @@ export class PgNotifyTransport implements Transport {
 
   /** Subscribes (LISTEN) and resolves once subscribed; rejects when the first attempt fails. */
   async start (sink: TransportSink): Promise<void> {
-    this.#sink = sink
     const { keys, serverId, log } = this.#options
-    this.#inbox = new Inbox({ keys, serverId, sink, log })
+    const inbox = new Inbox({ keys, serverId, sink, log })
+    this.#inbox = inbox
     try {
-      await this.#subscribe()
+      await this.#subscribe(inbox, sink)
     } catch (err) {
       this.#lastError = describe(err)
       throw new Error(`the pg-notify transport could not LISTEN on "${this.#options.channel}": ${describe(err)}`, { cause: err })
@@ -144,8 +143,8 @@ export class PgNotifyTransport implements Transport {
   }
 
   /** The notice went out with the commit already: nothing to send, nobody acknowledges. */
-  async publish (changes: NoticeChange[]): Promise<AckSummary> {
-    if (changes.length > 0 && !this.#closing) this.#published++
+  async publish (_changes: NoticeChange[]): Promise<AckSummary> {
+    this.#published++
     return { acked: 0, total: 0 }
   }
 
@@ -183,16 +182,18 @@ export class PgNotifyTransport implements Transport {
   }
 
   /** One subscription attempt: connect, LISTEN, then tell the sink (resync). Rejects when it fails. */
-  async #subscribe (): Promise<void> {
+  async #subscribe (inbox: Inbox, sink: TransportSink): Promise<void> {
     const { channel, log } = this.#options
     const client = new this.#pg.Client(this.#config)
+    const retry = (): Promise<void> => this.#subscribe(inbox, sink)
     // Until this client is the subscribed one, its failures are this attempt's (the catch below).
-    client.on('error', (err) => this.#lost(client, err))
-    client.on('end', () => this.#lost(client, new Error('the listening connection ended')))
+    client.on('error', (err) => this.#lost(client, err, retry))
+    client.on('end', () => this.#lost(client, new Error('the listening connection ended'), retry))
+    // Only the channel LISTENed on is delivered; a discarded connection's late messages are ignored.
     client.on('notification', (message) => {
-      if (client !== this.#client || message.channel !== channel || typeof message.payload !== 'string') return
+      if (client !== this.#client) return
       // The inbox never rejects; the catch only keeps a bug from becoming an unhandled rejection.
-      this.#inbox?.receive(message.payload).catch(() => {})
+      inbox.receive(message.payload ?? '').catch(() => {})
     })
     try {
       await client.connect()
@@ -211,52 +212,53 @@ export class PgNotifyTransport implements Transport {
     this.#subscribedAt = new Date().toISOString()
     this.#subscriptions++
     this.#attempt = 0
-    this.#scheduleProbe()
+    this.#scheduleProbe(retry)
     if (this.#subscriptions > 1) log.info({ channel, subscriptions: this.#subscriptions }, 'policy-cache: listening on the pg-notify channel again; resyncing every cached tenant')
     try {
-      await this.#sink?.resubscribed()
+      await sink.resubscribed()
     } catch (err) {
       log.warn({ err }, 'policy-cache: the resync after subscribing failed; the sync heals')
     }
   }
 
   /** The subscribed connection failed (error, end, or a probe): drop it and re-establish it. */
-  #lost (client: ListenClient, err: unknown): void {
-    if (client !== this.#client || this.#closing) return
+  #lost (client: ListenClient, err: unknown, retry: () => Promise<void>): void {
+    // Only the subscribed connection (`close` clears it before ending it).
+    if (client !== this.#client) return
     this.#client = undefined
     this.#state = 'down'
     this.#lastError = describe(err)
     clearTimeout(this.#probeTimer)
     this.#options.log.warn({ channel: this.#options.channel, reason: this.#lastError }, 'policy-cache: the pg-notify listening connection was lost; re-establishing it')
     this.#discard(client).catch(() => {})
-    this.#scheduleReconnect()
+    this.#scheduleReconnect(retry)
   }
 
-  #scheduleReconnect (): void {
+  #scheduleReconnect (retry: () => Promise<void>): void {
     if (this.#closing) return
     const { minDelayMs, maxDelayMs } = this.#options.reconnect
     const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(this.#attempt, 30))
     this.#attempt++
     this.#reconnectTimer = setTimeout(() => {
-      this.#subscribe().catch((err: unknown) => {
+      retry().catch((err: unknown) => {
         this.#lastError = describe(err)
         this.#options.log.debug({ channel: this.#options.channel, reason: this.#lastError, attempt: this.#attempt }, 'policy-cache: re-establishing the pg-notify listening connection failed; retrying')
-        this.#scheduleReconnect()
+        this.#scheduleReconnect(retry)
       })
     }, Math.max(minDelayMs, Math.random() * cap))
     this.#reconnectTimer.unref()
   }
 
   /** Every `probeIntervalMs`: `select 1` on the listening connection, within `probeTimeoutMs`. */
-  #scheduleProbe (): void {
+  #scheduleProbe (retry: () => Promise<void>): void {
     clearTimeout(this.#probeTimer)
     const { probeIntervalMs, probeTimeoutMs } = this.#options
     this.#probeTimer = setTimeout(() => {
       const client = this.#client
       if (client === undefined) return
       within(client.query('select 1'), probeTimeoutMs, 'the probe of the listening connection').then(
-        () => { if (client === this.#client) this.#scheduleProbe() },
-        (err: unknown) => this.#lost(client, err))
+        () => { if (client === this.#client) this.#scheduleProbe(retry) },
+        (err: unknown) => this.#lost(client, err, retry))
     }, probeIntervalMs)
     this.#probeTimer.unref()
   }

@@ -48,8 +48,8 @@ export interface MetricsSources {
   stats: () => EngineStats
   peers: () => PeerStatus[]
   cachedRevisions: (limit: number) => Array<[string, number]>
-  /** The transport's state and counters; none: the transport metrics stay empty. */
-  transport?: (() => TransportStatus) | undefined
+  /** The transport's state and counters. */
+  transport: () => TransportStatus
 }
 
 export interface PolicyMetricsOptions {
@@ -148,8 +148,8 @@ export class PolicyMetrics {
         registers,
         collect () {
           this.reset()
-          const status = sources.transport?.()
-          if (status !== undefined) this.set({ transport: status.type }, status.state === 'up' ? 1 : 0)
+          const status = sources.transport()
+          this.set({ transport: status.type }, status.state === 'up' ? 1 : 0)
         }
       }),
       new Counter({
@@ -159,8 +159,8 @@ export class PolicyMetrics {
         registers,
         collect () {
           this.reset()
-          const status = sources.transport?.()
-          if (status !== undefined) this.inc({ transport: status.type }, status.subscriptions)
+          const status = sources.transport()
+          this.inc({ transport: status.type }, status.subscriptions)
         }
       }),
       new Counter({
@@ -170,8 +170,7 @@ export class PolicyMetrics {
         registers,
         collect () {
           this.reset()
-          const status = sources.transport?.()
-          if (status === undefined) return
+          const status = sources.transport()
           for (const outcome of ['published', 'received', 'hints', 'dropped'] as const) {
             this.inc({ transport: status.type, outcome: outcome === 'hints' ? 'hint' : outcome }, status[outcome])
           }

@@ -83,8 +83,9 @@ async function within<T> (promise: Promise<T>, ms: number, what: string): Promis
   }
 }
 
+/** A failure's message (pg and `within` reject with Errors). */
 function describe (err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
+  return String((err as Error).message)
 }
 
 /** Notices over PostgreSQL LISTEN/NOTIFY, sent inside the write's transaction; not acknowledged. */
@@ -189,11 +190,10 @@ export class PgNotifyTransport implements Transport {
     // Until this client is the subscribed one, its failures are this attempt's (the catch below).
     client.on('error', (err) => this.#lost(client, err, retry))
     client.on('end', () => this.#lost(client, new Error('the listening connection ended'), retry))
-    // Only the channel LISTENed on is delivered; a discarded connection's late messages are ignored.
+    // Only the channel LISTENed on is delivered (a discarded connection's late message is a replayed id).
     client.on('notification', (message) => {
-      if (client !== this.#client) return
       // The inbox never rejects; the catch only keeps a bug from becoming an unhandled rejection.
-      inbox.receive(message.payload ?? '').catch(() => {})
+      inbox.receive(String(message.payload)).catch(() => {})
     })
     try {
       await client.connect()
@@ -212,7 +212,7 @@ export class PgNotifyTransport implements Transport {
     this.#subscribedAt = new Date().toISOString()
     this.#subscriptions++
     this.#attempt = 0
-    this.#scheduleProbe(retry)
+    this.#scheduleProbe(client, retry)
     if (this.#subscriptions > 1) log.info({ channel, subscriptions: this.#subscriptions }, 'policy-cache: listening on the pg-notify channel again; resyncing every cached tenant')
     try {
       await sink.resubscribed()
@@ -250,14 +250,13 @@ export class PgNotifyTransport implements Transport {
   }
 
   /** Every `probeIntervalMs`: `select 1` on the listening connection, within `probeTimeoutMs`. */
-  #scheduleProbe (retry: () => Promise<void>): void {
-    clearTimeout(this.#probeTimer)
+  #scheduleProbe (client: ListenClient, retry: () => Promise<void>): void {
     const { probeIntervalMs, probeTimeoutMs } = this.#options
+    // Cleared when the connection is lost or the transport closes.
     this.#probeTimer = setTimeout(() => {
-      const client = this.#client
-      if (client === undefined) return
       within(client.query('select 1'), probeTimeoutMs, 'the probe of the listening connection').then(
-        () => { if (client === this.#client) this.#scheduleProbe(retry) },
+        // Unless it was lost or closed meanwhile.
+        () => { if (client === this.#client) this.#scheduleProbe(client, retry) },
         (err: unknown) => this.#lost(client, err, retry))
     }, probeIntervalMs)
     this.#probeTimer.unref()

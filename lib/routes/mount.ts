@@ -29,9 +29,9 @@ export interface MountOptions {
   /** The membership's state for `/health`; undefined when membership is off. */
   membership?: (() => 'ok' | 'degraded') | undefined
   /** The transport's state, for `/health` and `/servers`. */
-  transport?: (() => TransportStatus) | undefined
-  /** Where the webhook receiver hands a verified notice. Default: the engine's `noticed`. */
-  deliver?: ((notice: ReceivedNotice) => Promise<NoticeReply['revisions']>) | undefined
+  transport: () => TransportStatus
+  /** Where the webhook receiver hands a verified notice (the webhook transport, or the engine's path). */
+  deliver: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
 }
 
 /** `METHOD url` of each route the plugin mounted → how to move or drop it. */
@@ -112,7 +112,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
         serverId: opts.serverId,
         bodyLimit: opts.webhookBodyLimit,
         onContact,
-        handleNotice: deliver ?? ((notice) => engine.noticed(notice.entries, notice))
+        handleNotice: deliver
       }))
   }
   // After the plugin's own contexts exist: only the host's later routes pass through it.

@@ -13,8 +13,8 @@ export interface HealthRouteOptions {
   engine: PolicyCache
   /** The membership's state; undefined when membership is off. */
   membership: (() => 'ok' | 'degraded') | undefined
-  /** The transport's state; undefined: reported as webhook, up. */
-  transport?: (() => TransportStatus) | undefined
+  /** The transport's state. */
+  transport: () => TransportStatus
   /** Where to mount it. */
   path: string
 }
@@ -34,7 +34,7 @@ export async function healthRoute (fastify: FastifyInstance, { engine, membershi
     const db = await engine.ping().then(() => 'ok' as const, () => 'unavailable' as const)
     const writes = engine.writesFailing() ? 'failing' as const : 'ok' as const
     const peers = engine.peers()
-    const { type, state } = transport?.() ?? { type: 'webhook' as const, state: 'up' as const }
+    const { type, state } = transport()
     if (db !== 'ok') reply.code(503)
     return {
       status: db !== 'ok' ? 'unavailable' as const : writes !== 'ok' || state === 'down' ? 'degraded' as const : 'ok' as const,
@@ -54,8 +54,8 @@ export interface ServersRouteOptions {
   engine: PolicyCache
   /** This instance's URL as peers see it, when configured. */
   publicUrl: string | undefined
-  /** The transport's state; undefined: not reported. */
-  transport?: (() => TransportStatus) | undefined
+  /** The transport's state. */
+  transport: () => TransportStatus
   /** Where to mount it. */
   path: string
 }
@@ -71,7 +71,7 @@ export async function serversRoute (fastify: FastifyInstance, { engine, publicUr
   }, async () => ({
     self: { serverId: engine.serverId, url: publicUrl ?? null },
     peers: engine.peers(),
-    ...(transport === undefined ? {} : { transport: transport() })
+    transport: transport()
   }))
 }
 

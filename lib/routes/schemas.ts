@@ -158,7 +158,7 @@ export const ServersReply = Type.Object({
     incarnation: Nullable(Type.String({ description: 'A member\'s incarnation, new at each of its starts' })),
     heartbeatAgeMs: Nullable(Type.Integer({ minimum: 0, description: 'How long ago a member\'s last heartbeat was (database clock)' }))
   }, closed)),
-  transport: Type.Optional(TransportStatusSchema)
+  transport: TransportStatusSchema
 }, closed)
 
 export const ErrorReply = Type.Object({

@@ -1,6 +1,6 @@
 /**
  * The default transport reports itself like any other: `/health` and `/servers` name it (`webhook`,
- * up, acknowledged, no channel), `/metrics` has it up; a webhook notice received is counted.
+ * up, acknowledged, no channel), `/metrics` has it up.
  */
 import { test } from 'tap'
 import { buildApp, SECRET } from '../helpers/app.js'

@@ -27,7 +27,8 @@ if (admin === undefined) {
       await until(`${node.serverId} is at revision 2`, async () => { await node.app.policyCache.warm(['t1']); return await node.app.policyCache.revision('t1') === 2 })
     }
 
-    const receivedBefore = (await b.transport()).received
+    // Both notices handled (the counter moves once the engine is done with one).
+    const receivedBefore = (await until('b handled both notices', async () => { const s = await b.transport(); return s.received === 2 && s })).received
     const fixture = join(import.meta.dirname, 'fixtures', 'crash-after-commit.ts')
     const child = spawn(process.execPath, ['--import', 'tsx', fixture, POSTGRES_URL, prefix, SECRET, 't1', 'readers', 'alice'], { stdio: ['pipe', 'pipe', 'inherit'] })
     t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })

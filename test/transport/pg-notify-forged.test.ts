@@ -24,7 +24,8 @@ if (admin === undefined) {
     await a.app.policyCache.createGroup('t1', 'admins')
     await a.app.policyCache.addPermission('t1', 'admins', '*')
     await until('b is at revision 2', async () => { await b.app.policyCache.warm(['t1']); return await b.app.policyCache.revision('t1') === 2 })
-    const receivedBefore = (await b.transport()).received
+    // Both notices handled (the counter moves once the engine is done with one).
+    const receivedBefore = (await until('b handled both notices', async () => { const s = await b.transport(); return s.received === 2 && s })).received
 
     // A change committed without any notice (a writer outside the plugin): b does not know of it.
     const outside = new KyselyPolicyStore({ db: admin, tablePrefix: prefix })

@@ -21,7 +21,8 @@ if (admin === undefined) {
     await a.app.policyCache.createGroup('t1', 'readers')
     await a.app.policyCache.addPermission('t1', 'readers', 'documents:read')
     await until('b is at revision 2', async () => { await b.app.policyCache.warm(['t1']); return await b.app.policyCache.revision('t1') === 2 })
-    const before = await b.transport()
+    // Both notices handled (the counter moves once the engine is done with one).
+    const before = await until('b handled both notices', async () => { const s = await b.transport(); return s.received === 2 && s })
     t.equal(before.subscriptions, 1)
 
     const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity where application_name = ${'policy-cache listen n2'}`.execute(admin)

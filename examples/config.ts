@@ -50,6 +50,11 @@ export interface ServerConfig {
    * (SHUTDOWN_DELAY_MS, default 0).
    */
   shutdownDelayMs: number
+  /**
+   * How notices travel (TRANSPORT): `webhook` (default: signed requests to each peer) or `pg-notify`
+   * (PostgreSQL LISTEN/NOTIFY on POLICY_DB, which must then be postgres://; no peers, no membership).
+   */
+  transport: 'webhook' | 'pg-notify'
 }
 
 /** A configuration mistake, always naming the variable (or argument) to fix. */
@@ -79,6 +84,7 @@ const OPTION_VARIABLES: Record<string, string> = {
   ackTimeoutMs: 'ACK_TIMEOUT_MS',
   tablePrefix: 'POLICY_TABLE_PREFIX',
   membership: 'MEMBERSHIP',
+  transport: 'TRANSPORT',
   'membership.heartbeatMs': 'MEMBERSHIP_HEARTBEAT_MS',
   'membership.ttlMs': 'MEMBERSHIP_TTL_MS',
   'membership.pollMs': 'MEMBERSHIP_POLL_MS'
@@ -145,6 +151,13 @@ function parseDb (raw: string | undefined): DbConfig {
   throw new ConfigError('POLICY_DB', `unsupported scheme "${scheme}://" (use a SQLite file path, postgres:// or mysql://)`)
 }
 
+function parseTransport (raw: string | undefined): ServerConfig['transport'] {
+  const transport = raw?.toLowerCase() ?? 'webhook'
+  if (transport === 'webhook' || transport === 'pg-notify') return transport
+  if (/^(nats|redis):\/\//.test(transport)) throw new ConfigError('TRANSPORT', `"${raw as string}" is not available in this version (use webhook or pg-notify)`)
+  throw new ConfigError('TRANSPORT', `"${raw as string}" is not webhook or pg-notify`)
+}
+
 /** `http://host:port` as reachable from this machine: wildcard addresses become loopback. */
 function defaultPublicUrl (host: string, port: number): string {
   const reachable = host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host
@@ -182,11 +195,23 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
   const metricsRaw = (value(env, 'METRICS') ?? '1').toLowerCase()
   if (!['0', '1', 'true', 'false'].includes(metricsRaw)) throw new ConfigError('METRICS', `"${metricsRaw}" is not 0, 1, true or false`)
 
+  const transport = parseTransport(value(env, 'TRANSPORT'))
+  const db = parseDb(value(env, 'POLICY_DB'))
+  if (transport === 'pg-notify') {
+    if (db.kind !== 'postgres') throw new ConfigError('TRANSPORT', 'pg-notify needs POLICY_DB=postgres://… (LISTEN/NOTIFY on the policy database)')
+    if (peers.length > 0) throw new ConfigError('OTHER_SERVERS', 'is for TRANSPORT=webhook; with pg-notify every instance on the database receives the notices')
+    if (peersDns !== undefined) throw new ConfigError('PEERS_DNS', 'is for TRANSPORT=webhook; with pg-notify every instance on the database receives the notices')
+  }
+
   const membershipRaw = value(env, 'MEMBERSHIP')?.toLowerCase()
   if (membershipRaw !== undefined && !['0', '1', 'true', 'false'].includes(membershipRaw)) throw new ConfigError('MEMBERSHIP', `"${membershipRaw}" is not 0, 1, true or false`)
   const webhookSecrets = list(env.WEBHOOK_SECRET)
   // On by default, but only where it can work: with a secret (members sign notices) and a known URL.
-  const membershipOn = membershipRaw === undefined ? webhookSecrets.length > 0 && publicUrl !== undefined : membershipRaw === '1' || membershipRaw === 'true'
+  const membershipOn = membershipRaw === undefined
+    ? transport === 'webhook' && webhookSecrets.length > 0 && publicUrl !== undefined
+    : membershipRaw === '1' || membershipRaw === 'true'
+  if (membershipOn && transport !== 'webhook') throw new ConfigError('MEMBERSHIP', 'is for TRANSPORT=webhook; set MEMBERSHIP=0 or leave it unset with pg-notify')
+  if (transport === 'pg-notify' && webhookSecrets.length === 0) throw new ConfigError('WEBHOOK_SECRET', 'is required with TRANSPORT=pg-notify: its messages are signed with it')
   if (membershipOn && webhookSecrets.length === 0) throw new ConfigError('MEMBERSHIP', 'needs WEBHOOK_SECRET (members send each other signed notices); set one, or MEMBERSHIP=0')
   if (membershipOn && publicUrl === undefined) throw new ConfigError('MEMBERSHIP', 'needs PUBLIC_URL when listening on port 0')
   const period = (name: string, min: number): number | undefined => {
@@ -204,7 +229,7 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     webhookSecrets,
     peers,
     peersDns,
-    db: parseDb(value(env, 'POLICY_DB')),
+    db,
     publicUrl,
     syncIntervalMs: syncRaw === undefined ? DEFAULT_SYNC_INTERVAL_MS : integer('SYNC_INTERVAL_MS', syncRaw, 0, 86400000),
     ackTimeoutMs: ackRaw === undefined ? undefined : integer('ACK_TIMEOUT_MS', ackRaw, 0, 60000),
@@ -213,10 +238,12 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     adminToken,
     metrics: metricsRaw === '1' || metricsRaw === 'true',
     membership,
-    shutdownDelayMs: shutdownDelayRaw === undefined ? 0 : integer('SHUTDOWN_DELAY_MS', shutdownDelayRaw, 0, 60000)
+    shutdownDelayMs: shutdownDelayRaw === undefined ? 0 : integer('SHUTDOWN_DELAY_MS', shutdownDelayRaw, 0, 60000),
+    transport
   }
   // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
-  resolveOptions(pluginOptions(config))
+  // (The pg-notify transport needs the database itself; its combinations are checked above.)
+  resolveOptions({ ...pluginOptions(config), transport: undefined })
   return config
 }
 
@@ -233,6 +260,8 @@ export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
   if (config.webhookSecrets.length > 0) options.webhookSecret = config.webhookSecrets
   if (config.metrics) options.metrics = true
   if (config.membership !== undefined) options.membership = config.membership
+  // The listening connection goes to the policy database itself.
+  if (config.transport === 'pg-notify' && config.db.kind === 'postgres') options.transport = { type: 'pg-notify', connection: config.db.url }
   return options
 }
 

@@ -4,6 +4,7 @@
  *   npm run server -- 3001
  *   WEBHOOK_SECRET=whsec_… SERVER_ID=server-1 npm run server -- 3001   (finds the others through POLICY_DB)
  *   WEBHOOK_SECRET=whsec_… OTHER_SERVERS=http://127.0.0.1:3002,http://127.0.0.1:3003 SERVER_ID=server-1 npm run server -- 3001
+ *   TRANSPORT=pg-notify POLICY_DB=postgres://… WEBHOOK_SECRET=whsec_… SERVER_ID=server-1 npm run server -- 3001
  *
  * Environment: PORT, HOST, SERVER_ID, WEBHOOK_SECRET (comma-separated while rotating),
  * OTHER_SERVERS, PEERS_DNS (`[http(s)://]name:port[/prefix]` of a Kubernetes headless Service,
@@ -11,7 +12,8 @@
  * POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
  * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL, ADMIN_TOKEN (bearer token required on
  * the policy routes), METRICS (0 turns /metrics off), MEMBERSHIP (0 turns it off; default on with a
- * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS, SHUTDOWN_DELAY_MS. A bad configuration exits 1 with one line on
+ * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS, SHUTDOWN_DELAY_MS, TRANSPORT (`webhook`, the
+ * default, or `pg-notify` with a postgres:// POLICY_DB). A bad configuration exits 1 with one line on
  * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
  *
  * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.
@@ -260,7 +262,8 @@ export async function startServer (
     webhook: config.webhookSecrets.length > 0,
     syncIntervalMs: config.syncIntervalMs,
     adminToken: config.adminToken !== undefined,
-    metrics: config.metrics
+    metrics: config.metrics,
+    transport: config.transport
   }, 'policy-cache example server started')
   return { app, url }
 }

@@ -46,6 +46,22 @@ export const DEFAULTS = Object.freeze({
   peerRefreshMs: 5000,
   /** `dnsPeers()`: the peers' scheme, which address records to use, and the bound on one lookup. */
   dnsPeers: Object.freeze({ protocol: 'http', family: 'auto', timeoutMs: 2000 } as const),
+  /** How notices reach the other instances (docs/transports.md): signed webhooks to each peer. */
+  transport: 'webhook',
+  /**
+   * The `pg-notify` transport, when chosen: the listening connection is probed (`select 1`) every
+   * `probeIntervalMs`, a probe failing or unanswered within `probeTimeoutMs` drops it; it is
+   * re-established with full-jitter backoff between `reconnect.minDelayMs` and `reconnect.maxDelayMs`;
+   * a message over `maxPayloadBytes` carries only tenant + revision (PostgreSQL's limit is 8000 bytes).
+   * The channel defaults to the table prefix followed by `notify` (`policy_notify`).
+   */
+  pgNotify: Object.freeze({
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 2000,
+    reconnect: Object.freeze({ minDelayMs: 100, maxDelayMs: 5000 }),
+    maxPayloadBytes: 7900,
+    channelSuffix: 'notify'
+  }),
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

@@ -13,6 +13,7 @@ import { LRUCache } from 'lru-cache'
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { NoticeChange } from './broadcast/notice.js'
 import type { DeliveryEvent, PeerStatus } from './broadcast/status.js'
+import type { TransportStatus } from './broadcast/transport.js'
 import { InvalidOptionError } from './errors.js'
 import { requireOptional } from './optional-dependency.js'
 import type { EngineStats } from './policy-cache.js'
@@ -30,7 +31,8 @@ export interface MetricsRegistry {
 const NAMES = [
   'checks_total', 'writes_total', 'cache_hits_total', 'cache_misses_total', 'cache_loads_total', 'cache_evictions_total',
   'cache_repairs_total', 'catch_ups_total', 'tenants_cached', 'peer_up', 'peer_revision_lag', 'webhook_deliveries_total',
-  'webhook_failures_total', 'webhook_retries_total', 'webhook_given_up_total', 'propagation_seconds'
+  'webhook_failures_total', 'webhook_retries_total', 'webhook_given_up_total', 'propagation_seconds',
+  'transport_up', 'transport_subscriptions_total', 'transport_messages_total'
 ] as const
 
 /** Tenants (most recently used first) the revision-lag gauge reports at most, per peer. */
@@ -46,6 +48,8 @@ export interface MetricsSources {
   stats: () => EngineStats
   peers: () => PeerStatus[]
   cachedRevisions: (limit: number) => Array<[string, number]>
+  /** The transport's state and counters. */
+  transport: () => TransportStatus
 }
 
 export interface PolicyMetricsOptions {
@@ -135,6 +139,41 @@ export class PolicyMetrics {
         collect () {
           this.reset()
           for (const peer of sources.peers()) this.set({ peer: peer.url }, peer.state === 'up' ? 1 : peer.state === 'unknown' ? -1 : 0)
+        }
+      }),
+      new Gauge({
+        name: name('transport_up'),
+        help: 'Whether the transport\'s subscription is up (1) or not (0: connecting, down, closed), by transport',
+        labelNames: ['transport'],
+        registers,
+        collect () {
+          this.reset()
+          const status = sources.transport()
+          this.set({ transport: status.type }, status.state === 'up' ? 1 : 0)
+        }
+      }),
+      new Counter({
+        name: name('transport_subscriptions_total'),
+        help: 'Subscriptions the transport made (the first included); each one resynced every cached tenant',
+        labelNames: ['transport'],
+        registers,
+        collect () {
+          this.reset()
+          const status = sources.transport()
+          this.inc({ transport: status.type }, status.subscriptions)
+        }
+      }),
+      new Counter({
+        name: name('transport_messages_total'),
+        help: 'Transport messages by outcome: published, received (verified, handed to the engine), hint (unverifiable: only the changelog read), dropped (malformed, replayed, own)',
+        labelNames: ['transport', 'outcome'],
+        registers,
+        collect () {
+          this.reset()
+          const status = sources.transport()
+          for (const outcome of ['published', 'received', 'hints', 'dropped'] as const) {
+            this.inc({ transport: status.type, outcome: outcome === 'hints' ? 'hint' : outcome }, status[outcome])
+          }
         }
       })
     ]

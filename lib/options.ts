@@ -13,7 +13,50 @@ import { InvalidOptionError } from './errors.js'
 import type { IdentifyFunction } from './guard.js'
 import type { MetricsRegistry } from './metrics.js'
 import { isIdentifier } from './model.js'
+import { dialectOf } from './store/dialect.js'
 import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/index.js'
+
+/** What a PostgreSQL `LISTEN`/`pg_notify` channel name must match (an identifier of at most 63 bytes). */
+export const CHANNEL_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,62}$'
+
+/**
+ * The `pg-notify` transport (docs/transports.md): each write's notice is sent with `pg_notify`
+ * inside the write's transaction; every instance listens on a dedicated connection.
+ */
+export interface PgNotifyTransportOption {
+  type: 'pg-notify'
+  /**
+   * The listening connection (one per instance, held open): a PostgreSQL connection string, or a
+   * `pg` client configuration object. Required; it must reach the primary the store writes to.
+   */
+  connection: string | Readonly<Record<string, unknown>>
+  /** The channel. Default: the table prefix followed by `notify` (`policy_notify`). */
+  channel?: string | undefined
+  /** How often the listening connection is probed (`select 1`). Default 5000. */
+  probeIntervalMs?: number | undefined
+  /** A probe unanswered this long drops the connection (it is re-established). Default 2000. */
+  probeTimeoutMs?: number | undefined
+  /** Backoff of re-establishing a lost listening connection (full jitter). Default 100 … 5000 ms. */
+  reconnect?: { minDelayMs?: number | undefined, maxDelayMs?: number | undefined } | undefined
+  /** A message larger than this carries only tenant + revision (receivers read the changelog). 512 … 7900, default 7900. */
+  maxPayloadBytes?: number | undefined
+}
+
+/** How notices reach the other instances: `'webhook'` (the default) or a transport object. */
+export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption
+
+/** The transport option, resolved. */
+export type ResolvedTransport =
+  | Readonly<{ type: 'webhook' }>
+  | Readonly<{
+    type: 'pg-notify'
+    connection: string | Readonly<Record<string, unknown>>
+    channel: string
+    probeIntervalMs: number
+    probeTimeoutMs: number
+    reconnect: Readonly<{ minDelayMs: number, maxDelayMs: number }>
+    maxPayloadBytes: number
+  }>
 
 /** Peer URLs, or a function the plugin calls at startup and again every `peerRefreshMs` (e.g. `dnsPeers`). */
 export type PeersOption = readonly string[] | (() => Promise<readonly string[]>)
@@ -149,6 +192,13 @@ export interface PolicyCacheOptions {
    * sync's. 0: resolved once, at startup. Default 5000.
    */
   peerRefreshMs?: number | undefined
+  /**
+   * How notices reach the other instances (docs/transports.md): `'webhook'` (default: one signed
+   * request per peer, acknowledged) or `{ type: 'pg-notify', connection, … }` (PostgreSQL stores
+   * only: `pg_notify` inside each write's transaction, no acknowledgements). Every transport signs
+   * with `webhookSecret`.
+   */
+  transport?: TransportOption | undefined
 }
 
 /** The membership option, resolved. */
@@ -195,6 +245,7 @@ export interface ResolvedOptions {
   /** Membership in the database; undefined when off. */
   readonly membership: ResolvedMembership | undefined
   readonly peerRefreshMs: number
+  readonly transport: ResolvedTransport
 }
 
 /**
@@ -205,7 +256,7 @@ const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
   'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
-  'membership', 'peerRefreshMs', 'prefix', 'logLevel', 'logSerializers'
+  'membership', 'peerRefreshMs', 'transport', 'prefix', 'logLevel', 'logSerializers'
 ]
 
 /** Edit distance between two strings (insertions, deletions, substitutions). */
@@ -357,6 +408,70 @@ function resolveMembership (value: PolicyCacheOptions['membership'], publicUrl: 
   return Object.freeze({ heartbeatMs, ttlMs, pollMs })
 }
 
+/** What the pg-notify transport depends on besides its own settings. */
+interface TransportContext {
+  tablePrefix: string
+  db: unknown
+  hasSecret: boolean
+  hasPeers: boolean
+  membership: boolean
+}
+
+function resolveTransport (value: PolicyCacheOptions['transport'], context: TransportContext): ResolvedTransport {
+  if (value === undefined || value === 'webhook') return Object.freeze({ type: 'webhook' as const })
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify", … }')
+  }
+  const type = (value as { type?: unknown }).type
+  if (type === 'webhook') {
+    knownKeys('transport', value, ['type'])
+    return Object.freeze({ type: 'webhook' as const })
+  }
+  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook" or "pg-notify"')
+  const given = knownKeys<PgNotifyTransportOption>('transport', value,
+    ['type', 'connection', 'channel', 'probeIntervalMs', 'probeTimeoutMs', 'reconnect', 'maxPayloadBytes'])
+  const { connection } = given
+  if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null || Array.isArray(connection))) {
+    throw new InvalidOptionError('transport.connection', 'is required: a PostgreSQL connection string or a pg client configuration object, for the listening connection')
+  }
+  if (typeof connection === 'string' && connection.trim() === '') throw new InvalidOptionError('transport.connection', 'must not be empty')
+  const channel = orDefault(given.channel, context.tablePrefix + DEFAULTS.pgNotify.channelSuffix)
+  if (typeof channel !== 'string' || !new RegExp(CHANNEL_PATTERN).test(channel)) {
+    throw new InvalidOptionError('transport.channel', `must match ${CHANNEL_PATTERN}`)
+  }
+  const reconnect = given.reconnect === undefined
+    ? {}
+    : knownKeys<NonNullable<PgNotifyTransportOption['reconnect']>>('transport.reconnect', given.reconnect, ['minDelayMs', 'maxDelayMs'])
+  const minDelayMs = integer('transport.reconnect.minDelayMs', reconnect.minDelayMs, DEFAULTS.pgNotify.reconnect.minDelayMs, 1, 600000)
+  const maxDelayMs = integer('transport.reconnect.maxDelayMs', reconnect.maxDelayMs, Math.max(DEFAULTS.pgNotify.reconnect.maxDelayMs, minDelayMs), minDelayMs, 3600000)
+  const probeIntervalMs = integer('transport.probeIntervalMs', given.probeIntervalMs, DEFAULTS.pgNotify.probeIntervalMs, 10, 3600000)
+  const probeTimeoutMs = integer('transport.probeTimeoutMs', given.probeTimeoutMs, DEFAULTS.pgNotify.probeTimeoutMs, 10, 600000)
+  const maxPayloadBytes = integer('transport.maxPayloadBytes', given.maxPayloadBytes, DEFAULTS.pgNotify.maxPayloadBytes, 512, DEFAULTS.pgNotify.maxPayloadBytes)
+
+  // The store: PostgreSQL only (pg_notify runs in the write's transaction).
+  const { db } = context
+  const postgres = db === undefined
+    ? false
+    : isPolicyStore(db) ? db.notifies === true : dialectOf(db as Kysely<any>) === 'postgres'
+  if (!postgres) {
+    throw new InvalidOptionError('transport', db === undefined
+      ? 'pg-notify needs a PostgreSQL store: pass db (a Kysely with PostgresDialect); the default store is SQLite'
+      : 'pg-notify needs a PostgreSQL store: db must be a Kysely with PostgresDialect, or a PolicyStore whose notifies is true')
+  }
+  if (!context.hasSecret) throw new InvalidOptionError('webhookSecret', 'is required by the pg-notify transport: its messages are signed with it')
+  if (context.hasPeers) throw new InvalidOptionError('peers', 'are for the webhook transport; with pg-notify every instance listening on the channel receives the notices')
+  if (context.membership) throw new InvalidOptionError('membership', 'is for the webhook transport; with pg-notify every instance listening on the channel receives the notices')
+  return Object.freeze({
+    type: 'pg-notify' as const,
+    connection: typeof connection === 'string' ? connection : Object.freeze({ ...connection }),
+    channel,
+    probeIntervalMs,
+    probeTimeoutMs,
+    reconnect: Object.freeze({ minDelayMs, maxDelayMs }),
+    maxPayloadBytes
+  })
+}
+
 function resolvePreload (value: unknown): readonly string[] {
   if (value === undefined) return Object.freeze([])
   if (!Array.isArray(value)) throw new InvalidOptionError('preload', 'must be an array of tenant ids')
@@ -422,6 +537,9 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     : knownKeys<NonNullable<PolicyCacheOptions['routeHooks']>>('routeHooks', o.routeHooks, ['onRequest', 'preHandler'])
   if (o.identify !== undefined && typeof o.identify !== 'function') throw new InvalidOptionError('identify', 'must be a function (request) => { tenant, user } | undefined')
 
+  const membership = resolveMembership(o.membership, publicUrl, keys.length > 0, db)
+  const transport = resolveTransport(o.transport, { tablePrefix, db, hasSecret: keys.length > 0, hasPeers, membership: membership !== undefined })
+
   return Object.freeze({
     db,
     sqliteFile,
@@ -451,7 +569,8 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     }),
     identify: o.identify,
     metrics: resolveMetrics(o.metrics),
-    membership: resolveMembership(o.membership, publicUrl, keys.length > 0, db),
-    peerRefreshMs: integer('peerRefreshMs', o.peerRefreshMs, DEFAULTS.peerRefreshMs, 0, 86400000)
+    membership,
+    peerRefreshMs: integer('peerRefreshMs', o.peerRefreshMs, DEFAULTS.peerRefreshMs, 0, 86400000),
+    transport
   })
 }

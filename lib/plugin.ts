@@ -11,6 +11,9 @@ import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
 import { PeerSet } from './broadcast/peer-set.js'
+import { PgNotifyTransport } from './broadcast/pg-notify.js'
+import type { Transport, TransportSink } from './broadcast/transport.js'
+import { WebhookTransport } from './broadcast/webhook-transport.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
 import { InvalidOptionError } from './errors.js'
 import { guardRoutes, refuseUnguarded } from './guard.js'
@@ -62,11 +65,25 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
       sources: {
         stats: () => fastify.policyCache.stats(),
         peers: () => fastify.policyCache.peers(),
-        cachedRevisions: (limit) => fastify.policyCache.cachedRevisions(limit)
+        cachedRevisions: (limit) => fastify.policyCache.cachedRevisions(limit),
+        transport: () => transport.status()
       }
     })
   let created: ReturnType<typeof createStore>
+  // Built before the store: a missing `pg` fails registration with nothing to close.
+  let brokerTransport: PgNotifyTransport | undefined
   try {
+    if (opts.transport.type === 'pg-notify') {
+      const { type: _type, ...settings } = opts.transport
+      brokerTransport = new PgNotifyTransport({
+        ...settings,
+        serverId: opts.serverId,
+        databaseId: (): string | undefined => engine.databaseId,
+        publicUrl: opts.publicUrl,
+        keys: opts.keys,
+        log
+      })
+    }
     created = createStore(opts)
   } catch (err) {
     // The host's registry must not keep this instance's metric names.
@@ -88,6 +105,20 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     log,
     observe: metrics?.observe
   })
+  // How notices travel (docs/transports.md): the broadcaster behind the interface, or a broker.
+  const transport: Transport = brokerTransport ?? new WebhookTransport({ broadcaster, annotate: (statuses) => peerSet.annotate(statuses) })
+  // What every transport hands the engine: the webhook receiver's path for verified notices.
+  const sink: TransportSink = {
+    deliver: (notice) => engine.noticed(notice.entries, notice),
+    hint: async (tenants) => {
+      // Nothing carried, no digest: a cached tenant behind the revision named reads the changelog.
+      await engine.noticed(tenants.map(({ tenant, revision }) => ({ tenant, revision, digest: undefined, carried: undefined })))
+    },
+    resubscribed: async () => {
+      const { behind, repaired } = await engine.sync()
+      if (behind.length > 0 || repaired.length > 0) log.info({ behind, repaired }, 'policy-cache: resync after (re)subscribing caught up tenants')
+    }
+  }
   // Started once the engine exists, below.
   const antiEntropy = new AntiEntropy({ intervalMs: opts.syncIntervalMs, sync: () => engine.sync(), log })
   // Membership (docs/membership.md): registered before the server listens; its live set joins the seeds.
@@ -130,6 +161,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     clearTimeout(joinCatchUp)
     await peerSet.stop()
     await membership?.close()
+    await transport.close()
+    // The webhook transport closed it already; with another transport it only served announcements.
     await broadcaster.close()
     if (owned) await store.close()
     metrics?.close()
@@ -139,8 +172,9 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     store,
     notifier: {
       // With metrics, a write handed to the broadcaster starts its propagation clock.
-      notify: (changes) => { metrics?.committed(changes); return broadcaster.notify(changes) },
-      status: () => peerSet.annotate(broadcaster.status())
+      notify: (changes) => { metrics?.committed(changes); return transport.publish(changes) },
+      status: () => transport.peers(),
+      inTransaction: transport.inTransaction
     },
     serverId: opts.serverId,
     maxTenants: opts.maxTenants,
@@ -157,6 +191,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   })
   await startWithin(startupTimeoutMs, async () => {
     await engine.start()
+    // Subscribed before anything is loaded: a change committed after a tenant's load is noticed.
+    await transport.start(sink)
     await membership?.join()
     await engine.warm(opts.preload)
   })
@@ -169,7 +205,16 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   peerSet.start()
   membership?.start()
 
-  await mountRoutes(fastify, { engine, opts, metrics, prefix: options.prefix, onContact: (origin, url) => broadcaster.contact(origin, url), membership: membership === undefined ? undefined : () => membership.status().state })
+  await mountRoutes(fastify, {
+    engine,
+    opts,
+    metrics,
+    prefix: options.prefix,
+    onContact: (origin, url) => broadcaster.contact(origin, url),
+    membership: membership === undefined ? undefined : () => membership.status().state,
+    transport: () => transport.status(),
+    deliver: transport instanceof WebhookTransport ? (notice) => transport.receive(notice) : sink.deliver
+  })
   // Once listening, tell the peers: one that gave up on this instance while it restarted (its
   // circuit open) delivers to it again at once instead of after the cool-down.
   // (Fastify runs onListen hooks after `listen()` has resolved: a peer that does not answer delays
@@ -198,5 +243,8 @@ export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, Tenant
 export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
 export type { AckSummary, PeerStatus } from './broadcast/status.js'
+export type { TransportStatus, TransportType } from './broadcast/transport.js'
+export type { TransportOption, PgNotifyTransportOption } from './options.js'
+export type { WriteOptions, WriteTransaction } from './store/types.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'
 export * as errors from './errors.js'

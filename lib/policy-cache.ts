@@ -16,7 +16,7 @@ import {
   assertChange, assertIdentifier, assertPermission, changeFields, isIdentifier, isPermission,
   type Change, type GroupData, type LoggedChange
 } from './model.js'
-import type { PolicyStore } from './store/types.js'
+import type { PolicyStore, WriteTransaction } from './store/types.js'
 
 /** Cache counters plus the engine's own: checks by outcome, writes by effect (for metrics). */
 export interface EngineStats extends CacheStats {
@@ -64,10 +64,14 @@ export interface CheckOptions {
   minRevision?: number
 }
 
-/** The part of the broadcaster the engine uses. */
+/** The part of the transport (lib/broadcast/transport.ts) the engine uses. */
 export interface Notifier {
+  /** After the commit: sends the write's notice (unless `inTransaction` did) and waits for the acknowledgements, bounded. */
   notify (changes: NoticeChange[]): Promise<AckSummary>
+  /** The peers, for `/servers` and `/health`. */
   status (): PeerStatus[]
+  /** Optional: publishes inside the write's transaction (pg-notify); a rejection fails the write. */
+  inTransaction?: ((tx: WriteTransaction, changes: NoticeChange[]) => Promise<void>) | undefined
 }
 
 export interface PolicyCacheDeps {
@@ -340,7 +344,13 @@ export class PolicyCache implements PolicyCacheApi {
   }
 
   async #write (tenant: string, own: Change): Promise<WriteOutcome> {
-    const writing = this.#store.write(tenant, own, this.serverId)
+    const publish = this.#notifier.inTransaction
+    // With a transport that publishes in the transaction (pg-notify), the notice is sent with the commit.
+    const writing = publish === undefined
+      ? this.#store.write(tenant, own, this.serverId)
+      : this.#store.write(tenant, own, this.serverId, {
+        committing: (tx, result) => publish(tx, [noticeChange(tenant, { ...own, revision: result.revision }, result.digest)])
+      })
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, this.#writeTimeoutMs, 'timeout') })
     let result: Awaited<typeof writing> | 'timeout'

@@ -15,6 +15,8 @@ import type { PolicyCache } from '../policy-cache.js'
 import { healthRoute, metricsRoute, serversRoute } from './ops.js'
 import policyRoutes from './policy.js'
 import webhookRoutes from '../broadcast/receiver.js'
+import type { NoticeReply, ReceivedNotice } from '../broadcast/notice.js'
+import type { TransportStatus } from '../broadcast/transport.js'
 
 export interface MountOptions {
   engine: PolicyCache
@@ -26,6 +28,10 @@ export interface MountOptions {
   onContact?: (origin: string, url: string | undefined) => void
   /** The membership's state for `/health`; undefined when membership is off. */
   membership?: (() => 'ok' | 'degraded') | undefined
+  /** The transport's state, for `/health` and `/servers`. */
+  transport: () => TransportStatus
+  /** Where the webhook receiver hands a verified notice (the webhook transport, or the engine's path). */
+  deliver: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
 }
 
 /** `METHOD url` of each route the plugin mounted → how to move or drop it. */
@@ -64,7 +70,7 @@ function addRouteHooks (instance: FastifyInstance, opts: ResolvedOptions): void 
   for (const hook of opts.routeHooks.preHandler) instance.addHook('preHandler', hook)
 }
 
-export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact, membership }: MountOptions): Promise<void> {
+export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact, membership, transport, deliver }: MountOptions): Promise<void> {
   const { routes } = opts
   const claimed: Claimed = new Map()
   const group = async (option: string, mount: (instance: FastifyInstance) => PromiseLike<unknown>): Promise<void> => {
@@ -85,14 +91,14 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
   if (ops?.health !== undefined) {
     const path = ops.health
     await group('the option "routes.ops.health" (another path, or false)', (instance) =>
-      instance.register(healthRoute, { engine, membership, path, prefix: ops.prefix }))
+      instance.register(healthRoute, { engine, membership, transport, path, prefix: ops.prefix }))
   }
   if (ops?.servers !== undefined) {
     const path = ops.servers
     // Behind the host's route hooks like the policy routes: it names tenants and peer addresses.
     await group('the option "routes.ops.servers" (another path, or false)', async (instance) => {
       addRouteHooks(instance, opts)
-      await instance.register(serversRoute, { engine, publicUrl: opts.publicUrl, path, prefix: ops.prefix })
+      await instance.register(serversRoute, { engine, publicUrl: opts.publicUrl, transport, path, prefix: ops.prefix })
     })
   }
   if (metrics !== undefined && opts.metrics !== undefined) {
@@ -106,7 +112,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
         serverId: opts.serverId,
         bodyLimit: opts.webhookBodyLimit,
         onContact,
-        handleNotice: (notice) => engine.noticed(notice.entries, notice)
+        handleNotice: deliver
       }))
   }
   // After the plugin's own contexts exist: only the host's later routes pass through it.

@@ -92,6 +92,9 @@ export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, 
   ...closed, description: 'The tenant\'s revision after the reload', examples: [{ tenant: 'tenant1', revision: 3 }]
 })
 
+const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify')], { description: 'The transport (the `transport` option)' })
+const TransportState = Type.Union([Type.Literal('up'), Type.Literal('connecting'), Type.Literal('down'), Type.Literal('closed')])
+
 export const HealthReply = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable'), Type.Literal('closing')], {
     description: '`closing` (503) once a graceful shutdown began (take the instance out of rotation); `unavailable` (503) when the database does not answer; `degraded` (200) when it does but writes are failing'
@@ -106,10 +109,29 @@ export const HealthReply = Type.Object({
   peers: Type.Object({ total: Type.Integer({ minimum: 0 }), up: Type.Integer({ minimum: 0 }) }, closed),
   membership: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('off')], {
     description: '`degraded`: this instance\'s heartbeat or membership read fails (the last known set is kept), or another instance claims its serverId'
-  })
+  }),
+  transport: Type.Object({
+    type: TransportType,
+    state: TransportState
+  }, { ...closed, description: 'How notices travel; `down` (status degraded): the subscription is lost and being re-established' })
 }, closed)
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
+
+/** The transport's status, as `/servers` shows it (lib/broadcast/transport.ts, `TransportStatus`). */
+export const TransportStatusSchema = Type.Object({
+  type: TransportType,
+  state: TransportState,
+  acknowledged: Type.Boolean({ description: 'Whether a write waits for acknowledgements (webhook yes, pg-notify no)' }),
+  channel: Nullable(Type.String({ description: 'The channel listened on; null for webhooks' })),
+  subscribedAt: Nullable(Type.String({ description: 'When the current subscription was made' })),
+  subscriptions: Type.Integer({ minimum: 0, description: 'Subscriptions made since start; each resynced every cached tenant' }),
+  lastError: Nullable(Type.String({ description: 'The last failure of the subscription' })),
+  published: Type.Integer({ minimum: 0, description: 'Notices published on the channel' }),
+  received: Type.Integer({ minimum: 0, description: 'Verified notices from other instances handed to the engine' }),
+  hints: Type.Integer({ minimum: 0, description: 'Unverifiable messages: nothing applied, only the changelog read' }),
+  dropped: Type.Integer({ minimum: 0, description: 'Messages dropped: malformed, replayed or this instance\'s own' })
+}, closed)
 
 export const ServersReply = Type.Object({
   self: Type.Object({ serverId: Type.String(), url: Nullable(Type.String()) }, closed),
@@ -135,7 +157,8 @@ export const ServersReply = Type.Object({
     source: Type.Union([Type.Literal('static'), Type.Literal('membership'), Type.Literal('both')], { description: 'The `peers` option, the database\'s membership, or both' }),
     incarnation: Nullable(Type.String({ description: 'A member\'s incarnation, new at each of its starts' })),
     heartbeatAgeMs: Nullable(Type.Integer({ minimum: 0, description: 'How long ago a member\'s last heartbeat was (database clock)' }))
-  }, closed))
+  }, closed)),
+  transport: TransportStatusSchema
 }, closed)
 
 export const ErrorReply = Type.Object({

@@ -15,7 +15,7 @@ import {
 import { dialectOf, isTransientError, type Dialect } from './dialect.js'
 import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
-import type { MembershipStore, PolicyStore } from './types.js'
+import type { MembershipStore, PolicyStore, WriteOptions, WriteTransaction } from './types.js'
 
 /** What `tablePrefix` must match: a short SQL identifier start, so every table name stays valid. */
 export const TABLE_PREFIX_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,40}$'
@@ -105,7 +105,7 @@ export class KyselyPolicyStore implements PolicyStore {
    * Applies one change: mutation, revision bump, digest update and changelog row in one transaction.
    * See {@link PolicyStore.write}.
    */
-  async write (tenant: string, change: Change, origin: string): Promise<WriteResult> {
+  async write (tenant: string, change: Change, origin: string, options: WriteOptions = {}): Promise<WriteResult> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
     const { tenants, changelog } = this.#tables
@@ -133,7 +133,9 @@ export class KyselyPolicyStore implements PolicyStore {
           .where('revision', '<=', revision - this.#retention)
           .execute()
       }
-      return { revision, changed: true, digest }
+      const result = { revision, changed: true, digest }
+      if (options.committing !== undefined) await options.committing(this.#transactionHandle(trx), result)
+      return result
     }))
   }
 
@@ -202,6 +204,22 @@ export class KyselyPolicyStore implements PolicyStore {
       for (const row of rows) result.set(row.tenant, { revision: Number(row.revision), digest: row.digest })
     }
     return result
+  }
+
+  /** Whether `write`'s `committing` hook can `notify`: PostgreSQL only (`pg_notify`). */
+  get notifies (): boolean {
+    return this.#dialect === 'postgres'
+  }
+
+  /** What a `committing` hook may do in the write's transaction `trx`. */
+  #transactionHandle (trx: Kysely<any>): WriteTransaction {
+    const dialect = this.#dialect
+    return {
+      async notify (channel: string, payload: string): Promise<void> {
+        if (dialect !== 'postgres') throw new Error(`pg_notify needs PostgreSQL; this store is on ${dialect}`)
+        await sql`select pg_notify(${channel}, ${payload})`.execute(trx)
+      }
+    }
   }
 
   /** Resolves when the database answers `select 1`. */

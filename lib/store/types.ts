@@ -26,8 +26,10 @@ export interface PolicyStore {
    * throw `GroupNotFoundError` (FST_POLICY_CACHE_GROUP_NOT_FOUND) and write nothing. Concurrent
    * writes to one tenant get unique, gap-free revisions.
    * @param origin the serverId of the instance writing, kept in the changelog
+   * @param options what to do inside the transaction (a transport publishing with the commit);
+   *   a store that cannot honour `options.committing` (its `notifies` is not true) may ignore it
    */
-  write (tenant: string, change: Change, origin: string): Promise<WriteResult>
+  write (tenant: string, change: Change, origin: string, options?: WriteOptions): Promise<WriteResult>
   /**
    * The tenant's whole policy, revision and digest, read consistently (one transaction). Revision 0,
    * no groups and `EMPTY_DIGEST` for a tenant never written.
@@ -53,6 +55,33 @@ export interface PolicyStore {
    * registration with FST_POLICY_CACHE_INVALID_OPTION.
    */
   readonly membership?: MembershipStore | undefined
+  /**
+   * Whether `write` calls `options.committing` inside its transaction with a {@link WriteTransaction}
+   * whose `notify` works (PostgreSQL's `pg_notify`): what the `pg-notify` transport needs. Optional:
+   * a store without it cannot be used with that transport (FST_POLICY_CACHE_INVALID_OPTION `transport`).
+   */
+  readonly notifies?: boolean | undefined
+}
+
+/** What a write does inside its transaction, beside the change itself (see {@link PolicyStore.write}). */
+export interface WriteOptions {
+  /**
+   * Called inside the write's transaction once the mutation, the revision bump and the changelog row
+   * are written, before the commit, and only when the write changed something; `result` is what the
+   * write will return. A rejection rolls the write back (the write fails). A transaction run again
+   * after a deadlock calls it again: what it did in the rolled-back attempt is rolled back too.
+   */
+  committing?: ((tx: WriteTransaction, result: WriteResult) => Promise<void>) | undefined
+}
+
+/** The part of a write's transaction that {@link WriteOptions.committing} may use. */
+export interface WriteTransaction {
+  /**
+   * `pg_notify(channel, payload)` in the write's transaction: PostgreSQL delivers it to the
+   * channel's listeners when, and only if, the transaction commits. Rejects on a store whose
+   * `notifies` is not true.
+   */
+  notify (channel: string, payload: string): Promise<void>
 }
 
 /** One instance's row of the membership table. Times are epoch ms **of the database's clock**. */

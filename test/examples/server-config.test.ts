@@ -12,6 +12,7 @@ import tap, { test, type Test } from 'tap'
 import { ConfigError, describeStartupError, parseConfig, pluginOptions } from '../../examples/config.js'
 import { buildServer, startServer } from '../../examples/server.js'
 import { freePorts } from '../../examples/demo.js'
+import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
 
 const SERVER = fileURLToPath(new URL('../../examples/server.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -33,7 +34,7 @@ interface Run { code: number | null, signal: string | null, stdout: string, stde
 function runServer (args: string[], env: Record<string, string>, timeoutMs = 60000): Promise<Run> {
   const base = { ...process.env }
   for (const name of ['PORT', 'HOST', 'SERVER_ID', 'WEBHOOK_SECRET', 'OTHER_SERVERS', 'POLICY_DB', 'PUBLIC_URL',
-    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP', 'SHUTDOWN_DELAY_MS', 'PEERS_DNS', 'PEERS_DNS_SERVER']) delete base[name]
+    'SYNC_INTERVAL_MS', 'ACK_TIMEOUT_MS', 'POLICY_TABLE_PREFIX', 'LOG_LEVEL', 'MEMBERSHIP', 'SHUTDOWN_DELAY_MS', 'PEERS_DNS', 'PEERS_DNS_SERVER', 'TRANSPORT']) delete base[name]
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), SERVER, ...args], {
       cwd: ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe']
@@ -70,8 +71,17 @@ test('parseConfig: defaults', async (t) => {
     adminToken: undefined,
     metrics: true,
     membership: undefined,
-    shutdownDelayMs: 0
+    shutdownDelayMs: 0,
+    transport: 'webhook'
   })
+})
+
+test('parseConfig: TRANSPORT=pg-notify listens on the postgres:// POLICY_DB, without membership', async (t) => {
+  const config = parseConfig([], { TRANSPORT: 'PG-NOTIFY', POLICY_DB: 'postgres://db/policies', WEBHOOK_SECRET: STRONG })
+  t.equal(config.transport, 'pg-notify')
+  t.equal(config.membership, undefined, 'membership is off by default with pg-notify')
+  t.same(pluginOptions(config).transport, { type: 'pg-notify', connection: 'postgres://db/policies' })
+  t.equal(pluginOptions(parseConfig([], { TRANSPORT: 'webhook' })).transport, undefined, 'webhook: the plugin\'s default')
 })
 
 test('parseConfig: MEMBERSHIP is on whenever a secret is set, 0 turns it off, periods pass through', async (t) => {
@@ -149,7 +159,15 @@ test('parseConfig: each mistake names its variable', async (t) => {
     [{ MEMBERSHIP: '1', WEBHOOK_SECRET: STRONG }, ['0'], /^invalid configuration: MEMBERSHIP: needs PUBLIC_URL/],
     [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_HEARTBEAT_MS: '1000', MEMBERSHIP_TTL_MS: '1500' }, [], /^invalid configuration: MEMBERSHIP_TTL_MS: /],
     [{ WEBHOOK_SECRET: STRONG, MEMBERSHIP_POLL_MS: 'soon' }, [], /^invalid configuration: MEMBERSHIP_POLL_MS: /],
-    [{ SHUTDOWN_DELAY_MS: '61000' }, [], /^invalid configuration: SHUTDOWN_DELAY_MS: /]
+    [{ SHUTDOWN_DELAY_MS: '61000' }, [], /^invalid configuration: SHUTDOWN_DELAY_MS: /],
+    [{ TRANSPORT: 'pg-notify', WEBHOOK_SECRET: STRONG }, [], /^invalid configuration: TRANSPORT: pg-notify needs POLICY_DB=postgres:\/\//],
+    [{ TRANSPORT: 'pg-notify', WEBHOOK_SECRET: STRONG, POLICY_DB: 'mysql://db/p' }, [], /^invalid configuration: TRANSPORT: pg-notify needs POLICY_DB=postgres:\/\//],
+    [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p' }, [], /^invalid configuration: WEBHOOK_SECRET: is required with TRANSPORT=pg-notify/],
+    [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p', WEBHOOK_SECRET: STRONG, OTHER_SERVERS: PEER }, [], /^invalid configuration: OTHER_SERVERS: is for TRANSPORT=webhook/],
+    [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p', WEBHOOK_SECRET: STRONG, MEMBERSHIP: '1' }, [], /^invalid configuration: MEMBERSHIP: is for TRANSPORT=webhook/],
+    [{ TRANSPORT: 'nats://127.0.0.1:4222' }, [], /^invalid configuration: TRANSPORT: "nats:\/\/127.0.0.1:4222" is not available in this version/],
+    [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p', WEBHOOK_SECRET: STRONG, PEERS_DNS: 'policy.default.svc.cluster.local:3000' }, [], /^invalid configuration: PEERS_DNS: is for TRANSPORT=webhook/],
+    [{ TRANSPORT: 'pigeon' }, [], /^invalid configuration: TRANSPORT: "pigeon" is not webhook or pg-notify/]
   ]
   for (const [vars, argv, expected] of cases) {
     const err = (() => {
@@ -192,6 +210,21 @@ test('buildServer: the host-owned SQLite database serves the plugin and closes a
   t.match((await again.inject('/tenants/t1')).json(), { revision: 1, groups: [{ name: 'g' }] })
 })
 
+test('buildServer: TRANSPORT=pg-notify on the PostgreSQL policy database', async (t) => {
+  const admin = await postgresDb()
+  if (admin === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
+  t.teardown(() => admin.destroy())
+  const prefix = randomPrefix()
+  t.teardown(() => dropPrefixed(admin, prefix))
+  const config = parseConfig(['0'], { TRANSPORT: 'pg-notify', POLICY_DB: POSTGRES_URL, WEBHOOK_SECRET: STRONG, POLICY_TABLE_PREFIX: prefix, METRICS: '0' })
+  const app = await buildServer(config, { logger: false })
+  t.teardown(() => app.close())
+  t.match((await app.inject('/health')).json(), { status: 'ok', transport: { type: 'pg-notify', state: 'up' }, membership: 'off' })
+  const write = await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })
+  t.match(write.json(), { revision: 1, changed: true, peers: { acked: 0, total: 0 } })
+  t.match((await app.inject('/servers')).json().transport, { type: 'pg-notify', channel: `${prefix}notify`, published: 1 })
+})
+
 test('buildServer: an unreachable database is an operator error naming POLICY_DB and the driver\'s reason', async (t) => {
   const [port] = await freePorts(1)
   for (const url of [`postgres://postgres@127.0.0.1:${port}/test`, `mysql://root@127.0.0.1:${port}/test`]) {
@@ -222,7 +255,8 @@ test('the CLI: a bad configuration exits 1 with one stderr line and creates noth
     ['peers without a secret', [], { OTHER_SERVERS: PEER }, /WEBHOOK_SECRET: is required/],
     ['bad port', ['port'], {}, /port argument/],
     ['non-integer SYNC_INTERVAL_MS', [], { SYNC_INTERVAL_MS: '2.5' }, /SYNC_INTERVAL_MS/],
-    ['unsupported POLICY_DB scheme', [], { POLICY_DB: 'mongodb://127.0.0.1/policies' }, /POLICY_DB: unsupported scheme/]
+    ['unsupported POLICY_DB scheme', [], { POLICY_DB: 'mongodb://127.0.0.1/policies' }, /POLICY_DB: unsupported scheme/],
+    ['pg-notify on a SQLite POLICY_DB', [], { TRANSPORT: 'pg-notify', WEBHOOK_SECRET: STRONG }, /TRANSPORT: pg-notify needs POLICY_DB=postgres/]
   ]
   const runs = await Promise.all(cases.map(([, argv, vars]) => runServer(argv, { ...env, POLICY_DB: db, ...vars })))
   cases.forEach(([name, , , expected], i) => {

@@ -53,7 +53,8 @@ const everyKey = {
   identify: undefined,
   metrics: undefined,
   membership: undefined,
-  peerRefreshMs: undefined
+  peerRefreshMs: undefined,
+  transport: undefined
 } satisfies Record<keyof PolicyCacheOptions, undefined>
 export const options: PolicyCacheOptions = everyKey
 

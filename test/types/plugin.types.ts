@@ -93,3 +93,18 @@ export async function dnsPeersUsage (): Promise<void> {
   // @ts-expect-error ipv4, ipv6, both or auto
   dnsPeers({ name: 'policy', port: 3000, family: 'inet6' })
 }
+
+export async function transportUsage (db: import('kysely').Kysely<any>): Promise<void> {
+  const app = Fastify()
+  await app.register(policyCache, { transport: 'webhook' })
+  await app.register(policyCache, { db, webhookSecret: 'x'.repeat(16), transport: { type: 'pg-notify', connection: 'postgres://db/app' } })
+  await app.register(policyCache, {
+    db,
+    webhookSecret: 'x'.repeat(16),
+    transport: { type: 'pg-notify', connection: { host: 'db' }, channel: 'app_notify', probeIntervalMs: 1000, reconnect: { maxDelayMs: 2000 }, maxPayloadBytes: 4000 }
+  })
+  // @ts-expect-error pg-notify needs its listening connection
+  await app.register(policyCache, { transport: { type: 'pg-notify' } })
+  // @ts-expect-error nats and redis are not in this version
+  await app.register(policyCache, { transport: 'nats' })
+}

@@ -1,6 +1,7 @@
-// Run before better-sqlite3 and prom-client are installed: importing the package must work, and each
+// Run before better-sqlite3, prom-client and pg are installed: importing the package must work, and each
 // feature that needs one fails registration with a coded error naming the package.
 import Fastify from 'fastify'
+import { Kysely, PostgresDialect } from 'kysely'
 import policyCache from 'fastify-policy-cache'
 
 async function registrationError (options) {
@@ -17,5 +18,11 @@ async function registrationError (options) {
 
 console.log(JSON.stringify({
   sqlite: await registrationError({}),
-  metrics: await registrationError({ metrics: true })
+  metrics: await registrationError({ metrics: true }),
+  // A PostgreSQL Kysely whose pool is never used: the transport needs pg before anything connects.
+  pgNotify: await registrationError({
+    db: new Kysely({ dialect: new PostgresDialect({ pool: {} }) }),
+    webhookSecret: 'a-secret-of-sixteen-bytes-or-more',
+    transport: { type: 'pg-notify', connection: 'postgres://127.0.0.1:1/none' }
+  })
 }))

@@ -1,0 +1,88 @@
+/**
+ * The broker envelope (lib/broadcast/envelope.ts): the webhook's notice body with its Standard
+ * Webhooks id, timestamp and signature alongside. Verified → a decoded notice; anything a key we
+ * hold did not sign (or signed too long ago) → at most a hint naming tenants and revisions; not an
+ * envelope → invalid. Over the size limit → tenant + revision only, split when still too large.
+ */
+import { test } from 'tap'
+import { encodeEnvelopes, ENVELOPE_VERSION, openEnvelope } from '../../lib/broadcast/envelope.js'
+import { parseSecret } from '../../lib/broadcast/signature.js'
+import type { NoticeChange } from '../../lib/broadcast/notice.js'
+
+const key = parseSecret('whsec_' + Buffer.from('envelope-test-secret-of-32-bytes').toString('base64'), 'test')
+const other = parseSecret('another-secret-of-enough-bytes', 'test')
+const now = 1_800_000_000
+const change: NoticeChange = { tenant: 't1', revision: 3, digest: 'a'.repeat(32), operation: 'assign-user', group: 'readers', user: 'alice' }
+
+test('a signed envelope opens as the notice it carries, with every configured key', async (t) => {
+  const [envelope] = encodeEnvelopes([key, other], { origin: 'n1', database: 'db-1', url: 'http://127.0.0.1:3001' }, [change], 7900, now)
+  const lines = envelope.split('\n')
+  t.equal(lines[0], ENVELOPE_VERSION)
+  t.match(lines[1], /^msg_[A-Za-z0-9_-]+$/)
+  t.equal(lines[2], String(now))
+  t.equal(lines[3].split(' ').length, 2, 'one signature per key (rotation)')
+  for (const keys of [[key], [other]]) {
+    const opened = openEnvelope(keys, envelope, now + 10)
+    t.equal(opened.kind, 'notice')
+    if (opened.kind !== 'notice') return
+    t.equal(opened.id, lines[1])
+    t.same(opened.notice, {
+      origin: 'n1',
+      database: 'db-1',
+      url: 'http://127.0.0.1:3001',
+      entries: [{ tenant: 't1', revision: 3, digest: 'a'.repeat(32), carried: { op: 'assign-user', group: 'readers', user: 'alice', revision: 3 } }]
+    })
+  }
+})
+
+test('what a key we hold did not sign, or signed too long ago, is only a hint', async (t) => {
+  const [envelope] = encodeEnvelopes([key], { origin: 'n1' }, [change], 7900, now)
+  const hint = { kind: 'hint', origin: 'n1', tenants: [{ tenant: 't1', revision: 3 }] }
+  const unknownKey = parseSecret('a-secret-nobody-here-holds-at-all', 'test')
+  t.same(openEnvelope([unknownKey], envelope, now), hint, 'another secret')
+  t.same(openEnvelope([key], envelope, now + 301), hint, 'stale: more than 300 s old')
+  t.same(openEnvelope([key], envelope, now - 301), hint, 'from the future')
+  t.same(openEnvelope([key], envelope.replace('"alice"', '"mallory"'), now), hint, 'body tampered')
+  const noSignature = envelope.split('\n')
+  noSignature[3] = ''
+  t.same(openEnvelope([key], noSignature.join('\n'), now), hint, 'no signature')
+  // Signed, but carrying data that does not fit its operation: nothing carried is trusted.
+  const [malformed] = encodeEnvelopes([key], { origin: 'n1' }, [{ tenant: 't1', revision: 3, operation: 'create-group', group: 'g', user: 'u' }], 7900, now)
+  t.same(openEnvelope([key], malformed, now), hint, 'signed but malformed')
+})
+
+test('what is not an envelope of a notice is invalid', async (t) => {
+  const [envelope] = encodeEnvelopes([key], { origin: 'n1' }, [change], 7900, now)
+  const cases: Array<[string, string]> = [
+    ['', 'not an envelope'],
+    ['hello', 'not an envelope'],
+    [envelope.replace(/^swv1/, 'swv2'), 'not an envelope'],
+    [envelope.split('\n').slice(0, 4).join('\n'), 'not an envelope'],
+    [envelope.split('\n').slice(0, 4).join('\n') + '\n{', 'the body is not JSON'],
+    [envelope.split('\n').slice(0, 4).join('\n') + '\n{"type":"other"}', 'the body is not a notice'],
+    [envelope.replace('"tenant":"t1"', '"tenant":"not a tenant"'), 'the body is not a notice']
+  ]
+  for (const [raw, reason] of cases) t.same(openEnvelope([key], raw, now), { kind: 'invalid', reason }, reason)
+})
+
+test('over the limit: tenant + revision only (the highest per tenant), split into envelopes that fit', async (t) => {
+  const [whole] = encodeEnvelopes([key], { origin: 'n1' }, [change], 7900, now)
+  const limit = Buffer.byteLength(whole) - 1
+  const [reduced, ...more] = encodeEnvelopes([key], { origin: 'n1' }, [change, { ...change, revision: 2 }], limit, now)
+  t.same(more, [])
+  t.ok(Buffer.byteLength(reduced) <= limit)
+  const opened = openEnvelope([key], reduced, now)
+  t.same(opened.kind === 'notice' && opened.notice.entries, [{ tenant: 't1', revision: 3, digest: undefined, carried: undefined }])
+
+  const many: NoticeChange[] = Array.from({ length: 200 }, (_, i) => ({ tenant: `tenant-${i}-${'x'.repeat(100)}`, revision: i + 1 }))
+  const envelopes = encodeEnvelopes([key], { origin: 'n1' }, many, 7900, now)
+  t.ok(envelopes.length > 1, `split into ${envelopes.length}`)
+  const seen: string[] = []
+  for (const envelope of envelopes) {
+    t.ok(Buffer.byteLength(envelope) <= 7900)
+    const each = openEnvelope([key], envelope, now)
+    if (each.kind === 'notice') seen.push(...each.notice.entries.map((entry) => entry.tenant))
+  }
+  t.same(seen, many.map((entry) => entry.tenant), 'every tenant, once, in order')
+  t.throws(() => encodeEnvelopes([key], { origin: 'n1' }, [change], 100, now), RangeError)
+})

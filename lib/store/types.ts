@@ -1,4 +1,4 @@
-import type { Change, LoggedChange, TenantSnapshot, TenantVersion, WriteResult } from '../model.js'
+import type { Change, LoggedChange, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../model.js'
 
 /**
  * Where policies live. The built-in implementation (`KyselyPolicyStore`) works on any Kysely;
@@ -25,9 +25,21 @@ export interface PolicyStore {
    * `{ changed: false, revision: <current>, digest: <current> }`. `add-permission` and `assign-user` on a missing group
    * throw `GroupNotFoundError` (FST_POLICY_CACHE_GROUP_NOT_FOUND) and write nothing. Concurrent
    * writes to one tenant get unique, gap-free revisions.
+   *
+   * Given an array (a batch), applies its changes in order in one transaction — a change sees the
+   * effects of those before it (create-group then assign-user works) — bumping the revision once
+   * when any had an effect, and logging the effective ones as one changelog entry at that revision:
+   * the change itself when one had an effect, else `{ op: 'batch', changes }` (lib/model.ts
+   * `loggedBatch`), which `changesSince` returns as it was logged. The result's `effects` says which
+   * changes had one. A change that fails (a missing group) writes nothing of the whole batch and
+   * throws its error with the message prefixed `changes[<index>]: ` and `index` set (`atIndex`).
+   *
+   * With `options.ifRevision`, a tenant at another revision (0: never written) — read under the same
+   * lock that serialises its writes — writes nothing and throws FST_POLICY_CACHE_REVISION_CONFLICT
+   * with `currentRevision` (`revisionConflict`).
    * @param origin the serverId of the instance writing, kept in the changelog
    */
-  write (tenant: string, change: Change, origin: string): Promise<WriteResult>
+  write (tenant: string, change: Change | readonly Change[], origin: string, options?: WriteOptions): Promise<WriteResult>
   /**
    * The tenant's whole policy, revision and digest, read consistently (one transaction). Revision 0,
    * no groups and `EMPTY_DIGEST` for a tenant never written.

@@ -146,6 +146,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
     writeTimeoutMs: opts.writeTimeoutMs,
+    maxBatchChanges: opts.maxBatchChanges,
     log,
     identify: opts.identify,
     leave: async () => { await membership?.leave() }
@@ -187,7 +188,7 @@ export { plugin as policyCache }
 export { DEFAULTS } from './defaults.js'
 export type { PolicyCacheApi } from './api.js'
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
-export type { WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
+export type { WriteOutcome, BatchOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'

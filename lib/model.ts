@@ -176,13 +176,11 @@ export function assertBatch (changes: readonly Change[]): void {
   })
 }
 
-/** A batch change's error, its message prefixed by the change's place (`changes[3]: …`) and `index` set. */
-export function atIndex (err: unknown, index: number): unknown {
-  if (err instanceof Error) {
-    err.message = `changes[${index}]: ${err.message}`
-    Object.assign(err, { index })
-  }
-  return err
+/** A batch change's error (always an Error: a coded one), its message prefixed by the change's place (`changes[3]: …`) and `index` set. */
+export function atIndex (err: unknown, index: number): Error {
+  const error = err as Error
+  error.message = `changes[${index}]: ${error.message}`
+  return Object.assign(error, { index })
 }
 
 /** Validates `ifRevision`: absent, or a non-negative safe integer. */

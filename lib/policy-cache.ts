@@ -404,7 +404,9 @@ export class PolicyCache implements PolicyCacheApi {
    */
   async #committed (tenant: string, own: Change | Change[], { revision, changed, digest, effects }: { revision: number, changed: boolean, digest: string, effects?: boolean[] }): Promise<BatchOutcome> {
     const batch = Array.isArray(own) ? own : undefined
-    const outcomeEffects = batch === undefined ? [changed] : batch.map((_change, i) => effects?.[i] === true)
+    // A store that reports no effects for a batch (a custom store breaking the contract): every change
+    // is taken as effective — applying a no-op again changes nothing, and the digest check catches the rest.
+    const outcomeEffects = batch === undefined ? [changed] : effects ?? batch.map(() => changed)
     const logged = batch === undefined ? own as Change : loggedBatch(batch.filter((_change, i) => outcomeEffects[i]))
     if (!changed || logged === null) {
       this.#unchanged++

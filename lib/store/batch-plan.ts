@@ -51,6 +51,20 @@ interface GroupFacts extends Presence {
 
 const key = (group: string, item: string): string => `${group}\0${item}`
 
+/** The presence of `item` in `map`, added absent (before and now) when the batch meets it first. */
+function presence (map: Map<string, Presence>, item: string): Presence {
+  let found = map.get(item)
+  if (found === undefined) map.set(item, found = { before: false, now: false })
+  return found
+}
+
+/** Sets whether a fact is present now; returns whether that changed it. */
+function set (fact: Presence, now: boolean): boolean {
+  if (fact.now === now) return false
+  fact.now = now
+  return true
+}
+
 export class BatchPlan {
   readonly #tenant: string
   readonly #changes: readonly Change[]
@@ -94,41 +108,7 @@ export class BatchPlan {
     }
     for (const [name, permission] of facts.grants) group(name).grants.set(permission, { before: true, now: true })
     for (const [name, user] of facts.members) group(name).members.set(user, { before: true, now: true })
-    const presence = (map: Map<string, Presence>, item: string): Presence => {
-      let found = map.get(item)
-      if (found === undefined) map.set(item, found = { before: false, now: false })
-      return found
-    }
-
-    const effects = this.#changes.map((change, index) => {
-      const g = group(change.group)
-      const set = (fact: Presence, now: boolean): boolean => {
-        if (fact.now === now) return false
-        fact.now = now
-        return true
-      }
-      switch (change.op) {
-        case 'create-group':
-          return set(g, true)
-        case 'delete-group':
-          if (!set(g, false)) return false
-          // A deleted group's grants and memberships were all read (`whole`): they go with it.
-          for (const fact of g.grants.values()) fact.now = false
-          for (const fact of g.members.values()) fact.now = false
-          return true
-        case 'add-permission':
-          if (!g.now) throw atIndex(new GroupNotFoundError(change.group, this.#tenant), index)
-          return set(presence(g.grants, change.permission), true)
-        case 'remove-permission':
-          return set(presence(g.grants, change.permission), false)
-        case 'assign-user':
-          if (!g.now) throw atIndex(new GroupNotFoundError(change.group, this.#tenant), index)
-          return set(presence(g.members, change.user), true)
-        case 'unassign-user':
-          return set(presence(g.members, change.user), false)
-      }
-      return false
-    })
+    const effects = this.#changes.map((change, index) => this.#effect(group(change.group), change, index))
 
     const outcome: BatchOutcome = {
       effects,
@@ -157,5 +137,29 @@ export class BatchPlan {
       }
     }
     return outcome
+  }
+
+  /** Applies one change to its group's facts; returns whether it had an effect. */
+  #effect (g: GroupFacts, change: Change, index: number): boolean {
+    switch (change.op) {
+      case 'create-group':
+        return set(g, true)
+      case 'delete-group':
+        if (!set(g, false)) return false
+        // A deleted group's grants and memberships were all read (`whole`): they go with it.
+        for (const fact of g.grants.values()) fact.now = false
+        for (const fact of g.members.values()) fact.now = false
+        return true
+      case 'add-permission':
+        if (!g.now) throw atIndex(new GroupNotFoundError(change.group, this.#tenant), index)
+        return set(presence(g.grants, change.permission), true)
+      case 'remove-permission':
+        return set(presence(g.grants, change.permission), false)
+      case 'assign-user':
+        if (!g.now) throw atIndex(new GroupNotFoundError(change.group, this.#tenant), index)
+        return set(presence(g.members, change.user), true)
+      case 'unassign-user':
+        return set(presence(g.members, change.user), false)
+    }
   }
 }

@@ -5,6 +5,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { test } from 'tap'
 import { buildApp, get, post } from '../helpers/app.js'
+import { InstrumentedStore } from '../helpers/instrumented-store.js'
 
 const onboarding = [
   { operation: 'create-group', group: 'editors' },
@@ -131,4 +132,21 @@ test('the route is mounted with described, closed schemas (OpenAPI)', async (t) 
   t.ok(app.hasRoute({ method: 'POST', url: '/batch' }))
   const { BatchBody, BatchChangeBody, BatchReply } = await import('../../lib/routes/schemas.js')
   for (const schema of [BatchBody, BatchChangeBody, BatchReply]) t.match(schema, { description: String, additionalProperties: false })
+})
+
+test('a custom store that reports no effects for a batch: every change counts as effective, the cache stays right', async (t) => {
+  class NoEffects extends InstrumentedStore {
+    override async write (...args: Parameters<InstrumentedStore['write']>) {
+      const { effects: _effects, ...result } = await super.write(...args)
+      return result
+    }
+  }
+  const app = await buildApp(t, { db: new NoEffects() })
+  await app.policyCache.createGroup('t1', 'g')
+  await app.policyCache.warm(['t1'])
+  const outcome = await app.policyCache.batch('t1', [{ op: 'create-group', group: 'g' }, { op: 'assign-user', group: 'g', user: 'alice' }])
+  t.match(outcome, { revision: 2, changed: true, effects: [true, true] })
+  t.same((await app.policyCache.tenant('t1')).groups, [{ name: 'g', permissions: [], users: ['alice'] }])
+  t.match(app.policyCache.stats(), { repairs: 0 }, 'the digest agreed')
+  await t.rejects(app.policyCache.batch('t1', 'create-group' as never), { code: 'FST_POLICY_CACHE_INVALID_INPUT' }, 'not an array')
 })

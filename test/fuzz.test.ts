@@ -33,7 +33,7 @@ const value = fc.oneof(
   fc.dictionary(text, text, { maxKeys: 3 }),
   fc.jsonValue({ maxDepth: 3 })
 )
-const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'minRevision', '__proto__', 'constructor', 'prototype'), text)
+const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'minRevision', 'ifRevision', '__proto__', 'constructor', 'prototype'), text)
 
 /** Valid values per field, so that many generated requests pass validation and reach the engine. */
 const id = fc.oneof(fc.constantFrom('t1', 't2', 'g', 'alice'), fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,20}$/), fc.constant('a'.repeat(128)))

@@ -324,18 +324,21 @@ export class KyselyPolicyStore implements PolicyStore {
       const rows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).where('name', 'in', names).execute()
       for (const { name } of rows) facts.groups.push(name)
     }
-    for (const names of chunks(needs.whole, IN_CHUNK)) {
+    // A group missing from the database has no grants or memberships there: nothing to read for it.
+    const existing = new Set(facts.groups)
+    const stored = ([group]: Pair): boolean => existing.has(group)
+    for (const names of chunks(needs.whole.filter((name) => existing.has(name)), IN_CHUNK)) {
       const grantRows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant).where('group_name', 'in', names).execute()
       for (const row of grantRows) facts.grants.push([row.group_name, row.permission])
       const memberRows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant).where('group_name', 'in', names).execute()
       for (const row of memberRows) facts.members.push([row.group_name, row.user_id])
     }
-    for (const pairs of chunks(needs.grants, ROW_CHUNK)) {
+    for (const pairs of chunks(needs.grants.filter(stored), ROW_CHUNK)) {
       const rows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant)
         .where((eb) => eb(eb.refTuple('group_name', 'permission'), 'in', pairs.map(([g, p]) => eb.tuple(g, p)))).execute()
       for (const row of rows) facts.grants.push([row.group_name, row.permission])
     }
-    for (const pairs of chunks(needs.members, ROW_CHUNK)) {
+    for (const pairs of chunks(needs.members.filter(stored), ROW_CHUNK)) {
       const rows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant)
         .where((eb) => eb(eb.refTuple('group_name', 'user_id'), 'in', pairs.map(([g, u]) => eb.tuple(g, u)))).execute()
       for (const row of rows) facts.members.push([row.group_name, row.user_id])

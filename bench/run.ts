@@ -1,10 +1,11 @@
 /**
  * `npm run bench [-- --quick] [section …]`: runs the benchmark sections side by side, prints a table
  * and writes docs/benchmarks.md (+ the propagation plot). Sections: check, http, propagation,
- * faults, catchup, writes, membership. `--quick` is a fast smoke run (small counts; its figures are rough).
+ * faults, catchup, writes, membership, batch. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
 import { loadavg } from 'node:os'
+import { runBatch } from './batch.js'
 import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
 import { runFaults } from './faults.js'
@@ -22,7 +23,8 @@ const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   faults: runFaults,
   catchup: runCatchUp,
   writes: runWrites,
-  membership: runMembership
+  membership: runMembership,
+  batch: runBatch
 }
 
 /** The paragraph about the run's conditions: the machine's load, and any note passed in BENCH_CONDITIONS. */

@@ -6,14 +6,16 @@
  *   await app.register(policyCache, { db: new MemoryPolicyStore() })
  */
 import { randomUUID } from 'node:crypto'
-import type { Change, Fact, GroupData, LoggedChange, PolicyStore, TenantSnapshot, TenantVersion, WriteResult } from '../lib/plugin.js'
+import type { Change, Fact, GroupData, LoggedChange, PolicyStore, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../lib/plugin.js'
 import { EMPTY_DIGEST, errors, updateDigest } from '../lib/plugin.js'
+
+type Groups = Map<string, { permissions: Set<string>, users: Set<string> }>
 
 interface Tenant {
   revision: number
   /** The digest of `groups`, updated by each change with the facts it added and removed. */
   digest: string
-  groups: Map<string, { permissions: Set<string>, users: Set<string> }>
+  groups: Groups
   log: LoggedChange[]
 }
 
@@ -34,58 +36,49 @@ export class MemoryPolicyStore implements PolicyStore {
     return this.#databaseId
   }
 
-  async write (tenant: string, change: Change, _origin: string): Promise<WriteResult> {
+  /**
+   * One change, or a batch applied in order to a copy of the tenant's groups that replaces them only
+   * when every change succeeded (all or nothing). `ifRevision` is checked first. A store running in
+   * one process needs no lock: nothing else runs between the check and the write.
+   */
+  async write (tenant: string, change: Change | readonly Change[], _origin: string, options: WriteOptions = {}): Promise<WriteResult> {
     let state = this.#tenants.get(tenant)
+    const current = state?.revision ?? 0
+    if (options.ifRevision !== undefined && options.ifRevision !== current) {
+      throw Object.assign(new errors.RevisionConflictError(tenant, current, options.ifRevision), { currentRevision: current })
+    }
     if (state === undefined) this.#tenants.set(tenant, state = { revision: 0, digest: EMPTY_DIGEST, groups: new Map(), log: [] })
-    const name = change.group
-    const group = state.groups.get(name)
-    // The facts the change adds and removes, for the digest.
+    // The facts the changes add and remove, for the digest.
     const added: Fact[] = []
     const removed: Fact[] = []
-    switch (change.op) {
-      case 'create-group':
-        if (group === undefined) {
-          state.groups.set(name, { permissions: new Set(), users: new Set() })
-          added.push({ group: name })
+    let effects: boolean[] | undefined
+    let logged: Change | { op: 'batch', changes: Change[] } | undefined
+    if (Array.isArray(change)) {
+      const groups: Groups = new Map([...state.groups].map(([name, group]) => [name, { permissions: new Set(group.permissions), users: new Set(group.users) }]))
+      effects = (change as readonly Change[]).map((one, index) => {
+        const before = added.length + removed.length
+        try {
+          apply(tenant, groups, one, added, removed)
+        } catch (err) {
+          throw Object.assign(err as Error, { message: `changes[${index}]: ${(err as Error).message}`, index })
         }
-        break
-      case 'delete-group':
-        if (group !== undefined) {
-          state.groups.delete(name)
-          removed.push({ group: name })
-          for (const permission of group.permissions) removed.push({ group: name, permission })
-          for (const user of group.users) removed.push({ group: name, user })
-        }
-        break
-      case 'add-permission':
-        if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
-        if (!group.permissions.has(change.permission)) {
-          group.permissions.add(change.permission)
-          added.push({ group: name, permission: change.permission })
-        }
-        break
-      case 'remove-permission':
-        if (group?.permissions.delete(change.permission) === true) removed.push({ group: name, permission: change.permission })
-        break
-      case 'assign-user':
-        if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
-        if (!group.users.has(change.user)) {
-          group.users.add(change.user)
-          added.push({ group: name, user: change.user })
-        }
-        break
-      case 'unassign-user':
-        if (group?.users.delete(change.user) === true) removed.push({ group: name, user: change.user })
-        break
+        return added.length + removed.length > before
+      })
+      state.groups = groups
+      const effective = (change as readonly Change[]).filter((_one, i) => effects![i])
+      logged = effective.length > 1 ? { op: 'batch', changes: effective } : effective[0]
+    } else {
+      apply(tenant, state.groups, change as Change, added, removed)
+      logged = change as Change
     }
     const changed = added.length + removed.length > 0
-    if (changed) {
+    if (changed && logged !== undefined) {
       state.digest = updateDigest(state.digest, added, removed)
       state.revision++
-      state.log.push({ ...change, revision: state.revision })
+      state.log.push({ ...logged, revision: state.revision })
       if (state.log.length > this.#retention) state.log.splice(0, state.log.length - this.#retention)
     }
-    return { revision: state.revision, changed, digest: state.digest }
+    return { revision: state.revision, changed, digest: state.digest, ...(effects === undefined ? {} : { effects }) }
   }
 
   async snapshot (tenant: string): Promise<TenantSnapshot> {
@@ -118,4 +111,46 @@ export class MemoryPolicyStore implements PolicyStore {
   async ping (): Promise<void> {}
 
   async close (): Promise<void> {}
+}
+
+/** Applies one change to `groups`, recording the facts it adds and removes; throws for a missing group. */
+function apply (tenant: string, groups: Groups, change: Change, added: Fact[], removed: Fact[]): void {
+  const name = change.group
+  const group = groups.get(name)
+  switch (change.op) {
+    case 'create-group':
+      if (group === undefined) {
+        groups.set(name, { permissions: new Set(), users: new Set() })
+        added.push({ group: name })
+      }
+      break
+    case 'delete-group':
+      if (group !== undefined) {
+        groups.delete(name)
+        removed.push({ group: name })
+        for (const permission of group.permissions) removed.push({ group: name, permission })
+        for (const user of group.users) removed.push({ group: name, user })
+      }
+      break
+    case 'add-permission':
+      if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
+      if (!group.permissions.has(change.permission)) {
+        group.permissions.add(change.permission)
+        added.push({ group: name, permission: change.permission })
+      }
+      break
+    case 'remove-permission':
+      if (group?.permissions.delete(change.permission) === true) removed.push({ group: name, permission: change.permission })
+      break
+    case 'assign-user':
+      if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
+      if (!group.users.has(change.user)) {
+        group.users.add(change.user)
+        added.push({ group: name, user: change.user })
+      }
+      break
+    case 'unassign-user':
+      if (group?.users.delete(change.user) === true) removed.push({ group: name, user: change.user })
+      break
+  }
 }

@@ -7,7 +7,8 @@
  */
 import type { preHandlerHookHandler } from 'fastify'
 import type { PeerStatus } from './broadcast/status.js'
-import type { CheckOptions, Decision, EngineStats, TenantView, UserView, WriteOutcome } from './policy-cache.js'
+import type { Change, WriteOptions } from './model.js'
+import type { BatchOutcome, CheckOptions, Decision, EngineStats, TenantView, UserView, WriteOutcome } from './policy-cache.js'
 
 export interface PolicyCacheApi {
   /** This instance's id, as its peers and `/servers` see it. */
@@ -37,18 +38,29 @@ export interface PolicyCacheApi {
   /** Loads tenants into memory so that `checkSync` answers them at once (the `preload` option does it at startup). */
   warm (tenants: Iterable<string>): Promise<void>
 
-  /** Creates a group. A write answers once committed, applied here, and acknowledged by the peers (bounded by `ackTimeoutMs`). */
-  createGroup (tenant: string, group: string): Promise<WriteOutcome>
+  /**
+   * Creates a group. A write answers once committed, applied here, and acknowledged by the peers (bounded by `ackTimeoutMs`).
+   * Every write takes `{ ifRevision }`: write only if the tenant is at that revision (0: never written),
+   * else reject with 409 FST_POLICY_CACHE_REVISION_CONFLICT (its `currentRevision` set), nothing written.
+   */
+  createGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Deletes a group with its grants and memberships. */
-  deleteGroup (tenant: string, group: string): Promise<WriteOutcome>
+  deleteGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Grants a permission (a wildcard `documents:*` or `*` allowed) to a group; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
-  addPermission (tenant: string, group: string, permission: string): Promise<WriteOutcome>
+  addPermission (tenant: string, group: string, permission: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Revokes a permission from a group. */
-  removePermission (tenant: string, group: string, permission: string): Promise<WriteOutcome>
+  removePermission (tenant: string, group: string, permission: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Adds a user to a group; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
-  assignUser (tenant: string, group: string, user: string): Promise<WriteOutcome>
+  assignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Removes a user from a group. */
-  unassignUser (tenant: string, group: string, user: string): Promise<WriteOutcome>
+  unassignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome>
+  /**
+   * Writes several changes (`{ op: 'assign-user', group, user }`, …) atomically, in order — each sees
+   * those before it — at one revision, sent to the peers as one notice; `effects` says which had an
+   * effect. A failing change writes nothing (its error's message names `changes[<index>]`, `index`
+   * set); more than `maxBatchChanges` → 413 FST_POLICY_CACHE_BATCH_TOO_LARGE. `ifRevision` as above.
+   */
+  batch (tenant: string, changes: readonly Change[], options?: WriteOptions): Promise<BatchOutcome>
 
   /** The tenant's groups with their permissions and users, as cached here (loading it if needed). */
   tenant (tenant: string, options?: CheckOptions): Promise<TenantView>

@@ -35,6 +35,8 @@ export const DEFAULTS = Object.freeze({
   webhookBodyLimit: 64 * 1024,
   /** Body limit of the policy routes (writes, `/refresh-tenant`) in bytes: a valid body is under 1 KiB. */
   policyBodyLimit: 4 * 1024,
+  /** Most changes one batch write (`POST /batch`, `policyCache.batch`) may hold. */
+  maxBatchChanges: 1000,
   /** Where each group of routes is mounted, under the register prefix. */
   routes: Object.freeze({
     policy: Object.freeze({ prefix: '' }),

@@ -25,6 +25,13 @@ export const GroupNotFoundError: FastifyErrorConstructor<{ code: 'FST_POLICY_CAC
 export const RevisionAheadError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_REVISION_AHEAD', statusCode: 412 }, [string, number, number]> =
   createError('FST_POLICY_CACHE_REVISION_AHEAD', 'Tenant "%s" is at revision %d in the database, behind the requested minRevision %d', 412)
 
+export const RevisionConflictError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_REVISION_CONFLICT', statusCode: 409 }, [string, number, number]> =
+  createError('FST_POLICY_CACHE_REVISION_CONFLICT',
+    'Tenant "%s" is at revision %d, not at ifRevision %d: nothing was written; read the tenant again and retry', 409)
+
+export const BatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
+  createError('FST_POLICY_CACHE_BATCH_TOO_LARGE', 'A batch of %d changes is over maxBatchChanges (%d): split it', 413)
+
 export const StoreUnavailableError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_STORE_UNAVAILABLE', statusCode: 503 }, [string, Cause?]> =
   createError('FST_POLICY_CACHE_STORE_UNAVAILABLE', 'The policy database failed or did not answer: %s', 503)
 

@@ -2,7 +2,7 @@
  * The policy model (README.md, "Policy model"): identifiers, permissions, changes and snapshots, shared by the
  * store, the cache, the broadcaster and the routes.
  */
-import { InvalidInputError } from './errors.js'
+import { InvalidInputError, RevisionConflictError } from './errors.js'
 
 /** Tenant, group and user identifiers. */
 export const IDENTIFIER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'
@@ -33,8 +33,28 @@ export type Change =
   | { op: 'assign-user', group: string, user: string }
   | { op: 'unassign-user', group: string, user: string }
 
-/** A change as read back from the changelog. */
-export type LoggedChange = Change & { revision: number }
+/**
+ * The effective changes of one batch write, committed together at one revision and logged as one
+ * changelog entry: replayed in order, change by change.
+ */
+export interface BatchChange {
+  op: 'batch'
+  /** The changes of the batch that had an effect, in the batch's order (at least two). */
+  changes: Change[]
+}
+
+/** A change as read back from the changelog: one write's change, or a batch's. */
+export type LoggedChange = (Change | BatchChange) & { revision: number }
+
+/** What makes a write conditional. */
+export interface WriteOptions {
+  /**
+   * Write only if the tenant is at this revision (0: never written), checked under the lock that
+   * serialises the tenant's writes; otherwise nothing is written and the write rejects with 409
+   * FST_POLICY_CACHE_REVISION_CONFLICT carrying the current revision.
+   */
+  ifRevision?: number | undefined
+}
 
 /** One group of a tenant, as stored. */
 export interface GroupData {
@@ -60,6 +80,8 @@ export interface WriteResult {
   changed: boolean
   /** The digest of the tenant's contents at `revision`. */
   digest: string
+  /** For a batch: whether each of its changes had an effect, aligned with the changes. Absent for a single change. */
+  effects?: boolean[]
 }
 
 /** Where a tenant is in the database: its revision and the digest of its contents there. */
@@ -137,4 +159,53 @@ export function changeFields (change: Change): Change {
   const out: Record<string, unknown> = { op: change.op }
   for (const key of CHANGE_FIELDS[change.op]) out[key] = (change as unknown as Record<string, unknown>)[key]
   return out as Change
+}
+
+/**
+ * Validates a batch: an array of valid changes. A bad change throws its coded 400 with the message
+ * prefixed by its place (`changes[3]: …`), so a client knows which one to fix.
+ */
+export function assertBatch (changes: readonly Change[]): void {
+  if (!Array.isArray(changes)) throw new InvalidInputError('changes', 'must be an array of changes')
+  changes.forEach((change, index) => {
+    try {
+      assertChange(change)
+    } catch (err) {
+      throw atIndex(err, index)
+    }
+  })
+}
+
+/** A batch change's error (always an Error: a coded one), its message prefixed by the change's place (`changes[3]: …`) and `index` set. */
+export function atIndex (err: unknown, index: number): Error {
+  const error = err as Error
+  error.message = `changes[${index}]: ${error.message}`
+  return Object.assign(error, { index })
+}
+
+/** Validates `ifRevision`: absent, or a non-negative safe integer. */
+export function assertIfRevision (ifRevision: unknown): asserts ifRevision is number | undefined {
+  if (ifRevision !== undefined && (typeof ifRevision !== 'number' || !Number.isSafeInteger(ifRevision) || ifRevision < 0)) {
+    throw new InvalidInputError('ifRevision', 'must be a non-negative integer (0: the tenant was never written)')
+  }
+}
+
+/** Throws the coded 409 when `ifRevision` is given and the tenant is elsewhere (`current`). */
+export function checkRevision (tenant: string, current: number, ifRevision: number | undefined): void {
+  if (ifRevision !== undefined && ifRevision !== current) throw revisionConflict(tenant, current, ifRevision)
+}
+
+/** FST_POLICY_CACHE_REVISION_CONFLICT with `currentRevision` set. */
+export function revisionConflict (tenant: string, current: number, ifRevision: number): InstanceType<typeof RevisionConflictError> & { currentRevision: number } {
+  return Object.assign(new RevisionConflictError(tenant, current, ifRevision), { currentRevision: current })
+}
+
+/**
+ * What one write logs for the effective changes of a batch: the change itself when one had an
+ * effect (a plain entry, readable by any version), a {@link BatchChange} when several did, and null
+ * when none did.
+ */
+export function loggedBatch (effective: Change[]): Change | BatchChange | null {
+  if (effective.length === 0) return null
+  return effective.length === 1 ? effective[0] : { op: 'batch', changes: effective }
 }

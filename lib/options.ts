@@ -156,6 +156,12 @@ export interface PolicyCacheOptions {
    * 413 FST_ERR_CTP_BODY_TOO_LARGE before it is parsed. At least 1024 (a valid body is under 1 KiB). Default 4096.
    */
   policyBodyLimit?: number | undefined
+  /**
+   * Most changes one batch write (`POST /batch`, `policyCache.batch`) may hold: more answer 413
+   * FST_POLICY_CACHE_BATCH_TOO_LARGE. `POST /batch`'s body limit is raised to fit a batch this large
+   * (512 bytes per change and 1 KiB). From 1 to 100000. Default 1000.
+   */
+  maxBatchChanges?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
   /** Host hooks run on the policy and check routes and on `/servers` (not `/health`, `/metrics` or the signed webhook), e.g. auth. */
@@ -238,6 +244,7 @@ export interface ResolvedOptions {
   readonly preload: readonly string[]
   readonly webhookBodyLimit: number
   readonly policyBodyLimit: number
+  readonly maxBatchChanges: number
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
@@ -255,7 +262,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
+  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'routes', 'routeHooks', 'identify', 'metrics',
   'membership', 'peerRefreshMs', 'transport', 'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -562,6 +569,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     preload: resolvePreload(o.preload),
     webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
     policyBodyLimit: integer('policyBodyLimit', o.policyBodyLimit, DEFAULTS.policyBodyLimit, 1024, 16 * 1024 * 1024),
+    maxBatchChanges: integer('maxBatchChanges', o.maxBatchChanges, DEFAULTS.maxBatchChanges, 1, 100000),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),

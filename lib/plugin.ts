@@ -180,6 +180,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     maxTenants: opts.maxTenants,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
     writeTimeoutMs: opts.writeTimeoutMs,
+    maxBatchChanges: opts.maxBatchChanges,
     log,
     identify: opts.identify,
     leave: async () => { await membership?.leave() }
@@ -233,18 +234,18 @@ export { DEFAULTS } from './defaults.js'
 export type { PolicyCacheApi } from './api.js'
 export { dnsPeers, type DnsPeersOptions, type DnsPeersFamily } from './broadcast/dns-peers.js'
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
-export type { WriteOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
+export type { WriteOutcome, BatchOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore } from './store/types.js'
-export type { Change, LoggedChange, Operation, GroupData, TenantSnapshot, TenantVersion, WriteResult } from './model.js'
+export type { BatchChange, Change, LoggedChange, Operation, GroupData, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from './model.js'
 export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
 export type { AckSummary, PeerStatus } from './broadcast/status.js'
 export type { TransportStatus, TransportType } from './broadcast/transport.js'
 export type { TransportOption, PgNotifyTransportOption } from './options.js'
-export type { WriteOptions, WriteTransaction } from './store/types.js'
+export type { StoreWriteOptions, WriteTransaction } from './store/types.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'
 export * as errors from './errors.js'

@@ -10,13 +10,13 @@ import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { DEFAULTS } from './defaults.js'
-import { ClosingError, ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
+import { BatchTooLargeError, ClosingError, ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertChange, assertIdentifier, assertPermission, changeFields, isIdentifier, isPermission,
-  type Change, type GroupData, type LoggedChange
+  assertBatch, assertChange, assertIdentifier, assertIfRevision, assertPermission, changeFields, isIdentifier, isPermission, loggedBatch,
+  type BatchChange, type Change, type GroupData, type LoggedChange, type WriteOptions
 } from './model.js'
-import type { PolicyStore, WriteTransaction } from './store/types.js'
+import type { PolicyStore, StoreWriteOptions, WriteTransaction } from './store/types.js'
 
 /** Cache counters plus the engine's own: checks by outcome, writes by effect (for metrics). */
 export interface EngineStats extends CacheStats {
@@ -37,6 +37,12 @@ export interface WriteOutcome {
   changed: boolean
   /** Peers that acknowledged within `ackTimeoutMs`; both 0 when nothing changed (nothing is sent). */
   peers: AckSummary
+}
+
+/** What a batch answers: a write's outcome, and which of its changes had an effect. */
+export interface BatchOutcome extends WriteOutcome {
+  /** Whether each change had an effect, aligned with the batch's changes (in order: each saw those before it). */
+  effects: boolean[]
 }
 
 export interface Decision {
@@ -82,6 +88,8 @@ export interface PolicyCacheDeps {
   catchUpTimeoutMs: number
   /** Longest a write waits for the store's commit. Default {@link DEFAULTS.writeTimeoutMs}. */
   writeTimeoutMs?: number
+  /** Most changes one batch may hold. Default {@link DEFAULTS.maxBatchChanges}. */
+  maxBatchChanges?: number
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void, error?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
@@ -129,6 +137,18 @@ export interface NoticeSender {
 /** Tenants `warm` loads at once. */
 const WARM_CONCURRENCY = 8
 
+/**
+ * What a committed write logged — the change, or a batch's effective changes (`loggedBatch`; null when
+ * none had an effect) — and which changes had an effect. A store that reports no effects for a batch
+ * (a custom store breaking the contract): every change is taken as effective — applying a no-op again
+ * changes nothing, and the digest check catches the rest.
+ */
+function effective (own: Change | Change[], { changed, effects }: { changed: boolean, effects?: boolean[] | undefined }): { effects: boolean[], logged: Change | BatchChange | null } {
+  if (!Array.isArray(own)) return { effects: [changed], logged: own }
+  const outcome = effects ?? own.map(() => changed)
+  return { effects: outcome, logged: loggedBatch(own.filter((_change, i) => outcome[i])) }
+}
+
 async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
@@ -149,6 +169,7 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #tenants: TenantCache
   readonly #catchUpTimeoutMs: number
   readonly #writeTimeoutMs: number
+  readonly #maxBatchChanges: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
   /** The store's database id, once `start` read it. */
@@ -179,6 +200,7 @@ export class PolicyCache implements PolicyCacheApi {
     this.#notifier = deps.notifier
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
     this.#writeTimeoutMs = deps.writeTimeoutMs ?? DEFAULTS.writeTimeoutMs
+    this.#maxBatchChanges = deps.maxBatchChanges ?? DEFAULTS.maxBatchChanges
     this.#log = deps.log
     this.#identify = deps.identify
     this.#now = deps.now ?? Date.now
@@ -264,49 +286,74 @@ export class PolicyCache implements PolicyCacheApi {
     return { allowed, revision: state.revision }
   }
 
-  createGroup (tenant: string, group: string): Promise<WriteOutcome> {
-    return this.write(tenant, { op: 'create-group', group })
+  createGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'create-group', group }, options)
   }
 
-  deleteGroup (tenant: string, group: string): Promise<WriteOutcome> {
-    return this.write(tenant, { op: 'delete-group', group })
+  deleteGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'delete-group', group }, options)
   }
 
-  addPermission (tenant: string, group: string, permission: string): Promise<WriteOutcome> {
-    return this.write(tenant, { op: 'add-permission', group, permission })
+  addPermission (tenant: string, group: string, permission: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'add-permission', group, permission }, options)
   }
 
-  removePermission (tenant: string, group: string, permission: string): Promise<WriteOutcome> {
-    return this.write(tenant, { op: 'remove-permission', group, permission })
+  removePermission (tenant: string, group: string, permission: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'remove-permission', group, permission }, options)
   }
 
-  assignUser (tenant: string, group: string, user: string): Promise<WriteOutcome> {
-    return this.write(tenant, { op: 'assign-user', group, user })
+  assignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'assign-user', group, user }, options)
   }
 
-  unassignUser (tenant: string, group: string, user: string): Promise<WriteOutcome> {
-    return this.write(tenant, { op: 'unassign-user', group, user })
+  unassignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'unassign-user', group, user }, options)
   }
 
   /**
    * Applies one change: committed in the database, applied here, then broadcast to the peers. A
    * commit that takes longer than `writeTimeoutMs` rejects with FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN
-   * (503); if it commits later, it is applied and broadcast then, so no instance misses it.
+   * (503); if it commits later, it is applied and broadcast then, so no instance misses it. With
+   * `ifRevision`, a tenant at another revision rejects with 409 FST_POLICY_CACHE_REVISION_CONFLICT
+   * (its `currentRevision` set) and nothing is written.
    */
-  async write (tenant: string, change: Change): Promise<WriteOutcome> {
+  async write (tenant: string, change: Change, options: WriteOptions = {}): Promise<WriteOutcome> {
     assertIdentifier('tenant', tenant)
     assertChange(change)
-    if (this.#draining !== undefined) throw new ClosingError()
+    assertIfRevision(options.ifRevision)
     // A copy: the caller's object is neither kept in the cache nor changed later.
-    const own = changeFields(change)
-    const writing = this.#write(tenant, own)
+    const outcome = await this.#tracked(tenant, changeFields(change), options.ifRevision)
+    return { tenant: outcome.tenant, revision: outcome.revision, changed: outcome.changed, peers: outcome.peers }
+  }
+
+  /**
+   * Applies a batch of changes in order, atomically: one transaction, one revision (none when no
+   * change had an effect), one changelog entry, one notice to the peers. `effects` says which changes
+   * had an effect. A change that fails (a missing group not created earlier in the batch) writes
+   * nothing and rejects with its error, the message prefixed `changes[<index>]: ` and `index` set.
+   * More than `maxBatchChanges` changes → 413 FST_POLICY_CACHE_BATCH_TOO_LARGE; an empty batch → 400.
+   * `ifRevision` as for {@link write}.
+   */
+  async batch (tenant: string, changes: readonly Change[], options: WriteOptions = {}): Promise<BatchOutcome> {
+    assertIdentifier('tenant', tenant)
+    if (!Array.isArray(changes) || changes.length === 0) throw new InvalidInputError('changes', 'must be a non-empty array of changes')
+    if (changes.length > this.#maxBatchChanges) throw new BatchTooLargeError(changes.length, this.#maxBatchChanges)
+    assertBatch(changes)
+    assertIfRevision(options.ifRevision)
+    return await this.#tracked(tenant, changes.map(changeFields), options.ifRevision)
+  }
+
+  /** A validated write (a change, or a batch's own copies) counted among those in flight, and its failure remembered for `/health`. */
+  async #tracked (tenant: string, own: Change | Change[], ifRevision: number | undefined): Promise<BatchOutcome> {
+    if (this.#draining !== undefined) throw new ClosingError()
+    const writing = this.#write(tenant, own, ifRevision)
     this.#inFlight.add(writing)
     try {
       const outcome = await writing
       this.#writeFailedAt = undefined
       return outcome
     } catch (err) {
-      // The database's failures, not the client's (a 404 group, a 409 cycle).
+      // The database's failures, not the client's (a 404 group, a 409 conflict).
       if (((err as { statusCode?: number }).statusCode ?? 500) >= 500) this.#writeFailedAt = this.#now()
       throw err
     } finally {
@@ -343,14 +390,17 @@ export class PolicyCache implements PolicyCacheApi {
     return this.#writeFailedAt !== undefined && this.#now() - this.#writeFailedAt < WRITE_FAILURE_WINDOW_MS
   }
 
-  async #write (tenant: string, own: Change): Promise<WriteOutcome> {
+  async #write (tenant: string, own: Change | Change[], ifRevision: number | undefined): Promise<BatchOutcome> {
+    const options: StoreWriteOptions = ifRevision === undefined ? {} : { ifRevision }
     const publish = this.#notifier.inTransaction
     // With a transport that publishes in the transaction (pg-notify), the notice is sent with the commit.
-    const writing = publish === undefined
-      ? this.#store.write(tenant, own, this.serverId)
-      : this.#store.write(tenant, own, this.serverId, {
-        committing: (tx, result) => publish(tx, [noticeChange(tenant, { ...own, revision: result.revision }, result.digest)])
-      })
+    if (publish !== undefined) {
+      options.committing = async (tx, result) => {
+        const { logged } = effective(own, result)
+        if (logged !== null) await publish(tx, [noticeChange(tenant, { ...logged, revision: result.revision }, result.digest)])
+      }
+    }
+    const writing = this.#store.write(tenant, own, this.serverId, options)
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, this.#writeTimeoutMs, 'timeout') })
     let result: Awaited<typeof writing> | 'timeout'
@@ -373,24 +423,28 @@ export class PolicyCache implements PolicyCacheApi {
     return await this.#committed(tenant, own, result)
   }
 
-  /** A committed write: counted, applied to this instance's cache, then broadcast. */
-  async #committed (tenant: string, change: Change, { revision, changed, digest }: { revision: number, changed: boolean, digest: string }): Promise<WriteOutcome> {
-    if (!changed) {
+  /**
+   * A committed write: counted, applied to this instance's cache, then broadcast — a batch as its
+   * effective changes at its one revision (the entry the store logged).
+   */
+  async #committed (tenant: string, own: Change | Change[], { revision, changed, digest, effects }: { revision: number, changed: boolean, digest: string, effects?: boolean[] }): Promise<BatchOutcome> {
+    const { effects: outcomeEffects, logged } = effective(own, { changed, effects })
+    if (!changed || logged === null) {
       this.#unchanged++
-      return { tenant, revision, changed, peers: { acked: 0, total: 0 } }
+      return { tenant, revision, changed, effects: outcomeEffects, peers: { acked: 0, total: 0 } }
     }
     this.#writes++
-    const committed = { ...change, revision }
+    const committed: LoggedChange = { ...logged, revision }
     try {
       await this.#tenants.applyOwn(tenant, committed, digest)
     } catch (err) {
       // Committed already: the write stands; the cache heals on the next catch-up or sync.
       this.#log.warn({ err, tenant, revision }, 'policy-cache: applying an own write to the cache failed')
     }
-    // The notice carries the change itself and the digest after it: a peer one revision behind
-    // applies it without a query when its result has that digest.
+    // The notice carries the change (a small batch's changes) and the digest after it: a peer one
+    // revision behind applies it without a query when its result has that digest.
     const peers = await this.#notifier.notify([noticeChange(tenant, committed, digest)])
-    return { tenant, revision, changed, peers }
+    return { tenant, revision, changed, effects: outcomeEffects, peers }
   }
 
   /** The whole tenant as cached (loading it if needed). */

@@ -33,7 +33,7 @@ const value = fc.oneof(
   fc.dictionary(text, text, { maxKeys: 3 }),
   fc.jsonValue({ maxDepth: 3 })
 )
-const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'minRevision', '__proto__', 'constructor', 'prototype'), text)
+const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'minRevision', 'ifRevision', '__proto__', 'constructor', 'prototype'), text)
 
 /** Valid values per field, so that many generated requests pass validation and reach the engine. */
 const id = fc.oneof(fc.constantFrom('t1', 't2', 'g', 'alice'), fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,20}$/), fc.constant('a'.repeat(128)))
@@ -172,6 +172,48 @@ test('fuzz: write and refresh bodies', async (t) => {
   t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; rejected ones wrote nothing`)
 })
 
+/** A batch's change: mostly valid (groups that may or may not exist, so some fail with a 404), sometimes anything. */
+const batchChange = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.oneof(
+      fc.record({ operation: fc.constantFrom('create-group', 'delete-group'), group: fc.constantFrom('g', 'h', 'x') }),
+      fc.record({ operation: fc.constantFrom('add-permission', 'remove-permission'), group: fc.constantFrom('g', 'h', 'x'), permission: grant }),
+      fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: fc.constantFrom('g', 'h', 'x'), user: id }))
+  },
+  { weight: 1, arbitrary: fc.oneof(value, fc.record({ operation: fc.oneof(fc.constantFrom('create-group', 'assign-user'), value), group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value) }, { requiredKeys: [] })) }
+)
+/** Mostly well-formed batches, often creating their groups first (so most are accepted), sometimes conditional. */
+const changeList = fc.tuple(fc.boolean(), fc.array(fc.oneof({ weight: 12, arbitrary: batchChange.filter((c) => typeof c === 'object' && c !== null && 'operation' in c && typeof c.operation === 'string') }, { weight: 1, arbitrary: batchChange }), { minLength: 0, maxLength: 8 }))
+  .map(([create, list]) => create ? [{ operation: 'create-group', group: 'h' }, { operation: 'create-group', group: 'x' }, ...list] : list)
+const batchBody = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      tenant: fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...TENANTS) }, { weight: 1, arbitrary: value }),
+      changes: fc.oneof({ weight: 12, arbitrary: changeList }, { weight: 1, arbitrary: value }),
+      ifRevision: rarely(fc.oneof(fc.nat({ max: 6 }), value))
+    }).map(({ ifRevision, ...b }) => JSON.stringify(ifRevision === null ? b : { ...b, ifRevision }))
+  },
+  { weight: 1, arbitrary: anyBody }
+)
+
+test('fuzz: batch bodies — a rejected batch writes nothing, an accepted one takes at most one revision', async (t) => {
+  const h = await harness(t)
+  await fc.assert(fc.asyncProperty(batchBody, async (body) => {
+    const tenants = tenantsIn(body)
+    const before = await h.store.revisions([...TENANTS, ...tenants])
+    await expectNo5xx(h, { method: 'POST', url: '/batch', payload: body, headers: { 'content-type': 'application/json' } }, tenants)
+    const after = await h.store.revisions([...TENANTS, ...tenants])
+    for (const [tenant, { revision }] of after) {
+      const moved = revision - (before.get(tenant)?.revision ?? 0)
+      if (moved !== 0 && moved !== 1) throw new Error(`a batch moved ${tenant} by ${moved} revisions: ${body.slice(0, 300)}`)
+    }
+    return true
+  }), { numRuns: RUNS * 3 })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; rejected ones wrote nothing`)
+})
+
 test('fuzz: check-access query strings', async (t) => {
   const h = await harness(t)
   await fc.assert(fc.asyncProperty(query, async (q) => expectNo5xx(h, { method: 'GET', url: `/check-access?${q}` }, [])), { numRuns: RUNS * 2 })
@@ -208,7 +250,9 @@ test('fuzz: the webhook, unsigned and signed', async (t) => {
         fc.record({ operation: fc.constantFrom('add-permission', 'remove-permission'), group: id, permission: fc.constantFrom('doc:read', 'doc:*', '*') }),
         fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: id, user: id }))
     },
-    { weight: 1, arbitrary: fc.record({ group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value) }, { requiredKeys: [] }) })
+    { weight: 1, arbitrary: fc.record({ group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value) }, { requiredKeys: [] }) },
+    // A carried batch: valid changes, or anything.
+    { weight: 2, arbitrary: fc.record({ batch: fc.oneof({ weight: 4, arbitrary: fc.array(batchChange, { maxLength: 4 }) }, { weight: 1, arbitrary: value }) }) })
   const notice = fc.oneof(
     {
       weight: 3,

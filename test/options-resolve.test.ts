@@ -106,7 +106,8 @@ test('every numeric option: its minimum and maximum are accepted, one below and 
     ['catchUpTimeoutMs', 1, 60000, (value) => ({ catchUpTimeoutMs: value })],
     ['writeTimeoutMs', 1, 600000, (value) => ({ writeTimeoutMs: value })],
     ['webhookBodyLimit', 32 * 1024, 16 * 1024 * 1024, (value) => ({ webhookBodyLimit: value })],
-    ['policyBodyLimit', 1024, 16 * 1024 * 1024, (value) => ({ policyBodyLimit: value })]
+    ['policyBodyLimit', 1024, 16 * 1024 * 1024, (value) => ({ policyBodyLimit: value })],
+    ['maxBatchChanges', 1, 100000, (value) => ({ maxBatchChanges: value })]
   ]
   const read = (options: ReturnType<typeof resolveOptions>, name: string): unknown =>
     name.split('.').reduce<any>((value, key) => value[key], options)

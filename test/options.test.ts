@@ -103,7 +103,7 @@ test('every option accepts undefined, meaning its default', async (t) => {
   const keys: Array<keyof PolicyCacheOptions> = [
     'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
     'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'routes', 'routeHooks', 'identify', 'metrics',
+    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'routes', 'routeHooks', 'identify', 'metrics',
     'membership', 'peerRefreshMs'
   ]
   const undefinedEverywhere: PolicyCacheOptions = Object.fromEntries(keys.map((key) => [key, undefined]))
@@ -135,7 +135,7 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
   t.ok(Object.isFrozen(opts))
   t.same(opts.peers, ['http://127.0.0.1:3001'])
   t.equal(opts.keys[0].toString(), secret, 'surrounding spaces trimmed')
-  t.match(opts, { ackTimeoutMs: 200, syncIntervalMs: 30000, maxTenants: 10000, requestTimeoutMs: 2000, webhookBodyLimit: 65536, policyBodyLimit: 4096, tablePrefix: 'policy_' })
+  t.match(opts, { ackTimeoutMs: 200, syncIntervalMs: 30000, maxTenants: 10000, requestTimeoutMs: 2000, webhookBodyLimit: 65536, policyBodyLimit: 4096, maxBatchChanges: 1000, tablePrefix: 'policy_' })
   t.same(opts.circuitBreaker, { failureThreshold: 10, cooldownMs: 30000 })
   t.equal(opts.retry.maxRetryAfterMs, 60000)
   // The defaults are DEFAULTS' values, exported for hosts.

@@ -12,7 +12,7 @@ import { Type } from 'typebox'
 import { DIGEST_PATTERN } from '../digest.js'
 import { InvalidInputError } from '../errors.js'
 import {
-  assertChange, changeFields, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
+  assertChange, atIndex, changeFields, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH,
   type Change, type LoggedChange, type Operation
 } from '../model.js'
 
@@ -22,6 +22,10 @@ export const WEBHOOK_PATH = '/webhook/refresh'
 export const MAX_NOTICE_CHANGES = 1000
 /** A notice body is split before it grows past this many bytes (receivers accept 64 KiB by default). */
 export const MAX_NOTICE_BYTES = 32 * 1024
+/** The most changes an entry carries for a batch: a larger batch's entry carries none (peers read the changelog). */
+export const MAX_CARRIED_BATCH = 100
+/** The most bytes a carried batch may take as JSON, so that one entry always fits in {@link MAX_NOTICE_BYTES}. */
+export const MAX_CARRIED_BATCH_BYTES = 16 * 1024
 /** What a database id (`PolicyStore.databaseId()`, a notice's `database`) looks like. */
 export const DATABASE_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'
 
@@ -39,6 +43,20 @@ export interface NoticeChange {
   digest?: string
   operation?: Operation
   group?: string
+  permission?: string
+  user?: string
+  /**
+   * The effective changes of the batch committed AT `revision`, in order (instead of `operation` and
+   * its fields): at most {@link MAX_CARRIED_BATCH} of them within {@link MAX_CARRIED_BATCH_BYTES},
+   * else the entry carries nothing and receivers read the changelog.
+   */
+  batch?: CarriedChange[]
+}
+
+/** One change of a carried batch, in the wire's words. */
+export interface CarriedChange {
+  operation: Operation
+  group: string
   permission?: string
   user?: string
 }
@@ -85,8 +103,16 @@ export interface ReceivedNotice {
   entries: NoticeEntry[]
 }
 
-/** An entry of the body; known fields strictly, unknown ones allowed (a newer sender). */
 // Stryker disable StringLiteral: the schemas' string literals below are OpenAPI descriptions, no behaviour ('policy.changed' is kept apart)
+/** One change of a carried batch: closed, an operation this version applies. */
+export const CarriedChangeSchema = Type.Object({
+  operation: Type.Enum(OPERATIONS, { description: 'The write' }),
+  group: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The group written' }),
+  permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'The grant added or removed (add-permission, remove-permission only)' })),
+  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The user assigned or unassigned (assign-user, unassign-user only)' }))
+}, { additionalProperties: false })
+
+/** An entry of the body; known fields strictly, unknown ones allowed (a newer sender). */
 export const NoticeChangeSchema = Type.Object({
   tenant: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The tenant that changed' }),
   revision: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The tenant\'s revision on the sender' }),
@@ -94,7 +120,12 @@ export const NoticeChangeSchema = Type.Object({
   operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write that produced the revision; required when the entry carries the change' })),
   group: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group written at this revision' })),
   permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'Carried change: the grant added or removed (add-permission, remove-permission only)' })),
-  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the user assigned or unassigned (assign-user, unassign-user only)' }))
+  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the user assigned or unassigned (assign-user, unassign-user only)' })),
+  batch: Type.Optional(Type.Array(CarriedChangeSchema, {
+    minItems: 1,
+    maxItems: MAX_CARRIED_BATCH,
+    description: 'Carried batch: the effective changes of the batch committed at this revision, in order (no operation, group, permission or user beside it)'
+  }))
 }, { additionalProperties: true })
 
 /** The notice body. */
@@ -124,8 +155,21 @@ export const NoticeReplySchema = Type.Object({
 }, { additionalProperties: false })
 // Stryker restore StringLiteral
 
-/** The notice entry of a committed change: its revision, the tenant's digest after it, its operation and the operation's fields, nothing else. */
+/**
+ * The notice entry of a committed change: its revision, the tenant's digest after it, and the change
+ * (its operation and the operation's fields, nothing else) — or, for a batch, its changes when they
+ * fit {@link MAX_CARRIED_BATCH} and {@link MAX_CARRIED_BATCH_BYTES}, else nothing carried.
+ */
 export function noticeChange (tenant: string, change: LoggedChange, digest: string): NoticeChange {
+  if (change.op === 'batch') {
+    const entry: NoticeChange = { tenant, revision: change.revision, digest }
+    if (change.changes.length > MAX_CARRIED_BATCH) return entry
+    const batch = change.changes.map((one): CarriedChange => {
+      const { op, ...data } = changeFields(one)
+      return { operation: op, ...data } as CarriedChange
+    })
+    return JSON.stringify(batch).length > MAX_CARRIED_BATCH_BYTES ? entry : { ...entry, batch }
+  }
   const { op, ...data } = changeFields(change)
   return { tenant, revision: change.revision, digest, operation: op, ...data }
 }
@@ -149,7 +193,22 @@ export function encodeNotice (origin: string, changes: NoticeChange[], from: { d
  * fit `operation` (missing, or a field the operation has no use for).
  */
 export function decodeEntry (entry: NoticeChange): NoticeEntry {
-  const { tenant, revision, digest, operation: op, group, permission, user } = entry
+  const { tenant, revision, digest, operation: op, group, permission, user, batch } = entry
+  if (batch !== undefined) {
+    if (op !== undefined || group !== undefined || permission !== undefined || user !== undefined) {
+      throw new InvalidInputError('change', 'an entry carries one change or a batch, not both')
+    }
+    const changes = batch.map(({ operation, ...fields }, index) => {
+      const change = { op: operation, ...fields } as Change
+      try {
+        assertChange(change)
+      } catch (err) {
+        throw atIndex(err, index)
+      }
+      return change
+    })
+    return { tenant, revision, digest, carried: { op: 'batch', changes, revision } }
+  }
   if (group === undefined && permission === undefined && user === undefined) return { tenant, revision, digest, carried: undefined }
   if (op === undefined) throw new InvalidInputError('change', 'carried data needs an operation')
   const needs = op === 'add-permission' || op === 'remove-permission'

@@ -2,7 +2,7 @@
  * The `pg-notify` transport (docs/transports.md): PostgreSQL LISTEN/NOTIFY.
  *
  * Sending: `inTransaction` issues `pg_notify(channel, envelope)` inside the write's own transaction
- * (lib/store/kysely-store.ts, `WriteOptions.committing`), so PostgreSQL delivers the notice exactly
+ * (lib/store/kysely-store.ts, `StoreWriteOptions.committing`), so PostgreSQL delivers the notice exactly
  * when the change commits — a crash between commit and notify cannot lose it. No acknowledgements:
  * `publish` answers `{ acked: 0, total: 0 }`; `minRevision` and the anti-entropy sync give the
  * guarantees. An envelope over `maxPayloadBytes` carries only tenant + revision (envelope.ts).

@@ -77,7 +77,7 @@ export interface Transport {
   readonly type: TransportType
   /**
    * Optional: publishes inside the write's transaction, before the commit (pg-notify). The engine
-   * passes it to the store's write (`WriteOptions.committing`); a rejection fails the write.
+   * passes it to the store's write (`StoreWriteOptions.committing`); a rejection fails the write.
    */
   readonly inTransaction?: ((tx: WriteTransaction, changes: NoticeChange[]) => Promise<void>) | undefined
   /**

@@ -8,7 +8,7 @@
  * and swaps it in.
  */
 import { factHash, formatDigest, parseDigest } from '../digest.js'
-import type { Change, GroupData, LoggedChange, TenantSnapshot } from '../model.js'
+import type { BatchChange, Change, GroupData, LoggedChange, TenantSnapshot } from '../model.js'
 
 /** Up to this many wildcard grants per group are matched with `startsWith`, beyond it by slicing at each `:`. */
 const PREFIX_SCAN_LIMIT = 8
@@ -161,9 +161,9 @@ export class TenantState {
     return formatDigest(this.#digest)
   }
 
-  /** The digest the contents would have after `change`, without applying it. */
-  digestAfter (change: Change): string {
-    return formatDigest(this.#digest + this.#delta(change))
+  /** The digest the contents would have after `change` (or a batch's changes, in order), without applying it. */
+  digestAfter (change: Change | BatchChange): string {
+    return formatDigest(this.#digest + (change.op === 'batch' ? this.#batchDelta(change.changes) : this.#delta(change)))
   }
 
   /** Number of groups, for stats. */
@@ -172,14 +172,19 @@ export class TenantState {
   }
 
   /**
-   * Applies changelog entries in order. Entries at or below the current revision are skipped;
-   * a gap stops the batch and returns false (the caller reloads). Synchronous, so atomic for readers.
+   * Applies changelog entries in order — a batch entry's changes one by one, at its one revision.
+   * Entries at or below the current revision are skipped; a gap stops the batch and returns false
+   * (the caller reloads). Synchronous, so atomic for readers.
    */
   applyAll (changes: readonly LoggedChange[]): boolean {
     for (const change of changes) {
       if (change.revision <= this.revision) continue
       if (change.revision !== this.revision + 1) return false
-      this.apply(change)
+      if (change.op === 'batch') {
+        for (const one of change.changes) this.apply(one)
+      } else {
+        this.apply(change)
+      }
       this.revision = change.revision
     }
     return true
@@ -262,6 +267,69 @@ export class TenantState {
       case 'unassign-user':
         return group?.users.has(change.user) === true ? -factHash({ group: name, user: change.user }) : 0n
     }
+  }
+
+  /**
+   * What a batch's changes, applied in order, add to the digest — as {@link apply} would, change by
+   * change — computed on an overlay of the groups they touch, without changing anything.
+   */
+  #batchDelta (changes: readonly Change[]): bigint {
+    /** A touched group: whether it exists, its grants and users changed so far, and whether its own were dropped. */
+    interface Overlay { exists: boolean, cleared: boolean, grants: Map<string, boolean>, users: Map<string, boolean> }
+    const overlays = new Map<string, Overlay>()
+    let delta = 0n
+    for (const change of changes) {
+      const name = change.group
+      const base = this.#groups.get(name)
+      let o = overlays.get(name)
+      if (o === undefined) overlays.set(name, o = { exists: base !== undefined, cleared: false, grants: new Map(), users: new Map() })
+      const overlay = o
+      const hasGrant = (permission: string) => overlay.grants.get(permission) ?? (!overlay.cleared && base?.grants.has(permission) === true)
+      const hasUser = (user: string) => overlay.users.get(user) ?? (!overlay.cleared && base?.users.has(user) === true)
+      const create = () => {
+        if (overlay.exists) return 0n
+        overlay.exists = true
+        return factHash({ group: name })
+      }
+      switch (change.op) {
+        case 'create-group':
+          delta += create()
+          break
+        case 'delete-group': {
+          if (!overlay.exists) break
+          delta -= factHash({ group: name })
+          const grants = new Set(overlay.cleared || base === undefined ? [] : base.grants.list())
+          const users = new Set(overlay.cleared || base === undefined ? [] : base.users)
+          for (const [permission, present] of overlay.grants) present ? grants.add(permission) : grants.delete(permission)
+          for (const [user, present] of overlay.users) present ? users.add(user) : users.delete(user)
+          for (const permission of grants) delta -= factHash({ group: name, permission })
+          for (const user of users) delta -= factHash({ group: name, user })
+          overlays.set(name, { exists: false, cleared: true, grants: new Map(), users: new Map() })
+          break
+        }
+        case 'add-permission':
+          if (overlay.exists && hasGrant(change.permission)) break
+          delta += create() + factHash({ group: name, permission: change.permission })
+          overlay.grants.set(change.permission, true)
+          break
+        case 'remove-permission':
+          if (!overlay.exists || !hasGrant(change.permission)) break
+          delta -= factHash({ group: name, permission: change.permission })
+          overlay.grants.set(change.permission, false)
+          break
+        case 'assign-user':
+          if (overlay.exists && hasUser(change.user)) break
+          delta += create() + factHash({ group: name, user: change.user })
+          overlay.users.set(change.user, true)
+          break
+        case 'unassign-user':
+          if (!overlay.exists || !hasUser(change.user)) break
+          delta -= factHash({ group: name, user: change.user })
+          overlay.users.set(change.user, false)
+          break
+      }
+    }
+    return delta
   }
 
   #createGroup (name: string): GroupState {

@@ -1,11 +1,11 @@
-/** The policy routes: the six writes, the check, the tenant and user views, refresh (README.md, "Routes"). */
+/** The policy routes: the six writes, the batch, the check, the tenant and user views, refresh (README.md, "Routes"). */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type, type TSchema } from 'typebox'
 import type { Change, Operation } from '../model.js'
-import type { PolicyCache, WriteOutcome } from '../policy-cache.js'
+import type { BatchOutcome, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
-  CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
+  BatchBody, BatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
   LongIdParams, TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
 } from './schemas.js'
 
@@ -13,7 +13,12 @@ export interface PolicyRoutesOptions {
   engine: PolicyCache
   /** Largest body of a write or `/refresh-tenant`, in bytes (413 above, before parsing). */
   bodyLimit: number
+  /** Most changes of a batch: `/batch`'s body limit fits this many. */
+  maxBatchChanges: number
 }
+
+/** Bytes of the largest valid change of a batch, with room for JSON whitespace: `/batch`'s body limit is this per change. */
+export const BATCH_BYTES_PER_CHANGE = 512
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
 
@@ -22,7 +27,18 @@ function withRevision<T extends { revision: number }> (reply: FastifyReply, body
   return body
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit }: PolicyRoutesOptions): Promise<void> {
+/** Runs a write; a 409 revision conflict answers with the tenant's current revision in `policy-revision` too. */
+async function conditional<T> (reply: FastifyReply, write: Promise<T>): Promise<T> {
+  try {
+    return await write
+  } catch (err) {
+    const current = (err as { currentRevision?: unknown }).currentRevision
+    if (typeof current === 'number') reply.header('policy-revision', String(current))
+    throw err
+  }
+}
+
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges }: PolicyRoutesOptions): Promise<void> {
   // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
   fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -48,10 +64,26 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
         response: { 200: WriteReply, ...errors }
       }
     }, async (request, reply): Promise<WriteOutcome> => {
-      const { tenant, ...fields } = request.body as { tenant: string, group: string }
-      return withRevision(reply, await engine.write(tenant, { op, ...fields } as Change))
+      const { tenant, ifRevision, ...fields } = request.body as { tenant: string, group: string, ifRevision?: number }
+      return withRevision(reply, await conditional(reply, engine.write(tenant, { op, ...fields } as Change, { ifRevision })))
     })
   }
+
+  app.post('/batch', {
+    // Room for a batch of maxBatchChanges of the largest changes; never below the other writes' limit.
+    bodyLimit: Math.max(bodyLimit, maxBatchChanges * BATCH_BYTES_PER_CHANGE + 1024),
+    schema: {
+      summary: 'Write several changes atomically',
+      description: 'Apply the changes in order in one transaction, at one revision (none when nothing changed), logged as one changelog entry and sent to the peers as one notice. `effects` says which changes had an effect. A failing change (e.g. a group that does not exist and is not created earlier in the batch) writes nothing, its message naming `changes[<index>]`. More than maxBatchChanges → 413 FST_POLICY_CACHE_BATCH_TOO_LARGE.',
+      tags: ['policy'],
+      body: BatchBody,
+      response: { 200: BatchReply, ...errors }
+    }
+  }, async (request, reply): Promise<BatchOutcome> => {
+    const { tenant, changes, ifRevision } = request.body
+    const own = changes.map(({ operation, ...fields }) => ({ op: operation, ...fields }) as Change)
+    return withRevision(reply, await conditional(reply, engine.batch(tenant, own, { ifRevision })))
+  })
 
   app.get('/check-access', {
     schema: {

@@ -3,7 +3,7 @@ import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastif
 import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
-import { GRANT_PATTERN, IDENTIFIER_PATTERN, PERMISSION_MAX_LENGTH, PERMISSION_PATTERN } from '../model.js'
+import { GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH, PERMISSION_PATTERN } from '../model.js'
 
 const closed = { additionalProperties: false } as const
 
@@ -24,14 +24,46 @@ export const Permission = Type.String({
 })
 const Revision = Type.Integer({ minimum: 0, description: 'The tenant\'s revision' })
 
-export const GroupBody = Type.Object({ tenant: Tenant, group: Group }, {
+/** `ifRevision` of a write: write only if the tenant is at this revision. */
+export const IfRevision = Type.Optional(Type.Integer({
+  minimum: 0,
+  maximum: Number.MAX_SAFE_INTEGER,
+  description: 'Write only if the tenant is at this revision (0: never written); else 409 FST_POLICY_CACHE_REVISION_CONFLICT and nothing is written',
+  examples: [3]
+}))
+
+export const GroupBody = Type.Object({ tenant: Tenant, group: Group, ifRevision: IfRevision }, {
   ...closed, description: 'A group of a tenant', examples: [{ tenant: 'tenant1', group: 'editors' }]
 })
-export const PermissionBody = Type.Object({ tenant: Tenant, group: Group, permission: Grant }, {
+export const PermissionBody = Type.Object({ tenant: Tenant, group: Group, permission: Grant, ifRevision: IfRevision }, {
   ...closed, description: 'A grant of a group', examples: [{ tenant: 'tenant1', group: 'editors', permission: 'documents:*' }]
 })
-export const UserBody = Type.Object({ tenant: Tenant, group: Group, user: User }, {
+export const UserBody = Type.Object({ tenant: Tenant, group: Group, user: User, ifRevision: IfRevision }, {
   ...closed, description: 'A user\'s membership of a group', examples: [{ tenant: 'tenant1', group: 'editors', user: 'alice' }]
+})
+/** One change of a batch: an operation and its fields (`permission` for the grant writes, `user` for the membership writes). */
+export const BatchChangeBody = Type.Object({
+  operation: Type.Union(OPERATIONS.map((op) => Type.Literal(op)), { description: 'The write, named as its route' }),
+  group: Group,
+  permission: Type.Optional(Grant),
+  user: Type.Optional(User)
+}, { ...closed, description: 'One change: `permission` with add-permission and remove-permission only, `user` with assign-user and unassign-user only' })
+export const BatchBody = Type.Object({
+  tenant: Tenant,
+  changes: Type.Array(BatchChangeBody, { minItems: 1, description: 'Applied in order, each seeing those before it; at most maxBatchChanges (413 above)' }),
+  ifRevision: IfRevision
+}, {
+  ...closed,
+  description: 'Several changes to one tenant, written atomically at one revision',
+  examples: [{
+    tenant: 'tenant1',
+    changes: [
+      { operation: 'create-group', group: 'editors' },
+      { operation: 'add-permission', group: 'editors', permission: 'documents:*' },
+      { operation: 'assign-user', group: 'editors', user: 'alice' }
+    ],
+    ifRevision: 0
+  }]
 })
 export const TenantBody = Type.Object({ tenant: Tenant }, { ...closed, description: 'A tenant', examples: [{ tenant: 'tenant1' }] })
 
@@ -47,6 +79,21 @@ export const WriteReply = Type.Object({
   ...closed,
   description: 'The outcome of a write; pass `revision` as `minRevision` to read your own write on any instance',
   examples: [{ tenant: 'tenant1', revision: 3, changed: true, peers: { acked: 2, total: 2 } }]
+})
+
+export const BatchReply = Type.Object({
+  tenant: Tenant,
+  revision: Revision,
+  changed: Type.Boolean({ description: 'false when no change had an effect (then no revision was taken)' }),
+  effects: Type.Array(Type.Boolean(), { description: 'Whether each change had an effect, aligned with `changes`' }),
+  peers: Type.Object({
+    acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
+    total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
+  }, closed)
+}, {
+  ...closed,
+  description: 'The outcome of a batch: one revision for all its changes',
+  examples: [{ tenant: 'tenant1', revision: 4, changed: true, effects: [true, true, false], peers: { acked: 2, total: 2 } }]
 })
 
 export const CheckQuery = Type.Object({

@@ -9,13 +9,14 @@ import { DEFAULTS } from '../defaults.js'
 import { EMPTY_DIGEST, factHash, formatDigest, parseDigest } from '../digest.js'
 import { GroupNotFoundError, InvalidOptionError } from '../errors.js'
 import {
-  assertChange, assertIdentifier,
-  type Change, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
+  assertBatch, assertChange, assertIdentifier, assertIfRevision, checkRevision, loggedBatch,
+  type BatchChange, type Change, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
 } from '../model.js'
+import { BatchPlan, type BatchFacts, type Pair } from './batch-plan.js'
 import { dialectOf, isTransientError, type Dialect } from './dialect.js'
 import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
-import type { MembershipStore, PolicyStore, WriteOptions, WriteTransaction } from './types.js'
+import type { MembershipStore, PolicyStore, StoreWriteOptions, WriteTransaction } from './types.js'
 
 /** What `tablePrefix` must match: a short SQL identifier start, so every table name stays valid. */
 export const TABLE_PREFIX_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,40}$'
@@ -35,16 +36,20 @@ export interface KyselyPolicyStoreOptions {
 /** A changelog row as the drivers return it (`revision` may be a string: pg returns bigints so). */
 interface ChangelogRow {
   revision: number | string
-  op: Change['op']
+  op: LoggedChange['op']
   group_name: string
   permission: string | null
   user_id: string | null
+  /** A batch entry's changes, as JSON (0004); null for a single change. */
+  changes: string | null
 }
 
 /** Old changelog rows are pruned on every revision that is a multiple of this. */
 const PRUNE_EVERY = 64
 /** `where in` lists are split into chunks of this size. */
 const IN_CHUNK = 500
+/** Multi-row inserts and tuple `in` lists of a batch are split into chunks of this many rows (≤ 1 000 parameters). */
+const ROW_CHUNK = 300
 /** Attempts of a transaction that a deadlock or a busy SQLite database rolled back. */
 const MAX_ATTEMPTS = 10
 const RETRY_BASE_MS = 10
@@ -102,17 +107,34 @@ export class KyselyPolicyStore implements PolicyStore {
   }
 
   /**
-   * Applies one change: mutation, revision bump, digest update and changelog row in one transaction.
+   * Applies one change, or a batch of changes in order: mutation, revision bump, digest update and one
+   * changelog row in one transaction; with `ifRevision`, only when the tenant is at that revision.
    * See {@link PolicyStore.write}.
    */
-  async write (tenant: string, change: Change, origin: string, options: WriteOptions = {}): Promise<WriteResult> {
+  async write (tenant: string, change: Change | readonly Change[], origin: string, options: StoreWriteOptions = {}): Promise<WriteResult> {
     assertIdentifier('tenant', tenant)
-    assertChange(change)
+    const { ifRevision } = options
+    assertIfRevision(ifRevision)
+    const batch = Array.isArray(change) ? change as readonly Change[] : undefined
+    if (batch === undefined) assertChange(change as Change)
+    else assertBatch(batch)
     const { tenants, changelog } = this.#tables
     return await this.#retrying(() => this.#writeTransaction(async (trx) => {
       const current = await this.#lockTenant(trx, tenant)
-      const delta = await this.#apply(trx, tenant, change)
-      if (delta === null) return { ...current, changed: false }
+      checkRevision(tenant, current.revision, ifRevision)
+      let delta: bigint | null
+      let logged: Change | BatchChange | null
+      let effects: boolean[] | undefined
+      if (batch === undefined) {
+        logged = change as Change
+        delta = await this.#apply(trx, tenant, logged)
+      } else {
+        const outcome = await this.#applyBatch(trx, tenant, batch)
+        effects = outcome.effects
+        logged = loggedBatch(outcome.effective)
+        delta = logged === null ? null : outcome.delta
+      }
+      if (delta === null || logged === null) return { ...current, changed: false, ...(effects === undefined ? {} : { effects }) }
 
       const revision = current.revision + 1
       const digest = formatDigest(parseDigest(current.digest) + delta)
@@ -120,10 +142,11 @@ export class KyselyPolicyStore implements PolicyStore {
       await trx.insertInto(changelog).values({
         tenant,
         revision,
-        op: change.op,
-        group_name: change.group,
-        permission: 'permission' in change ? change.permission : null,
-        user_id: 'user' in change ? change.user : null,
+        op: logged.op,
+        group_name: logged.op === 'batch' ? '' : logged.group,
+        permission: 'permission' in logged ? logged.permission : null,
+        user_id: 'user' in logged ? logged.user : null,
+        ...(logged.op === 'batch' ? { changes: JSON.stringify(logged.changes) } : {}),
         origin,
         created_at: Date.now()
       }).execute()
@@ -133,7 +156,7 @@ export class KyselyPolicyStore implements PolicyStore {
           .where('revision', '<=', revision - this.#retention)
           .execute()
       }
-      const result = { revision, changed: true, digest }
+      const result = { revision, changed: true, digest, ...(effects === undefined ? {} : { effects }) }
       if (options.committing !== undefined) await options.committing(this.#transactionHandle(trx), result)
       return result
     }))
@@ -180,7 +203,7 @@ export class KyselyPolicyStore implements PolicyStore {
   /** The changes after `revision`, in order; `[]` when current; `null` when pruned or when `revision` is ahead. */
   async changesSince (tenant: string, revision: number): Promise<LoggedChange[] | null> {
     const rows: ChangelogRow[] = await this.#db.selectFrom(this.#tables.changelog)
-      .select(['revision', 'op', 'group_name', 'permission', 'user_id'])
+      .select(['revision', 'op', 'group_name', 'permission', 'user_id', 'changes'])
       .where('tenant', '=', tenant)
       .where('revision', '>', revision)
       .orderBy('revision')
@@ -306,6 +329,64 @@ export class KyselyPolicyStore implements PolicyStore {
     }
   }
 
+  /**
+   * Applies a batch under the tenant's lock with set queries: reads the facts its changes need, plans
+   * it in memory (lib/store/batch-plan.ts), then deletes and inserts the net difference.
+   */
+  async #applyBatch (trx: Kysely<any>, tenant: string, changes: readonly Change[]) {
+    const { groups, grants, members } = this.#tables
+    const plan = new BatchPlan(tenant, changes)
+    const needs = plan.needs()
+    const facts: BatchFacts & { groups: string[], grants: Pair[], members: Pair[] } = { groups: [], grants: [], members: [] }
+    for (const names of chunks(needs.groups, IN_CHUNK)) {
+      const rows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).where('name', 'in', names).execute()
+      for (const { name } of rows) facts.groups.push(name)
+    }
+    // A group missing from the database has no grants or memberships there: nothing to read for it.
+    const existing = new Set(facts.groups)
+    const stored = ([group]: Pair): boolean => existing.has(group)
+    for (const names of chunks(needs.whole.filter((name) => existing.has(name)), IN_CHUNK)) {
+      const grantRows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant).where('group_name', 'in', names).execute()
+      for (const row of grantRows) facts.grants.push([row.group_name, row.permission])
+      const memberRows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant).where('group_name', 'in', names).execute()
+      for (const row of memberRows) facts.members.push([row.group_name, row.user_id])
+    }
+    for (const pairs of chunks(needs.grants.filter(stored), ROW_CHUNK)) {
+      const rows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant)
+        .where((eb) => eb(eb.refTuple('group_name', 'permission'), 'in', pairs.map(([g, p]) => eb.tuple(g, p)))).execute()
+      for (const row of rows) facts.grants.push([row.group_name, row.permission])
+    }
+    for (const pairs of chunks(needs.members.filter(stored), ROW_CHUNK)) {
+      const rows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant)
+        .where((eb) => eb(eb.refTuple('group_name', 'user_id'), 'in', pairs.map(([g, u]) => eb.tuple(g, u)))).execute()
+      for (const row of rows) facts.members.push([row.group_name, row.user_id])
+    }
+
+    const outcome = plan.apply(facts)
+    const { insert, remove } = outcome
+    for (const pairs of chunks(remove.grants, ROW_CHUNK)) {
+      await trx.deleteFrom(grants).where('tenant', '=', tenant)
+        .where((eb) => eb(eb.refTuple('group_name', 'permission'), 'in', pairs.map(([g, p]) => eb.tuple(g, p)))).execute()
+    }
+    for (const pairs of chunks(remove.members, ROW_CHUNK)) {
+      await trx.deleteFrom(members).where('tenant', '=', tenant)
+        .where((eb) => eb(eb.refTuple('group_name', 'user_id'), 'in', pairs.map(([g, u]) => eb.tuple(g, u)))).execute()
+    }
+    for (const names of chunks(remove.groups, IN_CHUNK)) {
+      await trx.deleteFrom(groups).where('tenant', '=', tenant).where('name', 'in', names).execute()
+    }
+    for (const names of chunks(insert.groups, ROW_CHUNK)) {
+      await trx.insertInto(groups).values(names.map((name) => ({ tenant, name }))).execute()
+    }
+    for (const pairs of chunks(insert.grants, ROW_CHUNK)) {
+      await trx.insertInto(grants).values(pairs.map(([group, permission]) => ({ tenant, group_name: group, permission }))).execute()
+    }
+    for (const pairs of chunks(insert.members, ROW_CHUNK)) {
+      await trx.insertInto(members).values(pairs.map(([group, user]) => ({ tenant, group_name: group, user_id: user }))).execute()
+    }
+    return outcome
+  }
+
   async #assertGroup (trx: Kysely<any>, tenant: string, group: string): Promise<void> {
     const found = await trx.selectFrom(this.#tables.groups).select('name')
       .where('tenant', '=', tenant).where('name', '=', group)
@@ -366,11 +447,26 @@ export class KyselyPolicyStore implements PolicyStore {
   }
 }
 
+/** `items` in consecutive slices of at most `size`. */
+function * chunks<T> (items: readonly T[], size: number): Generator<T[]> {
+  for (let start = 0; start < items.length; start += size) yield items.slice(start, start + size)
+}
+
 /** A changelog row as a {@link LoggedChange}, with only the fields of its operation. */
 function toLoggedChange (row: ChangelogRow): LoggedChange {
   const revision = Number(row.revision)
   const group = row.group_name
   switch (row.op) {
+    case 'batch': {
+      // Written by this store from validated changes; checked again, so that a damaged row fails here, not in a cache.
+      const changes = JSON.parse(row.changes ?? 'null') as Change[]
+      try {
+        assertBatch(changes)
+      } catch (err) {
+        throw new Error(`changelog entry ${revision} holds a malformed batch`, { cause: err })
+      }
+      return { revision, op: 'batch', changes }
+    }
     case 'add-permission':
     case 'remove-permission':
       return { revision, op: row.op, group, permission: row.permission as string }

@@ -135,7 +135,15 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
         }
       }
     },
-    '0003-membership': membershipMigration(tables, dialect)
+    '0003-membership': membershipMigration(tables, dialect),
+    // A batch write's changes, as JSON, on its one changelog entry (op 'batch'; group_name '').
+    '0004-batch-changes': {
+      async up (db) {
+        await db.schema.alterTable(tables.changelog)
+          .addColumn('changes', dialect === 'mysql' ? sql`longtext` : 'text')
+          .execute()
+      }
+    }
   }
 }
 

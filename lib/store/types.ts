@@ -1,4 +1,4 @@
-import type { Change, LoggedChange, TenantSnapshot, TenantVersion, WriteResult } from '../model.js'
+import type { Change, LoggedChange, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../model.js'
 
 /**
  * Where policies live. The built-in implementation (`KyselyPolicyStore`) works on any Kysely;
@@ -25,11 +25,23 @@ export interface PolicyStore {
    * `{ changed: false, revision: <current>, digest: <current> }`. `add-permission` and `assign-user` on a missing group
    * throw `GroupNotFoundError` (FST_POLICY_CACHE_GROUP_NOT_FOUND) and write nothing. Concurrent
    * writes to one tenant get unique, gap-free revisions.
+   *
+   * Given an array (a batch), applies its changes in order in one transaction — a change sees the
+   * effects of those before it (create-group then assign-user works) — bumping the revision once
+   * when any had an effect, and logging the effective ones as one changelog entry at that revision:
+   * the change itself when one had an effect, else `{ op: 'batch', changes }` (lib/model.ts
+   * `loggedBatch`), which `changesSince` returns as it was logged. The result's `effects` says which
+   * changes had one. A change that fails (a missing group) writes nothing of the whole batch and
+   * throws its error with the message prefixed `changes[<index>]: ` and `index` set (`atIndex`).
+   *
+   * With `options.ifRevision`, a tenant at another revision (0: never written) — read under the same
+   * lock that serialises its writes — writes nothing and throws FST_POLICY_CACHE_REVISION_CONFLICT
+   * with `currentRevision` (`revisionConflict`).
    * @param origin the serverId of the instance writing, kept in the changelog
    * @param options what to do inside the transaction (a transport publishing with the commit);
    *   a store that cannot honour `options.committing` (its `notifies` is not true) may ignore it
    */
-  write (tenant: string, change: Change, origin: string, options?: WriteOptions): Promise<WriteResult>
+  write (tenant: string, change: Change | readonly Change[], origin: string, options?: StoreWriteOptions): Promise<WriteResult>
   /**
    * The tenant's whole policy, revision and digest, read consistently (one transaction). Revision 0,
    * no groups and `EMPTY_DIGEST` for a tenant never written.
@@ -64,7 +76,7 @@ export interface PolicyStore {
 }
 
 /** What a write does inside its transaction, beside the change itself (see {@link PolicyStore.write}). */
-export interface WriteOptions {
+export interface StoreWriteOptions extends WriteOptions {
   /**
    * Called inside the write's transaction once the mutation, the revision bump and the changelog row
    * are written, before the commit, and only when the write changed something; `result` is what the
@@ -74,7 +86,7 @@ export interface WriteOptions {
   committing?: ((tx: WriteTransaction, result: WriteResult) => Promise<void>) | undefined
 }
 
-/** The part of a write's transaction that {@link WriteOptions.committing} may use. */
+/** The part of a write's transaction that {@link StoreWriteOptions.committing} may use. */
 export interface WriteTransaction {
   /**
    * `pg_notify(channel, payload)` in the write's transaction: PostgreSQL delivers it to the

@@ -88,3 +88,39 @@ test('decodeNotice decodes every entry first: one bad entry rejects the notice, 
     t.throws(() => decodeNotice({ type: 'policy.changed', origin: 'a', changes }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })
   }
 })
+
+test('a batch entry carries its changes (no operation beside them) within the bounds, else nothing', async (t) => {
+  const { MAX_CARRIED_BATCH, NoticeChangeSchema } = await import('../../lib/broadcast/notice.js')
+  const changes = committed.map(({ revision: _revision, ...change }) => change) as Array<Exclude<LoggedChange, { op: 'batch' }>>
+  const entry = noticeChange('t1', { op: 'batch', changes, revision: 9 }, D)
+  t.same(entry, {
+    tenant: 't1',
+    revision: 9,
+    digest: D,
+    batch: changes.map(({ op, ...fields }) => ({ operation: op, ...fields }))
+  })
+  t.ok(Compile(NoticeChangeSchema).Check(entry))
+  t.same(decodeEntry(entry), { tenant: 't1', revision: 9, digest: D, carried: { op: 'batch', changes, revision: 9 } }, 'decoded back')
+
+  const many = Array.from({ length: MAX_CARRIED_BATCH + 1 }, (_, i) => ({ op: 'create-group' as const, group: `g${i}` }))
+  t.same(noticeChange('t1', { op: 'batch', changes: many, revision: 9 }, D), { tenant: 't1', revision: 9, digest: D }, 'too many: nothing carried')
+  const wide = Array.from({ length: 60 }, (_, i) => ({ op: 'add-permission' as const, group: 'g'.repeat(128), permission: `${i}:`.padEnd(256, 'p') }))
+  t.same(noticeChange('t1', { op: 'batch', changes: wide, revision: 9 }, D), { tenant: 't1', revision: 9, digest: D }, 'too many bytes: nothing carried')
+  const body = encodeNotice('a', [noticeChange('t1', { op: 'batch', changes: many.slice(0, MAX_CARRIED_BATCH), revision: 9 }, D)])
+  t.ok(body.length < 32 * 1024, 'a carried batch fits one notice')
+})
+
+test('a malformed carried batch rejects the notice', async (t) => {
+  const { NoticeChangeSchema } = await import('../../lib/broadcast/notice.js')
+  const check = Compile(NoticeChangeSchema)
+  const base = { tenant: 't1', revision: 2, digest: D }
+  t.notOk(check.Check({ ...base, batch: [] }), 'empty')
+  t.notOk(check.Check({ ...base, batch: [{ operation: 'drop', group: 'g' }] }), 'an unknown operation')
+  t.notOk(check.Check({ ...base, batch: [{ operation: 'create-group', group: 'g', extra: 1 }] }), 'an unknown field')
+  t.notOk(check.Check({ ...base, batch: Array.from({ length: 101 }, () => ({ operation: 'create-group', group: 'g' })) }), 'too many')
+  t.throws(() => decodeEntry({ ...base, operation: 'create-group', group: 'g', batch: [{ operation: 'create-group', group: 'h' }] }),
+    { code: 'FST_POLICY_CACHE_INVALID_INPUT' }, 'a change and a batch')
+  t.throws(() => decodeEntry({ ...base, batch: [{ operation: 'create-group', group: 'h' }, { operation: 'create-group', group: 'h', user: 'x' }] }),
+    { code: 'FST_POLICY_CACHE_INVALID_INPUT', message: /^changes\[1\]: / }, 'a field its operation does not take')
+  t.throws(() => decodeEntry({ ...base, batch: [{ operation: 'assign-user', group: 'h' }] }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' }, 'a missing field')
+})

@@ -16,6 +16,7 @@ test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs
   const policy: Array<[string, string, object?]> = [
     ['POST', '/create-group', { tenant: 't1', group: 'g' }],
     ['POST', '/add-permission', { tenant: 't1', group: 'g', permission: 'documents:read' }],
+    ['POST', '/batch', { tenant: 't1', changes: [{ operation: 'assign-user', group: 'g', user: 'alice' }] }],
     ['GET', '/check-access?tenant=t1&user=alice&permission=documents:read'],
     ['GET', '/tenants/t1'],
     ['GET', '/tenants/t1/users/alice'],
@@ -30,7 +31,7 @@ test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs
     }
     t.equal((await app.inject({ method: method as 'GET', url, payload, headers: bearer })).statusCode, 200, `${method} ${url} with the token`)
   }
-  t.equal(await app.policyCache.revision('t1'), 2, 'only the authorised writes happened')
+  t.equal(await app.policyCache.revision('t1'), 3, 'only the authorised writes happened')
   for (const url of ['/health', '/metrics', '/docs/json']) {
     t.equal((await app.inject(url)).statusCode, 200, `${url} is open`)
   }
@@ -58,13 +59,23 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
     t.type(op?.description, 'string', `${path} has a description`)
     t.type(op?.summary, 'string', `${path} has a summary`)
     const body = op?.requestBody?.content?.['application/json']?.schema
-    t.same(Object.keys(body?.properties ?? {}).sort(), [...fields].sort(), `${path} request body`)
+    // Every write takes an optional ifRevision besides its fields.
+    const optional = path === '/refresh-tenant' ? [] : ['ifRevision']
+    t.same(Object.keys(body?.properties ?? {}).sort(), [...fields, ...optional].sort(), `${path} request body`)
     t.same(body?.required?.slice().sort(), [...fields].sort(), `${path} required fields`)
     t.equal(body?.properties?.tenant?.pattern, '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$', `${path} tenant pattern`)
     t.ok(body?.examples ?? body?.example ?? op?.requestBody?.content?.['application/json']?.example, `${path} has an example`)
     t.ok(op?.responses?.['200']?.content?.['application/json']?.schema?.properties?.revision, `${path} 200 schema`)
     t.same(op?.security, [{ adminToken: [] }], `${path} needs the admin token`)
   }
+
+  const batch = doc.paths['/batch']?.post
+  t.type(batch?.description, 'string', '/batch has a description')
+  const batchBody = batch?.requestBody?.content?.['application/json']?.schema
+  t.same(Object.keys(batchBody?.properties ?? {}).sort(), ['changes', 'ifRevision', 'tenant'])
+  t.same(Object.keys(batchBody?.properties?.changes?.items?.properties ?? {}).sort(), ['group', 'operation', 'permission', 'user'])
+  t.ok(batch?.responses?.['200']?.content?.['application/json']?.schema?.properties?.effects, '/batch 200 schema')
+  t.same(batch?.security, [{ adminToken: [] }], '/batch needs the admin token')
 
   const check = doc.paths['/check-access']?.get
   t.same(check?.parameters?.filter((p: any) => p.in === 'query').map((p: any) => p.name).sort(), ['minRevision', 'permission', 'tenant', 'user'])

@@ -325,6 +325,128 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.ok(checked > 10 && snapshot.revision > 100, `a long enough sequence (${snapshot.revision} revisions)`)
   })
 
+  test('a batch applies its changes in order at one revision, logged as one entry', async (t, store) => {
+    const batch: Change[] = [
+      { op: 'create-group', group: 'g' },
+      { op: 'add-permission', group: 'g', permission: 'docs:*' },
+      { op: 'assign-user', group: 'g', user: 'alice' },
+      { op: 'assign-user', group: 'g', user: 'alice' },
+      { op: 'create-group', group: 'h' },
+      { op: 'unassign-user', group: 'h', user: 'nobody' }
+    ]
+    const result = await store.write('t1', batch, ORIGIN)
+    t.strictSame(result, { revision: 1, changed: true, digest: result.digest, effects: [true, true, true, false, true, false] })
+    t.strictSame(await snapshotOf(store, 't1'), {
+      revision: 1,
+      groups: [{ name: 'g', permissions: ['docs:*'], users: ['alice'] }, { name: 'h', permissions: [], users: [] }]
+    })
+    t.equal((await store.revisions(['t1'])).get('t1')?.digest, result.digest)
+    t.strictSame(await store.changesSince('t1', 0), [{ revision: 1, op: 'batch', changes: [batch[0], batch[1], batch[2], batch[4]] }], 'the effective changes only')
+    t.strictSame(await writer(store)('t1', { op: 'assign-user', group: 'h', user: 'bob' }), { revision: 2, changed: true }, 'single writes go on from it')
+  })
+
+  test('a batch that changes nothing bumps nothing; one effective change is logged as that change', async (t, store) => {
+    await store.write('t1', [{ op: 'create-group', group: 'g' }, { op: 'assign-user', group: 'g', user: 'alice' }], ORIGIN)
+    const before = (await store.revisions(['t1'])).get('t1')
+    t.strictSame(await store.write('t1', [{ op: 'create-group', group: 'g' }, { op: 'unassign-user', group: 'g', user: 'bob' }], ORIGIN),
+      { revision: 1, changed: false, digest: before?.digest, effects: [false, false] })
+    t.strictSame(await store.write('t1', [], ORIGIN), { revision: 1, changed: false, digest: before?.digest, effects: [] }, 'an empty batch')
+    t.strictSame(await store.changesSince('t1', 1), [])
+    const one = await store.write('t1', [{ op: 'create-group', group: 'g' }, { op: 'unassign-user', group: 'g', user: 'alice' }], ORIGIN)
+    t.strictSame(one.effects, [false, true])
+    t.strictSame(await store.changesSince('t1', 1), [{ revision: 2, op: 'unassign-user', group: 'g', user: 'alice' }])
+  })
+
+  test('a batch with a failing change writes nothing and names the change', async (t, store) => {
+    const write = writer(store)
+    await write('t1', { op: 'create-group', group: 'g' })
+    const digest = (await store.revisions(['t1'])).get('t1')?.digest
+    const failing: Change[][] = [
+      [{ op: 'assign-user', group: 'g', user: 'alice' }, { op: 'assign-user', group: 'missing', user: 'alice' }],
+      [{ op: 'delete-group', group: 'g' }, { op: 'add-permission', group: 'g', permission: 'docs:read' }],
+      [{ op: 'create-group', group: 'x' }, { op: 'assign-user', group: 'x', user: 'a' }, { op: 'delete-group', group: 'x' }, { op: 'assign-user', group: 'x', user: 'a' }]
+    ]
+    for (const batch of failing) {
+      const index = batch.length - 1
+      await t.rejects(store.write('t1', batch, ORIGIN), { code: GROUP_NOT_FOUND.code, index, message: new RegExp(`^changes\\[${index}\\]: Group "${batch[index].group}"`) })
+    }
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 1, groups: [{ name: 'g', permissions: [], users: [] }] })
+    t.equal((await store.revisions(['t1'])).get('t1')?.digest, digest)
+    t.strictSame(await store.changesSince('t1', 1), [])
+    await t.rejects(store.write('t2', [{ op: 'assign-user', group: 'g', user: 'alice' }], ORIGIN), { code: GROUP_NOT_FOUND.code, index: 0 })
+    t.strictSame(await revisionsOf(store, ['t2']), new Map([['t2', 0]]), 'a tenant never written stays so')
+  })
+
+  test('a batch reaches the same contents, digest and effects as its changes written one by one', async (t, store) => {
+    const random = seeded(7)
+    const follower = new TenantState({ revision: 0, groups: [], digest: EMPTY_DIGEST })
+    let succeeded = 0
+    for (let round = 0; round < 40; round++) {
+      // Mostly batches that create their groups first, so that most succeed; some fail (a group deleted, then written).
+      const creates: Change[] = random() < 0.7 ? ['g', 'h', 'k'].map((group) => ({ op: 'create-group', group })) : []
+      const batch = [...creates, ...Array.from({ length: 1 + Math.floor(random() * 12) }, () => randomChange(random))]
+      const singles: boolean[] = []
+      let failed = false
+      for (const change of batch) {
+        const result = await store.write('singles', change, ORIGIN).catch(() => null)
+        if (result === null) {
+          failed = true
+          break
+        }
+        singles.push(result.changed)
+      }
+      const predicted = follower.digestAfter({ op: 'batch', changes: batch })
+      const result = await store.write('batched', batch, ORIGIN).catch(() => null)
+      if (failed) {
+        t.equal(result, null, `round ${round}: the batch fails where a single write failed`)
+        // Bring `singles` back in line: replay the batched tenant's contents is not possible, so start both afresh.
+        await store.write('singles', [...(await store.snapshot('singles')).groups.map((g): Change => ({ op: 'delete-group', group: g.name }))], ORIGIN)
+        await store.write('batched', [...(await store.snapshot('batched')).groups.map((g): Change => ({ op: 'delete-group', group: g.name }))], ORIGIN)
+      } else {
+        t.strictSame(result?.effects, singles, `round ${round}: the same effects`)
+        t.equal(result?.digest, predicted, `round ${round}: a cache predicts the batch's digest (digestAfter)`)
+      }
+      const logged = await store.changesSince('batched', follower.revision)
+      if (logged === null || !follower.applyAll(logged)) throw new Error('the changelog does not reach back')
+      const [a, b] = [await store.snapshot('singles'), await store.snapshot('batched')]
+      t.strictSame(b.groups, a.groups, `round ${round}: the same contents`)
+      t.equal(b.digest, a.digest)
+      t.equal(b.digest, digestOf(b.groups))
+      t.equal(follower.digest, b.digest, 'a cache replaying the changelog agrees')
+      t.strictSame(follower.view(), b.groups)
+      if (!failed) succeeded++
+    }
+    t.ok(succeeded >= 15, `most batches succeeded (${succeeded} of 40)`)
+  })
+
+  test('a batch larger than the queries\' chunks', async (t, store) => {
+    const users = Array.from({ length: 1300 }, (_, i) => `u${i}`)
+    const batch: Change[] = [{ op: 'create-group', group: 'g' }, ...users.map((user): Change => ({ op: 'assign-user', group: 'g', user }))]
+    const result = await store.write('t1', batch, ORIGIN)
+    t.equal(result.revision, 1)
+    t.equal(result.effects?.filter(Boolean).length, 1301)
+    const snapshot = await snapshotOf(store, 't1')
+    t.equal(snapshot.groups[0].users.length, 1300)
+    const again = await store.write('t1', [...users.map((user): Change => ({ op: 'unassign-user', group: 'g', user })), { op: 'delete-group', group: 'g' }], ORIGIN)
+    t.strictSame([again.revision, again.digest], [2, EMPTY_DIGEST])
+  })
+
+  test('ifRevision: a write at another revision writes nothing and says the current one', async (t, store) => {
+    const conflict = (current: number) => ({ code: 'FST_POLICY_CACHE_REVISION_CONFLICT', statusCode: 409, currentRevision: current, message: new RegExp(`at revision ${current}\\b`) })
+    await t.rejects(store.write('t1', { op: 'create-group', group: 'g' }, ORIGIN, { ifRevision: 1 }), conflict(0), 'never written is revision 0')
+    t.match(await store.write('t1', { op: 'create-group', group: 'g' }, ORIGIN, { ifRevision: 0 }), { revision: 1, changed: true })
+    await t.rejects(store.write('t1', { op: 'create-group', group: 'h' }, ORIGIN, { ifRevision: 0 }), conflict(1))
+    await t.rejects(store.write('t1', [{ op: 'create-group', group: 'h' }], ORIGIN, { ifRevision: 2 }), conflict(1), 'a batch too')
+    t.match(await store.write('t1', [{ op: 'create-group', group: 'h' }, { op: 'assign-user', group: 'h', user: 'a' }], ORIGIN, { ifRevision: 1 }), { revision: 2, changed: true })
+    t.match(await store.write('t1', { op: 'create-group', group: 'h' }, ORIGIN, { ifRevision: 2 }), { revision: 2, changed: false }, 'at the revision, a write that changes nothing')
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 2, groups: [{ name: 'g', permissions: [], users: [] }, { name: 'h', permissions: [], users: ['a'] }] })
+
+    const racing = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => store.write('t1', { op: 'create-group', group: `r${i}` }, ORIGIN, { ifRevision: 2 })))
+    t.equal(racing.filter((outcome) => outcome.status === 'fulfilled').length, 1, 'of concurrent writes conditional on one revision, one wins')
+    t.ok(racing.every((outcome) => outcome.status === 'fulfilled' || (outcome.reason as { code?: string }).code === 'FST_POLICY_CACHE_REVISION_CONFLICT'))
+    t.equal((await store.snapshot('t1')).revision, 3)
+  })
+
   test('the database id is stable, shared by stores on the same tables, and another database has another', async (t, store) => {
     const id = await store.databaseId()
     t.match(id, new RegExp(DATABASE_ID_PATTERN))

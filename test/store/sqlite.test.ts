@@ -38,6 +38,19 @@ t.test('conformance', async (t) => {
   storeConformance(t, 'sqlite file', sqliteStores(t))
 })
 
+t.test('a damaged batch entry of the changelog fails the read (the cache reloads), never reaches a cache', async (t) => {
+  const db = createSqliteDb(':memory:')
+  const store = new KyselyPolicyStore({ db, ownsDb: true })
+  t.teardown(() => store.close())
+  await store.migrate()
+  await store.write('t1', [{ op: 'create-group', group: 'g' }, { op: 'assign-user', group: 'g', user: 'alice' }], 'test')
+  t.match(await store.changesSince('t1', 0), [{ revision: 1, op: 'batch' }])
+  for (const changes of ['[{"op":"drop-table","group":"g"}]', 'null', '[{"op":"create-group","group":"g","user":"x"}]']) {
+    await db.updateTable('policy_changelog').set({ changes }).where('tenant', '=', 't1').execute()
+    await t.rejects(store.changesSince('t1', 0), { message: 'changelog entry 1 holds a malformed batch' }, changes)
+  }
+})
+
 t.test('changelog pruning', (t) => changelogPruning(t, sqliteStores(t, { changelogRetention: 10 })))
 
 t.test('migrating a database of the previous version computes the digests of its tenants', async (t) => {

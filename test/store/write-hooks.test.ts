@@ -1,5 +1,5 @@
 /**
- * `PolicyStore.write`'s `committing` hook (lib/store/types.ts, `WriteOptions`): called inside the
+ * `PolicyStore.write`'s `committing` hook (lib/store/types.ts, `StoreWriteOptions`): called inside the
  * write's transaction with the result, only when the write changed something; a rejection rolls the
  * write back. Its `notify` issues pg_notify on PostgreSQL — delivered with the commit, never for a
  * rolled-back write — and rejects on the other dialects (`notifies` false).

@@ -70,7 +70,9 @@ function expect (ok: boolean, message: string): void {
 /** Whether `user` may do `permission` in the state the changelog gives at `revision` (an independent model). */
 function modelAllows (log: LoggedChange[], revision: number, user: string, permission: string): boolean {
   const groups = new Map<string, { grants: Set<string>, users: Set<string> }>()
-  for (const entry of log) {
+  // A batch entry is its changes, in order, at one revision.
+  const flat = log.flatMap((entry) => entry.op === 'batch' ? entry.changes.map((change) => ({ ...change, revision: entry.revision })) : [entry])
+  for (const entry of flat) {
     if (entry.revision > revision) break
     const g = groups.get(entry.group)
     switch (entry.op) {

@@ -48,6 +48,7 @@ const everyKey = {
   preload: undefined,
   webhookBodyLimit: undefined,
   policyBodyLimit: undefined,
+  maxBatchChanges: undefined,
   routes: undefined,
   routeHooks: undefined,
   identify: undefined,

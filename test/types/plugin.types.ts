@@ -24,6 +24,14 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   expectType<Equal<typeof outcome.peers, { acked: number, total: number }>>(true)
   expectType<Equal<Awaited<ReturnType<typeof app.policyCache.decide>>, { allowed: boolean, revision: number }>>(true)
   await app.policyCache.decide('t', 'u', 'p', { minRevision: outcome.revision })
+  // Batches and conditional writes.
+  const batch = await app.policyCache.batch('t', [{ op: 'create-group', group: 'g' }, { op: 'assign-user', group: 'g', user: 'u' }], { ifRevision: outcome.revision })
+  expectType<Equal<typeof batch.effects, boolean[]>>(true)
+  await app.policyCache.assignUser('t', 'g', 'u', { ifRevision: batch.revision })
+  // @ts-expect-error a batch's changes are Change objects
+  await app.policyCache.batch('t', [{ operation: 'create-group', group: 'g' }])
+  // @ts-expect-error ifRevision is a number
+  await app.policyCache.createGroup('t', 'g', { ifRevision: '3' })
 
   const options: PolicyCacheOptions[] = []
   await app.register(policyCache, { circuitBreaker: { failureThreshold: 5 }, retry: { maxRetryAfterMs: 10000 } })

@@ -488,7 +488,7 @@ function resolvePreload (value: unknown): readonly string[] {
 }
 
 export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions {
-  if (input === null || typeof input !== 'object') throw new InvalidOptionError('options', 'must be an object')
+  // knownKeys refuses anything but a plain object as "options".
   const o = { ...knownKeys<PolicyCacheOptions>(undefined, input, OPTION_KEYS) }
 
   const db = o.db

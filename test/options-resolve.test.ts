@@ -90,6 +90,7 @@ test('route paths and prefixes, the metrics prefix: what is accepted and what is
 
 test('every numeric option: its minimum and maximum are accepted, one below and one above are refused', async (t) => {
   const MAX = Number.MAX_SAFE_INTEGER
+  const member = { publicUrl: 'http://127.0.0.1:3001', webhookSecret: secret }
   // [option, its bounds, how it is passed]
   const bounds: Array<[string, number, number, (value: number) => PolicyCacheOptions]> = [
     ['changelogRetention', 1, MAX, (value) => ({ changelogRetention: value })],
@@ -107,7 +108,12 @@ test('every numeric option: its minimum and maximum are accepted, one below and 
     ['writeTimeoutMs', 1, 600000, (value) => ({ writeTimeoutMs: value })],
     ['webhookBodyLimit', 32 * 1024, 16 * 1024 * 1024, (value) => ({ webhookBodyLimit: value })],
     ['policyBodyLimit', 1024, 16 * 1024 * 1024, (value) => ({ policyBodyLimit: value })],
-    ['maxBatchChanges', 1, 100000, (value) => ({ maxBatchChanges: value })]
+    ['maxBatchChanges', 1, 100000, (value) => ({ maxBatchChanges: value })],
+    ['peerRefreshMs', 0, 86400000, (value) => ({ peerRefreshMs: value })],
+    ['startupTimeoutMs', 1, 600000, (value) => ({ startupTimeoutMs: value })],
+    ['membership.heartbeatMs', 10, 3600000, (value) => ({ ...member, membership: { heartbeatMs: value } })],
+    ['membership.ttlMs', 10000, 86400000, (value) => ({ ...member, membership: { ttlMs: value } })],
+    ['membership.pollMs', 10, 3600000, (value) => ({ ...member, membership: { pollMs: value } })]
   ]
   const read = (options: ReturnType<typeof resolveOptions>, name: string): unknown =>
     name.split('.').reduce<any>((value, key) => value[key], options)
@@ -119,4 +125,34 @@ test('every numeric option: its minimum and maximum are accepted, one below and 
     t.throws(() => resolveOptions(given(min - 1)), { code, message }, `${name}: ${min - 1} refused`)
     t.throws(() => resolveOptions(given(max + 1)), { code, message }, `${name}: ${max + 1} refused`)
   }
+})
+
+test('what each check accepts: the shapes a refusal must not catch', async (t) => {
+  const hook = async () => {}
+  t.same(resolveOptions({ routeHooks: { onRequest: hook, preHandler: [hook, hook] } }).routeHooks, { onRequest: [hook], preHandler: [hook, hook] }, 'a hook, and an array of hooks')
+  const registry = { registerMetric: () => {}, metrics: async () => '', getSingleMetric: () => undefined, removeSingleMetric: () => {}, contentType: 'text/plain' }
+  t.equal(resolveOptions({ metrics: { registry } }).metrics?.registry, registry, 'a registry with the four methods')
+  for (const missing of ['registerMetric', 'metrics', 'getSingleMetric', 'removeSingleMetric']) {
+    t.throws(() => resolveOptions({ metrics: { registry: { ...registry, [missing]: undefined } } } as unknown as PolicyCacheOptions),
+      { message: /^Invalid option "metrics\.registry"/ }, `a registry without ${missing}`)
+  }
+  const kysely = { selectFrom () {} }
+  t.equal(resolveOptions({ db: kysely as unknown as PolicyCacheOptions['db'] }).db, kysely, 'anything with selectFrom is taken for a Kysely')
+  t.throws(() => resolveOptions({ db: { selectFrom: 'users' } as unknown as PolicyCacheOptions['db'] }), { message: /^Invalid option "db"/ })
+  t.same(resolveOptions({ routes: { ops: { health: '/h' } } }).routes.ops, { prefix: '', health: '/h', servers: '/servers' }, 'only health renamed')
+  t.same(resolveOptions({ routes: { ops: { servers: '/s' } } }).routes.ops, { prefix: '', health: '/health', servers: '/s' }, 'only servers renamed')
+})
+
+test('a string check is not fooled by an array whose text would pass', async (t) => {
+  // String(['/m']) is '/m': a check that only tests the text would take the array.
+  t.throws(() => resolveOptions({ metrics: { path: ['/m'] } } as unknown as PolicyCacheOptions), { message: /^Invalid option "metrics\.path"/ })
+  t.throws(() => resolveOptions({ metrics: { prefix: ['app_'] } } as unknown as PolicyCacheOptions), { message: /^Invalid option "metrics\.prefix"/ })
+  t.throws(() => resolveOptions({ tablePrefix: ['policy_'] } as unknown as PolicyCacheOptions), { message: /^Invalid option "tablePrefix"/ })
+})
+
+test('membership needs a webhook secret, and with one it resolves', async (t) => {
+  const publicUrl = 'http://127.0.0.1:3001'
+  t.throws(() => resolveOptions({ membership: true, publicUrl }), { message: 'Invalid option "membership": needs webhookSecret: members send each other signed notices' })
+  t.same(resolveOptions({ membership: true, publicUrl, webhookSecret: secret }).membership, DEFAULTS.membership)
+  t.throws(() => resolveOptions({ membership: true, webhookSecret: secret }), { message: /^Invalid option "membership": needs publicUrl/ })
 })

@@ -141,6 +141,7 @@ test('what each check accepts: the shapes a refusal must not catch', async (t) =
   t.throws(() => resolveOptions({ db: { selectFrom: 'users' } as unknown as PolicyCacheOptions['db'] }), { message: /^Invalid option "db"/ })
   t.same(resolveOptions({ routes: { ops: { health: '/h' } } }).routes.ops, { prefix: '', health: '/h', servers: '/servers' }, 'only health renamed')
   t.same(resolveOptions({ routes: { ops: { servers: '/s' } } }).routes.ops, { prefix: '', health: '/health', servers: '/s' }, 'only servers renamed')
+  t.same(resolveOptions({ routes: { ops: { servers: false } } }).routes.ops, { prefix: '', health: '/health', servers: undefined }, 'servers dropped, health kept')
 })
 
 test('a string check is not fooled by an array whose text would pass', async (t) => {

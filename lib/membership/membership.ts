@@ -97,11 +97,6 @@ export class Membership {
     this.#schedulePoll()
   }
 
-  /** The live set (this instance left out) as last read. */
-  live (): readonly LiveMember[] {
-    return this.#live
-  }
-
   /** How long ago the member's last heartbeat was, by the database's clock at the last read plus the time since. */
   heartbeatAgeMs (member: LiveMember): number {
     return Math.max(0, Math.round(this.#readAt.db - member.heartbeatAt + performance.now() - this.#readAt.local))

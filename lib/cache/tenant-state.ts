@@ -172,6 +172,15 @@ export class TenantState {
   }
 
   /**
+   * Slots (4 bytes each) of the one array holding every user's membership record: what churn
+   * (assign, unassign, again) may grow. Space left behind is reclaimed by compacting, so it stays
+   * within a small multiple of the records in use.
+   */
+  get recordSlots (): number {
+    return this.#records.length
+  }
+
+  /**
    * Applies changelog entries in order — a batch entry's changes one by one, at its one revision.
    * Entries at or below the current revision are skipped; a gap stops the batch and returns false
    * (the caller reloads). Synchronous, so atomic for readers.

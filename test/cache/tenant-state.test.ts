@@ -232,3 +232,29 @@ test('size counts the groups; a user listed twice in a snapshot is one membershi
   t.equal(s.size, 2)
   t.equal(s.revision, 1, 'apply leaves the revision alone')
 })
+
+test('views list grants sorted, whatever order they were granted in', async (t) => {
+  const s = stateOf(1, [
+    { name: 'g', permissions: ['z:read', 'm:*', 'a:write', '*'], users: ['u'] },
+    { name: 'h', permissions: ['b:read'], users: ['u'] }
+  ])
+  t.same(s.view().find((group) => group.name === 'g')?.permissions, ['*', 'a:write', 'm:*', 'z:read'])
+  t.same(s.userView('u').permissions, ['*', 'a:write', 'b:read', 'm:*', 'z:read'])
+})
+
+test('churn does not grow the membership records: the space users leave is reclaimed', async (t) => {
+  const groups = ['g', 'h', 'k']
+  const s = stateOf(1, [{ name: 'g', permissions: ['a:read'], users: [] }, { name: 'h', permissions: ['b:read'], users: [] }, { name: 'k', permissions: ['c:read'], users: [] }])
+  let revision = 1
+  const users = Array.from({ length: 50 }, (_, i) => `user-${i}`)
+  for (let round = 0; round < 400; round++) {
+    // Users joining a third group outgrow their record (room for two) and move; leaving all frees it.
+    s.applyAll(users.flatMap((user) => groups.map((group) => ({ revision: ++revision, op: 'assign-user' as const, group, user }))))
+    s.applyAll(users.flatMap((user) => groups.map((group) => ({ revision: ++revision, op: 'unassign-user' as const, group, user }))))
+  }
+  t.ok(s.recordSlots <= 4096, `${s.recordSlots} slots after 60 000 memberships came and went (50 users at a time)`)
+  s.applyAll([{ revision: ++revision, op: 'assign-user', group: 'h', user: 'user-7' }])
+  t.ok(s.check('user-7', 'b:read'))
+  t.notOk(s.check('user-7', 'a:read'))
+  t.notOk(s.check('user-8', 'b:read'))
+})

@@ -42,8 +42,32 @@ export interface PgNotifyTransportOption {
   maxPayloadBytes?: number | undefined
 }
 
+/** What a NATS subject given as `transport.subject` must match: tokens of letters, digits, `_` and `-`, dot-separated, at most 200 characters. */
+export const SUBJECT_PATTERN = '^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$'
+
+/**
+ * The `nats` transport (docs/transports.md): each write's notice is published once on a core NATS
+ * subject with a reply subject; every other instance applies it and answers with its revisions; the
+ * write waits up to `ackTimeoutMs` for the live instances' answers.
+ */
+export interface NatsTransportOption {
+  type: 'nats'
+  /** The NATS server(s): `nats://host:port`, one or a list. Required. */
+  servers: string | readonly string[]
+  /** The subject. Default: the table prefix followed by `notify` (`policy_notify`); probes use `<subject>.presence`. */
+  subject?: string | undefined
+  /** How often the subscription is probed (a presence message this instance must receive), and nats.js pings. Default 5000. */
+  probeIntervalMs?: number | undefined
+  /** A probe not received back within this marks the subscription down (resynced once it delivers again). Default 2000. */
+  probeTimeoutMs?: number | undefined
+  /** A notice larger than this (or than the server's max_payload) carries only tenant + revision. 512 … 8 MiB, default 65536. */
+  maxPayloadBytes?: number | undefined
+  /** Further nats.js connection options (`user`, `pass`, `token`, `tls`, …), passed as given. */
+  connection?: Readonly<Record<string, unknown>> | undefined
+}
+
 /** How notices reach the other instances: `'webhook'` (the default) or a transport object. */
-export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption
+export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption | NatsTransportOption
 
 /** The transport option, resolved. */
 export type ResolvedTransport =
@@ -56,6 +80,15 @@ export type ResolvedTransport =
     probeTimeoutMs: number
     reconnect: Readonly<{ minDelayMs: number, maxDelayMs: number }>
     maxPayloadBytes: number
+  }>
+  | Readonly<{
+    type: 'nats'
+    servers: readonly string[]
+    subject: string
+    probeIntervalMs: number
+    probeTimeoutMs: number
+    maxPayloadBytes: number
+    connection: Readonly<Record<string, unknown>>
   }>
 
 /** Peer URLs, or a function the plugin calls at startup and again every `peerRefreshMs` (e.g. `dnsPeers`). */
@@ -194,9 +227,10 @@ export interface PolicyCacheOptions {
   peerRefreshMs?: number | undefined
   /**
    * How notices reach the other instances (docs/transports.md): `'webhook'` (default: one signed
-   * request per peer, acknowledged) or `{ type: 'pg-notify', connection, … }` (PostgreSQL stores
-   * only: `pg_notify` inside each write's transaction, no acknowledgements). Every transport signs
-   * with `webhookSecret`.
+   * request per peer, acknowledged), `{ type: 'pg-notify', connection, … }` (PostgreSQL stores
+   * only: `pg_notify` inside each write's transaction, no acknowledgements) or `{ type: 'nats',
+   * servers, … }` (one publish per write, acknowledged by the live instances' replies). Every
+   * transport signs with `webhookSecret`.
    */
   transport?: TransportOption | undefined
 }
@@ -420,14 +454,15 @@ interface TransportContext {
 function resolveTransport (value: PolicyCacheOptions['transport'], context: TransportContext): ResolvedTransport {
   if (value === undefined || value === 'webhook') return Object.freeze({ type: 'webhook' as const })
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify", … }')
+    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify" | "nats", … }')
   }
   const type = (value as { type?: unknown }).type
   if (type === 'webhook') {
     knownKeys('transport', value, ['type'])
     return Object.freeze({ type: 'webhook' as const })
   }
-  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook" or "pg-notify"')
+  if (type === 'nats') return resolveNats(value, context)
+  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook", "pg-notify" or "nats"')
   const given = knownKeys<PgNotifyTransportOption>('transport', value,
     ['type', 'connection', 'channel', 'probeIntervalMs', 'probeTimeoutMs', 'reconnect', 'maxPayloadBytes'])
   const { connection } = given
@@ -469,6 +504,38 @@ function resolveTransport (value: PolicyCacheOptions['transport'], context: Tran
     probeTimeoutMs,
     reconnect: Object.freeze({ minDelayMs, maxDelayMs }),
     maxPayloadBytes
+  })
+}
+
+/** `transport: { type: 'nats', … }`: any store; `membership` (when on) tells the writers whom to wait for. */
+function resolveNats (value: object, context: TransportContext): ResolvedTransport {
+  const given = knownKeys<NatsTransportOption>('transport', value,
+    ['type', 'servers', 'subject', 'probeIntervalMs', 'probeTimeoutMs', 'maxPayloadBytes', 'connection'])
+  const list: unknown[] = typeof given.servers === 'string' ? [given.servers] : Array.isArray(given.servers) ? [...given.servers] : []
+  if (list.length === 0 || list.some((server) => typeof server !== 'string' || server.trim() === '')) {
+    throw new InvalidOptionError('transport.servers', 'is required: a NATS server URL (nats://host:port) or a non-empty list of them')
+  }
+  const subject = orDefault(given.subject, context.tablePrefix + DEFAULTS.nats.subjectSuffix)
+  if (typeof subject !== 'string' || !new RegExp(SUBJECT_PATTERN).test(subject)) {
+    throw new InvalidOptionError('transport.subject', `must match ${SUBJECT_PATTERN} (no wildcards)`)
+  }
+  const probeIntervalMs = integer('transport.probeIntervalMs', given.probeIntervalMs, DEFAULTS.nats.probeIntervalMs, 10, 3600000)
+  const probeTimeoutMs = integer('transport.probeTimeoutMs', given.probeTimeoutMs, DEFAULTS.nats.probeTimeoutMs, 10, 600000)
+  const maxPayloadBytes = integer('transport.maxPayloadBytes', given.maxPayloadBytes, DEFAULTS.nats.maxPayloadBytes, 512, 8 * 1024 * 1024)
+  const connection = given.connection === undefined ? {} : given.connection
+  if (typeof connection !== 'object' || connection === null || Array.isArray(connection)) {
+    throw new InvalidOptionError('transport.connection', 'must be an object of nats.js connection options')
+  }
+  if (!context.hasSecret) throw new InvalidOptionError('webhookSecret', 'is required by the nats transport: its messages are signed with it')
+  if (context.hasPeers) throw new InvalidOptionError('peers', 'are for the webhook transport; with nats every instance subscribed to the subject receives the notices')
+  return Object.freeze({
+    type: 'nats' as const,
+    servers: Object.freeze(list as string[]),
+    subject,
+    probeIntervalMs,
+    probeTimeoutMs,
+    maxPayloadBytes,
+    connection: Object.freeze({ ...connection })
   })
 }
 

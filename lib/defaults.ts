@@ -74,6 +74,18 @@ export const DEFAULTS = Object.freeze({
     maxPayloadBytes: 65536,
     subjectSuffix: 'notify'
   }),
+  /**
+   * The `redis` transport, when chosen: the subscriber is probed (PING) every `probeIntervalMs`, one
+   * unanswered within `probeTimeoutMs` drops it (ioredis reconnects); a notice over
+   * `maxPayloadBytes` carries only tenant + revision. The channel defaults to the table prefix
+   * followed by `notify` (`policy_notify`).
+   */
+  redis: Object.freeze({
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 2000,
+    maxPayloadBytes: 65536,
+    channelSuffix: 'notify'
+  }),
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

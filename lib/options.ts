@@ -66,8 +66,26 @@ export interface NatsTransportOption {
   connection?: Readonly<Record<string, unknown>> | undefined
 }
 
+/**
+ * The `redis` transport (docs/transports.md): each write's notice is PUBLISHed once on a Redis
+ * channel; every instance subscribes on a dedicated connection. No acknowledgements.
+ */
+export interface RedisTransportOption {
+  type: 'redis'
+  /** A Redis URL (`redis://host:port/db`) or an ioredis options object. Required. */
+  connection: string | Readonly<Record<string, unknown>>
+  /** The channel. Default: the table prefix followed by `notify` (`policy_notify`). */
+  channel?: string | undefined
+  /** How often the subscriber is probed (PING). Default 5000. */
+  probeIntervalMs?: number | undefined
+  /** A probe unanswered this long drops the subscriber (it is re-established and resyncs). Default 2000. */
+  probeTimeoutMs?: number | undefined
+  /** A notice larger than this carries only tenant + revision. 512 … 8 MiB, default 65536. */
+  maxPayloadBytes?: number | undefined
+}
+
 /** How notices reach the other instances: `'webhook'` (the default) or a transport object. */
-export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption | NatsTransportOption
+export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption | NatsTransportOption | RedisTransportOption
 
 /** The transport option, resolved. */
 export type ResolvedTransport =
@@ -89,6 +107,14 @@ export type ResolvedTransport =
     probeTimeoutMs: number
     maxPayloadBytes: number
     connection: Readonly<Record<string, unknown>>
+  }>
+  | Readonly<{
+    type: 'redis'
+    connection: string | Readonly<Record<string, unknown>>
+    channel: string
+    probeIntervalMs: number
+    probeTimeoutMs: number
+    maxPayloadBytes: number
   }>
 
 /** Peer URLs, or a function the plugin calls at startup and again every `peerRefreshMs` (e.g. `dnsPeers`). */
@@ -229,7 +255,8 @@ export interface PolicyCacheOptions {
    * How notices reach the other instances (docs/transports.md): `'webhook'` (default: one signed
    * request per peer, acknowledged), `{ type: 'pg-notify', connection, … }` (PostgreSQL stores
    * only: `pg_notify` inside each write's transaction, no acknowledgements) or `{ type: 'nats',
-   * servers, … }` (one publish per write, acknowledged by the live instances' replies). Every
+   * servers, … }` (one publish per write, acknowledged by the live instances' replies) or
+   * `{ type: 'redis', connection, … }` (one PUBLISH per write, no acknowledgements). Every
    * transport signs with `webhookSecret`.
    */
   transport?: TransportOption | undefined
@@ -454,7 +481,7 @@ interface TransportContext {
 function resolveTransport (value: PolicyCacheOptions['transport'], context: TransportContext): ResolvedTransport {
   if (value === undefined || value === 'webhook') return Object.freeze({ type: 'webhook' as const })
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify" | "nats", … }')
+    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify" | "nats" | "redis", … }')
   }
   const type = (value as { type?: unknown }).type
   if (type === 'webhook') {
@@ -462,7 +489,8 @@ function resolveTransport (value: PolicyCacheOptions['transport'], context: Tran
     return Object.freeze({ type: 'webhook' as const })
   }
   if (type === 'nats') return resolveNats(value, context)
-  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook", "pg-notify" or "nats"')
+  if (type === 'redis') return resolveRedis(value, context)
+  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook", "pg-notify", "nats" or "redis"')
   const given = knownKeys<PgNotifyTransportOption>('transport', value,
     ['type', 'connection', 'channel', 'probeIntervalMs', 'probeTimeoutMs', 'reconnect', 'maxPayloadBytes'])
   const { connection } = given
@@ -536,6 +564,35 @@ function resolveNats (value: object, context: TransportContext): ResolvedTranspo
     probeTimeoutMs,
     maxPayloadBytes,
     connection: Object.freeze({ ...connection })
+  })
+}
+
+/** `transport: { type: 'redis', … }`: any store; no peers (every subscriber receives the notices). */
+function resolveRedis (value: object, context: TransportContext): ResolvedTransport {
+  const given = knownKeys<RedisTransportOption>('transport', value,
+    ['type', 'connection', 'channel', 'probeIntervalMs', 'probeTimeoutMs', 'maxPayloadBytes'])
+  const { connection } = given
+  if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null || Array.isArray(connection))) {
+    throw new InvalidOptionError('transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object')
+  }
+  if (typeof connection === 'string' && connection.trim() === '') throw new InvalidOptionError('transport.connection', 'must not be empty')
+  const channel = orDefault(given.channel, context.tablePrefix + DEFAULTS.redis.channelSuffix)
+  if (typeof channel !== 'string' || !new RegExp(SUBJECT_PATTERN).test(channel)) {
+    throw new InvalidOptionError('transport.channel', `must match ${SUBJECT_PATTERN}`)
+  }
+  const probeIntervalMs = integer('transport.probeIntervalMs', given.probeIntervalMs, DEFAULTS.redis.probeIntervalMs, 10, 3600000)
+  const probeTimeoutMs = integer('transport.probeTimeoutMs', given.probeTimeoutMs, DEFAULTS.redis.probeTimeoutMs, 10, 600000)
+  const maxPayloadBytes = integer('transport.maxPayloadBytes', given.maxPayloadBytes, DEFAULTS.redis.maxPayloadBytes, 512, 8 * 1024 * 1024)
+  if (!context.hasSecret) throw new InvalidOptionError('webhookSecret', 'is required by the redis transport: its messages are signed with it')
+  if (context.hasPeers) throw new InvalidOptionError('peers', 'are for the webhook transport; with redis every instance subscribed to the channel receives the notices')
+  if (context.membership) throw new InvalidOptionError('membership', 'is for the webhook and nats transports; with redis every instance subscribed to the channel receives the notices')
+  return Object.freeze({
+    type: 'redis' as const,
+    connection: typeof connection === 'string' ? connection : Object.freeze({ ...connection }),
+    channel,
+    probeIntervalMs,
+    probeTimeoutMs,
+    maxPayloadBytes
   })
 }
 

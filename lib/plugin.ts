@@ -13,6 +13,7 @@ import { PeerList } from './broadcast/peer-list.js'
 import { PeerSet } from './broadcast/peer-set.js'
 import { NatsTransport } from './broadcast/nats.js'
 import { PgNotifyTransport } from './broadcast/pg-notify.js'
+import { RedisTransport } from './broadcast/redis.js'
 import type { Transport, TransportSink } from './broadcast/transport.js'
 import { WebhookTransport } from './broadcast/webhook-transport.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
@@ -72,7 +73,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     })
   let created: ReturnType<typeof createStore>
   // Built before the store: a missing `pg` fails registration with nothing to close.
-  let brokerTransport: PgNotifyTransport | NatsTransport | undefined
+  let brokerTransport: PgNotifyTransport | NatsTransport | RedisTransport | undefined
   // With membership on, the nats transport waits for the live members (kept here by onChange below).
   let liveMembers: readonly string[] = []
   try {
@@ -96,6 +97,16 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
         keys: opts.keys,
         ackTimeoutMs: opts.ackTimeoutMs,
         members: opts.membership === undefined ? undefined : () => liveMembers,
+        log
+      })
+    } else if (opts.transport.type === 'redis') {
+      const { type: _type, ...settings } = opts.transport
+      brokerTransport = new RedisTransport({
+        ...settings,
+        serverId: opts.serverId,
+        databaseId: (): string | undefined => engine.databaseId,
+        publicUrl: opts.publicUrl,
+        keys: opts.keys,
         log
       })
     }
@@ -262,7 +273,7 @@ export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
 export type { AckSummary, PeerStatus } from './broadcast/status.js'
 export type { TransportStatus, TransportType } from './broadcast/transport.js'
-export type { TransportOption, PgNotifyTransportOption, NatsTransportOption } from './options.js'
+export type { TransportOption, PgNotifyTransportOption, NatsTransportOption, RedisTransportOption } from './options.js'
 export type { WriteOptions, WriteTransaction } from './store/types.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'
 export * as errors from './errors.js'

@@ -14,7 +14,6 @@ import { buildServer, startServer } from '../../examples/server.js'
 import { freePorts } from '../../examples/demo.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { NATS_URL, randomName, reachable, REDIS_URL } from '../helpers/brokers.js'
-import { tempDir } from '../helpers/app.js'
 
 const SERVER = fileURLToPath(new URL('../../examples/server.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))

@@ -83,6 +83,10 @@ export interface OwnServer {
   url: string
   stop (): Promise<void>
   start (): Promise<void>
+  /** SIGSTOP: the process keeps its sockets but answers nothing (a hung broker). */
+  pause (): void
+  /** SIGCONT after `pause`. */
+  resume (): void
 }
 
 /** Starts `command args(port)` on a free port, waits until it accepts connections; killed at the end of the test. */
@@ -106,9 +110,13 @@ async function ownServer (t: Test, scheme: string, command: string, args: (port:
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
-  t.teardown(stop)
+  const signal = (name: NodeJS.Signals) => () => { child?.kill(name) }
+  t.teardown(async () => {
+    child?.kill('SIGCONT')
+    await stop()
+  })
   await start()
-  return { url, stop, start }
+  return { url, stop, start, pause: signal('SIGSTOP'), resume: signal('SIGCONT') }
 }
 
 /** A nats-server of the test's own (core NATS, no JetStream). */

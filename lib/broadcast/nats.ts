@@ -43,7 +43,7 @@ export interface NatsConnectionLike {
   publish (subject: string, payload: string, options?: { reply?: string }): void
   subscribe (subject: string, options: { callback: (err: Error | null, msg: NatsMsg) => void }): NatsSubscription
   flush (): Promise<void>
-  status (): AsyncIterable<{ type: string, error?: unknown, server?: string }>
+  status (): AsyncIterable<{ type: string, server?: string }>
   close (): Promise<void>
   isClosed (): boolean
 }
@@ -173,11 +173,9 @@ export class NatsTransport implements Transport {
     nc.subscribe(subject, {
       callback: (err, msg) => {
         if (err !== null) return
-        const reply = msg.reply
         // The inbox never rejects; the catch only keeps a bug from becoming an unhandled rejection.
-        inbox.receive(msg.string(), reply === undefined
-          ? undefined
-          : (revisions) => { this.#respond(msg, { serverId, revisions }) }).catch(() => {})
+        // (A message without a reply subject — not one of ours — is answered nowhere: `respond` skips it.)
+        inbox.receive(msg.string(), (revisions) => { this.#respond(msg, { serverId, revisions }) }).catch(() => {})
       }
     })
     nc.subscribe(`${subject}.presence`, { callback: (err, msg) => { if (err === null) this.#presence(msg) } })
@@ -185,7 +183,9 @@ export class NatsTransport implements Transport {
     // The server has the subscriptions once the flush's PONG is back: a notice published after it reaches us.
     await nc.flush()
     await this.#subscribed()
-    this.#scheduleProbe(0)
+    // The first probe at once: the others learn of this instance, and it of them, before its first write.
+    await this.#runProbe()
+    this.#scheduleProbe(this.#options.probeIntervalMs)
   }
 
   /**
@@ -194,20 +194,16 @@ export class NatsTransport implements Transport {
    */
   async publish (changes: NoticeChange[]): Promise<AckSummary> {
     const nc = this.#nc
-    if (nc === undefined || this.#closing) return { acked: 0, total: 0 }
-    const { keys, serverId, databaseId, publicUrl, subject, ackTimeoutMs, log } = this.#options
+    // nats.js closes a connection only when told to (it reconnects forever): publishing cannot throw below.
+    if (nc === undefined || this.#closing || nc.isClosed()) return { acked: 0, total: 0 }
+    const { keys, serverId, databaseId, publicUrl, subject, ackTimeoutMs } = this.#options
     const limit = Math.min(this.#options.maxPayloadBytes, nc.info?.max_payload ?? Infinity)
     const expected = this.#expected()
     const reply = `${this.#replyPrefix}.${++this.#sequence}`
-    let envelopes: string[]
-    try {
-      envelopes = encodeEnvelopes(keys, { origin: serverId, database: databaseId(), url: publicUrl }, changes, limit, nowSeconds())
-      for (const envelope of envelopes) nc.publish(subject, envelope, { reply })
-    } catch (err) {
-      this.#lastError = describe(err)
-      log.warn({ err, subject }, 'policy-cache: publishing a notice on NATS failed; the other instances catch up at their next resync or sync')
-      return { acked: 0, total: 0 }
-    }
+    // Within the limit (at least 512 bytes: one bare entry always fits); while disconnected, nats.js
+    // buffers the messages and sends them on reconnect (the receivers' resync has healed them by then).
+    const envelopes = encodeEnvelopes(keys, { origin: serverId, database: databaseId(), url: publicUrl }, changes, limit, nowSeconds())
+    for (const envelope of envelopes) nc.publish(subject, envelope, { reply })
     this.#published += envelopes.length
     const replies = new Map<string, number>()
     if (expected.size > 0 && ackTimeoutMs > 0) {
@@ -262,12 +258,9 @@ export class NatsTransport implements Transport {
     for (const pending of this.#pending.values()) pending.done()
     const nc = this.#nc
     if (nc === undefined || nc.isClosed()) return
-    try {
-      nc.publish(`${this.#options.subject}.presence`, seal(this.#options.keys, JSON.stringify({ leave: this.#options.serverId }), nowSeconds()))
-      await nc.flush()
-    } catch {
-      // Closing anyway; the others stop waiting for this instance after three probe intervals.
-    }
+    nc.publish(`${this.#options.subject}.presence`, seal(this.#options.keys, JSON.stringify({ leave: this.#options.serverId }), nowSeconds()))
+    // Sent when the server is there (bounded: with the broker away, the others forget this one after three probe intervals).
+    await Promise.race([nc.flush().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 500).unref())])
     await nc.close().catch(() => {})
   }
 
@@ -295,13 +288,12 @@ export class NatsTransport implements Transport {
     this.#seen.set(id, { at: Date.now(), missed: false })
   }
 
-  /** Answers `msg` with a signed `{ serverId, revisions }`. */
+  /**
+   * Answers `msg` (when it has a reply subject) with a signed `{ serverId, revisions }`. Called from a
+   * subscription's callback, so on an open connection: nats.js's publish does not throw there.
+   */
   #respond (msg: NatsMsg, body: object): void {
-    try {
-      msg.respond(seal(this.#options.keys, JSON.stringify(body), nowSeconds()))
-    } catch (err) {
-      this.#options.log.debug({ err }, 'policy-cache: answering a NATS message failed')
-    }
+    msg.respond(seal(this.#options.keys, JSON.stringify(body), nowSeconds()))
   }
 
   /** A reply to one of this instance's writes or probes: counted when it verifies. */
@@ -362,8 +354,6 @@ export class NatsTransport implements Transport {
           // nats.js re-sent the subscriptions; the flush makes sure the server has them before the resync reads.
           await nc.flush().catch(() => {})
           if (!this.#closing) await this.#subscribed()
-        } else if (event.type === 'error') {
-          this.#lastError = describe(event.error)
         }
       }
     }
@@ -381,20 +371,14 @@ export class NatsTransport implements Transport {
 
   async #runProbe (): Promise<void> {
     const nc = this.#nc
-    if (nc === undefined || this.#closing) return
+    if (nc === undefined || this.#closing || nc.isClosed()) return
     const { keys, serverId, subject, probeTimeoutMs, log } = this.#options
     const reply = `${this.#replyPrefix}.p${++this.#sequence}`
     const answered = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), probeTimeoutMs)
       timer.unref()
       this.#probe = { reply, answered: () => { clearTimeout(timer); resolve(true) } }
-      try {
-        nc.publish(`${subject}.presence`, seal(keys, JSON.stringify({ presence: serverId }), nowSeconds()), { reply })
-      } catch (err) {
-        this.#lastError = describe(err)
-        clearTimeout(timer)
-        resolve(false)
-      }
+      nc.publish(`${subject}.presence`, seal(keys, JSON.stringify({ presence: serverId }), nowSeconds()), { reply })
     })
     this.#probe = undefined
     if (this.#closing) return

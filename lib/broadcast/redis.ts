@@ -145,17 +145,15 @@ export class RedisTransport implements Transport {
     const publisher = this.#publisher
     if (publisher === undefined || this.#closing) return { acked: 0, total: 0 }
     const { keys, serverId, databaseId, publicUrl, channel, maxPayloadBytes, log } = this.#options
-    try {
-      const envelopes = encodeEnvelopes(keys, { origin: serverId, database: databaseId(), url: publicUrl }, changes, maxPayloadBytes, Math.floor(Date.now() / 1000))
-      for (const envelope of envelopes) {
-        this.#published++
-        publisher.publish(channel, envelope).catch((err: unknown) => {
-          this.#lastError = describe(err)
-          log.warn({ err, channel }, 'policy-cache: publishing a notice on Redis failed; the other instances catch up at their next resync or sync')
-        })
-      }
-    } catch (err) {
-      log.warn({ err, channel }, 'policy-cache: encoding a notice for Redis failed')
+    // Within the limit (at least 512 bytes: one bare entry always fits).
+    const envelopes = encodeEnvelopes(keys, { origin: serverId, database: databaseId(), url: publicUrl }, changes, maxPayloadBytes, Math.floor(Date.now() / 1000))
+    for (const envelope of envelopes) {
+      this.#published++
+      // While Redis is away, ioredis queues the command; it fails it after its retries (maxRetriesPerRequest).
+      publisher.publish(channel, envelope).catch((err: unknown) => {
+        this.#lastError = describe(err)
+        log.warn({ err, channel }, 'policy-cache: publishing a notice on Redis failed; the other instances catch up at their next resync or sync')
+      })
     }
     return { acked: 0, total: 0 }
   }

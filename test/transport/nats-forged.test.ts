@@ -21,7 +21,8 @@ if (!await reachable(NATS_URL)) {
     await a.app.policyCache.createGroup('t1', 'admins')
     await a.app.policyCache.addPermission('t1', 'admins', '*')
     await b.app.policyCache.warm(['t1'])
-    const receivedBefore = (await b.transport()).received
+    // Both notices handled (a write acknowledged by b has been; one sent before a knew of b may still be on its way).
+    const receivedBefore = (await until('b handled both notices', async () => { const s = await b.transport(); return s.received === 2 && s })).received
 
     // A change committed without any notice (a writer outside the plugin): b does not know of it.
     const db = createSqliteDb(a.file)

@@ -61,3 +61,25 @@ t.test('a restarted server: writes keep committing, every instance converges aft
   t.comment(`all converged ${Date.now() - resubscribedAt} ms after the resubscribes were observed`)
   t.equal((await b.app.inject({ url: '/health' })).json().status, 'ok')
 })
+
+t.test('a PUBLISH that cannot be sent fails after the retries; the write committed and the resync heals', async (t) => {
+  const server = await ownRedisServer(t)
+  const { port } = new URL(server.url)
+  const [a, b] = await startBrokerNodes(t, 2, {
+    type: 'redis',
+    // An options object: its own retry strategy and retry limit are honoured.
+    connection: { host: '127.0.0.1', port: Number(port), retryStrategy: () => 50, maxRetriesPerRequest: 1 },
+    channel: randomName()
+  })
+  await a.app.policyCache.createGroup('t1', 'readers')
+  await a.app.policyCache.addPermission('t1', 'readers', 'documents:read')
+  await until('b is at revision 2', async () => { await b.app.policyCache.warm(['t1']); return await b.app.policyCache.revision('t1') === 2 })
+
+  await server.stop()
+  t.same((await a.app.policyCache.assignUser('t1', 'readers', 'alice')).peers, { acked: 0, total: 0 }, 'the write committed and answered')
+  const failed = await until('the PUBLISH failed', async () => { const s = await a.transport(); return /max retries/i.test(String(s.lastError)) && s })
+  t.equal(failed.published, 3, 'counted as sent: it was handed to Redis')
+
+  await server.start()
+  await until('b allows alice after its resync', () => b.app.policyCache.checkSync('t1', 'alice', 'documents:read'), 10000)
+})

@@ -190,7 +190,7 @@ export class NatsTransport implements Transport {
 
   /**
    * Sends the notice once and waits, at most `ackTimeoutMs`, for the replies of the live instances.
-   * Never rejects: a failed publish is logged (the receivers' sync and resync heal).
+   * Never rejects (after `close`, or on a closed connection, it sends nothing and answers `{ 0, 0 }`).
    */
   async publish (changes: NoticeChange[]): Promise<AckSummary> {
     const nc = this.#nc

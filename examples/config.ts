@@ -51,10 +51,14 @@ export interface ServerConfig {
    */
   shutdownDelayMs: number
   /**
-   * How notices travel (TRANSPORT): `webhook` (default: signed requests to each peer) or `pg-notify`
-   * (PostgreSQL LISTEN/NOTIFY on POLICY_DB, which must then be postgres://; no peers, no membership).
+   * How notices travel (TRANSPORT): `webhook` (default: signed requests to each peer), `pg-notify`
+   * (PostgreSQL LISTEN/NOTIFY on POLICY_DB, which must then be postgres://; no peers, no membership),
+   * `nats` (TRANSPORT=nats://host:port; no peers; MEMBERSHIP=1 makes writes wait for the live
+   * members) or `redis` (TRANSPORT=redis://host:port; no peers, no membership).
    */
-  transport: 'webhook' | 'pg-notify'
+  transport: 'webhook' | 'pg-notify' | 'nats' | 'redis'
+  /** The broker's URL for `nats` and `redis` (TRANSPORT itself); `undefined` otherwise. */
+  brokerUrl: string | undefined
 }
 
 /** A configuration mistake, always naming the variable (or argument) to fix. */
@@ -151,11 +155,21 @@ function parseDb (raw: string | undefined): DbConfig {
   throw new ConfigError('POLICY_DB', `unsupported scheme "${scheme}://" (use a SQLite file path, postgres:// or mysql://)`)
 }
 
-function parseTransport (raw: string | undefined): ServerConfig['transport'] {
+function parseTransport (raw: string | undefined): Pick<ServerConfig, 'transport' | 'brokerUrl'> {
   const transport = raw?.toLowerCase() ?? 'webhook'
-  if (transport === 'webhook' || transport === 'pg-notify') return transport
-  if (/^(nats|redis):\/\//.test(transport)) throw new ConfigError('TRANSPORT', `"${raw as string}" is not available in this version (use webhook or pg-notify)`)
-  throw new ConfigError('TRANSPORT', `"${raw as string}" is not webhook or pg-notify`)
+  if (transport === 'webhook' || transport === 'pg-notify') return { transport, brokerUrl: undefined }
+  const scheme = /^(nats|redis|rediss|tls):\/\//.exec(transport)?.[1]
+  if (scheme !== undefined) {
+    let url: URL
+    try {
+      url = new URL(raw as string)
+    } catch {
+      throw new ConfigError('TRANSPORT', `"${raw as string}" is not a URL (nats://host:port or redis://host:port)`)
+    }
+    if (url.hostname === '') throw new ConfigError('TRANSPORT', `"${raw as string}" names no host`)
+    return { transport: scheme === 'nats' || scheme === 'tls' ? 'nats' : 'redis', brokerUrl: raw as string }
+  }
+  throw new ConfigError('TRANSPORT', `"${raw as string}" is not webhook, pg-notify, nats://host:port or redis://host:port`)
 }
 
 /** `http://host:port` as reachable from this machine: wildcard addresses become loopback. */
@@ -195,12 +209,13 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
   const metricsRaw = (value(env, 'METRICS') ?? '1').toLowerCase()
   if (!['0', '1', 'true', 'false'].includes(metricsRaw)) throw new ConfigError('METRICS', `"${metricsRaw}" is not 0, 1, true or false`)
 
-  const transport = parseTransport(value(env, 'TRANSPORT'))
+  const { transport, brokerUrl } = parseTransport(value(env, 'TRANSPORT'))
   const db = parseDb(value(env, 'POLICY_DB'))
-  if (transport === 'pg-notify') {
-    if (db.kind !== 'postgres') throw new ConfigError('TRANSPORT', 'pg-notify needs POLICY_DB=postgres://… (LISTEN/NOTIFY on the policy database)')
-    if (peers.length > 0) throw new ConfigError('OTHER_SERVERS', 'is for TRANSPORT=webhook; with pg-notify every instance on the database receives the notices')
-    if (peersDns !== undefined) throw new ConfigError('PEERS_DNS', 'is for TRANSPORT=webhook; with pg-notify every instance on the database receives the notices')
+  if (transport === 'pg-notify' && db.kind !== 'postgres') throw new ConfigError('TRANSPORT', 'pg-notify needs POLICY_DB=postgres://… (LISTEN/NOTIFY on the policy database)')
+  if (transport !== 'webhook') {
+    const everyone = transport === 'pg-notify' ? 'every instance on the database receives the notices' : `every instance on the ${transport} broker receives the notices`
+    if (peers.length > 0) throw new ConfigError('OTHER_SERVERS', `is for TRANSPORT=webhook; with ${transport} ${everyone}`)
+    if (peersDns !== undefined) throw new ConfigError('PEERS_DNS', `is for TRANSPORT=webhook; with ${transport} ${everyone}`)
   }
 
   const membershipRaw = value(env, 'MEMBERSHIP')?.toLowerCase()
@@ -210,8 +225,8 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
   const membershipOn = membershipRaw === undefined
     ? transport === 'webhook' && webhookSecrets.length > 0 && publicUrl !== undefined
     : membershipRaw === '1' || membershipRaw === 'true'
-  if (membershipOn && transport !== 'webhook') throw new ConfigError('MEMBERSHIP', 'is for TRANSPORT=webhook; set MEMBERSHIP=0 or leave it unset with pg-notify')
-  if (transport === 'pg-notify' && webhookSecrets.length === 0) throw new ConfigError('WEBHOOK_SECRET', 'is required with TRANSPORT=pg-notify: its messages are signed with it')
+  if (membershipOn && transport !== 'webhook' && transport !== 'nats') throw new ConfigError('MEMBERSHIP', `is for TRANSPORT=webhook or nats; set MEMBERSHIP=0 or leave it unset with ${transport}`)
+  if (transport !== 'webhook' && webhookSecrets.length === 0) throw new ConfigError('WEBHOOK_SECRET', `is required with TRANSPORT=${transport}: its messages are signed with it`)
   if (membershipOn && webhookSecrets.length === 0) throw new ConfigError('MEMBERSHIP', 'needs WEBHOOK_SECRET (members send each other signed notices); set one, or MEMBERSHIP=0')
   if (membershipOn && publicUrl === undefined) throw new ConfigError('MEMBERSHIP', 'needs PUBLIC_URL when listening on port 0')
   const period = (name: string, min: number): number | undefined => {
@@ -239,11 +254,13 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     metrics: metricsRaw === '1' || metricsRaw === 'true',
     membership,
     shutdownDelayMs: shutdownDelayRaw === undefined ? 0 : integer('SHUTDOWN_DELAY_MS', shutdownDelayRaw, 0, 60000),
-    transport
+    transport,
+    brokerUrl
   }
   // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
   // (The pg-notify transport needs the database itself; its combinations are checked above.)
-  resolveOptions({ ...pluginOptions(config), transport: undefined })
+  const options = pluginOptions(config)
+  resolveOptions({ ...options, transport: transport === 'pg-notify' ? undefined : options.transport })
   return config
 }
 
@@ -262,6 +279,8 @@ export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
   if (config.membership !== undefined) options.membership = config.membership
   // The listening connection goes to the policy database itself.
   if (config.transport === 'pg-notify' && config.db.kind === 'postgres') options.transport = { type: 'pg-notify', connection: config.db.url }
+  if (config.transport === 'nats' && config.brokerUrl !== undefined) options.transport = { type: 'nats', servers: config.brokerUrl }
+  if (config.transport === 'redis' && config.brokerUrl !== undefined) options.transport = { type: 'redis', connection: config.brokerUrl }
   return options
 }
 
@@ -272,6 +291,9 @@ export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
 export function describeStartupError (err: unknown): string | undefined {
   if (err instanceof ConfigError) return `invalid configuration: ${err.message}`
   const { code, message } = (err ?? {}) as { code?: unknown, message?: unknown }
+  // The plugin reports a failed start as the store's (FST_POLICY_CACHE_STORE_UNAVAILABLE); a transport's is named in it.
+  const transport = typeof message === 'string' ? /the (pg-notify|nats|redis) transport could not [^]*$/.exec(message) : null
+  if (transport !== null) return `the transport (TRANSPORT) is unavailable: ${oneLine(transport[0])}`
   if (typeof code !== 'string' || typeof message !== 'string') return undefined
   if (code.startsWith('FST_POLICY_CACHE_INVALID_OPTION')) {
     const named = /^Invalid option "([^"]+)": ([^]*)$/.exec(message)

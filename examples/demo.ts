@@ -5,6 +5,11 @@
  *
  *   npm run demo              run the walkthrough, then keep the cluster up until Ctrl-C
  *   npm run demo -- --once    run the walkthrough and exit: 0 when every step passed, 1 otherwise
+ *   npm run demo -- --transport nats|redis|pg-notify
+ *                             the same walkthrough with notices over NATS (127.0.0.1:4222, or
+ *                             NATS_URL), Redis (127.0.0.1:6379, or REDIS_URL) or PostgreSQL
+ *                             LISTEN/NOTIFY (POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test,
+ *                             on tables of a fresh prefix) instead of webhooks; no membership
  *
  * ACK_TIMEOUT_MS (default 1000 here) and SYNC_INTERVAL_MS are passed on to the servers.
  *
@@ -64,6 +69,12 @@ export interface ClusterOptions {
    * instances find each other through the database's membership, with no peer list.
    */
   staticPeers?: boolean
+  /**
+   * The transport (TRANSPORT of every instance): `webhook` (default) or a broker's — `nats://…`,
+   * `redis://…` or `pg-notify` (then `policyDb` must be a postgres:// URL). With a broker there is no
+   * peer list and no membership.
+   */
+  transport?: string
 }
 
 export interface Cluster {
@@ -78,6 +89,8 @@ export interface Cluster {
    * fresh one, or the port of a stopped instance to restart it in place), added to `instances`.
    */
   add: (serverId?: string, port?: number) => Promise<Instance>
+  /** TRANSPORT as given to the instances (`webhook` by default). */
+  transport: string
 }
 
 /** The environment given to an instance: the caller's, minus the variables the cluster sets itself. */
@@ -105,6 +118,7 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
   // The loader tsx registers, by absolute URL: works whatever the working directory.
   const tsx = import.meta.resolve('tsx')
 
+  const broker = options.transport !== undefined && options.transport !== 'webhook'
   const spawnInstance = (serverId: string, port: number, peers: string[]): Instance => {
     const url = `http://127.0.0.1:${port}`
     const env = childEnv({
@@ -115,6 +129,7 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
       POLICY_DB: policyDb,
       PUBLIC_URL: url,
       LOG_LEVEL: options.logLevel ?? 'warn',
+      ...(broker ? { TRANSPORT: options.transport as string, MEMBERSHIP: '0' } : {}),
       ...options.env
     })
     const child = spawn(process.execPath, ['--import', tsx, SERVER_SCRIPT, String(port)], {
@@ -137,7 +152,7 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
     return { serverId, port, url, child, stderr: () => stderr, exited }
   }
   const instances = ports.map((port, i) =>
-    spawnInstance(`server-${i + 1}`, port, options.staticPeers === true ? urls.filter((_, j) => j !== i) : []))
+    spawnInstance(`server-${i + 1}`, port, options.staticPeers === true && !broker ? urls.filter((_, j) => j !== i) : []))
   const add = async (serverId = `server-${instances.length + 1}`, port?: number): Promise<Instance> => {
     const instance = spawnInstance(serverId, port ?? (await freePorts(1))[0], [])
     instances.push(instance)
@@ -158,7 +173,7 @@ export async function startCluster (options: ClusterOptions = {}): Promise<Clust
     return stopping
   }
   const dbLabel = /^[a-z]+:\/\//i.test(policyDb) ? policyDb.replace(/\/\/[^@/]*@/, '//') : policyDb
-  return { instances, dir, dbLabel, logFile, stop, add }
+  return { instances, dir, dbLabel, logFile, stop, add, transport: broker ? options.transport as string : 'webhook' }
 }
 
 /**
@@ -270,6 +285,10 @@ interface Results {
  */
 export async function runWalkthrough (cluster: Cluster, print: (line: string) => void): Promise<Results> {
   const [s1, s2, s3] = cluster.instances
+  // Webhooks and NATS acknowledge: a write returns once every other instance has it. Redis and
+  // pg-notify do not: the reads below then pass the write's revision as minRevision.
+  const acknowledged = cluster.transport === 'webhook' || cluster.transport.startsWith('nats://')
+  const broker = cluster.transport !== 'webhook'
   const results: Results = { writes: [] }
   const steps = 11
   let n = 0
@@ -294,14 +313,18 @@ export async function runWalkthrough (cluster: Cluster, print: (line: string) =>
     print(`  POST ${route} ${JSON.stringify(body)} on ${instance.serverId}: revision ${revision}, changed ${changed}, ` +
       `peers acked ${peers.acked}/${peers.total}, ${ms(res.ms)}`)
     expect(changed === true, `${route} did not change anything`)
-    expect(peers.acked === peers.total && peers.total === cluster.instances.length - 1,
-      `only ${peers.acked} of ${peers.total} peers acknowledged ${route}`)
+    if (acknowledged) {
+      expect(peers.acked === peers.total && peers.total === cluster.instances.length - 1,
+        `only ${peers.acked} of ${peers.total} peers acknowledged ${route}`)
+    } else {
+      expect(peers.acked === 0 && peers.total === 0, `${route} reported acknowledgements on an unacknowledged transport`)
+    }
     results.writes.push({ what: `${route} ${Object.values(body).join(' ')}`, server: instance.serverId, revision, acked: peers.acked, total: peers.total, ms: res.ms })
     return res
   }
   const checkOn = async (instances: Instance[], permission: string, want: boolean, minRevision: number): Promise<CallResult[]> => {
     const answers = await Promise.all(instances.map((instance) => call(
-      'GET', `${instance.url}${check(TENANT, USER, permission)}`)))
+      'GET', `${instance.url}${check(TENANT, USER, permission)}${acknowledged || minRevision === 0 ? '' : `&minRevision=${minRevision}`}`)))
     answers.forEach((res, i) => {
       print(`  ${instances[i].serverId}: ${USER} ${permission} -> ${res.body.allowed ? 'allowed' : 'denied'} ` +
         `(revision ${res.body.revision}, ${ms(res.ms)})`)
@@ -368,8 +391,15 @@ export async function runWalkthrough (cluster: Cluster, print: (line: string) =>
     await checkOn(cluster.instances, 'documents:write', true, revision)
   })
 
-  await step('peer status on server 1 (/servers)', async () => {
+  await step(broker ? 'transport status on server 1 (/servers)' : 'peer status on server 1 (/servers)', async () => {
     const { body } = await call('GET', `${s1.url}/servers`)
+    if (broker) {
+      const { type, state, channel, subscriptions, published, received, hints, dropped } = body.transport
+      print(`  ${type} on ${channel}: ${state}, subscriptions ${subscriptions}, published ${published}, received ${received}, hints ${hints}, dropped ${dropped}`)
+      expect(state === 'up', `the ${type} subscription is ${state}`)
+      expect(published >= 4, `${published} messages published, expected one per write (4)`)
+      return
+    }
     for (const peer of body.peers) {
       print(`  ${peer.url}: ${peer.state}, serverId ${peer.serverId}, delivered ${peer.delivered}, failed ${peer.failed}, ` +
         `latency ${peer.latencyMs === null ? '-' : ms(peer.latencyMs)}`)
@@ -383,10 +413,19 @@ export async function runWalkthrough (cluster: Cluster, print: (line: string) =>
 
   const three = [...cluster.instances]
   let s4: Instance | undefined
-  await step('start a fourth instance with no peer list: it joins every /servers, and the next write reaches it', async () => {
+  await step(broker
+    ? 'start a fourth instance: it subscribes, and the next write reaches it'
+    : 'start a fourth instance with no peer list: it joins every /servers, and the next write reaches it', async () => {
     const spawned = performance.now()
     s4 = await cluster.add()
     await waitHealthy({ ...cluster, instances: [s4] })
+    if (broker) {
+      results.join = { visibleMs: performance.now() - spawned }
+      print(`  ${s4.serverId} ${s4.url}: healthy and subscribed ${ms(results.join.visibleMs)} after it was spawned (process start included)`)
+      const written = await write(s1, 'assign-user', { group: GROUP, user: 'bob' })
+      await checkOn([s4], 'documents:write', true, written.body.revision)
+      return
+    }
     await waitPeers(cluster.instances)
     results.join = { visibleMs: performance.now() - spawned }
     print(`  ${s4.serverId} ${s4.url}: in every instance's /servers ${ms(results.join.visibleMs)} after it was spawned (process start included)`)
@@ -396,12 +435,19 @@ export async function runWalkthrough (cluster: Cluster, print: (line: string) =>
     await write(s1, 'assign-user', { group: GROUP, user: 'bob' })
   })
 
-  await step('stop server-4 gracefully (SIGTERM): it leaves every send set', async () => {
+  await step(broker ? 'stop server-4 gracefully (SIGTERM): the next write does not count it' : 'stop server-4 gracefully (SIGTERM): it leaves every send set', async () => {
     const leaving = s4!
     const stopped = performance.now()
     leaving.child.kill('SIGTERM')
     const code = await leaving.exited
     expect(code === 0, `${leaving.serverId} exited with ${code}`)
+    if (broker) {
+      results.leave = { goneMs: performance.now() - stopped }
+      cluster.instances.splice(cluster.instances.indexOf(leaving), 1)
+      print(`  ${leaving.serverId} exited 0 ${ms(results.leave.goneMs)} after SIGTERM`)
+      await write(s1, 'assign-user', { group: GROUP, user: 'carol' })
+      return
+    }
     await waitPeers(three)
     results.leave = { goneMs: performance.now() - stopped }
     print(`  ${leaving.serverId} exited 0 and is out of every /servers ${ms(results.leave.goneMs)} after SIGTERM`)
@@ -429,11 +475,18 @@ function tryItOut (cluster: Cluster): string[] {
 async function main (): Promise<number> {
   const args = process.argv.slice(2)
   const once = args.includes('--once')
-  const unknown = args.filter((arg) => arg !== '--once')
-  if (unknown.length > 0) {
-    process.stderr.write(`demo: unknown argument ${unknown[0]} (usage: npm run demo [-- --once])\n`)
+  const at = args.indexOf('--transport')
+  const transportName = at === -1 ? 'webhook' : args[at + 1]
+  const unknown = args.filter((arg, i) => arg !== '--once' && (at === -1 || (i !== at && i !== at + 1)))
+  if (unknown.length > 0 || !['webhook', 'nats', 'redis', 'pg-notify'].includes(transportName ?? '')) {
+    process.stderr.write(`demo: ${unknown.length > 0 ? `unknown argument ${unknown[0]}` : `unknown transport ${transportName ?? '(none)'}`} (usage: npm run demo [-- --once] [--transport webhook|nats|redis|pg-notify])\n`)
     return 2
   }
+  // The broker's URL, the policy database and its table prefix per transport (pg-notify listens on the policy database).
+  const transport = transportName === 'nats'
+    ? process.env.NATS_URL ?? 'nats://127.0.0.1:4222'
+    : transportName === 'redis' ? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' : transportName as string
+  const postgres = transportName === 'pg-notify' ? process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test' : undefined
   const print = (line: string): void => { process.stdout.write(line + '\n') }
 
   let cluster: Cluster | undefined
@@ -462,13 +515,17 @@ async function main (): Promise<number> {
     for (const { child } of cluster?.instances ?? []) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
 
-  print('fastify-policy-cache demo: three instances of examples/server.ts sharing one SQLite database')
+  print(postgres === undefined
+    ? 'fastify-policy-cache demo: three instances of examples/server.ts sharing one SQLite database'
+    : 'fastify-policy-cache demo: three instances of examples/server.ts sharing one PostgreSQL database')
   try {
     // A write waits up to ACK_TIMEOUT_MS for both peers (it returns as soon as they have acknowledged);
     // 1 s instead of the plugin's 200 ms so a busy laptop does not fail the walkthrough.
     const env: Record<string, string> = { ACK_TIMEOUT_MS: process.env.ACK_TIMEOUT_MS ?? '1000' }
     if (process.env.SYNC_INTERVAL_MS !== undefined) env.SYNC_INTERVAL_MS = process.env.SYNC_INTERVAL_MS
-    cluster = await startCluster({ env })
+    // A fresh table prefix on PostgreSQL (its tables are left there, named in the summary); SQLite gets a fresh file.
+    if (postgres !== undefined) env.POLICY_TABLE_PREFIX = `demo_${randomBytes(4).toString('hex')}_`
+    cluster = await startCluster({ env, transport, policyDb: postgres })
     print('')
     print(`  data directory  ${cluster.dir}`)
     print(`  database        ${cluster.dbLabel}`)
@@ -476,11 +533,14 @@ async function main (): Promise<number> {
     for (const instance of cluster.instances) print(`  ${instance.serverId.padEnd(15)} ${instance.url}`)
     print('  webhook secret  random per run (whsec_, 32 bytes)')
     print(`  ack timeout     ${env.ACK_TIMEOUT_MS} ms`)
+    print(`  transport       ${transport}${postgres === undefined ? '' : ` (tables prefixed ${env.POLICY_TABLE_PREFIX as string})`}`)
     const started = performance.now()
     await waitHealthy(cluster)
     print(`  all three healthy after ${ms(performance.now() - started)}`)
-    await waitPeers(cluster.instances)
-    print(`  each sends to the other two (found through the database, no peer list) after ${ms(performance.now() - started)}`)
+    if (transport === 'webhook') {
+      await waitPeers(cluster.instances)
+      print(`  each sends to the other two (found through the database, no peer list) after ${ms(performance.now() - started)}`)
+    }
 
     const results = await runWalkthrough(cluster, print)
 

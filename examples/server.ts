@@ -5,6 +5,8 @@
  *   WEBHOOK_SECRET=whsec_… SERVER_ID=server-1 npm run server -- 3001   (finds the others through POLICY_DB)
  *   WEBHOOK_SECRET=whsec_… OTHER_SERVERS=http://127.0.0.1:3002,http://127.0.0.1:3003 SERVER_ID=server-1 npm run server -- 3001
  *   TRANSPORT=pg-notify POLICY_DB=postgres://… WEBHOOK_SECRET=whsec_… SERVER_ID=server-1 npm run server -- 3001
+ *   TRANSPORT=nats://127.0.0.1:4222 POLICY_DB=… WEBHOOK_SECRET=whsec_… npm run server -- 3001
+ *   TRANSPORT=redis://127.0.0.1:6379 POLICY_DB=… WEBHOOK_SECRET=whsec_… npm run server -- 3001
  *
  * Environment: PORT, HOST, SERVER_ID, WEBHOOK_SECRET (comma-separated while rotating),
  * OTHER_SERVERS, PEERS_DNS (`[http(s)://]name:port[/prefix]` of a Kubernetes headless Service,
@@ -13,7 +15,7 @@
  * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL, ADMIN_TOKEN (bearer token required on
  * the policy routes), METRICS (0 turns /metrics off), MEMBERSHIP (0 turns it off; default on with a
  * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS, SHUTDOWN_DELAY_MS, TRANSPORT (`webhook`, the
- * default, or `pg-notify` with a postgres:// POLICY_DB). A bad configuration exits 1 with one line on
+ * default, `pg-notify` with a postgres:// POLICY_DB, `nats://host:port` or `redis://host:port`). A bad configuration exits 1 with one line on
  * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
  *
  * The app owns its database connection (a Kysely it creates and destroys); the plugin only uses it.

@@ -64,6 +64,30 @@ export const DEFAULTS = Object.freeze({
     maxPayloadBytes: 7900,
     channelSuffix: 'notify'
   }),
+  /**
+   * The `nats` transport, when chosen: a presence probe every `probeIntervalMs` (nats.js pings as
+   * often) that this instance must receive back within `probeTimeoutMs`; a notice over
+   * `maxPayloadBytes` (or the server's max_payload) carries only tenant + revision. The subject
+   * defaults to the table prefix followed by `notify` (`policy_notify`).
+   */
+  nats: Object.freeze({
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 2000,
+    maxPayloadBytes: 65536,
+    subjectSuffix: 'notify'
+  }),
+  /**
+   * The `redis` transport, when chosen: the subscriber is probed (PING) every `probeIntervalMs`, one
+   * unanswered within `probeTimeoutMs` drops it (ioredis reconnects); a notice over
+   * `maxPayloadBytes` carries only tenant + revision. The channel defaults to the table prefix
+   * followed by `notify` (`policy_notify`).
+   */
+  redis: Object.freeze({
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 2000,
+    maxPayloadBytes: 65536,
+    channelSuffix: 'notify'
+  }),
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

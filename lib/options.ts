@@ -42,8 +42,50 @@ export interface PgNotifyTransportOption {
   maxPayloadBytes?: number | undefined
 }
 
+/** What a NATS subject given as `transport.subject` must match: tokens of letters, digits, `_` and `-`, dot-separated, at most 200 characters. */
+export const SUBJECT_PATTERN = '^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$'
+
+/**
+ * The `nats` transport (docs/transports.md): each write's notice is published once on a core NATS
+ * subject with a reply subject; every other instance applies it and answers with its revisions; the
+ * write waits up to `ackTimeoutMs` for the live instances' answers.
+ */
+export interface NatsTransportOption {
+  type: 'nats'
+  /** The NATS server(s): `nats://host:port`, one or a list. Required. */
+  servers: string | readonly string[]
+  /** The subject. Default: the table prefix followed by `notify` (`policy_notify`); probes use `<subject>.presence`. */
+  subject?: string | undefined
+  /** How often the subscription is probed (a presence message this instance must receive), and nats.js pings. Default 5000. */
+  probeIntervalMs?: number | undefined
+  /** A probe not received back within this marks the subscription down (resynced once it delivers again). Default 2000. */
+  probeTimeoutMs?: number | undefined
+  /** A notice larger than this (or than the server's max_payload) carries only tenant + revision. 512 … 8 MiB, default 65536. */
+  maxPayloadBytes?: number | undefined
+  /** Further nats.js connection options (`user`, `pass`, `token`, `tls`, …), passed as given. */
+  connection?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * The `redis` transport (docs/transports.md): each write's notice is PUBLISHed once on a Redis
+ * channel; every instance subscribes on a dedicated connection. No acknowledgements.
+ */
+export interface RedisTransportOption {
+  type: 'redis'
+  /** A Redis URL (`redis://host:port/db`) or an ioredis options object. Required. */
+  connection: string | Readonly<Record<string, unknown>>
+  /** The channel. Default: the table prefix followed by `notify` (`policy_notify`). */
+  channel?: string | undefined
+  /** How often the subscriber is probed (PING). Default 5000. */
+  probeIntervalMs?: number | undefined
+  /** A probe unanswered this long drops the subscriber (it is re-established and resyncs). Default 2000. */
+  probeTimeoutMs?: number | undefined
+  /** A notice larger than this carries only tenant + revision. 512 … 8 MiB, default 65536. */
+  maxPayloadBytes?: number | undefined
+}
+
 /** How notices reach the other instances: `'webhook'` (the default) or a transport object. */
-export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption
+export type TransportOption = 'webhook' | { type: 'webhook' } | PgNotifyTransportOption | NatsTransportOption | RedisTransportOption
 
 /** The transport option, resolved. */
 export type ResolvedTransport =
@@ -55,6 +97,23 @@ export type ResolvedTransport =
     probeIntervalMs: number
     probeTimeoutMs: number
     reconnect: Readonly<{ minDelayMs: number, maxDelayMs: number }>
+    maxPayloadBytes: number
+  }>
+  | Readonly<{
+    type: 'nats'
+    servers: readonly string[]
+    subject: string
+    probeIntervalMs: number
+    probeTimeoutMs: number
+    maxPayloadBytes: number
+    connection: Readonly<Record<string, unknown>>
+  }>
+  | Readonly<{
+    type: 'redis'
+    connection: string | Readonly<Record<string, unknown>>
+    channel: string
+    probeIntervalMs: number
+    probeTimeoutMs: number
     maxPayloadBytes: number
   }>
 
@@ -200,9 +259,11 @@ export interface PolicyCacheOptions {
   peerRefreshMs?: number | undefined
   /**
    * How notices reach the other instances (docs/transports.md): `'webhook'` (default: one signed
-   * request per peer, acknowledged) or `{ type: 'pg-notify', connection, … }` (PostgreSQL stores
-   * only: `pg_notify` inside each write's transaction, no acknowledgements). Every transport signs
-   * with `webhookSecret`.
+   * request per peer, acknowledged), `{ type: 'pg-notify', connection, … }` (PostgreSQL stores
+   * only: `pg_notify` inside each write's transaction, no acknowledgements) or `{ type: 'nats',
+   * servers, … }` (one publish per write, acknowledged by the live instances' replies) or
+   * `{ type: 'redis', connection, … }` (one PUBLISH per write, no acknowledgements). Every
+   * transport signs with `webhookSecret`.
    */
   transport?: TransportOption | undefined
 }
@@ -427,14 +488,16 @@ interface TransportContext {
 function resolveTransport (value: PolicyCacheOptions['transport'], context: TransportContext): ResolvedTransport {
   if (value === undefined || value === 'webhook') return Object.freeze({ type: 'webhook' as const })
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify", … }')
+    throw new InvalidOptionError('transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify" | "nats" | "redis", … }')
   }
   const type = (value as { type?: unknown }).type
   if (type === 'webhook') {
     knownKeys('transport', value, ['type'])
     return Object.freeze({ type: 'webhook' as const })
   }
-  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook" or "pg-notify"')
+  if (type === 'nats') return resolveNats(value, context)
+  if (type === 'redis') return resolveRedis(value, context)
+  if (type !== 'pg-notify') throw new InvalidOptionError('transport.type', 'must be "webhook", "pg-notify", "nats" or "redis"')
   const given = knownKeys<PgNotifyTransportOption>('transport', value,
     ['type', 'connection', 'channel', 'probeIntervalMs', 'probeTimeoutMs', 'reconnect', 'maxPayloadBytes'])
   const { connection } = given
@@ -475,6 +538,67 @@ function resolveTransport (value: PolicyCacheOptions['transport'], context: Tran
     probeIntervalMs,
     probeTimeoutMs,
     reconnect: Object.freeze({ minDelayMs, maxDelayMs }),
+    maxPayloadBytes
+  })
+}
+
+/** `transport: { type: 'nats', … }`: any store; `membership` (when on) tells the writers whom to wait for. */
+function resolveNats (value: object, context: TransportContext): ResolvedTransport {
+  const given = knownKeys<NatsTransportOption>('transport', value,
+    ['type', 'servers', 'subject', 'probeIntervalMs', 'probeTimeoutMs', 'maxPayloadBytes', 'connection'])
+  const list: unknown[] = typeof given.servers === 'string' ? [given.servers] : Array.isArray(given.servers) ? [...given.servers] : []
+  if (list.length === 0 || list.some((server) => typeof server !== 'string' || server.trim() === '')) {
+    throw new InvalidOptionError('transport.servers', 'is required: a NATS server URL (nats://host:port) or a non-empty list of them')
+  }
+  const subject = orDefault(given.subject, context.tablePrefix + DEFAULTS.nats.subjectSuffix)
+  if (typeof subject !== 'string' || !new RegExp(SUBJECT_PATTERN).test(subject)) {
+    throw new InvalidOptionError('transport.subject', `must match ${SUBJECT_PATTERN} (no wildcards)`)
+  }
+  const probeIntervalMs = integer('transport.probeIntervalMs', given.probeIntervalMs, DEFAULTS.nats.probeIntervalMs, 10, 3600000)
+  const probeTimeoutMs = integer('transport.probeTimeoutMs', given.probeTimeoutMs, DEFAULTS.nats.probeTimeoutMs, 10, 600000)
+  const maxPayloadBytes = integer('transport.maxPayloadBytes', given.maxPayloadBytes, DEFAULTS.nats.maxPayloadBytes, 512, 8 * 1024 * 1024)
+  const connection = given.connection === undefined ? {} : given.connection
+  if (typeof connection !== 'object' || connection === null || Array.isArray(connection)) {
+    throw new InvalidOptionError('transport.connection', 'must be an object of nats.js connection options')
+  }
+  if (!context.hasSecret) throw new InvalidOptionError('webhookSecret', 'is required by the nats transport: its messages are signed with it')
+  if (context.hasPeers) throw new InvalidOptionError('peers', 'are for the webhook transport; with nats every instance subscribed to the subject receives the notices')
+  return Object.freeze({
+    type: 'nats' as const,
+    servers: Object.freeze(list as string[]),
+    subject,
+    probeIntervalMs,
+    probeTimeoutMs,
+    maxPayloadBytes,
+    connection: Object.freeze({ ...connection })
+  })
+}
+
+/** `transport: { type: 'redis', … }`: any store; no peers (every subscriber receives the notices). */
+function resolveRedis (value: object, context: TransportContext): ResolvedTransport {
+  const given = knownKeys<RedisTransportOption>('transport', value,
+    ['type', 'connection', 'channel', 'probeIntervalMs', 'probeTimeoutMs', 'maxPayloadBytes'])
+  const { connection } = given
+  if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null || Array.isArray(connection))) {
+    throw new InvalidOptionError('transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object')
+  }
+  if (typeof connection === 'string' && connection.trim() === '') throw new InvalidOptionError('transport.connection', 'must not be empty')
+  const channel = orDefault(given.channel, context.tablePrefix + DEFAULTS.redis.channelSuffix)
+  if (typeof channel !== 'string' || !new RegExp(SUBJECT_PATTERN).test(channel)) {
+    throw new InvalidOptionError('transport.channel', `must match ${SUBJECT_PATTERN}`)
+  }
+  const probeIntervalMs = integer('transport.probeIntervalMs', given.probeIntervalMs, DEFAULTS.redis.probeIntervalMs, 10, 3600000)
+  const probeTimeoutMs = integer('transport.probeTimeoutMs', given.probeTimeoutMs, DEFAULTS.redis.probeTimeoutMs, 10, 600000)
+  const maxPayloadBytes = integer('transport.maxPayloadBytes', given.maxPayloadBytes, DEFAULTS.redis.maxPayloadBytes, 512, 8 * 1024 * 1024)
+  if (!context.hasSecret) throw new InvalidOptionError('webhookSecret', 'is required by the redis transport: its messages are signed with it')
+  if (context.hasPeers) throw new InvalidOptionError('peers', 'are for the webhook transport; with redis every instance subscribed to the channel receives the notices')
+  if (context.membership) throw new InvalidOptionError('membership', 'is for the webhook and nats transports; with redis every instance subscribed to the channel receives the notices')
+  return Object.freeze({
+    type: 'redis' as const,
+    connection: typeof connection === 'string' ? connection : Object.freeze({ ...connection }),
+    channel,
+    probeIntervalMs,
+    probeTimeoutMs,
     maxPayloadBytes
   })
 }

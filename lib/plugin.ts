@@ -11,7 +11,9 @@ import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
 import { PeerSet } from './broadcast/peer-set.js'
+import { NatsTransport } from './broadcast/nats.js'
 import { PgNotifyTransport } from './broadcast/pg-notify.js'
+import { RedisTransport } from './broadcast/redis.js'
 import type { Transport, TransportSink } from './broadcast/transport.js'
 import { WebhookTransport } from './broadcast/webhook-transport.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
@@ -71,11 +73,35 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     })
   let created: ReturnType<typeof createStore>
   // Built before the store: a missing `pg` fails registration with nothing to close.
-  let brokerTransport: PgNotifyTransport | undefined
+  let brokerTransport: PgNotifyTransport | NatsTransport | RedisTransport | undefined
+  // With membership on, the nats transport waits for the live members (kept here by onChange below).
+  let liveMembers: readonly string[] = []
   try {
     if (opts.transport.type === 'pg-notify') {
       const { type: _type, ...settings } = opts.transport
       brokerTransport = new PgNotifyTransport({
+        ...settings,
+        serverId: opts.serverId,
+        databaseId: (): string | undefined => engine.databaseId,
+        publicUrl: opts.publicUrl,
+        keys: opts.keys,
+        log
+      })
+    } else if (opts.transport.type === 'nats') {
+      const { type: _type, ...settings } = opts.transport
+      brokerTransport = new NatsTransport({
+        ...settings,
+        serverId: opts.serverId,
+        databaseId: (): string | undefined => engine.databaseId,
+        publicUrl: opts.publicUrl,
+        keys: opts.keys,
+        ackTimeoutMs: opts.ackTimeoutMs,
+        members: opts.membership === undefined ? undefined : () => liveMembers,
+        log
+      })
+    } else if (opts.transport.type === 'redis') {
+      const { type: _type, ...settings } = opts.transport
+      brokerTransport = new RedisTransport({
         ...settings,
         serverId: opts.serverId,
         databaseId: (): string | undefined => engine.databaseId,
@@ -129,7 +155,10 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
       store: membershipStore,
       self: { serverId: opts.serverId, url: opts.publicUrl, incarnation: randomUUID() },
       ...opts.membership,
-      onChange: (members) => peerSet.setMembers(members),
+      onChange: (members) => {
+        liveMembers = members.map((member) => member.serverId)
+        peerSet.setMembers(members)
+      },
       onJoined: () => catchUpAfterJoin(),
       log
     })
@@ -245,7 +274,7 @@ export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
 export type { AckSummary, PeerStatus } from './broadcast/status.js'
 export type { TransportStatus, TransportType } from './broadcast/transport.js'
-export type { TransportOption, PgNotifyTransportOption } from './options.js'
+export type { TransportOption, PgNotifyTransportOption, NatsTransportOption, RedisTransportOption } from './options.js'
 export type { StoreWriteOptions, WriteTransaction } from './store/types.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'
 export * as errors from './errors.js'

@@ -17,6 +17,8 @@ test('importing the plugin loads neither better-sqlite3 nor prom-client; the def
   t.notOk(loaded('better-sqlite3'), 'better-sqlite3 not loaded by the import')
   t.notOk(loaded('prom-client'), 'prom-client not loaded by the import')
   t.notOk(loaded('pg'), 'pg not loaded by the import (only the pg-notify transport needs it)')
+  t.notOk(loaded('@nats-io/transport-node'), '@nats-io/transport-node not loaded by the import (only the nats transport needs it)')
+  t.notOk(loaded('ioredis'), 'ioredis not loaded by the import (only the redis transport needs it)')
 
   const app = Fastify()
   t.teardown(() => app.close())

@@ -25,8 +25,8 @@ export interface EnvelopeSender {
   url?: string | undefined
 }
 
-/** One signed envelope around `body`, timestamped `nowSeconds`. */
-function seal (keys: readonly Buffer[], body: string, nowSeconds: number): string {
+/** One signed envelope around `body`, timestamped `nowSeconds` (any body: NATS replies and presence use it too). */
+export function seal (keys: readonly Buffer[], body: string, nowSeconds: number): string {
   const id = newMessageId()
   return [ENVELOPE_VERSION, id, String(nowSeconds), sign([...keys], id, nowSeconds, body), body].join('\n')
 }
@@ -88,6 +88,23 @@ function split (raw: string): [string, string, string, string] | undefined {
   }
   if (lines[0] !== ENVELOPE_VERSION) return undefined
   return [lines[1], lines[2], lines[3], raw.slice(start)]
+}
+
+/**
+ * The body of a signed envelope whose signature verifies under one of `keys` (the webhook's rules),
+ * parsed as JSON; undefined for anything else. For messages that are not notices (NATS replies and
+ * presence): no hint is taken from an unverifiable one. Never throws.
+ */
+export function openSigned (keys: readonly Buffer[], raw: string, nowSeconds: number): unknown {
+  const parts = split(raw)
+  if (parts === undefined) return undefined
+  const [id, timestamp, signature, body] = parts
+  if (!verify([...keys], { id, timestamp, signature }, Buffer.from(body, 'utf8'), nowSeconds)) return undefined
+  try {
+    return JSON.parse(body) as unknown
+  } catch {
+    return undefined
+  }
 }
 
 /**

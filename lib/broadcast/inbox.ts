@@ -65,8 +65,12 @@ export class Inbox {
     this.#now = options.nowSeconds ?? (() => Math.floor(Date.now() / 1000))
   }
 
-  /** Handles one message's payload; resolves once the engine has handled it. Never rejects. */
-  async receive (raw: string): Promise<InboxOutcome> {
+  /**
+   * Handles one message's payload; resolves once the engine has handled it. Never rejects.
+   * `answer`, when given, is called with this instance's revisions once a verified notice was
+   * delivered (the NATS transport replies with them, as the webhook receiver does).
+   */
+  async receive (raw: string, answer?: (revisions: Record<string, number | null>) => void): Promise<InboxOutcome> {
     const opened = openEnvelope(this.#keys, raw, this.#now())
     if (opened.kind === 'invalid') {
       this.counters.dropped++
@@ -104,8 +108,9 @@ export class Inbox {
       return 'duplicate'
     }
     try {
-      await this.#replays.handle(id, this.#sink.deliver(notice))
+      const revisions = await this.#replays.handle(id, this.#sink.deliver(notice))
       this.counters.received++
+      answer?.(revisions)
       return 'delivered'
     } catch (err) {
       this.#log.warn({ err, origin: notice.origin }, 'policy-cache: handling a notice failed; the sync heals')

@@ -8,16 +8,16 @@
  *   received → verified → `sink.deliver` (the webhook receiver's path) | unverifiable → `sink.hint`
  *   (re)subscribed → `sink.resubscribed` (resync every cached tenant)
  *
- * Implementations: `WebhookTransport` (webhook-transport.ts, the default) and `PgNotifyTransport`
- * (pg-notify.ts). Brokers (NATS, Redis) fit the same shape: `publish` waits for replies or not,
- * `start` subscribes, `status` reports the subscription.
+ * Implementations: `WebhookTransport` (webhook-transport.ts, the default), `PgNotifyTransport`
+ * (pg-notify.ts), `NatsTransport` (nats.ts) and `RedisTransport` (redis.ts): `publish` waits for replies or not, `start`
+ * subscribes, `status` reports the subscription.
  */
 import type { WriteTransaction } from '../store/types.js'
 import type { NoticeChange, NoticeReply, ReceivedNotice } from './notice.js'
 import type { AckSummary, PeerStatus } from './status.js'
 
 /** The transports this version has. */
-export type TransportType = 'webhook' | 'pg-notify'
+export type TransportType = 'webhook' | 'pg-notify' | 'nats' | 'redis'
 
 /**
  * Where a transport hands what it receives. Implemented by the plugin over the engine; never
@@ -51,7 +51,7 @@ export interface TransportStatus {
    * subscription is being made; `down`: lost, being re-established; `closed`: after `close`.
    */
   state: 'up' | 'connecting' | 'down' | 'closed'
-  /** Whether a write waits for acknowledgements (webhook: yes; pg-notify: no). */
+  /** Whether a write waits for acknowledgements (webhook, nats: yes; pg-notify, redis: no). */
   acknowledged: boolean
   /** The channel or subject listened on; null for webhooks. */
   channel: string | null
@@ -61,7 +61,7 @@ export interface TransportStatus {
   subscriptions: number
   /** The last failure of the subscription (connection lost, probe failed), null when none. */
   lastError: string | null
-  /** Messages published (one per pg_notify), excluding webhook deliveries (see `/servers` peers). */
+  /** Messages published (one per pg_notify, NATS publish or Redis PUBLISH), excluding webhook deliveries (see `/servers` peers). */
   published: number
   /** Verified notices from other instances handed to the engine. */
   received: number

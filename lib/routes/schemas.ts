@@ -139,7 +139,7 @@ export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, 
   ...closed, description: 'The tenant\'s revision after the reload', examples: [{ tenant: 'tenant1', revision: 3 }]
 })
 
-const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify')], { description: 'The transport (the `transport` option)' })
+const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify'), Type.Literal('nats'), Type.Literal('redis')], { description: 'The transport (the `transport` option)' })
 const TransportState = Type.Union([Type.Literal('up'), Type.Literal('connecting'), Type.Literal('down'), Type.Literal('closed')])
 
 export const HealthReply = Type.Object({
@@ -169,7 +169,7 @@ const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T)
 export const TransportStatusSchema = Type.Object({
   type: TransportType,
   state: TransportState,
-  acknowledged: Type.Boolean({ description: 'Whether a write waits for acknowledgements (webhook yes, pg-notify no)' }),
+  acknowledged: Type.Boolean({ description: 'Whether a write waits for acknowledgements (webhook and nats yes, pg-notify and redis no)' }),
   channel: Nullable(Type.String({ description: 'The channel listened on; null for webhooks' })),
   subscribedAt: Nullable(Type.String({ description: 'When the current subscription was made' })),
   subscriptions: Type.Integer({ minimum: 0, description: 'Subscriptions made since start; each resynced every cached tenant' }),

@@ -5,7 +5,7 @@
  * envelope → invalid. Over the size limit → tenant + revision only, split when still too large.
  */
 import { test } from 'tap'
-import { encodeEnvelopes, ENVELOPE_VERSION, openEnvelope } from '../../lib/broadcast/envelope.js'
+import { encodeEnvelopes, ENVELOPE_VERSION, openEnvelope, openSigned, seal } from '../../lib/broadcast/envelope.js'
 import { parseSecret } from '../../lib/broadcast/signature.js'
 import type { NoticeChange } from '../../lib/broadcast/notice.js'
 
@@ -85,4 +85,14 @@ test('over the limit: tenant + revision only (the highest per tenant), split int
   }
   t.same(seen, many.map((entry) => entry.tenant), 'every tenant, once, in order')
   t.throws(() => encodeEnvelopes([key], { origin: 'n1' }, [change], 100, now), RangeError)
+})
+
+test('openSigned: the JSON body of an envelope one of our keys signed, nothing else (NATS replies and presence)', async (t) => {
+  const reply = seal([key], JSON.stringify({ serverId: 'n2', revisions: { t1: 3 } }), now)
+  t.same(openSigned([other, key], reply, now), { serverId: 'n2', revisions: { t1: 3 } })
+  t.equal(openSigned([other], reply, now), undefined, 'signed with a key we do not hold')
+  t.equal(openSigned([key], reply, now + 301), undefined, 'stale')
+  t.equal(openSigned([key], reply.replace('"n2"', '"n3"'), now), undefined, 'tampered')
+  t.equal(openSigned([key], JSON.stringify({ serverId: 'n2', revisions: {} }), now), undefined, 'unsigned')
+  t.equal(openSigned([key], seal([key], 'not json', now), now), undefined, 'signed, but not JSON')
 })

@@ -67,3 +67,16 @@ test('a failing sink is logged and reported, never thrown; the id can be handled
   t.equal(warnings.length, 4)
   t.same(inbox.counters, { received: 0, hints: 0, dropped: 0 })
 })
+
+test('answer: called with the revisions once a verified notice was delivered, never for a hint, a replay or a failure', async (t) => {
+  const answers: Array<Record<string, number | null>> = []
+  const answer = (revisions: Record<string, number | null>): void => { answers.push(revisions) }
+  const { inbox } = setup()
+  const envelope = seal([key], 'peer')
+  t.equal(await inbox.receive(envelope, answer), 'delivered')
+  t.same(answers, [{}], 'the sink\'s revisions')
+  t.equal(await inbox.receive(envelope, answer), 'duplicate')
+  t.equal(await inbox.receive(seal([stranger], 'forger'), answer), 'hint')
+  t.equal(await setup(true).inbox.receive(seal([key], 'peer'), answer), 'failed')
+  t.equal(answers.length, 1, 'answered once only')
+})

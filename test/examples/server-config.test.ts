@@ -13,6 +13,7 @@ import { ConfigError, describeStartupError, parseConfig, pluginOptions } from '.
 import { buildServer, startServer } from '../../examples/server.js'
 import { freePorts } from '../../examples/demo.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
+import { NATS_URL, randomName, reachable, REDIS_URL } from '../helpers/brokers.js'
 
 const SERVER = fileURLToPath(new URL('../../examples/server.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -72,8 +73,20 @@ test('parseConfig: defaults', async (t) => {
     metrics: true,
     membership: undefined,
     shutdownDelayMs: 0,
-    transport: 'webhook'
+    transport: 'webhook',
+    brokerUrl: undefined
   })
+})
+
+test('parseConfig: TRANSPORT=nats://… and redis://… publish on that broker, without peers', async (t) => {
+  const nats = parseConfig([], { TRANSPORT: 'nats://127.0.0.1:4222', WEBHOOK_SECRET: STRONG })
+  t.equal(nats.transport, 'nats')
+  t.equal(nats.membership, undefined, 'membership is off by default with nats')
+  t.same(pluginOptions(nats).transport, { type: 'nats', servers: 'nats://127.0.0.1:4222' })
+  t.ok(parseConfig([], { TRANSPORT: 'nats://127.0.0.1:4222', WEBHOOK_SECRET: STRONG, MEMBERSHIP: '1' }).membership, 'MEMBERSHIP=1 with nats: writes wait for the live members')
+  const redis = parseConfig([], { TRANSPORT: 'redis://127.0.0.1:6379/2', WEBHOOK_SECRET: STRONG })
+  t.equal(redis.transport, 'redis')
+  t.same(pluginOptions(redis).transport, { type: 'redis', connection: 'redis://127.0.0.1:6379/2' })
 })
 
 test('parseConfig: TRANSPORT=pg-notify listens on the postgres:// POLICY_DB, without membership', async (t) => {
@@ -165,9 +178,14 @@ test('parseConfig: each mistake names its variable', async (t) => {
     [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p' }, [], /^invalid configuration: WEBHOOK_SECRET: is required with TRANSPORT=pg-notify/],
     [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p', WEBHOOK_SECRET: STRONG, OTHER_SERVERS: PEER }, [], /^invalid configuration: OTHER_SERVERS: is for TRANSPORT=webhook/],
     [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p', WEBHOOK_SECRET: STRONG, MEMBERSHIP: '1' }, [], /^invalid configuration: MEMBERSHIP: is for TRANSPORT=webhook/],
-    [{ TRANSPORT: 'nats://127.0.0.1:4222' }, [], /^invalid configuration: TRANSPORT: "nats:\/\/127.0.0.1:4222" is not available in this version/],
+    [{ TRANSPORT: 'nats://127.0.0.1:4222' }, [], /^invalid configuration: WEBHOOK_SECRET: is required with TRANSPORT=nats/],
+    [{ TRANSPORT: 'redis://127.0.0.1:6379' }, [], /^invalid configuration: WEBHOOK_SECRET: is required with TRANSPORT=redis/],
+    [{ TRANSPORT: 'nats://', WEBHOOK_SECRET: STRONG }, [], /^invalid configuration: TRANSPORT: "nats:\/\/" (is not a URL|names no host)/],
+    [{ TRANSPORT: 'redis://127.0.0.1:6379', WEBHOOK_SECRET: STRONG, OTHER_SERVERS: PEER }, [], /^invalid configuration: OTHER_SERVERS: is for TRANSPORT=webhook; with redis/],
+    [{ TRANSPORT: 'nats://127.0.0.1:4222', WEBHOOK_SECRET: STRONG, OTHER_SERVERS: PEER }, [], /^invalid configuration: OTHER_SERVERS: is for TRANSPORT=webhook; with nats/],
+    [{ TRANSPORT: 'redis://127.0.0.1:6379', WEBHOOK_SECRET: STRONG, MEMBERSHIP: '1' }, [], /^invalid configuration: MEMBERSHIP: is for TRANSPORT=webhook or nats/],
     [{ TRANSPORT: 'pg-notify', POLICY_DB: 'postgres://db/p', WEBHOOK_SECRET: STRONG, PEERS_DNS: 'policy.default.svc.cluster.local:3000' }, [], /^invalid configuration: PEERS_DNS: is for TRANSPORT=webhook/],
-    [{ TRANSPORT: 'pigeon' }, [], /^invalid configuration: TRANSPORT: "pigeon" is not webhook or pg-notify/]
+    [{ TRANSPORT: 'pigeon' }, [], /^invalid configuration: TRANSPORT: "pigeon" is not webhook, pg-notify, nats:\/\/host:port or redis:\/\/host:port/]
   ]
   for (const [vars, argv, expected] of cases) {
     const err = (() => {
@@ -223,6 +241,30 @@ test('buildServer: TRANSPORT=pg-notify on the PostgreSQL policy database', async
   const write = await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })
   t.match(write.json(), { revision: 1, changed: true, peers: { acked: 0, total: 0 } })
   t.match((await app.inject('/servers')).json().transport, { type: 'pg-notify', channel: `${prefix}notify`, published: 1 })
+})
+
+test('buildServer: TRANSPORT=nats://… and redis://… on the machine\'s brokers', async (t) => {
+  for (const [url, type] of [[NATS_URL, 'nats'], [REDIS_URL, 'redis']] as const) {
+    if (!await reachable(url)) {
+      unreachable(t, type === 'nats' ? 'NATS' : 'Redis', url)
+      continue
+    }
+    const config = parseConfig(['0'], { TRANSPORT: url, POLICY_DB: join(tempDir(t), `${type}.db`), WEBHOOK_SECRET: STRONG, POLICY_TABLE_PREFIX: `${randomName('p')}_`, METRICS: '0' })
+    const app = await buildServer(config, { logger: false })
+    t.teardown(() => app.close())
+    t.match((await app.inject('/health')).json(), { status: 'ok', transport: { type, state: 'up' } }, type)
+    const write = await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })
+    t.match(write.json(), { revision: 1, changed: true, peers: { acked: 0, total: 0 } }, `${type}: alone, nobody to wait for`)
+    t.match((await app.inject('/servers')).json().transport, { type, published: 1 })
+  }
+})
+
+test('buildServer: an unreachable broker is an operator error naming TRANSPORT', async (t) => {
+  const [port] = await freePorts(1)
+  for (const url of [`nats://127.0.0.1:${port}`, `redis://127.0.0.1:${port}`]) {
+    const err = await buildServer(parseConfig(['0'], { TRANSPORT: url, POLICY_DB: join(tempDir(t), 'unreachable.db'), WEBHOOK_SECRET: STRONG }), { logger: false }).then(() => null, (e: unknown) => e)
+    t.match(describeStartupError(err), /^the transport \(TRANSPORT\) is unavailable: the (nats|redis) transport could not/, url)
+  }
 })
 
 test('buildServer: an unreachable database is an operator error naming POLICY_DB and the driver\'s reason', async (t) => {

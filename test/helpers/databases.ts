@@ -62,7 +62,9 @@ export async function dropPrefixed (db: Kysely<any>, prefix: string): Promise<vo
 /** How to bring up each test database server, for the message of a test that cannot reach it. */
 const HOW_TO_START: Record<string, string | undefined> = {
   PostgreSQL: 'start it (`pg_ctlcluster <version> main start`, as .ci/run does) or point TEST_POSTGRES_URL at one',
-  MySQL: 'start MariaDB (`mariadbd`, as .ci/run does) or point TEST_MYSQL_URL at one'
+  MySQL: 'start MariaDB (`mariadbd`, as .ci/run does) or point TEST_MYSQL_URL at one',
+  NATS: 'start nats-server (as .ci/run does) or point TEST_NATS_URL at one',
+  Redis: 'start redis-server (as .ci/run does) or point TEST_REDIS_URL at one'
 }
 
 /**

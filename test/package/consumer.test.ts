@@ -121,7 +121,7 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     })
     t.same(unresolvable, [], 'every source map carries its sources')
 
-    // Without better-sqlite3, prom-client and pg, importing works; the features needing them name them.
+    // Without better-sqlite3, prom-client, pg, @nats-io/transport-node and ioredis, importing works; the features needing them name them.
     const missing = report(await must(process.execPath, ['src/optional.mjs'], scratch))
     t.equal(missing.sqlite.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
     t.match(missing.sqlite.message, 'npm install better-sqlite3')
@@ -129,6 +129,10 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     t.match(missing.metrics.message, 'npm install prom-client')
     t.equal(missing.pgNotify.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
     t.match(missing.pgNotify.message, 'npm install pg')
+    t.equal(missing.nats.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
+    t.match(missing.nats.message, 'npm install @nats-io/transport-node')
+    t.equal(missing.redis.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
+    t.match(missing.redis.message, 'npm install ioredis')
 
     // The same better-sqlite3 as this repository, with the binary its install already built.
     const version: string = JSON.parse(readFileSync(join(betterSqlite3, 'package.json'), 'utf8')).version

@@ -46,7 +46,7 @@ test('each refusal names the option', async (t) => {
   const base = { db: postgres, webhookSecret: SECRET }
   const cases: Array<[PolicyCacheOptions, string, string]> = [
     [{ transport: 'nats' as never }, 'transport', 'must be "webhook" or an object'],
-    [{ transport: { type: 'redis' } as never }, 'transport.type', 'must be "webhook" or "pg-notify"'],
+    [{ transport: { type: 'kafka' } as never }, 'transport.type', 'must be "webhook", "pg-notify", "nats" or "redis"'],
     [{ transport: { type: 'webhook', channel: 'x' } as never }, 'transport.channel', 'is not an option of "transport"'],
     [{ ...base, transport: { type: 'pg-notify' } as never }, 'transport.connection', 'is required'],
     [{ ...base, transport: { ...pgNotify, connection: ' ' } }, 'transport.connection', 'must not be empty'],
@@ -93,4 +93,102 @@ test('registration on a SQLite store fails with the coded error, before anything
     message: /^Invalid option "transport": pg-notify needs a PostgreSQL store/
   })
   t.same(await db.introspection.getTables(), [], 'no table was created')
+})
+
+const nats = { type: 'nats', servers: 'nats://127.0.0.1:4222' } as const
+
+test('nats resolves with its defaults on any store, a subject from the table prefix, membership allowed', async (t) => {
+  const resolved = resolveOptions({ webhookSecret: SECRET, tablePrefix: 'app_', transport: nats }).transport
+  t.same(resolved, {
+    type: 'nats',
+    servers: ['nats://127.0.0.1:4222'],
+    subject: 'app_notify',
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 2000,
+    maxPayloadBytes: 65536,
+    connection: {}
+  })
+  t.ok(Object.isFrozen(resolved))
+  const custom = resolveOptions({
+    db: mysql,
+    webhookSecret: SECRET,
+    publicUrl: 'http://127.0.0.1:3000',
+    membership: true,
+    transport: { ...nats, servers: ['nats://a:4222', 'nats://b:4222'], subject: 'org.policy-cache.notify', maxPayloadBytes: 512, connection: { user: 'u', pass: 'p' } }
+  }).transport
+  t.match(custom, { servers: ['nats://a:4222', 'nats://b:4222'], subject: 'org.policy-cache.notify', maxPayloadBytes: 512, connection: { user: 'u', pass: 'p' } })
+})
+
+test('each nats refusal names the option', async (t) => {
+  const cases: Array<[PolicyCacheOptions, string, string]> = [
+    [{ webhookSecret: SECRET, transport: { type: 'nats' } as never }, 'transport.servers', 'is required'],
+    [{ webhookSecret: SECRET, transport: { ...nats, servers: [] } }, 'transport.servers', 'is required'],
+    [{ webhookSecret: SECRET, transport: { ...nats, servers: [' '] } }, 'transport.servers', 'is required'],
+    [{ webhookSecret: SECRET, transport: { ...nats, subject: 'policy.*' } }, 'transport.subject', 'must match'],
+    [{ webhookSecret: SECRET, transport: { ...nats, subject: 'a..b' } }, 'transport.subject', 'must match'],
+    [{ webhookSecret: SECRET, transport: { ...nats, maxPayloadBytes: 100 } }, 'transport.maxPayloadBytes', 'must be an integer from 512'],
+    [{ webhookSecret: SECRET, transport: { ...nats, probeTimeoutMs: 1 } }, 'transport.probeTimeoutMs', 'must be an integer from 10'],
+    [{ webhookSecret: SECRET, transport: { ...nats, connection: 'x' } as never }, 'transport.connection', 'must be an object'],
+    [{ webhookSecret: SECRET, transport: { ...nats, channel: 'x' } as never }, 'transport.channel', 'is not an option'],
+    [{ transport: nats }, 'webhookSecret', 'is required by the nats transport'],
+    [{ webhookSecret: SECRET, peers: ['http://127.0.0.1:3001'], transport: nats }, 'peers', 'are for the webhook transport']
+  ]
+  for (const [options, name, message] of cases) {
+    t.throws(() => resolveOptions(options), { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: new RegExp(`^Invalid option "${name.replace(/\./g, '\\.')}": ${message}`) }, `${name}: ${message}`)
+  }
+})
+
+test('a nats server that does not answer fails registration, naming it', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await t.rejects(async () => {
+    await app.register(policyCache, { sqliteFile: ':memory:', webhookSecret: SECRET, syncIntervalMs: 0, transport: { ...nats, servers: 'nats://127.0.0.1:1' } }).ready()
+  }, { message: /the nats transport could not connect to nats:\/\/127\.0\.0\.1:1/ })
+})
+
+const redis = { type: 'redis', connection: 'redis://127.0.0.1:6379' } as const
+
+test('redis resolves with its defaults on any store and a channel from the table prefix', async (t) => {
+  const resolved = resolveOptions({ webhookSecret: SECRET, tablePrefix: 'app_', transport: redis }).transport
+  t.same(resolved, {
+    type: 'redis',
+    connection: 'redis://127.0.0.1:6379',
+    channel: 'app_notify',
+    probeIntervalMs: 5000,
+    probeTimeoutMs: 2000,
+    maxPayloadBytes: 65536
+  })
+  t.ok(Object.isFrozen(resolved))
+  t.match(resolveOptions({ db: postgres, webhookSecret: SECRET, transport: { ...redis, connection: { host: '127.0.0.1' }, channel: 'org.notify' } }).transport,
+    { connection: { host: '127.0.0.1' }, channel: 'org.notify' })
+})
+
+test('each redis refusal names the option', async (t) => {
+  const cases: Array<[PolicyCacheOptions, string, string]> = [
+    [{ webhookSecret: SECRET, transport: { type: 'redis' } as never }, 'transport.connection', 'is required'],
+    [{ webhookSecret: SECRET, transport: { ...redis, connection: '' } }, 'transport.connection', 'must not be empty'],
+    [{ webhookSecret: SECRET, transport: { ...redis, channel: 'a*' } }, 'transport.channel', 'must match'],
+    [{ webhookSecret: SECRET, transport: { ...redis, maxPayloadBytes: 10 } }, 'transport.maxPayloadBytes', 'must be an integer from 512'],
+    [{ webhookSecret: SECRET, transport: { ...redis, subject: 'x' } as never }, 'transport.subject', 'is not an option'],
+    [{ transport: redis }, 'webhookSecret', 'is required by the redis transport'],
+    [{ webhookSecret: SECRET, peers: ['http://127.0.0.1:3001'], transport: redis }, 'peers', 'are for the webhook transport'],
+    [{ webhookSecret: SECRET, publicUrl: 'http://127.0.0.1:3000', membership: true, transport: redis }, 'membership', 'is for the webhook and nats transports']
+  ]
+  for (const [options, name, message] of cases) {
+    t.throws(() => resolveOptions(options), { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: new RegExp(`^Invalid option "${name.replace(/\./g, '\\.')}": ${message}`) }, `${name}: ${message}`)
+  }
+})
+
+test('a redis server that does not answer fails registration, naming the channel', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await t.rejects(async () => {
+    await app.register(policyCache, {
+      sqliteFile: ':memory:',
+      webhookSecret: SECRET,
+      syncIntervalMs: 0,
+      startupTimeoutMs: 5000,
+      transport: { ...redis, connection: { host: '127.0.0.1', port: 1, retryStrategy: () => null }, channel: 'nowhere' }
+    }).ready()
+  }, { message: /the redis transport could not subscribe to "nowhere"/ })
 })

@@ -113,6 +113,12 @@ export async function transportUsage (db: import('kysely').Kysely<any>): Promise
   })
   // @ts-expect-error pg-notify needs its listening connection
   await app.register(policyCache, { transport: { type: 'pg-notify' } })
-  // @ts-expect-error nats and redis are not in this version
+  await app.register(policyCache, { webhookSecret: 'x'.repeat(16), transport: { type: 'nats', servers: ['nats://a:4222', 'nats://b:4222'], subject: 'app.notify', connection: { token: 't' } } })
+  await app.register(policyCache, { webhookSecret: 'x'.repeat(16), transport: { type: 'redis', connection: 'redis://cache:6379', channel: 'app_notify', probeTimeoutMs: 500 } })
+  // @ts-expect-error nats needs its servers
+  await app.register(policyCache, { transport: { type: 'nats' } })
+  // @ts-expect-error redis needs its connection
+  await app.register(policyCache, { transport: { type: 'redis' } })
+  // @ts-expect-error a broker transport is an object, not a name
   await app.register(policyCache, { transport: 'nats' })
 }

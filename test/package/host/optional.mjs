@@ -1,4 +1,4 @@
-// Run before better-sqlite3, prom-client and pg are installed: importing the package must work, and each
+// Run before better-sqlite3, prom-client, pg, @nats-io/transport-node and ioredis are installed: importing the package must work, and each
 // feature that needs one fails registration with a coded error naming the package.
 import Fastify from 'fastify'
 import { Kysely, PostgresDialect } from 'kysely'
@@ -24,5 +24,14 @@ console.log(JSON.stringify({
     db: new Kysely({ dialect: new PostgresDialect({ pool: {} }) }),
     webhookSecret: 'a-secret-of-sixteen-bytes-or-more',
     transport: { type: 'pg-notify', connection: 'postgres://127.0.0.1:1/none' }
+  }),
+  // Built before the store and before anything connects.
+  nats: await registrationError({
+    webhookSecret: 'a-secret-of-sixteen-bytes-or-more',
+    transport: { type: 'nats', servers: 'nats://127.0.0.1:1' }
+  }),
+  redis: await registrationError({
+    webhookSecret: 'a-secret-of-sixteen-bytes-or-more',
+    transport: { type: 'redis', connection: 'redis://127.0.0.1:1' }
   })
 }))

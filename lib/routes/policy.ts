@@ -46,10 +46,11 @@ const pageQuery = Compile(PageQuery)
 const whoQuery = Compile(WhoQuery)
 
 /** The fallback's query, checked as its route's schema checks it: a coded 400 naming the first error. */
-function checkedQuery<T> (validator: { Check: (value: unknown) => boolean, Errors: (value: unknown) => Iterable<{ instancePath?: string, message?: string }> }, query: unknown): T {
+function checkedQuery<T> (validator: typeof pageQuery | typeof whoQuery, query: unknown): T {
   if (validator.Check(query)) return query as T
+  // A value that fails the check has at least one error.
   const [first] = validator.Errors(query)
-  throw new InvalidInputError('querystring', `${first?.instancePath ?? ''} ${first?.message ?? 'does not match the route\'s schema'}`.trim())
+  throw new InvalidInputError('querystring', `${first.instancePath} ${first.message}`.trim())
 }
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }

@@ -31,7 +31,8 @@ const TESTS = {
   'lib/broadcast/transport.ts': [],
   'lib/broadcast/status.ts': [],
   'lib/cache/anti-entropy.ts': ['test/cache/anti-entropy.test.ts'],
-  'lib/cache/tenant-state.ts': ['test/cache/tenant-state.test.ts', 'test/cache/tenant-cache.test.ts'],
+  'lib/cache/tenant-state.ts': ['test/cache/tenant-state.test.ts', 'test/cache/tenant-state-lookup.test.ts', 'test/cache/tenant-cache.test.ts'],
+  'lib/page.ts': ['test/page.test.ts'],
   'lib/cache/tenant-cache.ts': ['test/cache/tenant-cache.test.ts'],
   'lib/store/kysely-store.ts': ['test/store/sqlite.test.ts', 'test/store/write-hooks.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
   'lib/store/batch-plan.ts': ['test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
@@ -48,7 +49,9 @@ const ORDER = [
   'test/options-resolve.test.ts',
   'test/cache/anti-entropy.test.ts',
   'test/broadcast/delivery.test.ts',
+  'test/page.test.ts',
   'test/cache/tenant-state.test.ts',
+  'test/cache/tenant-state-lookup.test.ts',
   'test/broadcast/peer.test.ts',
   'test/broadcast/notice.test.ts',
   'test/broadcast/observe.test.ts',
@@ -107,7 +110,8 @@ export default {
     'lib/store/batch-plan.ts',
     'lib/guard.ts',
     'lib/options.ts',
-    'lib/model.ts'
+    'lib/model.ts',
+    'lib/page.ts'
   ],
   tap: {
     testFiles: selectedTests(),

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [section …]`: runs the benchmark sections side by side, prints a table
  * and writes docs/benchmarks.md (+ the propagation plot). Sections: check, http, propagation,
- * faults, catchup, writes, membership, batch. `--quick` is a fast smoke run (small counts; its figures are rough).
+ * faults, catchup, writes, membership, batch, lookup. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
 import { loadavg } from 'node:os'
@@ -10,6 +10,7 @@ import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
 import { runFaults } from './faults.js'
 import { runHttp } from './http.js'
+import { runLookup } from './lookup.js'
 import { runMembership } from './membership.js'
 import { runPropagation } from './propagation.js'
 import { printReport, writeReport } from './report.js'
@@ -24,7 +25,8 @@ const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   catchup: runCatchUp,
   writes: runWrites,
   membership: runMembership,
-  batch: runBatch
+  batch: runBatch,
+  lookup: runLookup
 }
 
 /** The paragraph about the run's conditions: the machine's load, and any note passed in BENCH_CONDITIONS. */

@@ -8,7 +8,11 @@
 import type { preHandlerHookHandler } from 'fastify'
 import type { PeerStatus } from './broadcast/status.js'
 import type { Change, WriteOptions } from './model.js'
-import type { BatchOutcome, CheckOptions, Decision, EngineStats, TenantView, UserView, WriteOutcome } from './policy-cache.js'
+import type { PageOptions } from './page.js'
+import type {
+  AccessCheck, BatchOutcome, CheckBatchOutcome, CheckOptions, Decision, EngineStats, GroupPermissionsPage, GroupsPage, GroupUsersPage, HoldersPage,
+  TenantView, UserView, WriteOutcome
+} from './policy-cache.js'
 
 export interface PolicyCacheApi {
   /** This instance's id, as its peers and `/servers` see it. */
@@ -26,6 +30,13 @@ export interface PolicyCacheApi {
 
   /** Like `check`, with the revision the answer was given from. */
   decide (tenant: string, user: string, permission: string, options?: CheckOptions): Promise<Decision>
+
+  /**
+   * Many (user, permission) pairs answered from one revision: `results` aligned with `checks`. A
+   * malformed check → 400 FST_POLICY_CACHE_INVALID_INPUT naming `checks[<index>]`; more than
+   * `maxBatchChecks` → 413 FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE. `minRevision` as for `check`.
+   */
+  checkBatch (tenant: string, checks: readonly AccessCheck[], options?: CheckOptions): Promise<CheckBatchOutcome>
 
   /**
    * A preHandler admitting only requests whose identity (the `identify` option) holds `permission`:
@@ -66,6 +77,23 @@ export interface PolicyCacheApi {
   tenant (tenant: string, options?: CheckOptions): Promise<TenantView>
   /** One user's groups and effective grants in a tenant. */
   user (tenant: string, user: string, options?: CheckOptions): Promise<UserView>
+  /**
+   * A page of the tenant's group names, sorted, from the cache (loading it if needed). Every listing
+   * takes `{ limit, cursor, minRevision }`: `limit` 1 to 1000 (default 100), `cursor` the previous
+   * page's `next` (null on the last page; a cursor not made so → 400 FST_POLICY_CACHE_INVALID_INPUT).
+   * A cursor resumes after the last key seen, at the revision the next page is served from.
+   */
+  groups (tenant: string, options?: PageOptions): Promise<GroupsPage>
+  /** A page of a group's members, sorted; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
+  groupUsers (tenant: string, group: string, options?: PageOptions): Promise<GroupUsersPage>
+  /** A page of a group's grants, sorted; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
+  groupPermissions (tenant: string, group: string, options?: PageOptions): Promise<GroupPermissionsPage>
+  /**
+   * Reverse lookup: a page of the users holding `permission` (sorted), each with the groups through
+   * which they hold it — a grant of it or a wildcard over it (`documents:*`, `*`). A wildcard asked
+   * for (`documents:*`) is held through itself, a shorter wildcard or `*`.
+   */
+  who (tenant: string, permission: string, options?: PageOptions): Promise<HoldersPage>
   /** Reloads a tenant fully from the database (this instance only). */
   refresh (tenant: string): Promise<{ tenant: string, revision: number }>
   /** The revision this instance answers the tenant from (loading it if needed). */

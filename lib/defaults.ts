@@ -37,6 +37,10 @@ export const DEFAULTS = Object.freeze({
   policyBodyLimit: 4 * 1024,
   /** Most changes one batch write (`POST /batch`, `policyCache.batch`) may hold. */
   maxBatchChanges: 1000,
+  /** Most checks one batch check (`POST /check-batch`, `policyCache.checkBatch`) may hold. */
+  maxBatchChecks: 1000,
+  /** Pages of the listings and the reverse lookup: items per page by default, and at most. */
+  page: Object.freeze({ limit: 100, maxLimit: 1000 }),
   /** Where each group of routes is mounted, under the register prefix. */
   routes: Object.freeze({
     policy: Object.freeze({ prefix: '' }),

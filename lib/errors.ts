@@ -32,6 +32,9 @@ export const RevisionConflictError: FastifyErrorConstructor<{ code: 'FST_POLICY_
 export const BatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
   createError('FST_POLICY_CACHE_BATCH_TOO_LARGE', 'A batch of %d changes is over maxBatchChanges (%d): split it', 413)
 
+export const CheckBatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
+  createError('FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE', 'A batch of %d checks is over maxBatchChecks (%d): split it', 413)
+
 export const StoreUnavailableError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_STORE_UNAVAILABLE', statusCode: 503 }, [string, Cause?]> =
   createError('FST_POLICY_CACHE_STORE_UNAVAILABLE', 'The policy database failed or did not answer: %s', 503)
 

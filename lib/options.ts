@@ -221,6 +221,12 @@ export interface PolicyCacheOptions {
    * (512 bytes per change and 1 KiB). From 1 to 100000. Default 1000.
    */
   maxBatchChanges?: number | undefined
+  /**
+   * Most checks one batch check (`POST /check-batch`, `policyCache.checkBatch`) may hold: more answer
+   * 413 FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE. `POST /check-batch`'s body limit is raised to fit
+   * (512 bytes per check and 1 KiB). From 1 to 100000. Default 1000.
+   */
+  maxBatchChecks?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
   /** Host hooks run on the policy and check routes and on `/servers` (not `/health`, `/metrics` or the signed webhook), e.g. auth. */
@@ -306,6 +312,7 @@ export interface ResolvedOptions {
   readonly webhookBodyLimit: number
   readonly policyBodyLimit: number
   readonly maxBatchChanges: number
+  readonly maxBatchChecks: number
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
@@ -323,7 +330,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'routes', 'routeHooks', 'identify', 'metrics',
+  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'routes', 'routeHooks', 'identify', 'metrics',
   'membership', 'peerRefreshMs', 'transport', 'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -694,6 +701,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     webhookBodyLimit: integer('webhookBodyLimit', o.webhookBodyLimit, DEFAULTS.webhookBodyLimit, 32 * 1024, 16 * 1024 * 1024),
     policyBodyLimit: integer('policyBodyLimit', o.policyBodyLimit, DEFAULTS.policyBodyLimit, 1024, 16 * 1024 * 1024),
     maxBatchChanges: integer('maxBatchChanges', o.maxBatchChanges, DEFAULTS.maxBatchChanges, 1, 100000),
+    maxBatchChecks: integer('maxBatchChecks', o.maxBatchChecks, DEFAULTS.maxBatchChecks, 1, 100000),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),

@@ -210,6 +210,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
     writeTimeoutMs: opts.writeTimeoutMs,
     maxBatchChanges: opts.maxBatchChanges,
+    maxBatchChecks: opts.maxBatchChecks,
     log,
     identify: opts.identify,
     leave: async () => { await membership?.leave() }
@@ -264,6 +265,9 @@ export type { PolicyCacheApi } from './api.js'
 export { dnsPeers, type DnsPeersOptions, type DnsPeersFamily } from './broadcast/dns-peers.js'
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
 export type { WriteOutcome, BatchOutcome, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
+export type { AccessCheck, CheckBatchOutcome, GroupsPage, GroupUsersPage, GroupPermissionsPage, HoldersPage } from './policy-cache.js'
+export type { Holder } from './cache/tenant-state.js'
+export type { PageOptions } from './page.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'

@@ -10,13 +10,15 @@ import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { DEFAULTS } from './defaults.js'
-import { BatchTooLargeError, ClosingError, ForeignDatabaseError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
+import { BatchTooLargeError, CheckBatchTooLargeError, ClosingError, ForeignDatabaseError, GroupNotFoundError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertBatch, assertChange, assertIdentifier, assertIfRevision, assertPermission, changeFields, isIdentifier, isPermission, loggedBatch,
+  assertBatch, assertChange, assertGrant, assertIdentifier, assertIfRevision, assertPermission, changeFields, isGrant, isIdentifier, isPermission, loggedBatch,
   type BatchChange, type Change, type GroupData, type LoggedChange, type WriteOptions
 } from './model.js'
 import type { PolicyStore, StoreWriteOptions, WriteTransaction } from './store/types.js'
+import type { Holder } from './cache/tenant-state.js'
+import { decodeCursor, nextCursor, pageLimit, type PageOptions } from './page.js'
 
 /** Cache counters plus the engine's own: checks by outcome, writes by effect (for metrics). */
 export interface EngineStats extends CacheStats {
@@ -65,6 +67,54 @@ export interface UserView {
   permissions: string[]
 }
 
+/** A page of a tenant's group names (sorted); `next` resumes after it, null on the last page. */
+export interface GroupsPage {
+  tenant: string
+  revision: number
+  groups: string[]
+  next: string | null
+}
+
+/** A page of a group's members (sorted). */
+export interface GroupUsersPage {
+  tenant: string
+  group: string
+  revision: number
+  users: string[]
+  next: string | null
+}
+
+/** A page of a group's grants (sorted). */
+export interface GroupPermissionsPage {
+  tenant: string
+  group: string
+  revision: number
+  permissions: string[]
+  next: string | null
+}
+
+/** A page of the reverse lookup: the users (sorted) holding `permission`, each with the groups through which they hold it. */
+export interface HoldersPage {
+  tenant: string
+  permission: string
+  revision: number
+  users: Holder[]
+  next: string | null
+}
+
+/** One (user, permission) pair of a batch check. */
+export interface AccessCheck {
+  user: string
+  permission: string
+}
+
+/** A batch check's answers, aligned with its checks, all from one revision. */
+export interface CheckBatchOutcome {
+  tenant: string
+  revision: number
+  results: boolean[]
+}
+
 export interface CheckOptions {
   /** Answer from revision ≥ minRevision: a cache behind it catches up from the database first. */
   minRevision?: number
@@ -90,6 +140,8 @@ export interface PolicyCacheDeps {
   writeTimeoutMs?: number
   /** Most changes one batch may hold. Default {@link DEFAULTS.maxBatchChanges}. */
   maxBatchChanges?: number
+  /** Most checks one batch check may hold. Default {@link DEFAULTS.maxBatchChecks}. */
+  maxBatchChecks?: number
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void, error?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
@@ -170,6 +222,7 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #catchUpTimeoutMs: number
   readonly #writeTimeoutMs: number
   readonly #maxBatchChanges: number
+  readonly #maxBatchChecks: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
   /** The store's database id, once `start` read it. */
@@ -201,6 +254,7 @@ export class PolicyCache implements PolicyCacheApi {
     this.#catchUpTimeoutMs = deps.catchUpTimeoutMs
     this.#writeTimeoutMs = deps.writeTimeoutMs ?? DEFAULTS.writeTimeoutMs
     this.#maxBatchChanges = deps.maxBatchChanges ?? DEFAULTS.maxBatchChanges
+    this.#maxBatchChecks = deps.maxBatchChecks ?? DEFAULTS.maxBatchChecks
     this.#log = deps.log
     this.#identify = deps.identify
     this.#now = deps.now ?? Date.now
@@ -284,6 +338,31 @@ export class PolicyCache implements PolicyCacheApi {
     if (allowed) this.#allowed++
     else this.#denied++
     return { allowed, revision: state.revision }
+  }
+
+  /**
+   * Answers many (user, permission) pairs from one revision of the tenant. Each check is validated
+   * as `decide`'s (a coded 400 naming `checks[<index>]`); more than `maxBatchChecks` → 413
+   * FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE.
+   */
+  async checkBatch (tenant: string, checks: readonly AccessCheck[], options: CheckOptions = {}): Promise<CheckBatchOutcome> {
+    assertIdentifier('tenant', tenant)
+    if (!Array.isArray(checks)) throw new InvalidInputError('checks', 'must be an array of { user, permission }')
+    if (checks.length > this.#maxBatchChecks) throw new CheckBatchTooLargeError(checks.length, this.#maxBatchChecks)
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i] as Partial<AccessCheck> | null
+      if (typeof check !== 'object' || check === null || !isIdentifier(check.user) || !isPermission(check.permission)) {
+        throw new InvalidInputError(`checks[${i}]`, 'must be { user, permission } with a user id and a concrete permission (no *)')
+      }
+    }
+    const state = await this.#state(tenant, options.minRevision)
+    // Synchronous from here: every answer comes from the same revision.
+    const results = checks.map(({ user, permission }) => state.check(user, permission))
+    for (const allowed of results) {
+      if (allowed) this.#allowed++
+      else this.#denied++
+    }
+    return { tenant, revision: state.revision, results }
   }
 
   createGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome> {
@@ -460,6 +539,55 @@ export class PolicyCache implements PolicyCacheApi {
     assertIdentifier('user', user)
     const state = await this.#state(tenant, options.minRevision)
     return { tenant, user, revision: state.revision, ...state.userView(user) }
+  }
+
+  /** A page of the tenant's group names, sorted. */
+  async groups (tenant: string, options: PageOptions = {}): Promise<GroupsPage> {
+    assertIdentifier('tenant', tenant)
+    const limit = pageLimit(options.limit)
+    const after = decodeCursor(options.cursor, isIdentifier)
+    const state = await this.#state(tenant, options.minRevision)
+    const { items, last } = state.groupPage(after, limit)
+    return { tenant, revision: state.revision, groups: items, next: nextCursor(last) }
+  }
+
+  /** A page of a group's members, sorted; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
+  async groupUsers (tenant: string, group: string, options: PageOptions = {}): Promise<GroupUsersPage> {
+    assertIdentifier('tenant', tenant)
+    assertIdentifier('group', group)
+    const limit = pageLimit(options.limit)
+    const after = decodeCursor(options.cursor, isIdentifier)
+    const state = await this.#state(tenant, options.minRevision)
+    const page = state.userPage(group, after, limit)
+    if (page === undefined) throw new GroupNotFoundError(group, tenant)
+    return { tenant, group, revision: state.revision, users: page.items, next: nextCursor(page.last) }
+  }
+
+  /** A page of a group's grants, sorted; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
+  async groupPermissions (tenant: string, group: string, options: PageOptions = {}): Promise<GroupPermissionsPage> {
+    assertIdentifier('tenant', tenant)
+    assertIdentifier('group', group)
+    const limit = pageLimit(options.limit)
+    const after = decodeCursor(options.cursor, isGrant)
+    const state = await this.#state(tenant, options.minRevision)
+    const page = state.grantPage(group, after, limit)
+    if (page === undefined) throw new GroupNotFoundError(group, tenant)
+    return { tenant, group, revision: state.revision, permissions: page.items, next: nextCursor(page.last) }
+  }
+
+  /**
+   * Reverse lookup: a page of the users holding `permission` — through a grant of it, of a wildcard
+   * over it (`documents:*`, `*`) — each with the groups through which they hold it. `permission` may
+   * itself be a wildcard: `documents:*` is held by a grant `documents:*`, a shorter wildcard or `*`.
+   */
+  async who (tenant: string, permission: string, options: PageOptions = {}): Promise<HoldersPage> {
+    assertIdentifier('tenant', tenant)
+    assertGrant(permission)
+    const limit = pageLimit(options.limit)
+    const after = decodeCursor(options.cursor, isIdentifier)
+    const state = await this.#state(tenant, options.minRevision)
+    const { items, last } = state.holderPage(permission, after, limit)
+    return { tenant, permission, revision: state.revision, users: items, next: nextCursor(last) }
   }
 
   /** Reloads a tenant fully from the database. */

@@ -276,3 +276,57 @@ test('fuzz: the webhook, unsigned and signed', async (t) => {
   }), { numRuns: RUNS * 2 })
   t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; nothing written`)
 })
+
+/** A listing's query: mostly valid limit, cursor and minRevision (and permission for who), sometimes anything. */
+const pageQuery = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      permission: fc.oneof({ weight: 4, arbitrary: grant }, { weight: 1, arbitrary: text }),
+      limit: rarely(fc.oneof(fc.integer({ min: 1, max: 1000 }).map(String), fc.constantFrom('0', '1001', '1.5', '-1', '', '01'), text)),
+      cursor: rarely(fc.oneof(fc.constantFrom('g', 'alice', 'documents:read', 'h').map((k) => Buffer.from(k).toString('base64url')), fc.constantFrom('!!', 'YWxpY2U=', 'YSBi', ''), text)),
+      minRevision: rarely(fc.oneof(fc.nat({ max: 5 }).map(String), text))
+    }).map(({ permission, ...page }) => {
+      const params = new URLSearchParams({ permission })
+      for (const [k, v] of Object.entries(page)) if (v !== null) params.set(k, v)
+      try { return params.toString() } catch { return 'permission=%ED%A0%80' }
+    })
+  },
+  fc.array(fc.tuple(fc.oneof(fc.constantFrom('limit', 'cursor', 'minRevision', 'permission'), key), fc.oneof(text, fc.integer().map(String))), { maxLength: 5 })
+    .map((pairs) => pairs.map(([k, v]) => { try { return `${encodeURIComponent(k)}=${encodeURIComponent(v)}` } catch { return 'x=%ED%A0%80' } }).join('&'))
+)
+
+test('fuzz: the listings and the reverse lookup — paths and query strings', async (t) => {
+  const h = await harness(t)
+  const long = 't' + 'x'.repeat(127)
+  await h.app.policyCache.createGroup(long, 'g')
+  const tenant = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('t1', long) }, { weight: 1, arbitrary: segment })
+  const group = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('g', 'h') }, { weight: 1, arbitrary: segment })
+  const path = fc.tuple(tenant, group, fc.constantFrom('groups', 'users', 'permissions', 'who')).map(([t, g, kind]) =>
+    kind === 'groups' ? `/tenants/${t}/groups` : kind === 'who' ? `/tenants/${t}/who` : `/tenants/${t}/groups/${g}/${kind}`)
+  await fc.assert(fc.asyncProperty(path, pageQuery, async (url, q) => expectNo5xx(h, { method: 'GET', url: `${url}?${q}` }, [])), { numRuns: RUNS * 3 })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; nothing written`)
+})
+
+/** A batch check's body: mostly well-formed checks, sometimes anything. */
+const checkBatchBody = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      tenant: fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...TENANTS) }, { weight: 1, arbitrary: value }),
+      checks: fc.oneof(
+        { weight: 8, arbitrary: fc.array(fc.oneof({ weight: 8, arbitrary: fc.record({ user: id, permission: concrete }) }, { weight: 1, arbitrary: fc.record({ user: fc.oneof(id, value), permission: fc.oneof(grant, value) }, { requiredKeys: [] }) }, { weight: 1, arbitrary: value }), { maxLength: 6 }) },
+        { weight: 1, arbitrary: value }),
+      minRevision: rarely(fc.oneof(fc.nat({ max: 6 }), value))
+    }).map(({ minRevision, ...b }) => JSON.stringify(minRevision === null ? b : { ...b, minRevision }))
+  },
+  { weight: 1, arbitrary: anyBody }
+)
+
+test('fuzz: check-batch bodies', async (t) => {
+  const h = await harness(t)
+  await fc.assert(fc.asyncProperty(checkBatchBody, async (body) =>
+    expectNo5xx(h, { method: 'POST', url: '/check-batch', payload: body, headers: { 'content-type': 'application/json' } }, tenantsIn(body))
+  ), { numRuns: RUNS * 2 })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; nothing written`)
+})

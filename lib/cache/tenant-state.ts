@@ -75,6 +75,55 @@ interface GroupState {
   name: string
   grants: GrantIndex
   users: Set<string>
+  /** `users` sorted, built by the first listing or lookup that needs it and dropped by the next (un)assignment. */
+  sortedUsers: string[] | undefined
+}
+
+/** A page of sorted keys: those after the cursor key, and whether more follow the last. */
+export interface KeyPage<T = string> {
+  items: T[]
+  /** The last item's key when more follow it, else undefined. */
+  last: string | undefined
+}
+
+/** A user holding a permission, with the groups (sorted) through which they hold it. */
+export interface Holder {
+  user: string
+  groups: string[]
+}
+
+/** Index of the first key of `sorted` greater than `after` (0 without one): a binary search. */
+function firstAfter (sorted: readonly string[], after: string | undefined): number {
+  if (after === undefined) return 0
+  let low = 0
+  let high = sorted.length
+  while (low < high) {
+    const mid = (low + high) >>> 1
+    if (sorted[mid] <= after) low = mid + 1
+    else high = mid
+  }
+  return low
+}
+
+/** Up to `limit` keys of `sorted` after `after`. */
+function pageOf (sorted: readonly string[], after: string | undefined, limit: number): KeyPage {
+  const start = firstAfter(sorted, after)
+  const items = sorted.slice(start, start + limit)
+  return { items, last: start + limit < sorted.length ? items[items.length - 1] : undefined }
+}
+
+/**
+ * The grants that hold `permission`, as the grant index keys them: the permission itself, each
+ * wildcard on a proper prefix of it, and `*`. A wildcard asked for (`documents:*`) is held by
+ * itself, by a shorter wildcard (`*` included) — not by the concrete grants under it.
+ */
+export function grantsHolding (permission: string): string[] {
+  if (permission === '*') return ['*']
+  const base = permission.endsWith(':*') ? permission.slice(0, -2) : permission
+  const keys = [permission]
+  for (let i = base.indexOf(':'); i !== -1; i = base.indexOf(':', i + 1)) keys.push(base.slice(0, i + 1) + '*')
+  keys.push('*')
+  return keys
 }
 
 /** Slots of a membership record before its group ids: the count in use and the capacity. */
@@ -95,6 +144,14 @@ export class TenantState {
   /** The digest of the contents (lib/digest.ts), kept up to date by every change. */
   #digest: bigint
   readonly #groups = new Map<string, GroupState>()
+  /** The group names sorted, built by the first listing that needs it and dropped by the next group created or deleted. */
+  #sortedGroups: string[] | undefined
+  /**
+   * The reverse grant index: each grant (`documents:read`, `documents:*`, `*`) → the groups holding
+   * it. A reverse lookup reads the few grants that can hold a permission ({@link grantsHolding})
+   * instead of asking every group.
+   */
+  readonly #grantHolders = new Map<string, Set<GroupState>>()
   /** Groups by id; a deleted group leaves a hole whose id `#freeIds` hands out again. */
   readonly #byId: Array<GroupState | undefined> = []
   readonly #freeIds: number[] = []
@@ -121,7 +178,7 @@ export class TenantState {
     const offsets = this.#offsets
     for (const group of snapshot.groups) {
       const state = this.#createGroup(group.name)
-      for (const permission of group.permissions) state.grants.add(permission)
+      for (const permission of group.permissions) this.#grant(state, permission)
       for (const user of group.users) {
         if (state.users.has(user)) continue
         state.users.add(user)
@@ -210,15 +267,17 @@ export class TenantState {
       case 'delete-group':
         if (group === undefined) break
         for (const user of group.users) this.#unassign(group, user)
+        for (const grant of group.grants.list()) this.#revoke(group, grant)
         this.#groups.delete(change.group)
+        this.#sortedGroups = undefined
         this.#byId[group.id] = undefined
         this.#freeIds.push(group.id)
         break
       case 'add-permission':
-        (group ?? this.#createGroup(change.group)).grants.add(change.permission)
+        this.#grant(group ?? this.#createGroup(change.group), change.permission)
         break
       case 'remove-permission':
-        group?.grants.delete(change.permission)
+        if (group !== undefined) this.#revoke(group, change.permission)
         break
       case 'assign-user':
         this.#assign(group ?? this.#createGroup(change.group), change.user)
@@ -250,6 +309,59 @@ export class TenantState {
       for (const grant of this.#groups.get(name)!.grants.list()) permissions.add(grant)
     }
     return { groups, permissions: [...permissions].sort() }
+  }
+
+  /** Up to `limit` group names after `after`, sorted. */
+  groupPage (after: string | undefined, limit: number): KeyPage {
+    this.#sortedGroups ??= [...this.#groups.keys()].sort()
+    return pageOf(this.#sortedGroups, after, limit)
+  }
+
+  /** Up to `limit` members of `group` after `after`, sorted; undefined when the group does not exist. */
+  userPage (group: string, after: string | undefined, limit: number): KeyPage | undefined {
+    const state = this.#groups.get(group)
+    return state === undefined ? undefined : pageOf(this.#sorted(state), after, limit)
+  }
+
+  /** Up to `limit` grants of `group` after `after`, sorted; undefined when the group does not exist. */
+  grantPage (group: string, after: string | undefined, limit: number): KeyPage | undefined {
+    const state = this.#groups.get(group)
+    return state === undefined ? undefined : pageOf(state.grants.list(), after, limit)
+  }
+
+  /**
+   * Reverse lookup: up to `limit` users after `after` (sorted) holding `permission` (a concrete
+   * permission or a wildcard: see {@link grantsHolding}), each with the groups through which they
+   * hold it. The groups come from the reverse grant index; their sorted members are merged from the
+   * cursor on, so a page costs O(segments + k·log n + limit·k) for k holding groups — not a scan of
+   * the tenant's users or grants (a group's sorted members are rebuilt after it changed, once).
+   */
+  holderPage (permission: string, after: string | undefined, limit: number): KeyPage<Holder> {
+    const groups = new Set<GroupState>()
+    for (const grant of grantsHolding(permission)) {
+      for (const group of this.#grantHolders.get(grant) ?? []) groups.add(group)
+    }
+    const lists = [...groups].map((group) => {
+      const users = this.#sorted(group)
+      return { name: group.name, users, at: firstAfter(users, after) }
+    })
+    const items: Holder[] = []
+    for (;;) {
+      let next: string | undefined
+      for (const list of lists) {
+        if (list.at < list.users.length && (next === undefined || list.users[list.at] < next)) next = list.users[list.at]
+      }
+      if (next === undefined) return { items, last: undefined }
+      if (items.length === limit) return { items, last: items[items.length - 1].user }
+      const through: string[] = []
+      for (const list of lists) {
+        if (list.users[list.at] === next) {
+          through.push(list.name)
+          list.at++
+        }
+      }
+      items.push({ user: next, groups: through.sort() })
+    }
   }
 
   /** What `change` adds to the digest: the hashes of the facts it would add minus those it would remove. */
@@ -343,15 +455,38 @@ export class TenantState {
 
   #createGroup (name: string): GroupState {
     const id = this.#freeIds.pop() ?? this.#byId.length
-    const state = { id, name, grants: new GrantIndex(), users: new Set<string>() }
+    const state: GroupState = { id, name, grants: new GrantIndex(), users: new Set<string>(), sortedUsers: undefined }
     this.#groups.set(name, state)
     this.#byId[id] = state
+    this.#sortedGroups = undefined
     return state
+  }
+
+  /** The group's members, sorted (cached until the next change of its members). */
+  #sorted (group: GroupState): string[] {
+    group.sortedUsers ??= [...group.users].sort()
+    return group.sortedUsers
+  }
+
+  #grant (group: GroupState, grant: string): void {
+    group.grants.add(grant)
+    let holders = this.#grantHolders.get(grant)
+    if (holders === undefined) this.#grantHolders.set(grant, holders = new Set())
+    holders.add(group)
+  }
+
+  #revoke (group: GroupState, grant: string): void {
+    group.grants.delete(grant)
+    const holders = this.#grantHolders.get(grant)
+    if (holders === undefined) return
+    holders.delete(group)
+    if (holders.size === 0) this.#grantHolders.delete(grant)
   }
 
   #assign (group: GroupState, user: string): void {
     if (group.users.has(user)) return
     group.users.add(user)
+    group.sortedUsers = undefined
     let at = this.#offsets.get(user)
     if (at === undefined) {
       at = this.#allocate(2)
@@ -373,6 +508,7 @@ export class TenantState {
 
   #unassign (group: GroupState, user: string): void {
     if (!group.users.delete(user)) return
+    group.sortedUsers = undefined
     const at = this.#offsets.get(user)
     if (at === undefined) return
     const records = this.#records

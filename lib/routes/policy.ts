@@ -1,12 +1,19 @@
-/** The policy routes: the six writes, the batch, the check, the tenant and user views, refresh (README.md, "Routes"). */
+/**
+ * The policy routes: the six writes, the batch, the check and batch check, the tenant and user views,
+ * the listings and the reverse lookup, refresh (README.md, "Routes").
+ */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type, type TSchema } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { InvalidInputError } from '../errors.js'
 import type { Change, Operation } from '../model.js'
+import type { PageOptions } from '../page.js'
 import type { BatchOutcome, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
-  BatchBody, BatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, PermissionBody, RefreshReply, TenantBody,
-  LongIdParams, TenantParams, TenantReply, UserBody, UserParams, UserReply, validatorCompiler, WriteReply
+  BatchBody, BatchReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, GroupParams, GroupPermissionsReply,
+  GroupsReply, GroupUsersReply, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams, TenantReply, UserBody,
+  UserParams, UserReply, validatorCompiler, WhoQuery, WhoReply, WriteReply
 } from './schemas.js'
 
 export interface PolicyRoutesOptions {
@@ -15,10 +22,36 @@ export interface PolicyRoutesOptions {
   bodyLimit: number
   /** Most changes of a batch: `/batch`'s body limit fits this many. */
   maxBatchChanges: number
+  /** Most checks of a batch check: `/check-batch`'s body limit fits this many. */
+  maxBatchChecks: number
 }
 
 /** Bytes of the largest valid change of a batch, with room for JSON whitespace: `/batch`'s body limit is this per change. */
 export const BATCH_BYTES_PER_CHANGE = 512
+
+/** Bytes of the largest valid check of a batch check (a 128-character user, a 256-character permission), with room for whitespace. */
+export const BATCH_BYTES_PER_CHECK = 512
+
+/** A page's query as the schema passed it (strings) → the engine's options. */
+function pageOptions (query: { limit?: string | undefined, cursor?: string | undefined, minRevision?: string | undefined }): PageOptions {
+  return {
+    limit: query.limit === undefined ? undefined : Number(query.limit),
+    cursor: query.cursor,
+    minRevision: query.minRevision === undefined ? undefined : Number(query.minRevision)
+  }
+}
+
+/** The query checks of the long-id fallback, which has no querystring schema of its own (it serves several routes). */
+const pageQuery = Compile(PageQuery)
+const whoQuery = Compile(WhoQuery)
+
+/** The fallback's query, checked as its route's schema checks it: a coded 400 naming the first error. */
+function checkedQuery<T> (validator: typeof pageQuery | typeof whoQuery, query: unknown): T {
+  if (validator.Check(query)) return query as T
+  // A value that fails the check has at least one error.
+  const [first] = validator.Errors(query)
+  throw new InvalidInputError('querystring', `${first.instancePath} ${first.message}`.trim())
+}
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
 
@@ -38,7 +71,7 @@ async function conditional<T> (reply: FastifyReply, write: Promise<T>): Promise<
   }
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges }: PolicyRoutesOptions): Promise<void> {
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks }: PolicyRoutesOptions): Promise<void> {
   // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
   fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -98,6 +131,70 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     return withRevision(reply, await engine.decide(tenant, user, permission, { minRevision: minRevision === undefined ? undefined : Number(minRevision) }))
   })
 
+  app.post('/check-batch', {
+    // Room for maxBatchChecks of the largest checks; never below the writes' limit.
+    bodyLimit: Math.max(bodyLimit, maxBatchChecks * BATCH_BYTES_PER_CHECK + 1024),
+    schema: {
+      summary: 'Check many permissions at once',
+      description: 'Answer many (user, permission) pairs of one tenant from one revision, from memory; `minRevision` catches up first when behind. More than maxBatchChecks → 413 FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE.',
+      tags: ['check'],
+      body: CheckBatchBody,
+      response: { 200: CheckBatchReply, ...errors }
+    }
+  }, async (request, reply) => {
+    const { tenant, checks, minRevision } = request.body
+    return withRevision(reply, await engine.checkBatch(tenant, checks, { minRevision }))
+  })
+
+  const pageNote = ' Sorted, `limit` (1 to 1000, default 100) per page; pass `next` as `cursor` for the next page: it resumes after the last key seen, at the revision that page is served from (pass the first page\'s `revision` as `minRevision` to never go back). Unknown query parameters → 400.'
+
+  app.get('/tenants/:tenant/groups', {
+    schema: {
+      summary: 'List a tenant\'s groups',
+      description: 'A page of the tenant\'s group names, as this instance has them cached.' + pageNote,
+      tags: ['policy'],
+      params: TenantParams,
+      querystring: PageQuery,
+      response: { 200: GroupsReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.groups(request.params.tenant, pageOptions(request.query))))
+
+  app.get('/tenants/:tenant/groups/:group/users', {
+    schema: {
+      summary: 'List a group\'s members',
+      description: 'A page of the group\'s users; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group.' + pageNote,
+      tags: ['policy'],
+      params: GroupParams,
+      querystring: PageQuery,
+      response: { 200: GroupUsersReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.groupUsers(request.params.tenant, request.params.group, pageOptions(request.query))))
+
+  app.get('/tenants/:tenant/groups/:group/permissions', {
+    schema: {
+      summary: 'List a group\'s grants',
+      description: 'A page of the group\'s grants (wildcards as granted); 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group.' + pageNote,
+      tags: ['policy'],
+      params: GroupParams,
+      querystring: PageQuery,
+      response: { 200: GroupPermissionsReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.groupPermissions(request.params.tenant, request.params.group, pageOptions(request.query))))
+
+  app.get('/tenants/:tenant/who', {
+    schema: {
+      summary: 'Who holds a permission',
+      description: 'Reverse lookup: a page of the users holding the permission, each with the groups through which they do — a grant of it, or a wildcard over it (`documents:*`, `*`).' + pageNote,
+      tags: ['policy'],
+      params: TenantParams,
+      querystring: WhoQuery,
+      response: { 200: WhoReply, ...errors }
+    }
+  }, async (request, reply) => {
+    const { permission, ...page } = request.query
+    return withRevision(reply, await engine.who(request.params.tenant, permission, pageOptions(page)))
+  })
+
   app.get('/tenants/:tenant', {
     schema: {
       summary: 'View a tenant',
@@ -118,20 +215,34 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     }
   }, async (request, reply) => withRevision(reply, await engine.user(request.params.tenant, request.params.user)))
 
-  // The same two views for ids longer than the host's `maxParamLength` (Fastify's default is 100,
-  // ids go to 128): the router skips a parametric route whose parameter is too long — it would answer
-  // 414 — and falls back to this wildcard, which has no length limit. Hidden from OpenAPI: the two
-  // routes above document the paths.
+  // The same views, listings and lookup for ids longer than the host's `maxParamLength` (Fastify's
+  // default is 100, ids go to 128): the router skips a parametric route whose parameter is too long —
+  // it would answer 414 — and falls back to this wildcard, which has no length limit. Hidden from
+  // OpenAPI: the routes above document the paths. The listings' queries are checked here as their
+  // routes' schemas check them.
   app.get('/tenants/*', {
     schema: {
       hide: true,
       params: LongIdParams,
-      response: { 200: Type.Union([TenantReply, UserReply]), ...errors }
+      response: { 200: Type.Union([TenantReply, UserReply, GroupsReply, GroupUsersReply, GroupPermissionsReply, WhoReply]), ...errors }
     }
   }, async (request, reply) => {
     const parts = request.params['*'].split('/')
     if (parts.length === 1) return withRevision(reply, await engine.tenant(parts[0]))
     if (parts.length === 3 && parts[1] === 'users') return withRevision(reply, await engine.user(parts[0], parts[2]))
+    if (parts.length === 2 && parts[1] === 'groups') {
+      return withRevision(reply, await engine.groups(parts[0], pageOptions(checkedQuery(pageQuery, request.query))))
+    }
+    if (parts.length === 2 && parts[1] === 'who') {
+      const { permission, ...page } = checkedQuery<{ permission: string }>(whoQuery, request.query)
+      return withRevision(reply, await engine.who(parts[0], permission, pageOptions(page)))
+    }
+    if (parts.length === 4 && parts[1] === 'groups' && parts[3] === 'users') {
+      return withRevision(reply, await engine.groupUsers(parts[0], parts[2], pageOptions(checkedQuery(pageQuery, request.query))))
+    }
+    if (parts.length === 4 && parts[1] === 'groups' && parts[3] === 'permissions') {
+      return withRevision(reply, await engine.groupPermissions(parts[0], parts[2], pageOptions(checkedQuery(pageQuery, request.query))))
+    }
     return reply.callNotFound()
   })
 

@@ -96,19 +96,85 @@ export const BatchReply = Type.Object({
   examples: [{ tenant: 'tenant1', revision: 4, changed: true, effects: [true, true, false], peers: { acked: 2, total: 2 } }]
 })
 
+/** `minRevision` of a read's query: a decimal string, checked exactly (integer conversion would turn `1.5` into 1). */
+const MinRevisionQuery = Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'Answer from revision ≥ minRevision (read-your-writes): the `revision` a write returned', examples: ['12'] }))
+
 export const CheckQuery = Type.Object({
   tenant: Tenant,
   user: User,
   permission: Permission,
-  // A decimal string, checked exactly (integer conversion would turn `1.5` into 1).
-  minRevision: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'Answer from revision ≥ minRevision (read-your-writes): the `revision` a write returned', examples: ['12'] }))
+  minRevision: MinRevisionQuery
 }, closed)
 export const CheckReply = Type.Object({
   allowed: Type.Boolean({ description: 'Whether the user holds the permission' }),
   revision: Revision
 }, { ...closed, description: 'A decision and the revision it was answered from', examples: [{ allowed: true, revision: 3 }] })
 
+/** A page's query: `limit` and `cursor` (the previous page's `next`), `minRevision`. */
+const pageFields = {
+  limit: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'Most items in the page: 1 to 1000, default 100', examples: ['100'] })),
+  cursor: Type.Optional(Type.String({ maxLength: 400, description: 'The `next` of the previous page (opaque); absent for the first page', examples: ['ZWRpdG9ycw'] })),
+  minRevision: MinRevisionQuery
+}
+export const PageQuery = Type.Object(pageFields, { ...closed, description: 'A page: `limit`, `cursor`, `minRevision`; no other parameter' })
+export const WhoQuery = Type.Object({
+  permission: Type.String({
+    pattern: GRANT_PATTERN,
+    maxLength: PERMISSION_MAX_LENGTH,
+    description: 'The permission looked up: concrete (`documents:read`, held through it, `documents:*` or `*`), or a wildcard (`documents:*`, held through it, a shorter wildcard or `*`)',
+    examples: ['documents:read']
+  }),
+  ...pageFields
+}, { ...closed, description: 'A reverse lookup: `permission`, and a page' })
+const Next = Type.Union([Type.String(), Type.Null()], { description: 'The cursor of the next page (pass it as `cursor`); null on the last page' })
+
+export const GroupsReply = Type.Object({ tenant: Tenant, revision: Revision, groups: Type.Array(Group), next: Next }, {
+  ...closed,
+  description: 'A page of the tenant\'s group names, sorted, at `revision`',
+  examples: [{ tenant: 'tenant1', revision: 3, groups: ['admins', 'editors'], next: 'ZWRpdG9ycw' }]
+})
+export const GroupUsersReply = Type.Object({ tenant: Tenant, group: Group, revision: Revision, users: Type.Array(User), next: Next }, {
+  ...closed,
+  description: 'A page of a group\'s members, sorted, at `revision`',
+  examples: [{ tenant: 'tenant1', group: 'editors', revision: 3, users: ['alice', 'bob'], next: null }]
+})
+export const GroupPermissionsReply = Type.Object({ tenant: Tenant, group: Group, revision: Revision, permissions: Type.Array(Grant), next: Next }, {
+  ...closed,
+  description: 'A page of a group\'s grants, sorted, at `revision`',
+  examples: [{ tenant: 'tenant1', group: 'editors', revision: 3, permissions: ['documents:*'], next: null }]
+})
+export const WhoReply = Type.Object({
+  tenant: Tenant,
+  permission: Grant,
+  revision: Revision,
+  users: Type.Array(Type.Object({
+    user: User,
+    groups: Type.Array(Group, { description: 'The groups (sorted) through which the user holds the permission' })
+  }, closed)),
+  next: Next
+}, {
+  ...closed,
+  description: 'A page of the users holding the permission, sorted, at `revision`',
+  examples: [{ tenant: 'tenant1', permission: 'documents:read', revision: 3, users: [{ user: 'alice', groups: ['editors'] }], next: null }]
+})
+
+export const CheckBatchBody = Type.Object({
+  tenant: Tenant,
+  checks: Type.Array(Type.Object({ user: User, permission: Permission }, closed), { description: 'The pairs to check; at most maxBatchChecks (413 above)' }),
+  minRevision: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Answer from revision ≥ minRevision (read-your-writes)', examples: [3] }))
+}, {
+  ...closed,
+  description: 'Many (user, permission) pairs of one tenant, answered from one revision',
+  examples: [{ tenant: 'tenant1', checks: [{ user: 'alice', permission: 'documents:read' }, { user: 'bob', permission: 'documents:write' }] }]
+})
+export const CheckBatchReply = Type.Object({
+  tenant: Tenant,
+  revision: Revision,
+  results: Type.Array(Type.Boolean(), { description: 'Whether each user holds each permission, aligned with `checks`' })
+}, { ...closed, description: 'A batch check\'s answers, all from `revision`', examples: [{ tenant: 'tenant1', revision: 3, results: [true, false] }] })
+
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
+export const GroupParams = Type.Object({ tenant: Tenant, group: Group }, closed)
 export const UserParams = Type.Object({ tenant: Tenant, user: User }, closed)
 /**
  * The views' fallback for ids past the host's `maxParamLength`: `<tenant>` or `<tenant>/users/<user>`,

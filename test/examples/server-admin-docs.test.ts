@@ -20,6 +20,11 @@ test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs
     ['GET', '/check-access?tenant=t1&user=alice&permission=documents:read'],
     ['GET', '/tenants/t1'],
     ['GET', '/tenants/t1/users/alice'],
+    ['GET', '/tenants/t1/groups?limit=10'],
+    ['GET', '/tenants/t1/groups/g/users'],
+    ['GET', '/tenants/t1/groups/g/permissions'],
+    ['GET', '/tenants/t1/who?permission=documents:read'],
+    ['POST', '/check-batch', { tenant: 't1', checks: [{ user: 'alice', permission: 'documents:read' }] }],
     ['POST', '/refresh-tenant', { tenant: 't1' }]
   ]
   for (const [method, url, payload] of policy) {
@@ -86,6 +91,27 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   const user = doc.paths['/tenants/{tenant}/users/{user}']?.get
   t.same(user?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['path', 'user']])
   t.ok(user?.responses?.['200']?.content?.['application/json']?.schema?.properties?.permissions)
+
+  // The listings and the reverse lookup: described, their query parameters named, behind the admin token.
+  for (const [path, params, query, field] of [
+    ['/tenants/{tenant}/groups', ['tenant'], ['cursor', 'limit', 'minRevision'], 'groups'],
+    ['/tenants/{tenant}/groups/{group}/users', ['group', 'tenant'], ['cursor', 'limit', 'minRevision'], 'users'],
+    ['/tenants/{tenant}/groups/{group}/permissions', ['group', 'tenant'], ['cursor', 'limit', 'minRevision'], 'permissions'],
+    ['/tenants/{tenant}/who', ['tenant'], ['cursor', 'limit', 'minRevision', 'permission'], 'users']
+  ] as const) {
+    const op = doc.paths[path]?.get
+    t.type(op?.description, 'string', `${path} has a description`)
+    t.same(op?.parameters?.filter((p: any) => p.in === 'path').map((p: any) => p.name).sort(), params, `${path} path parameters`)
+    t.same(op?.parameters?.filter((p: any) => p.in === 'query').map((p: any) => p.name).sort(), query, `${path} query parameters`)
+    const reply = op?.responses?.['200']?.content?.['application/json']?.schema?.properties
+    t.ok(reply?.[field] && reply?.next && reply?.revision, `${path} 200 schema`)
+    t.same(op?.security, [{ adminToken: [] }], `${path} needs the admin token`)
+  }
+  const checkBatch = doc.paths['/check-batch']?.post
+  t.type(checkBatch?.description, 'string', '/check-batch has a description')
+  t.same(Object.keys(checkBatch?.requestBody?.content?.['application/json']?.schema?.properties ?? {}).sort(), ['checks', 'minRevision', 'tenant'])
+  t.ok(checkBatch?.responses?.['200']?.content?.['application/json']?.schema?.properties?.results, '/check-batch 200 schema')
+  t.same(checkBatch?.security, [{ adminToken: [] }], '/check-batch needs the admin token')
 
   for (const path of ['/health', '/metrics']) {
     t.ok(doc.paths[path]?.get, `${path} is documented`)

@@ -49,7 +49,7 @@ test('the fallback: malformed ids are a coded 400, other paths a 404', async (t)
     t.equal(res.status, 400, url)
     t.match(res.body, { code: /^FST_/ })
   }
-  for (const url of [`/tenants/${id('t')}/groups`, `/tenants/${id('t')}/users/u/x`, `/tenants/${id('t')}/members/u`]) {
+  for (const url of [`/tenants/${id('t')}/group`, `/tenants/${id('t')}/users/u/x`, `/tenants/${id('t')}/members/u`]) {
     t.equal((await get(app, url)).status, 404, url)
   }
   t.match(await get(app, `/tenants/${'a'.repeat(300)}`), { status: 400, body: { code: 'FST_POLICY_CACHE_INVALID_INPUT' } }, 'longer than an id')

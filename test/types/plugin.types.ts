@@ -33,6 +33,22 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   // @ts-expect-error ifRevision is a number
   await app.policyCache.createGroup('t', 'g', { ifRevision: '3' })
 
+  // Listing, reverse lookup and batch check.
+  const groups = await app.policyCache.groups('t', { limit: 10, minRevision: batch.revision })
+  expectType<Equal<typeof groups.next, string | null>>(true)
+  expectType<Equal<typeof groups.groups, string[]>>(true)
+  await app.policyCache.groupUsers('t', 'g', { cursor: groups.next ?? undefined })
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.groupUsers>>['users'], string[]>>(true)
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.groupPermissions>>['permissions'], string[]>>(true)
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.who>>['users'], Array<{ user: string, groups: string[] }>>>(true)
+  await app.policyCache.checkBatch('t', [{ user: 'u', permission: 'p' }], { minRevision: 1 })
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.checkBatch>>['results'], boolean[]>>(true)
+  await app.register(policyCache, { maxBatchChecks: 100 })
+  // @ts-expect-error limit is a number
+  await app.policyCache.groups('t', { limit: '10' })
+  // @ts-expect-error a check is { user, permission }
+  await app.policyCache.checkBatch('t', [['u', 'p']])
+
   const options: PolicyCacheOptions[] = []
   await app.register(policyCache, { circuitBreaker: { failureThreshold: 5 }, retry: { maxRetryAfterMs: 10000 } })
   type Peer = ReturnType<typeof app.policyCache.peers>[number]

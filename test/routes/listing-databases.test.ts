@@ -1,0 +1,106 @@
+/**
+ * The listings, `who` and `checkBatch` on each database (SQLite, PostgreSQL, MariaDB): an instance
+ * that loads the tenant cold from the database, and one that follows a batch through the database's
+ * changelog (`minRevision`), answer what the writing instance answers.
+ */
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Kysely } from 'kysely'
+import { test, type Test } from 'tap'
+import type { Change } from '../../lib/model.js'
+import policyCache, { createSqliteDb } from '../../lib/plugin.js'
+import { dropPrefixed, MYSQL_URL, mysqlDb, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
+
+/**
+ * Three instances on one database (a Kysely each passes in; the plugin does not own it), closed at
+ * the end of the test before `cleanup` (dropping the tables, destroying the pool) runs.
+ */
+async function instances (t: Test, db: Kysely<any>, tablePrefix: string, cleanup: () => Promise<void>): Promise<FastifyInstance[]> {
+  const apps: FastifyInstance[] = []
+  t.teardown(async () => {
+    for (const app of apps) await app.close()
+    await cleanup()
+  })
+  for (let i = 0; i < 3; i++) {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(policyCache, { db, tablePrefix, syncIntervalMs: 0 })
+    await app.ready()
+  }
+  return apps
+}
+
+const USERS = Array.from({ length: 30 }, (_, i) => `user${String(i).padStart(2, '0')}`)
+const CHECKS = USERS.flatMap((user) => ['docs:read', 'docs:drafts:edit', 'billing:pay'].map((permission) => ({ user, permission })))
+
+/** Everything the listings and the lookup answer for the tenant, walked with small pages. */
+async function answers (app: FastifyInstance, minRevision?: number) {
+  const pc = app.policyCache
+  const walk = async <T>(page: (cursor: string | undefined) => Promise<{ next: string | null }>, field: string): Promise<T[]> => {
+    const all: T[] = []
+    let cursor: string | undefined
+    do {
+      const p = await page(cursor)
+      all.push(...(p as unknown as Record<string, T[]>)[field])
+      cursor = p.next ?? undefined
+    } while (cursor !== undefined)
+    return all
+  }
+  const groups = await walk<string>((cursor) => pc.groups('t1', { limit: 2, cursor, minRevision }), 'groups')
+  const members: Record<string, unknown> = {}
+  for (const group of groups) {
+    members[group] = [
+      await walk((cursor) => pc.groupUsers('t1', group, { limit: 7, cursor }), 'users'),
+      await walk((cursor) => pc.groupPermissions('t1', group, { limit: 1, cursor }), 'permissions')
+    ]
+  }
+  const who = await Promise.all(['docs:read', 'docs:drafts:edit', 'docs:*', 'billing:pay'].map((permission) => walk((cursor) => pc.who('t1', permission, { limit: 4, cursor }), 'users')))
+  const { results, revision } = await pc.checkBatch('t1', CHECKS)
+  return { revision, groups, members, who, results }
+}
+
+async function scenario (t: Test, [writer, follower, cold]: FastifyInstance[]): Promise<void> {
+  const changes: Change[] = [
+    ...['readers', 'editors', 'admins', 'drafts'].map((group): Change => ({ op: 'create-group', group })),
+    { op: 'add-permission', group: 'readers', permission: 'docs:read' },
+    { op: 'add-permission', group: 'editors', permission: 'docs:*' },
+    { op: 'add-permission', group: 'admins', permission: '*' },
+    { op: 'add-permission', group: 'drafts', permission: 'docs:drafts:*' },
+    ...USERS.map((user, i): Change => ({ op: 'assign-user', group: ['readers', 'editors', 'drafts'][i % 3], user })),
+    { op: 'assign-user', group: 'admins', user: 'user07' }
+  ]
+  await writer.policyCache.batch('t1', changes)
+  await follower.policyCache.groups('t1') // loaded at revision 1
+  t.same(await answers(cold), await answers(writer), 'a cold load answers as the writer')
+
+  // A batch that revokes, deletes and moves: the follower applies it from the database's changelog.
+  const second = await writer.policyCache.batch('t1', [
+    { op: 'remove-permission', group: 'editors', permission: 'docs:*' },
+    { op: 'add-permission', group: 'editors', permission: 'docs:write' },
+    { op: 'delete-group', group: 'drafts' },
+    { op: 'unassign-user', group: 'readers', user: 'user00' },
+    { op: 'assign-user', group: 'admins', user: 'user03' }
+  ])
+  const expected = await answers(writer)
+  t.equal(expected.revision, second.revision)
+  t.same(await answers(follower, second.revision), expected, 'a follower catching up through the changelog answers as the writer')
+  t.same(expected.who[2], [{ user: 'user03', groups: ['admins'] }, { user: 'user07', groups: ['admins'] }], 'docs:* after the batch: only through *')
+}
+
+test('SQLite', async (t) => {
+  const db = createSqliteDb(':memory:')
+  await scenario(t, await instances(t, db, 'policy_', () => db.destroy()))
+})
+
+test('PostgreSQL', async (t) => {
+  const db = await postgresDb()
+  if (db === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
+  const prefix = randomPrefix()
+  await scenario(t, await instances(t, db, prefix, async () => { await dropPrefixed(db, prefix); await db.destroy() }))
+})
+
+test('MariaDB', async (t) => {
+  const db = await mysqlDb()
+  if (db === undefined) return unreachable(t, 'MySQL', MYSQL_URL)
+  const prefix = randomPrefix()
+  await scenario(t, await instances(t, db, prefix, async () => { await dropPrefixed(db, prefix); await db.destroy() }))
+})

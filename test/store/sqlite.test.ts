@@ -8,7 +8,7 @@ import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
 import { EMPTY_DIGEST } from '../../lib/digest.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
-import { changelogPruning, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 /** A directory removed when the test ends. */
@@ -52,6 +52,12 @@ t.test('a damaged batch entry of the changelog fails the read (the cache reloads
 })
 
 t.test('changelog pruning', (t) => changelogPruning(t, sqliteStores(t, { changelogRetention: 10 })))
+
+t.test('changelog pruning by count and age', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  await changelogAgePruning(t, db, 'policy_')
+})
 
 t.test('migrating a database of the previous version computes the digests of its tenants', async (t) => {
   const db = createSqliteDb(':memory:')
@@ -171,6 +177,9 @@ t.test('a write of a malformed tenant or change is a coded 400 and writes nothin
   await t.rejects(store.write('bad tenant', { op: 'create-group', group: 'g' }, 'test'), { ...invalid, message: /^Invalid tenant: / })
   await t.rejects(store.write('t1', { op: 'create-group', group: 'bad group' }, 'test'), { ...invalid, message: /^Invalid group: / })
   await t.rejects(store.write('t1', { op: 'add-permission', group: 'g', permission: 'a::b' }, 'test'), { ...invalid, message: /^Invalid permission: / })
+  for (const actor of ['', 'a'.repeat(256), 'line\nbreak', 'nul\u0000', 'c1\u0085', 'lone \uD800 surrogate', 7, null]) {
+    await t.rejects(store.write('t1', { op: 'create-group', group: 'g' }, 'test', { actor: actor as string }), { ...invalid, message: /^Invalid actor: / }, JSON.stringify(actor))
+  }
   const never = { revision: 0, digest: EMPTY_DIGEST }
   t.same(await store.revisions(['bad tenant', 't1']), new Map([['bad tenant', never], ['t1', never]]))
 })

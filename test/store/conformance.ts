@@ -618,3 +618,37 @@ export async function changelogAgePruning (t: Test, db: Kysely<any>, tablePrefix
   t.equal(await oldest(), 311, 'the newest 10 are kept whatever their age')
   t.equal((await store.snapshot('t1')).groups.length, 320, 'pruning touches the log only')
 }
+
+/**
+ * A database at migration 0004 with changelog rows: `0005-audit` gives them `committed_at` =
+ * `created_at` (the writing instance's clock) and no actor; writes after it record both.
+ */
+export async function upgradeAddsAuditColumns (t: Test, db: Kysely<any>, tablePrefix: string): Promise<void> {
+  const tables = tableNames(tablePrefix)
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => storeMigrations(tables, dialectOf(db)) },
+    migrationTableName: tables.migrations,
+    migrationLockTableName: tables.migrationsLock
+  })
+  const { error } = await migrator.migrateTo('0004-batch-changes')
+  if (error !== undefined) throw error
+  const createdAt = 1_700_000_000_123
+  await db.insertInto(tables.tenants).values({ tenant: 't1', revision: 2 }).execute()
+  await db.insertInto(tables.groups).values({ tenant: 't1', name: 'g' }).execute()
+  await db.insertInto(tables.changelog).values([
+    { tenant: 't1', revision: 1, op: 'create-group', group_name: 'g', origin: 'old-server', created_at: createdAt },
+    { tenant: 't1', revision: 2, op: 'batch', group_name: '', changes: JSON.stringify([{ op: 'create-group', group: 'h' }, { op: 'delete-group', group: 'h' }]), origin: 'old-server', created_at: createdAt + 1 }
+  ]).execute()
+
+  const store = new KyselyPolicyStore({ db, tablePrefix })
+  await store.migrate()
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, ORIGIN, { actor: 'alice' })
+  const { entries } = await store.changes('t1', 0, 10)
+  t.strictSame(entries.slice(0, 2), [
+    { revision: 1, change: { op: 'create-group', group: 'g' }, origin: 'old-server', actor: null, committedAt: createdAt },
+    { revision: 2, change: { op: 'batch', changes: [{ op: 'create-group', group: 'h' }, { op: 'delete-group', group: 'h' }] }, origin: 'old-server', actor: null, committedAt: createdAt + 1 }
+  ], 'rows written before: their created_at, no actor')
+  t.match(entries[2], { revision: 3, origin: ORIGIN, actor: 'alice' }, 'a write after: its actor')
+  t.ok(entries[2].committedAt > createdAt, 'and the database\'s time')
+}

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
-import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 const db = await postgresDb()
@@ -32,6 +32,12 @@ if (db === undefined) {
     const tablePrefix = randomPrefix()
     t.teardown(() => dropPrefixed(db, tablePrefix))
     await upgradeComputesDigests(t, db, tablePrefix)
+  })
+
+  t.test('migrating a database of the previous version adds the audit columns', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await upgradeAddsAuditColumns(t, db, tablePrefix)
   })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {

@@ -8,7 +8,7 @@ import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
 import { EMPTY_DIGEST } from '../../lib/digest.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
-import { changelogAgePruning, changelogPruning, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 /** A directory removed when the test ends. */
@@ -63,6 +63,12 @@ t.test('migrating a database of the previous version computes the digests of its
   const db = createSqliteDb(':memory:')
   t.teardown(() => db.destroy())
   await upgradeComputesDigests(t, db, 'policy_')
+})
+
+t.test('migrating a database of the previous version adds the audit columns', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  await upgradeAddsAuditColumns(t, db, 'policy_')
 })
 
 t.test('processes sharing one fresh file migrate and write concurrently, gap-free', async (t) => {

@@ -5,6 +5,8 @@
  */
 import type { FastifyRequest } from 'fastify'
 import { test } from 'tap'
+import { MemoryPolicyStore } from '../../examples/custom-store.js'
+import type { ChangesPage } from '../../lib/model.js'
 import { buildApp, get } from '../helpers/app.js'
 
 /** The identity a request carries: the `x-tenant` and `x-user` headers, when both are there. */
@@ -48,6 +50,12 @@ test('each entry: the change, the instance, who made it and when', async (t) => 
   const feed = await app.policyCache.changes('t1', { after: 3 })
   t.match(feed, { tenant: 't1', revision: 5, oldestRevision: 1, entries: [{ revision: 4, change: { op: 'remove-permission', group: 'g', permission: 'docs:*' }, actor: 'nightly cleanup job' }, { revision: 5 }] }, 'the decorator: the same entries')
   t.equal(feed.entries.length, 2)
+})
+
+test('identify answering null: no actor', async (t) => {
+  const app = await buildApp(t, { identify: () => null })
+  await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })
+  t.match((await get(app, '/tenants/t1/changes')).body.entries, [{ revision: 1, actor: null }])
 })
 
 test('without identify, route writes have no actor; the decorator\'s actor still counts', async (t) => {
@@ -97,6 +105,11 @@ test('the query is strict: unknown parameters, non-integers and limits outside 1
   await t.rejects(app.policyCache.changes('t1', { limit: 1001 }), { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT', message: /^Invalid limit: / })
   await t.rejects(app.policyCache.changes('t1', { after: -1 }), { statusCode: 400, message: /^Invalid after: / })
   await t.rejects(app.policyCache.changes('t1', { after: 0.5 }), { statusCode: 400, message: /^Invalid after: / })
+  await t.rejects(app.policyCache.changes('t1', { after: '1' as never }), { statusCode: 400, message: /^Invalid after: / })
+  for (const limit of [0, 1.5, '5' as never]) {
+    await t.rejects(app.policyCache.changes('t1', { limit }), { statusCode: 400, message: /^Invalid limit: / }, JSON.stringify(limit))
+  }
+  t.equal((await app.policyCache.changes('t1', { after: 0, limit: 1000 })).entries.length, 1, 'the bounds themselves')
   await t.rejects(app.policyCache.changes('bad id'), { statusCode: 400, message: /^Invalid tenant: / })
 })
 
@@ -149,4 +162,18 @@ test('the feed is behind routeHooks like the other policy routes', async (t) => 
     t.equal(denied.json().code, 'HOST_UNAUTHORIZED')
   }
   t.equal((await app.inject({ method: 'GET', url: '/tenants/t1/changes', headers: { authorization: 'Bearer admin' } })).statusCode, 200)
+})
+
+test('a store whose changelog holds nothing for a written tenant: 410 saying none is kept', async (t) => {
+  class Forgetful extends MemoryPolicyStore {
+    override async changes (): Promise<ChangesPage> {
+      return { revision: 3, oldestRevision: null, entries: [] }
+    }
+  }
+  const app = await buildApp(t, { db: new Forgetful() })
+  const res = await get(app, '/tenants/t1/changes?after=1')
+  t.equal(res.status, 410)
+  t.equal(res.body.message, 'The changelog of tenant "t1" no longer holds the revisions after 1: it holds none (changelogRetention)')
+  await t.rejects(app.policyCache.changes('t1'), { code: 'FST_POLICY_CACHE_CHANGES_PRUNED', oldestRevision: null })
+  t.equal((await get(app, '/tenants/t1/changes?after=3')).status, 200, 'at the current revision: nothing missed')
 })

@@ -597,9 +597,11 @@ export async function changelogAgePruning (t: Test, db: Kysely<any>, tablePrefix
   await write(64, 128)
   t.equal(await oldest(), 1, 'still nothing at the 128th')
 
+  // Rows 1–20 as an instance of the previous version writes them (no committed_at: counted old), 21–40 aged.
+  await db.updateTable(changelog).set({ committed_at: null }).where('tenant', '=', 't1').where('revision', '<=', 20).execute()
   await age(40, 8)
   await write(128, 192)
-  t.equal(await oldest(), 41, 'rows older than 7 days and beyond the newest 10 pruned; the young kept')
+  t.equal(await oldest(), 41, 'rows older than 7 days (or of unknown age) and beyond the newest 10 pruned; the young kept')
   t.equal(await store.changesSince('t1', 39), null)
   t.equal((await store.changesSince('t1', 40))?.length, 152, 'catch-up reads from the oldest kept')
 
@@ -616,6 +618,9 @@ export async function changelogAgePruning (t: Test, db: Kysely<any>, tablePrefix
   await age(319, 30)
   await write(319, 320)
   t.equal(await oldest(), 311, 'the newest 10 are kept whatever their age')
+  await db.updateTable(changelog).set({ committed_at: null }).where('tenant', '=', 't1').where('revision', '=', 315).execute()
+  const { created_at: createdAt } = await db.selectFrom(changelog).select('created_at').where('tenant', '=', 't1').where('revision', '=', 315).executeTakeFirstOrThrow()
+  t.equal((await store.changes('t1', 314, 1)).entries[0].committedAt, Number(createdAt), 'a row without committed_at shows its created_at')
   t.equal((await store.snapshot('t1')).groups.length, 320, 'pruning touches the log only')
 }
 

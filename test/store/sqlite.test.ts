@@ -173,6 +173,9 @@ t.test('options are validated', async (t) => {
     t.throws(() => new KyselyPolicyStore({ db, changelogRetention }), { code, message: 'Invalid option "changelogRetention": must be a positive integer' }, String(changelogRetention))
   }
   t.doesNotThrow(() => new KyselyPolicyStore({ db, changelogRetention: 1, tablePrefix: '_' }), 'the smallest of each')
+  t.doesNotThrow(() => new KyselyPolicyStore({ db, changelogRetention: { changes: 1, days: 36500 } }), 'a count and an age')
+  t.throws(() => new KyselyPolicyStore({ db, changelogRetention: { changes: 1, days: -1 } }), { code, message: /^Invalid option "changelogRetention\.days"/ })
+  t.throws(() => new KyselyPolicyStore({ db, changelogRetention: { changes: 0 } }), { code, message: /^Invalid option "changelogRetention\.changes"/ })
 })
 
 t.test('a write of a malformed tenant or change is a coded 400 and writes nothing', async (t) => {

@@ -58,6 +58,14 @@ test('identify answering null: no actor', async (t) => {
   t.match((await get(app, '/tenants/t1/changes')).body.entries, [{ revision: 1, actor: null }])
 })
 
+test('an identify that throws fails the write through the routes: its error, nothing written', async (t) => {
+  const app = await buildApp(t, { identify: () => { throw Object.assign(new Error('token expired'), { statusCode: 401, code: 'HOST_TOKEN_EXPIRED' }) } })
+  const res = await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' } })
+  t.equal(res.statusCode, 401)
+  t.equal(res.json().code, 'HOST_TOKEN_EXPIRED')
+  t.equal(await app.policyCache.revision('t1'), 0, 'nothing written')
+})
+
 test('without identify, route writes have no actor; the decorator\'s actor still counts', async (t) => {
   const app = await buildApp(t)
   await app.inject({ method: 'POST', url: '/create-group', payload: { tenant: 't1', group: 'g' }, headers: { 'x-tenant': 'admin', 'x-user': 'alice' } })

@@ -130,6 +130,7 @@ export const ChangeEntry = Type.Object({
   actor: Type.Union([Type.String({ maxLength: ACTOR_MAX_LENGTH }), Type.Null()], { description: 'Who made the write: the user of the request\'s identity (`identify`) through the routes, the `actor` write option through the decorator; null when neither' }),
   committedAt: Type.Integer({ description: 'When its transaction wrote it: epoch milliseconds of the database\'s clock' })
 }, closed)
+/** A page of the audit feed: the tenant's current and oldest kept revision, and the entries. */
 export const ChangesReply = Type.Object({
   tenant: Tenant,
   revision: Type.Integer({ minimum: 0, description: 'The tenant\'s current revision (0: never written)' }),

@@ -3,7 +3,7 @@
  * policy request through only when the tenant it names is one the caller administers.
  *
  * It runs as a preHandler (after validation), so the tenant is read from the already validated
- * body (writes, refresh), query string (check) or params (views). Pair it with an onRequest hook that
+ * body (writes, refresh), query string (check) or params (views, the audit feed). Pair it with an onRequest hook that
  * authenticates the caller (a bearer token, @fastify/jwt's `request.jwtVerify()`, @fastify/auth).
  */
 import type { FastifyRequest, preHandlerHookHandler } from 'fastify'

@@ -6,7 +6,7 @@
  *   await app.register(policyCache, { db: new MemoryPolicyStore() })
  */
 import { randomUUID } from 'node:crypto'
-import type { Change, Fact, GroupData, LoggedChange, PolicyStore, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../lib/plugin.js'
+import type { AuditEntry, Change, ChangesPage, Fact, GroupData, LoggedChange, PolicyStore, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../lib/plugin.js'
 import { EMPTY_DIGEST, errors, updateDigest } from '../lib/plugin.js'
 
 type Groups = Map<string, { permissions: Set<string>, users: Set<string> }>
@@ -16,7 +16,8 @@ interface Tenant {
   /** The digest of `groups`, updated by each change with the facts it added and removed. */
   digest: string
   groups: Groups
-  log: LoggedChange[]
+  /** The changelog: the newest `retention` entries, with who wrote them and when (this process's clock: the only one it has). */
+  log: AuditEntry[]
 }
 
 export class MemoryPolicyStore implements PolicyStore {
@@ -41,7 +42,7 @@ export class MemoryPolicyStore implements PolicyStore {
    * when every change succeeded (all or nothing). `ifRevision` is checked first. A store running in
    * one process needs no lock: nothing else runs between the check and the write.
    */
-  async write (tenant: string, change: Change | readonly Change[], _origin: string, options: WriteOptions = {}): Promise<WriteResult> {
+  async write (tenant: string, change: Change | readonly Change[], origin: string, options: WriteOptions = {}): Promise<WriteResult> {
     let state = this.#tenants.get(tenant)
     const current = state?.revision ?? 0
     if (options.ifRevision !== undefined && options.ifRevision !== current) {
@@ -75,7 +76,7 @@ export class MemoryPolicyStore implements PolicyStore {
     if (changed && logged !== undefined) {
       state.digest = updateDigest(state.digest, added, removed)
       state.revision++
-      state.log.push({ ...logged, revision: state.revision })
+      state.log.push({ revision: state.revision, change: logged, origin, actor: options.actor ?? null, committedAt: Date.now() })
       if (state.log.length > this.#retention) state.log.splice(0, state.log.length - this.#retention)
     }
     return { revision: state.revision, changed, digest: state.digest, ...(effects === undefined ? {} : { effects }) }
@@ -97,8 +98,15 @@ export class MemoryPolicyStore implements PolicyStore {
     const current = state?.revision ?? 0
     if (revision > current) return null
     if (revision === current) return []
-    const changes = state!.log.filter((change) => change.revision > revision)
-    return changes[0]?.revision === revision + 1 ? changes.map((change) => ({ ...change })) : null
+    const changes = state!.log.filter((entry) => entry.revision > revision)
+    return changes[0]?.revision === revision + 1 ? changes.map((entry) => ({ ...structuredClone(entry.change), revision: entry.revision }) as LoggedChange) : null
+  }
+
+  async changes (tenant: string, after: number, limit: number): Promise<ChangesPage> {
+    const state = this.#tenants.get(tenant)
+    if (state === undefined) return { revision: 0, oldestRevision: null, entries: [] }
+    const entries = state.log.filter((entry) => entry.revision > after).slice(0, limit)
+    return { revision: state.revision, oldestRevision: state.log[0]?.revision ?? null, entries: structuredClone(entries) }
   }
 
   async revisions (tenants: readonly string[]): Promise<Map<string, TenantVersion>> {

@@ -10,7 +10,7 @@ import type { PeerStatus } from './broadcast/status.js'
 import type { Change, WriteOptions } from './model.js'
 import type { PageOptions } from './page.js'
 import type {
-  AccessCheck, BatchOutcome, CheckBatchOutcome, CheckOptions, Decision, EngineStats, GroupPermissionsPage, GroupsPage, GroupUsersPage, HoldersPage,
+  AccessCheck, BatchOutcome, ChangesFeed, ChangesOptions, CheckBatchOutcome, CheckOptions, Decision, EngineStats, GroupPermissionsPage, GroupsPage, GroupUsersPage, HoldersPage,
   TenantView, UserView, WriteOutcome
 } from './policy-cache.js'
 
@@ -52,7 +52,9 @@ export interface PolicyCacheApi {
   /**
    * Creates a group. A write answers once committed, applied here, and acknowledged by the peers (bounded by `ackTimeoutMs`).
    * Every write takes `{ ifRevision }`: write only if the tenant is at that revision (0: never written),
-   * else reject with 409 FST_POLICY_CACHE_REVISION_CONFLICT (its `currentRevision` set), nothing written.
+   * else reject with 409 FST_POLICY_CACHE_REVISION_CONFLICT (its `currentRevision` set), nothing written;
+   * and `{ actor }`: who makes the write, recorded in the audit feed (`changes`); 1–255 characters,
+   * no control characters (else 400 FST_POLICY_CACHE_INVALID_INPUT); absent, the entry's actor is null.
    */
   createGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Deletes a group with its grants and memberships. */
@@ -72,6 +74,15 @@ export interface PolicyCacheApi {
    * set); more than `maxBatchChanges` → 413 FST_POLICY_CACHE_BATCH_TOO_LARGE. `ifRevision` as above.
    */
   batch (tenant: string, changes: readonly Change[], options?: WriteOptions): Promise<BatchOutcome>
+
+  /**
+   * A page of the tenant's audit feed, from the database: the changelog entries after `after`
+   * (default 0), at most `limit` (1–1000, default 100), each `{ revision, change, origin, actor,
+   * committedAt }` (epoch ms, the database's clock), with the current and the oldest kept revision.
+   * Entries after `after` already pruned (`changelogRetention`) → 410 FST_POLICY_CACHE_CHANGES_PRUNED
+   * naming the oldest kept (`oldestRevision` set on the error).
+   */
+  changes (tenant: string, options?: ChangesOptions): Promise<ChangesFeed>
 
   /** The tenant's groups with their permissions and users, as cached here (loading it if needed). */
   tenant (tenant: string, options?: CheckOptions): Promise<TenantView>

@@ -8,8 +8,11 @@ export const DEFAULTS = Object.freeze({
   sqliteFile: ':memory:',
   /** Prefix of the store's tables. */
   tablePrefix: 'policy_',
-  /** Changelog entries kept per tenant. */
-  changelogRetention: 10000,
+  /**
+   * Changelog rows kept per tenant: the newest `changes` (catch-up), and those younger than `days`
+   * days (the audit feed; 0: none by age). A row goes once it is beyond both.
+   */
+  changelogRetention: Object.freeze({ changes: 10000, days: 0 }),
   /** How long a write waits for peers' acknowledgements. */
   ackTimeoutMs: 200,
   /** Timeout of one webhook attempt. */

@@ -42,6 +42,10 @@ export const ForeignDatabaseError: FastifyErrorConstructor<{ code: 'FST_POLICY_C
   createError('FST_POLICY_CACHE_FOREIGN_DATABASE',
     'The notice of server "%s" comes from another database than this instance\'s: two deployments share a webhook secret and one lists the other as a peer', 409)
 
+export const ChangesPrunedError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CHANGES_PRUNED', statusCode: 410 }, [string, number, string]> =
+  createError('FST_POLICY_CACHE_CHANGES_PRUNED',
+    'The changelog of tenant "%s" no longer holds the revisions after %d: %s (changelogRetention)', 410)
+
 export const WriteOutcomeUnknownError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN', statusCode: 503 }, [string, number]> =
   createError('FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN',
     'The policy database did not finish the write to tenant "%s" within %d ms (writeTimeoutMs): its outcome is unknown — it may still commit. Read the tenant\'s revision before deciding; retrying is safe (a write already applied changes nothing)', 503)

@@ -54,6 +54,41 @@ export interface WriteOptions {
    * FST_POLICY_CACHE_REVISION_CONFLICT carrying the current revision.
    */
   ifRevision?: number | undefined
+  /**
+   * Who makes the write, recorded with its changelog entry (the audit feed, `changes`): 1 to
+   * {@link ACTOR_MAX_LENGTH} characters, no control characters. Through the routes it is the `user`
+   * of the request's identity (the `identify` option); absent, the entry's actor is null.
+   */
+  actor?: string | undefined
+}
+
+/** Longest `actor` of a write (characters, as UTF-16 code units). */
+export const ACTOR_MAX_LENGTH = 255
+
+/** One entry of a tenant's audit feed: a logged change with who made it, from where, and when. */
+export interface AuditEntry {
+  revision: number
+  /** The change, or a batch's effective changes, as {@link LoggedChange} without `revision`. */
+  change: Change | BatchChange
+  /** The serverId of the instance that wrote it. */
+  origin: string
+  /** Who made it (the write's `actor`), null when the write named none. */
+  actor: string | null
+  /**
+   * When its transaction wrote it, epoch ms of the **database's** clock (entries written before the
+   * audit columns existed carry the clock of the instance that wrote them).
+   */
+  committedAt: number
+}
+
+/** A page of a tenant's audit feed, read consistently (one transaction). */
+export interface ChangesPage {
+  /** The tenant's current revision (0: never written). */
+  revision: number
+  /** The oldest revision the changelog still holds for the tenant; null when it holds none. */
+  oldestRevision: number | null
+  /** The entries after the asked revision, in order, at most the asked limit. */
+  entries: AuditEntry[]
 }
 
 /** One group of a tenant, as stored. */
@@ -189,6 +224,20 @@ export function assertIfRevision (ifRevision: unknown): asserts ifRevision is nu
     throw new InvalidInputError('ifRevision', 'must be a non-negative integer (0: the tenant was never written)')
   }
 }
+
+/** Validates `actor`: absent, or a string of 1 to ACTOR_MAX_LENGTH characters, well formed, without control characters. */
+export function assertActor (actor: unknown): asserts actor is string | undefined {
+  if (actor === undefined) return
+  if (typeof actor !== 'string' || actor.length === 0 || actor.length > ACTOR_MAX_LENGTH || CONTROL.test(actor) || LONE_SURROGATE.test(actor)) {
+    throw new InvalidInputError('actor', `must be 1 to ${ACTOR_MAX_LENGTH} characters without control characters`)
+  }
+}
+
+/** Control characters (C0, DEL, C1) and the line and paragraph separators: never in a logged actor. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
+/** Half a surrogate pair: a string no database column stores as given. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
 /** Throws the coded 409 when `ifRevision` is given and the tenant is elsewhere (`current`). */
 export function checkRevision (tenant: string, current: number, ifRevision: number | undefined): void {

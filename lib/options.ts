@@ -14,7 +14,7 @@ import type { IdentifyFunction } from './guard.js'
 import type { MetricsRegistry } from './metrics.js'
 import { isIdentifier } from './model.js'
 import { dialectOf } from './store/dialect.js'
-import { isPolicyStore, TABLE_PREFIX_PATTERN, type PolicyStore } from './store/index.js'
+import { isPolicyStore, resolveRetention, TABLE_PREFIX_PATTERN, type ChangelogRetention, type PolicyStore } from './store/index.js'
 
 /** What a PostgreSQL `LISTEN`/`pg_notify` channel name must match (an identifier of at most 63 bytes). */
 export const CHANNEL_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,62}$'
@@ -165,8 +165,12 @@ export interface PolicyCacheOptions {
   sqliteFile?: string | undefined
   /** Prefix of the store's tables. Default `policy_`. */
   tablePrefix?: string | undefined
-  /** Changelog entries kept per tenant for delta catch-up. Default 10000. */
-  changelogRetention?: number | undefined
+  /**
+   * Changelog rows kept per tenant: a row goes once it is beyond the newest `changes` (delta
+   * catch-up) **and** older than `days` days by the database's clock (the audit feed). A number n
+   * is `{ changes: n, days: 0 }`. Default `{ changes: 10000, days: 0 }`.
+   */
+  changelogRetention?: number | { changes: number, days?: number | undefined } | undefined
   /** Base URLs of the other instances, e.g. `http://10.0.0.2:3000` (with their register prefix, if any). Default none. */
   peers?: PeersOption | undefined
   /** Webhook signing secret(s); several while rotating (all sign, any verifies). Required with peers. */
@@ -292,7 +296,7 @@ export interface ResolvedOptions {
   readonly db: Kysely<any> | PolicyStore | undefined
   readonly sqliteFile: string
   readonly tablePrefix: string
-  readonly changelogRetention: number
+  readonly changelogRetention: Readonly<ChangelogRetention>
   readonly peers: PeersOption
   /** Entries of a static `peers` list left out (this instance, duplicates): the plugin warns. */
   readonly droppedPeers: readonly DroppedPeer[]
@@ -624,7 +628,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
 
   const db = o.db
   if (db !== undefined && !isPolicyStore(db) && typeof (db as { selectFrom?: unknown } | null)?.selectFrom !== 'function') {
-    throw new InvalidOptionError('db', 'must be a Kysely instance or a PolicyStore (methods migrate, databaseId, write, snapshot, changesSince, revisions)')
+    throw new InvalidOptionError('db', 'must be a Kysely instance or a PolicyStore (methods migrate, databaseId, write, snapshot, changesSince, changes, revisions)')
   }
   const sqliteFile = orDefault(o.sqliteFile, DEFAULTS.sqliteFile)
   if (typeof sqliteFile !== 'string' || sqliteFile === '') throw new InvalidOptionError('sqliteFile', 'must be a non-empty path')
@@ -682,7 +686,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     db,
     sqliteFile,
     tablePrefix,
-    changelogRetention: integer('changelogRetention', o.changelogRetention, DEFAULTS.changelogRetention, 1),
+    changelogRetention: o.changelogRetention === undefined ? DEFAULTS.changelogRetention : resolveRetention(o.changelogRetention),
     peers,
     droppedPeers: Object.freeze(droppedPeers),
     keys: Object.freeze(keys),

@@ -10,11 +10,11 @@ import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
 import { DEFAULTS } from './defaults.js'
-import { BatchTooLargeError, CheckBatchTooLargeError, ClosingError, ForeignDatabaseError, GroupNotFoundError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
+import { BatchTooLargeError, ChangesPrunedError, CheckBatchTooLargeError, ClosingError, ForeignDatabaseError, GroupNotFoundError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertBatch, assertChange, assertGrant, assertIdentifier, assertIfRevision, assertPermission, changeFields, isGrant, isIdentifier, isPermission, loggedBatch,
-  type BatchChange, type Change, type GroupData, type LoggedChange, type WriteOptions
+  assertActor, assertBatch, assertChange, assertGrant, assertIdentifier, assertIfRevision, assertPermission, changeFields, isGrant, isIdentifier, isPermission, loggedBatch,
+  type AuditEntry, type BatchChange, type Change, type GroupData, type LoggedChange, type WriteOptions
 } from './model.js'
 import type { PolicyStore, StoreWriteOptions, WriteTransaction } from './store/types.js'
 import type { Holder } from './cache/tenant-state.js'
@@ -114,6 +114,28 @@ export interface CheckBatchOutcome {
   revision: number
   results: boolean[]
 }
+
+/** Which page of a tenant's audit feed to read (see {@link PolicyCache.changes}). */
+export interface ChangesOptions {
+  /** The entries after this revision. Default 0 (from the oldest kept). */
+  after?: number | undefined
+  /** At most this many entries, 1 to {@link CHANGES_LIMIT}.max. Default {@link CHANGES_LIMIT}.default. */
+  limit?: number | undefined
+}
+
+/** A page of a tenant's audit feed. */
+export interface ChangesFeed {
+  tenant: string
+  /** The tenant's current revision (0: never written). */
+  revision: number
+  /** The oldest revision the changelog still holds; null when it holds none. */
+  oldestRevision: number | null
+  /** The entries after `after`, in order: the next page is after the last one's revision, until it is `revision`. */
+  entries: AuditEntry[]
+}
+
+/** The page size of the audit feed: default and most. */
+export const CHANGES_LIMIT = Object.freeze({ default: 100, max: 1000 })
 
 export interface CheckOptions {
   /** Answer from revision ≥ minRevision: a cache behind it catches up from the database first. */
@@ -400,8 +422,9 @@ export class PolicyCache implements PolicyCacheApi {
     assertIdentifier('tenant', tenant)
     assertChange(change)
     assertIfRevision(options.ifRevision)
+    assertActor(options.actor)
     // A copy: the caller's object is neither kept in the cache nor changed later.
-    const outcome = await this.#tracked(tenant, changeFields(change), options.ifRevision)
+    const outcome = await this.#tracked(tenant, changeFields(change), options)
     return { tenant: outcome.tenant, revision: outcome.revision, changed: outcome.changed, peers: outcome.peers }
   }
 
@@ -419,13 +442,37 @@ export class PolicyCache implements PolicyCacheApi {
     if (changes.length > this.#maxBatchChanges) throw new BatchTooLargeError(changes.length, this.#maxBatchChanges)
     assertBatch(changes)
     assertIfRevision(options.ifRevision)
-    return await this.#tracked(tenant, changes.map(changeFields), options.ifRevision)
+    assertActor(options.actor)
+    return await this.#tracked(tenant, changes.map(changeFields), options)
+  }
+
+  /**
+   * A page of the tenant's audit feed, read from the database: the changelog entries after `after`
+   * (default 0), at most `limit` (1–1000, default 100), each with its change, origin, actor and
+   * commit time (database clock). `after` at or beyond the current revision: no entries. Entries
+   * after `after` already pruned (`changelogRetention`) → 410 FST_POLICY_CACHE_CHANGES_PRUNED
+   * naming the oldest kept (`oldestRevision` set on the error).
+   */
+  async changes (tenant: string, options: ChangesOptions = {}): Promise<ChangesFeed> {
+    assertIdentifier('tenant', tenant)
+    const { after = 0, limit = CHANGES_LIMIT.default } = options
+    if (typeof after !== 'number' || !Number.isSafeInteger(after) || after < 0) throw new InvalidInputError('after', 'must be a non-negative integer')
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > CHANGES_LIMIT.max) {
+      throw new InvalidInputError('limit', `must be an integer from 1 to ${CHANGES_LIMIT.max}`)
+    }
+    const page = await bounded(this.#store.changes(tenant, after, limit), this.#catchUpTimeoutMs).catch(storeError('a read'))
+    const { revision, oldestRevision } = page
+    if (after < revision && (oldestRevision === null || after + 1 < oldestRevision)) {
+      const kept = oldestRevision === null ? 'it holds none' : `the oldest kept is revision ${oldestRevision} (ask after ${oldestRevision - 1})`
+      throw Object.assign(new ChangesPrunedError(tenant, after, kept), { oldestRevision })
+    }
+    return { tenant, revision, oldestRevision, entries: page.entries }
   }
 
   /** A validated write (a change, or a batch's own copies) counted among those in flight, and its failure remembered for `/health`. */
-  async #tracked (tenant: string, own: Change | Change[], ifRevision: number | undefined): Promise<BatchOutcome> {
+  async #tracked (tenant: string, own: Change | Change[], { ifRevision, actor }: WriteOptions): Promise<BatchOutcome> {
     if (this.#draining !== undefined) throw new ClosingError()
-    const writing = this.#write(tenant, own, ifRevision)
+    const writing = this.#write(tenant, own, ifRevision, actor)
     this.#inFlight.add(writing)
     try {
       const outcome = await writing
@@ -469,8 +516,11 @@ export class PolicyCache implements PolicyCacheApi {
     return this.#writeFailedAt !== undefined && this.#now() - this.#writeFailedAt < WRITE_FAILURE_WINDOW_MS
   }
 
-  async #write (tenant: string, own: Change | Change[], ifRevision: number | undefined): Promise<BatchOutcome> {
-    const options: StoreWriteOptions = ifRevision === undefined ? {} : { ifRevision }
+  async #write (tenant: string, own: Change | Change[], ifRevision: number | undefined, actor: string | undefined): Promise<BatchOutcome> {
+    const options: StoreWriteOptions = {
+      ...(ifRevision === undefined ? {} : { ifRevision }),
+      ...(actor === undefined ? {} : { actor })
+    }
     const publish = this.#notifier.inTransaction
     // With a transport that publishes in the transaction (pg-notify), the notice is sent with the commit.
     if (publish !== undefined) {

@@ -27,6 +27,7 @@ test('a 503 body carries no driver message; the log does', async (t) => {
     ['GET', '/check-access?tenant=t2&user=alice&permission=doc:read'],
     ['GET', '/tenants/t3'],
     ['GET', '/tenants/t3/users/alice'],
+    ['GET', '/tenants/t3/changes'],
     ['POST', '/refresh-tenant', { tenant: 'cached' }]
   ]
   for (const [method, url, payload] of requests) {

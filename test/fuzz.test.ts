@@ -330,3 +330,47 @@ test('fuzz: check-batch bodies', async (t) => {
   ), { numRuns: RUNS * 2 })
   t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; nothing written`)
 })
+
+/** The audit feed's query: mostly `after` and `limit` in or near range, sometimes anything, unknown keys, repeats. */
+const feedQuery = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.tuple(rarely(fc.oneof(fc.nat({ max: 12 }).map(String), text)), fc.oneof(fc.constant(null), fc.integer({ min: -1, max: 1001 }).map(String), text))
+      .map(([after, limit]) => {
+        const params = new URLSearchParams({ ...(after === null ? {} : { after }), ...(limit === null ? {} : { limit }) })
+        try { return params.toString() } catch { return 'after=%ED%A0%80' }
+      })
+  },
+  fc.array(fc.tuple(fc.oneof(fc.constantFrom('after', 'limit', 'since', '__proto__'), key), fc.oneof(text, fc.integer().map(String))), { maxLength: 4 })
+    .map((pairs) => pairs.map(([k, v]) => { try { return `${encodeURIComponent(k)}=${encodeURIComponent(v)}` } catch { return 'x=%ED%A0%80' } }).join('&')),
+  fc.constantFrom('after=1.5', 'after=99999999999999999999', 'limit=1e3', 'limit=0x10', 'after[]=1', 'after=1&after=2', '%', '&&&', 'after=', 'limit=')
+)
+
+test('fuzz: the audit feed\'s path and query, and the actor of writes made with an identity', async (t) => {
+  const h = await harness(t)
+  await fc.assert(fc.asyncProperty(segment, feedQuery, async (tenant, q) => {
+    return expectNo5xx(h, { method: 'GET', url: `/tenants/${tenant}/changes?${q}` }, [])
+  }), { numRuns: RUNS * 2 })
+  t.ok(mixed(h), `feed 2xx/4xx: ${h.seen.ok}/${h.seen.rejected}`)
+
+  // Writes through the routes record the identity's user as the actor: any header value a client can send.
+  const writes = { ok: 0, rejected: 0 }
+  const header = fc.oneof(id, text.filter((s) => /^[\t\x20-\x7e\x80-\xff]*$/.test(s)), fc.constant('a'.repeat(255)), fc.constant('a'.repeat(256)))
+  await fc.assert(fc.asyncProperty(header, fc.constantFrom('g', 'h'), async (user, group) => {
+    const body = JSON.stringify({ tenant: 't2', group })
+    const before = (await h.store.revisions(['t2'])).get('t2')?.revision ?? 0
+    await expectNo5xx(h, { method: 'POST', url: '/create-group', payload: body, headers: { 'content-type': 'application/json', 'x-tenant': 't2', 'x-user': user } }, ['t2'])
+    const after = (await h.store.revisions(['t2'])).get('t2')?.revision ?? 0
+    if (after > before) {
+      const [entry] = (await h.store.changes('t2', after - 1, 1)).entries
+      if (entry?.actor !== user) throw new Error(`logged actor ${JSON.stringify(entry?.actor)}, the identity was ${JSON.stringify(user)}`)
+      writes.ok++
+    } else {
+      writes.rejected++
+    }
+    // Undo, so that the next create-group changes something again.
+    await h.app.policyCache.deleteGroup('t2', group)
+    return true
+  }), { numRuns: RUNS })
+  t.ok(writes.ok > 0 && writes.rejected > 0, `writes logged with their actor / refused: ${writes.ok}/${writes.rejected}`)
+})

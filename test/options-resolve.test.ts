@@ -93,7 +93,8 @@ test('every numeric option: its minimum and maximum are accepted, one below and 
   const member = { publicUrl: 'http://127.0.0.1:3001', webhookSecret: secret }
   // [option, its bounds, how it is passed]
   const bounds: Array<[string, number, number, (value: number) => PolicyCacheOptions]> = [
-    ['changelogRetention', 1, MAX, (value) => ({ changelogRetention: value })],
+    ['changelogRetention.changes', 1, MAX, (value) => ({ changelogRetention: { changes: value } })],
+    ['changelogRetention.days', 0, 36500, (value) => ({ changelogRetention: { changes: 1, days: value } })],
     ['ackTimeoutMs', 0, 60000, (value) => ({ ackTimeoutMs: value })],
     ['requestTimeoutMs', 1, 60000, (value) => ({ requestTimeoutMs: value })],
     ['retry.retries', 0, 100, (value) => ({ retry: { retries: value } })],
@@ -157,4 +158,19 @@ test('membership needs a webhook secret, and with one it resolves', async (t) =>
   t.throws(() => resolveOptions({ membership: true, publicUrl }), { message: 'Invalid option "membership": needs webhookSecret: members send each other signed notices' })
   t.same(resolveOptions({ membership: true, publicUrl, webhookSecret: secret }).membership, DEFAULTS.membership)
   t.throws(() => resolveOptions({ membership: true, webhookSecret: secret }), { message: /^Invalid option "membership": needs publicUrl/ })
+})
+
+test('changelogRetention: a count, or a count and an age', async (t) => {
+  const code = 'FST_POLICY_CACHE_INVALID_OPTION'
+  t.same(resolveOptions({}).changelogRetention, { changes: 10000, days: 0 }, 'the default keeps the newest 10000, none by age')
+  t.same(resolveOptions({ changelogRetention: 50 }).changelogRetention, { changes: 50, days: 0 }, 'a number is a count only')
+  t.same(resolveOptions({ changelogRetention: { changes: 50 } }).changelogRetention, { changes: 50, days: 0 }, 'days defaults to 0')
+  t.same(resolveOptions({ changelogRetention: { changes: 50, days: 90 } }).changelogRetention, { changes: 50, days: 90 })
+  for (const value of [0, -1, 1.5, Number.MAX_SAFE_INTEGER + 1, '10', null, [10], true]) {
+    t.throws(() => resolveOptions({ changelogRetention: value as never }), { code, message: /^Invalid option "changelogRetention"/ }, JSON.stringify(value))
+  }
+  t.throws(() => resolveOptions({ changelogRetention: { days: 3 } as never }), { code, message: /^Invalid option "changelogRetention\.changes"/ }, 'changes is required')
+  t.throws(() => resolveOptions({ changelogRetention: { changes: 5, days: 1.5 } }), { code, message: /^Invalid option "changelogRetention\.days"/ })
+  t.throws(() => resolveOptions({ changelogRetention: { changes: 5, days: '1' as never } }), { code, message: /^Invalid option "changelogRetention\.days"/ })
+  t.throws(() => resolveOptions({ changelogRetention: { changes: 5, hours: 1 } as never }), { code, message: 'Invalid option "changelogRetention": takes changes and days only, not "hours"' })
 })

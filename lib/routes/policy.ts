@@ -1,17 +1,18 @@
 /**
  * The policy routes: the six writes, the batch, the check and batch check, the tenant and user views,
- * the listings and the reverse lookup, refresh (README.md, "Routes").
+ * the listings and the reverse lookup, the audit feed, refresh (README.md, "Routes").
  */
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { InvalidInputError } from '../errors.js'
-import type { Change, Operation } from '../model.js'
+import type { IdentifyFunction } from '../guard.js'
+import { assertActor, type AuditEntry, type Change, type Operation } from '../model.js'
 import type { PageOptions } from '../page.js'
 import type { BatchOutcome, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
-  BatchBody, BatchReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, GroupParams, GroupPermissionsReply,
+  BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, GroupParams, GroupPermissionsReply,
   GroupsReply, GroupUsersReply, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams, TenantReply, UserBody,
   UserParams, UserReply, validatorCompiler, WhoQuery, WhoReply, WriteReply
 } from './schemas.js'
@@ -24,6 +25,8 @@ export interface PolicyRoutesOptions {
   maxBatchChanges: number
   /** Most checks of a batch check: `/check-batch`'s body limit fits this many. */
   maxBatchChecks: number
+  /** The host's `identify`: a write's actor is the user of the request's identity. */
+  identify?: IdentifyFunction | undefined
 }
 
 /** Bytes of the largest valid change of a batch, with room for JSON whitespace: `/batch`'s body limit is this per change. */
@@ -55,6 +58,9 @@ function checkedQuery<T> (validator: typeof pageQuery | typeof whoQuery, query: 
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
 
+/** The feed's query check, for the long-id fallback route (which has no querystring schema). */
+const changesQuery = Compile(ChangesQuery)
+
 function withRevision<T extends { revision: number }> (reply: FastifyReply, body: T): T {
   reply.header('policy-revision', String(body.revision))
   return body
@@ -71,7 +77,36 @@ async function conditional<T> (reply: FastifyReply, write: Promise<T>): Promise<
   }
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks }: PolicyRoutesOptions): Promise<void> {
+/** An audit entry as the feed's reply carries it: `operation` and its fields, or a batch's `changes`, named as on the wire. */
+function wireEntry ({ revision, change, origin, actor, committedAt }: AuditEntry) {
+  const wire = ({ op, ...fields }: Change) => ({ operation: op, ...fields })
+  const body = change.op === 'batch' ? { changes: change.changes.map(wire) } : wire(change)
+  return { revision, ...body, origin, actor, committedAt }
+}
+
+/** The decimal query parameters of the audit feed, as the engine takes them. */
+function changesOptions (query: { after?: string, limit?: string }) {
+  return {
+    after: query.after === undefined ? undefined : Number(query.after),
+    limit: query.limit === undefined ? undefined : Number(query.limit)
+  }
+}
+
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, identify }: PolicyRoutesOptions): Promise<void> {
+  /**
+   * Who a write acts as: the user of the request's identity when the plugin has `identify` and the
+   * request carries one; else undefined (the entry's actor is null). A malformed user is a coded 400
+   * (nothing written); an error `identify` throws goes to the host's error handler as it is.
+   */
+  const actorOf = async (request: FastifyRequest): Promise<string | undefined> => {
+    if (identify === undefined) return undefined
+    const identity = await identify(request)
+    if (typeof identity !== 'object' || identity === null) return undefined
+    const user: unknown = identity.user
+    assertActor(user)
+    return user
+  }
+
   // Bodies are validated strictly (no coercion, extra fields rejected); query and params converted.
   fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -98,7 +133,8 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       }
     }, async (request, reply): Promise<WriteOutcome> => {
       const { tenant, ifRevision, ...fields } = request.body as { tenant: string, group: string, ifRevision?: number }
-      return withRevision(reply, await conditional(reply, engine.write(tenant, { op, ...fields } as Change, { ifRevision })))
+      const actor = await actorOf(request)
+      return withRevision(reply, await conditional(reply, engine.write(tenant, { op, ...fields } as Change, { ifRevision, actor })))
     })
   }
 
@@ -115,8 +151,25 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
   }, async (request, reply): Promise<BatchOutcome> => {
     const { tenant, changes, ifRevision } = request.body
     const own = changes.map(({ operation, ...fields }) => ({ op: operation, ...fields }) as Change)
-    return withRevision(reply, await conditional(reply, engine.batch(tenant, own, { ifRevision })))
+    const actor = await actorOf(request)
+    return withRevision(reply, await conditional(reply, engine.batch(tenant, own, { ifRevision, actor })))
   })
+
+  const changesPage = async (reply: FastifyReply, tenant: string, query: { after?: string, limit?: string }) => {
+    const feed = await engine.changes(tenant, changesOptions(query))
+    return withRevision(reply, { ...feed, entries: feed.entries.map(wireEntry) })
+  }
+
+  app.get('/tenants/:tenant/changes', {
+    schema: {
+      summary: 'Read a tenant\'s audit feed',
+      description: 'The changelog entries after `after` (default 0), at most `limit` (1–1000, default 100), in revision order, each with the change, the instance that wrote it, who made it (the user of the request\'s identity, or the decorator\'s `actor`) and when (epoch ms, the database\'s clock). Read from the database. `after` at or beyond the current revision: no entries. Entries after `after` already pruned (changelogRetention) → 410 FST_POLICY_CACHE_CHANGES_PRUNED naming the oldest kept.',
+      tags: ['policy'],
+      params: TenantParams,
+      querystring: ChangesQuery,
+      response: { 200: ChangesReply, ...errors }
+    }
+  }, async (request, reply) => await changesPage(reply, request.params.tenant, request.query))
 
   app.get('/check-access', {
     schema: {
@@ -224,11 +277,16 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     schema: {
       hide: true,
       params: LongIdParams,
-      response: { 200: Type.Union([TenantReply, UserReply, GroupsReply, GroupUsersReply, GroupPermissionsReply, WhoReply]), ...errors }
+      response: { 200: Type.Union([TenantReply, UserReply, GroupsReply, GroupUsersReply, GroupPermissionsReply, WhoReply, ChangesReply]), ...errors }
     }
   }, async (request, reply) => {
     const parts = request.params['*'].split('/')
     if (parts.length === 1) return withRevision(reply, await engine.tenant(parts[0]))
+    if (parts.length === 2 && parts[1] === 'changes') {
+      // No querystring schema on this route: checked here, as the feed's own route checks it.
+      if (!changesQuery.Check(request.query)) throw new InvalidInputError('querystring', 'takes after and limit only, each a decimal integer')
+      return await changesPage(reply, parts[0], request.query)
+    }
     if (parts.length === 3 && parts[1] === 'users') return withRevision(reply, await engine.user(parts[0], parts[2]))
     if (parts.length === 2 && parts[1] === 'groups') {
       return withRevision(reply, await engine.groups(parts[0], pageOptions(checkedQuery(pageQuery, request.query))))

@@ -3,7 +3,7 @@ import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastif
 import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
-import { GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH, PERMISSION_PATTERN } from '../model.js'
+import { ACTOR_MAX_LENGTH, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH, PERMISSION_PATTERN } from '../model.js'
 
 const closed = { additionalProperties: false } as const
 
@@ -172,6 +172,48 @@ export const CheckBatchReply = Type.Object({
   revision: Revision,
   results: Type.Array(Type.Boolean(), { description: 'Whether each user holds each permission, aligned with `checks`' })
 }, { ...closed, description: 'A batch check\'s answers, all from `revision`', examples: [{ tenant: 'tenant1', revision: 3, results: [true, false] }] })
+
+/** The audit feed's page: decimal strings, checked exactly (integer conversion would turn `1.5` into 1); `limit` above 1000 is a coded 400. */
+export const ChangesQuery = Type.Object({
+  after: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'The entries after this revision (default 0: from the oldest kept); the next page is after the last entry\'s revision', examples: ['120'] })),
+  limit: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'At most this many entries, 1 to 1000 (default 100)', examples: ['100'] }))
+}, closed)
+/** One entry of the audit feed: a change (`operation` and its fields) or a batch (`changes`), with its origin, actor and commit time. */
+export const ChangeEntry = Type.Object({
+  revision: Revision,
+  operation: Type.Optional(Type.Enum(OPERATIONS, { description: 'The write; absent on a batch entry' })),
+  group: Type.Optional(Group),
+  permission: Type.Optional(Grant),
+  user: Type.Optional(User),
+  changes: Type.Optional(Type.Array(Type.Object({
+    operation: Type.Enum(OPERATIONS, { description: 'The write' }),
+    group: Group,
+    permission: Type.Optional(Grant),
+    user: Type.Optional(User)
+  }, closed), { description: 'A batch\'s effective changes, in order (instead of operation and its fields)' })),
+  origin: Type.String({ description: 'The serverId of the instance that wrote it' }),
+  actor: Type.Union([Type.String({ maxLength: ACTOR_MAX_LENGTH }), Type.Null()], { description: 'Who made the write: the user of the request\'s identity (`identify`) through the routes, the `actor` write option through the decorator; null when neither' }),
+  committedAt: Type.Integer({ description: 'When its transaction wrote it: epoch milliseconds of the database\'s clock' })
+}, closed)
+/** A page of the audit feed: the tenant's current and oldest kept revision, and the entries. */
+export const ChangesReply = Type.Object({
+  tenant: Tenant,
+  revision: Type.Integer({ minimum: 0, description: 'The tenant\'s current revision (0: never written)' }),
+  oldestRevision: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: 'The oldest revision the changelog still holds (changelogRetention); null when none' }),
+  entries: Type.Array(ChangeEntry, { description: 'The entries after `after`, in revision order; fewer than `limit` only at the current revision' })
+}, {
+  ...closed,
+  description: 'A page of a tenant\'s audit feed',
+  examples: [{
+    tenant: 'tenant1',
+    revision: 2,
+    oldestRevision: 1,
+    entries: [
+      { revision: 1, operation: 'create-group', group: 'editors', origin: 'server-a', actor: 'alice', committedAt: 1764658800000 },
+      { revision: 2, changes: [{ operation: 'assign-user', group: 'editors', user: 'bob' }, { operation: 'assign-user', group: 'editors', user: 'carol' }], origin: 'server-b', actor: null, committedAt: 1764658860000 }
+    ]
+  }]
+})
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
 export const GroupParams = Type.Object({ tenant: Tenant, group: Group }, closed)

@@ -1,7 +1,7 @@
 /**
  * The few places where SQLite, PostgreSQL and MySQL differ, as far as the store is concerned.
  */
-import type { Kysely } from 'kysely'
+import { sql, type Kysely, type RawBuilder } from 'kysely'
 import { InvalidOptionError } from '../errors.js'
 
 /** The SQL dialects the built-in store supports. */
@@ -37,4 +37,16 @@ export function isTransientError (err: unknown): boolean {
     code === '40P01' || code === '40001' ||
     code === 'ER_LOCK_DEADLOCK' || errno === 1213 ||
     isTransientError(cause)
+}
+
+/** The database's clock in epoch milliseconds, per dialect. */
+export function clock (dialect: Dialect): RawBuilder<number | string> {
+  switch (dialect) {
+    case 'sqlite':
+      return sql`cast((julianday('now') - 2440587.5) * 86400000.0 as integer)`
+    case 'postgres':
+      return sql`cast(floor(extract(epoch from clock_timestamp()) * 1000) as bigint)`
+    case 'mysql':
+      return sql`cast(floor(unix_timestamp(now(3)) * 1000) as signed)`
+  }
 }

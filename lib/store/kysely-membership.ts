@@ -4,7 +4,7 @@
  * the statement's transaction; the caller's clock is never used.
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely'
-import type { Dialect } from './dialect.js'
+import { clock, type Dialect } from './dialect.js'
 import type { TableNames } from './migrations.js'
 import type { HeartbeatOutcome, MemberIdentity, MemberRecord, MembershipStore, MembershipVersion } from './types.js'
 
@@ -17,18 +17,6 @@ interface InstanceRow {
   started_at: number | string
   heartbeat_at: number | string
   expires_at: number | string
-}
-
-/** The database's clock in epoch milliseconds, per dialect. */
-function clock (dialect: Dialect): RawBuilder<number | string> {
-  switch (dialect) {
-    case 'sqlite':
-      return sql`cast((julianday('now') - 2440587.5) * 86400000.0 as integer)`
-    case 'postgres':
-      return sql`cast(floor(extract(epoch from clock_timestamp()) * 1000) as bigint)`
-    case 'mysql':
-      return sql`cast(floor(unix_timestamp(now(3)) * 1000) as signed)`
-  }
 }
 
 function toRecord (row: InstanceRow): MemberRecord {

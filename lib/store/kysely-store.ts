@@ -9,11 +9,11 @@ import { DEFAULTS } from '../defaults.js'
 import { EMPTY_DIGEST, factHash, formatDigest, parseDigest } from '../digest.js'
 import { GroupNotFoundError, InvalidOptionError } from '../errors.js'
 import {
-  assertBatch, assertChange, assertIdentifier, assertIfRevision, checkRevision, loggedBatch,
-  type BatchChange, type Change, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
+  assertActor, assertBatch, assertChange, assertIdentifier, assertIfRevision, checkRevision, loggedBatch,
+  type AuditEntry, type BatchChange, type Change, type ChangesPage, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
 } from '../model.js'
 import { BatchPlan, type BatchFacts, type Pair } from './batch-plan.js'
-import { dialectOf, isTransientError, type Dialect } from './dialect.js'
+import { clock, dialectOf, isTransientError, type Dialect } from './dialect.js'
 import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
 import type { MembershipStore, PolicyStore, StoreWriteOptions, WriteTransaction } from './types.js'
@@ -27,10 +27,48 @@ export interface KyselyPolicyStoreOptions {
   db: Kysely<any>
   /** Prefix of every table the store creates, its migration tables included. Default `policy_`. */
   tablePrefix?: string
-  /** How many of a tenant's newest changelog rows are kept, at least. Default 10000. */
-  changelogRetention?: number
+  /**
+   * Which changelog rows are kept: a row goes once it is beyond the tenant's newest `changes` rows
+   * **and** older than `days` days (database clock). A number n is `{ changes: n, days: 0 }`.
+   * Default {@link DEFAULTS.changelogRetention}.
+   */
+  changelogRetention?: number | { changes: number, days?: number | undefined }
   /** Whether `close()` destroys `db`: true only when the caller created it for the store. Default false. */
   ownsDb?: boolean
+}
+
+/** How long the changelog keeps a tenant's rows: the newest `changes` rows, and every row younger than `days` days. */
+export interface ChangelogRetention {
+  /** The newest rows kept whatever their age (catch-up reads them): at least 1. */
+  changes: number
+  /** Rows younger than this many days (database clock) are kept whatever their number (the audit feed reads them); 0: none by age. */
+  days: number
+}
+
+/** Most days `changelogRetention.days` may say (a century). */
+const MAX_RETENTION_DAYS = 36500
+
+/**
+ * `changelogRetention` as an object, validated: a positive integer n is `{ changes: n, days: 0 }`;
+ * an object needs `changes` (a positive integer) and may give `days` (an integer from 0 to 36500,
+ * default 0). Throws FST_POLICY_CACHE_INVALID_OPTION naming the bad part.
+ */
+export function resolveRetention (value: unknown): Readonly<ChangelogRetention> {
+  const changesOf = (changes: unknown, name: string): number => {
+    if (typeof changes !== 'number' || !Number.isSafeInteger(changes) || changes < 1) throw new InvalidOptionError(name, 'must be a positive integer')
+    return changes
+  }
+  if (typeof value === 'number') return Object.freeze({ changes: changesOf(value, 'changelogRetention'), days: 0 })
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidOptionError('changelogRetention', 'must be a positive integer or { changes, days }')
+  }
+  const unknown = Object.keys(value).find((key) => key !== 'changes' && key !== 'days')
+  if (unknown !== undefined) throw new InvalidOptionError('changelogRetention', `takes changes and days only, not ${JSON.stringify(unknown)}`)
+  const { changes, days = 0 } = value as { changes?: unknown, days?: unknown }
+  if (typeof days !== 'number' || !Number.isInteger(days) || days < 0 || days > MAX_RETENTION_DAYS) {
+    throw new InvalidOptionError('changelogRetention.days', `must be an integer from 0 to ${MAX_RETENTION_DAYS}`)
+  }
+  return Object.freeze({ changes: changesOf(changes, 'changelogRetention.changes'), days })
 }
 
 /** A changelog row as the drivers return it (`revision` may be a string: pg returns bigints so). */
@@ -44,8 +82,19 @@ interface ChangelogRow {
   changes: string | null
 }
 
+/** A changelog row with its audit columns (0005). */
+interface AuditRow extends ChangelogRow {
+  origin: string
+  actor: string | null
+  committed_at: number | string | null
+  created_at: number | string
+}
+
 /** Old changelog rows are pruned on every revision that is a multiple of this. */
 const PRUNE_EVERY = 64
+/** Most changelog rows one pruning deletes (the write's cost stays bounded; PRUNE_EVERY revisions add fewer). */
+const PRUNE_LIMIT = 500
+const DAY_MS = 86_400_000
 /** `where in` lists are split into chunks of this size. */
 const IN_CHUNK = 500
 /** Multi-row inserts and tuple `in` lists of a batch are split into chunks of this many rows (≤ 1 000 parameters). */
@@ -60,7 +109,7 @@ export class KyselyPolicyStore implements PolicyStore {
   readonly #db: Kysely<any>
   readonly #dialect: Dialect
   readonly #tables: TableNames
-  readonly #retention: number
+  readonly #retention: Readonly<ChangelogRetention>
   readonly #ownsDb: boolean
   #databaseId: Promise<string> | undefined
   /** Instances finding each other through the database (docs/membership.md). */
@@ -72,12 +121,9 @@ export class KyselyPolicyStore implements PolicyStore {
     if (typeof tablePrefix !== 'string' || !new RegExp(TABLE_PREFIX_PATTERN).test(tablePrefix)) {
       throw new InvalidOptionError('tablePrefix', `must match ${TABLE_PREFIX_PATTERN}`)
     }
-    if (!Number.isSafeInteger(changelogRetention) || changelogRetention < 1) {
-      throw new InvalidOptionError('changelogRetention', 'must be a positive integer')
-    }
     this.#db = db.withoutPlugins()
     this.#tables = tableNames(tablePrefix)
-    this.#retention = changelogRetention
+    this.#retention = resolveRetention(changelogRetention)
     this.#ownsDb = ownsDb
     this.membership = new KyselyMembershipStore({
       db: this.#db,
@@ -113,8 +159,9 @@ export class KyselyPolicyStore implements PolicyStore {
    */
   async write (tenant: string, change: Change | readonly Change[], origin: string, options: StoreWriteOptions = {}): Promise<WriteResult> {
     assertIdentifier('tenant', tenant)
-    const { ifRevision } = options
+    const { ifRevision, actor } = options
     assertIfRevision(ifRevision)
+    assertActor(actor)
     const batch = Array.isArray(change) ? change as readonly Change[] : undefined
     if (batch === undefined) assertChange(change as Change)
     else assertBatch(batch)
@@ -148,14 +195,11 @@ export class KyselyPolicyStore implements PolicyStore {
         user_id: 'user' in logged ? logged.user : null,
         ...(logged.op === 'batch' ? { changes: JSON.stringify(logged.changes) } : {}),
         origin,
-        created_at: Date.now()
+        actor: actor ?? null,
+        created_at: Date.now(),
+        committed_at: clock(this.#dialect)
       }).execute()
-      if (revision % PRUNE_EVERY === 0) {
-        await trx.deleteFrom(changelog)
-          .where('tenant', '=', tenant)
-          .where('revision', '<=', revision - this.#retention)
-          .execute()
-      }
+      if (revision % PRUNE_EVERY === 0) await this.#prune(trx, tenant, revision)
       const result = { revision, changed: true, digest, ...(effects === undefined ? {} : { effects }) }
       if (options.committing !== undefined) await options.committing(this.#transactionHandle(trx), result)
       return result
@@ -215,6 +259,29 @@ export class KyselyPolicyStore implements PolicyStore {
     return Number(rows[0].revision) === revision + 1 ? rows.map(toLoggedChange) : null
   }
 
+  /** The audit feed: entries after `after` (at most `limit`), the current and the oldest kept revision, in one read transaction. */
+  async changes (tenant: string, after: number, limit: number): Promise<ChangesPage> {
+    const { tenants, changelog } = this.#tables
+    const read = this.#db.transaction()
+    return await (this.#dialect === 'sqlite' ? read : read.setIsolationLevel('repeatable read')).execute(async (trx) => {
+      const head = await trx.selectFrom(tenants).select('revision').where('tenant', '=', tenant).executeTakeFirst()
+      const oldest = await trx.selectFrom(changelog).select('revision').where('tenant', '=', tenant)
+        .orderBy('revision').limit(1).executeTakeFirst()
+      const rows: AuditRow[] = await trx.selectFrom(changelog)
+        .select(['revision', 'op', 'group_name', 'permission', 'user_id', 'changes', 'origin', 'actor', 'committed_at', 'created_at'])
+        .where('tenant', '=', tenant)
+        .where('revision', '>', after)
+        .orderBy('revision')
+        .limit(limit)
+        .execute()
+      return {
+        revision: head === undefined ? 0 : Number(head.revision),
+        oldestRevision: oldest === undefined ? null : Number(oldest.revision),
+        entries: rows.map(toAuditEntry)
+      }
+    })
+  }
+
   /** Current revisions and digests, revision 0 for tenants never written; one query per 500 distinct tenants. */
   async revisions (tenants: readonly string[]): Promise<Map<string, TenantVersion>> {
     const unique = [...new Set(tenants)]
@@ -268,6 +335,32 @@ export class KyselyPolicyStore implements PolicyStore {
       const failed = results?.find((result) => result.status === 'Error')?.migrationName
       throw new Error(`Policy store migration ${failed === undefined ? 'setup' : `"${failed}"`} failed`, { cause: error })
     }
+  }
+
+  /**
+   * Deletes the oldest of the tenant's changelog rows that retention lets go, at most PRUNE_LIMIT:
+   * those beyond the newest `changes` and, with `days`, older than `days` (database clock). Only
+   * ever a prefix — the oldest rows, up to the first one kept — so the log has no gap.
+   */
+  async #prune (trx: Kysely<any>, tenant: string, revision: number): Promise<void> {
+    const { changelog } = this.#tables
+    const { changes, days } = this.#retention
+    const candidates = await trx.selectFrom(changelog).select(['revision', 'committed_at'])
+      .where('tenant', '=', tenant)
+      .where('revision', '<=', revision - changes)
+      .orderBy('revision')
+      .limit(PRUNE_LIMIT)
+      .execute()
+    if (candidates.length === 0) return
+    let last = Number(candidates[candidates.length - 1].revision)
+    if (days > 0) {
+      const { now } = await trx.selectNoFrom(clock(this.#dialect).as('now')).executeTakeFirstOrThrow()
+      const cutoff = Number(now) - days * DAY_MS
+      const young = candidates.findIndex((row) => row.committed_at !== null && Number(row.committed_at) >= cutoff)
+      if (young === 0) return
+      if (young > 0) last = Number(candidates[young - 1].revision)
+    }
+    await trx.deleteFrom(changelog).where('tenant', '=', tenant).where('revision', '<=', last).execute()
   }
 
   /** Creates the tenant's row if missing and locks it for the transaction; returns its revision and digest. */
@@ -450,6 +543,18 @@ export class KyselyPolicyStore implements PolicyStore {
 /** `items` in consecutive slices of at most `size`. */
 function * chunks<T> (items: readonly T[], size: number): Generator<T[]> {
   for (let start = 0; start < items.length; start += size) yield items.slice(start, start + size)
+}
+
+/** A changelog row with its audit columns as an {@link AuditEntry}. */
+function toAuditEntry (row: AuditRow): AuditEntry {
+  const { revision, ...change } = toLoggedChange(row)
+  return {
+    revision,
+    change,
+    origin: row.origin,
+    actor: row.actor,
+    committedAt: Number(row.committed_at ?? row.created_at)
+  }
 }
 
 /** A changelog row as a {@link LoggedChange}, with only the fields of its operation. */

@@ -143,6 +143,16 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
           .addColumn('changes', dialect === 'mysql' ? sql`longtext` : 'text')
           .execute()
       }
+    },
+    // The audit feed: when each entry was written (epoch ms, the database's clock) and by whom. Rows
+    // written before get `committed_at` = `created_at` (the writing instance's clock, the best there
+    // is) and a null actor. Nullable: adding a NOT NULL column to a filled table differs per dialect.
+    '0005-audit': {
+      async up (db) {
+        await db.schema.alterTable(tables.changelog).addColumn('committed_at', 'bigint').execute()
+        await db.schema.alterTable(tables.changelog).addColumn('actor', type.origin).execute()
+        await db.updateTable(tables.changelog).set({ committed_at: sql.ref('created_at') }).where('committed_at', 'is', null).execute()
+      }
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { Change, LoggedChange, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../model.js'
+import type { Change, ChangesPage, LoggedChange, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../model.js'
 
 /**
  * Where policies live. The built-in implementation (`KyselyPolicyStore`) works on any Kysely;
@@ -37,6 +37,8 @@ export interface PolicyStore {
    * With `options.ifRevision`, a tenant at another revision (0: never written) — read under the same
    * lock that serialises its writes — writes nothing and throws FST_POLICY_CACHE_REVISION_CONFLICT
    * with `currentRevision` (`revisionConflict`).
+   * The changelog entry records `options.actor` (null without one) and the time of the database's
+   * clock when the transaction wrote it (`committedAt` of {@link PolicyStore.changes}).
    * @param origin the serverId of the instance writing, kept in the changelog
    * @param options what to do inside the transaction (a transport publishing with the commit);
    *   a store that cannot honour `options.committing` (its `notifies` is not true) may ignore it
@@ -52,6 +54,14 @@ export interface PolicyStore {
    * current; `null` when the changelog no longer reaches back to `revision + 1` (the caller reloads).
    */
   changesSince (tenant: string, revision: number): Promise<LoggedChange[] | null>
+  /**
+   * The audit feed: the tenant's changelog entries after revision `after`, in order, at most `limit`
+   * of them, each with its origin, actor and commit time, read in one transaction with the tenant's
+   * current revision and the oldest revision the changelog still holds (null: none). Entries below
+   * the oldest kept are gone (pruned); the caller tells that from `oldestRevision`. `after` at or
+   * beyond the current revision: no entries. Never throws for a tenant never written (revision 0).
+   */
+  changes (tenant: string, after: number, limit: number): Promise<ChangesPage>
   /**
    * Current revision and digest of each of the given tenants (`{ revision: 0, digest: EMPTY_DIGEST }`
    * for a tenant never written), in one query. Anti-entropy compares both with the cache.

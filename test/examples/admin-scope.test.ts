@@ -18,6 +18,7 @@ test('an admin reaches only the tenants they administer, on every policy route',
     ['GET', (tenant) => `/check-access?tenant=${tenant}&user=alice&permission=documents:read`],
     ['GET', (tenant) => `/tenants/${tenant}`],
     ['GET', (tenant) => `/tenants/${tenant}/users/alice`],
+    ['GET', (tenant) => `/tenants/${tenant}/changes?after=0`],
     ['POST', () => '/refresh-tenant', (tenant) => ({ tenant })]
   ]
   for (const [method, url, body] of requests) {

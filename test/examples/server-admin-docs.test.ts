@@ -25,6 +25,7 @@ test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs
     ['GET', '/tenants/t1/groups/g/permissions'],
     ['GET', '/tenants/t1/who?permission=documents:read'],
     ['POST', '/check-batch', { tenant: 't1', checks: [{ user: 'alice', permission: 'documents:read' }] }],
+    ['GET', '/tenants/t1/changes?after=0&limit=10'],
     ['POST', '/refresh-tenant', { tenant: 't1' }]
   ]
   for (const [method, url, payload] of policy) {
@@ -91,6 +92,11 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   const user = doc.paths['/tenants/{tenant}/users/{user}']?.get
   t.same(user?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['path', 'user']])
   t.ok(user?.responses?.['200']?.content?.['application/json']?.schema?.properties?.permissions)
+  const changes = doc.paths['/tenants/{tenant}/changes']?.get
+  t.type(changes?.description, 'string', 'the audit feed has a description')
+  t.same(changes?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['query', 'after'], ['query', 'limit']])
+  t.same(Object.keys(changes?.responses?.['200']?.content?.['application/json']?.schema?.properties ?? {}).sort(), ['entries', 'oldestRevision', 'revision', 'tenant'])
+  t.same(changes?.security, [{ adminToken: [] }], 'the audit feed needs the admin token')
 
   // The listings and the reverse lookup: described, their query parameters named, behind the admin token.
   for (const [path, params, query, field] of [

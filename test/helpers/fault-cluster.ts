@@ -172,6 +172,7 @@ function laggy (store: PolicyStore, random: () => number, maxMs: number): Policy
     write: (tenant, change, origin) => late(store.write(tenant, change, origin)),
     snapshot: (tenant) => late(store.snapshot(tenant)),
     changesSince: (tenant, revision) => late(store.changesSince(tenant, revision)),
+    changes: (tenant, after, limit) => late(store.changes(tenant, after, limit)),
     revisions: (tenants) => late(store.revisions(tenants)),
     ping: () => store.ping(),
     close: () => store.close()

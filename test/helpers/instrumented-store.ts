@@ -4,10 +4,10 @@
  */
 import { MemoryPolicyStore } from '../../examples/custom-store.js'
 
-type Method = 'snapshot' | 'changesSince' | 'revisions' | 'write' | 'ping'
+type Method = 'snapshot' | 'changesSince' | 'changes' | 'revisions' | 'write' | 'ping'
 
 export class InstrumentedStore extends MemoryPolicyStore {
-  readonly calls: Record<Method, number> = { snapshot: 0, changesSince: 0, revisions: 0, write: 0, ping: 0 }
+  readonly calls: Record<Method, number> = { snapshot: 0, changesSince: 0, changes: 0, revisions: 0, write: 0, ping: 0 }
   readonly #gates = new Map<Method, Promise<void>>()
   /** When set, the method throws this instead of answering. */
   failing: Error | undefined
@@ -34,6 +34,10 @@ export class InstrumentedStore extends MemoryPolicyStore {
 
   override changesSince (tenant: string, revision: number) {
     return this.#call('changesSince', () => super.changesSince(tenant, revision))
+  }
+
+  override changes (tenant: string, after: number, limit: number) {
+    return this.#call('changes', () => super.changes(tenant, after, limit))
   }
 
   override revisions (tenants: readonly string[]) {

@@ -67,6 +67,7 @@ test('/health reports membership off, ok, and degraded while its heartbeat fails
     write: (...args) => inner.write(...args),
     snapshot: (tenant) => inner.snapshot(tenant),
     changesSince: (tenant, revision) => inner.changesSince(tenant, revision),
+    changes: (tenant, after, limit) => inner.changes(tenant, after, limit),
     revisions: (tenants) => inner.revisions(tenants),
     ping: () => inner.ping(),
     close: () => inner.close(),

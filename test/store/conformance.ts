@@ -447,6 +447,38 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.equal((await store.snapshot('t1')).revision, 3)
   })
 
+  test('the audit feed: each entry with its change, origin, actor and commit time, paged after a revision', async (t, store) => {
+    t.strictSame(await store.changes('t1', 0, 10), { revision: 0, oldestRevision: null, entries: [] }, 'a tenant never written')
+    await store.write('t1', { op: 'create-group', group: 'g' }, 'server-a', { actor: 'alice' })
+    await store.write('t1', [{ op: 'add-permission', group: 'g', permission: 'docs:*' }, { op: 'assign-user', group: 'g', user: 'bob' }], 'server-b')
+    await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, 'server-a', { actor: 'carol' })
+    await store.write('t1', { op: 'unassign-user', group: 'g', user: 'bob' }, 'server-a', { actor: 'Dave Ørsted <dave@example.com> 🙂' })
+    await store.write('t2', { op: 'create-group', group: 'other' }, 'server-c', { actor: 'erin' })
+
+    const page = await store.changes('t1', 0, 10)
+    t.equal(page.revision, 3)
+    t.equal(page.oldestRevision, 1)
+    t.strictSame(page.entries.map(({ committedAt, ...entry }) => entry), [
+      { revision: 1, change: { op: 'create-group', group: 'g' }, origin: 'server-a', actor: 'alice' },
+      { revision: 2, change: { op: 'batch', changes: [{ op: 'add-permission', group: 'g', permission: 'docs:*' }, { op: 'assign-user', group: 'g', user: 'bob' }] }, origin: 'server-b', actor: null },
+      { revision: 3, change: { op: 'unassign-user', group: 'g', user: 'bob' }, origin: 'server-a', actor: 'Dave Ørsted <dave@example.com> 🙂' }
+    ], 'a write that changed nothing logged nothing; the actor is kept as given')
+    const times = page.entries.map((entry) => entry.committedAt)
+    t.ok(times.every((time) => Number.isSafeInteger(time) && Math.abs(time - Date.now()) < 86_400_000), `epoch milliseconds (${times.join(', ')})`)
+    t.strictSame([...times].sort((a, b) => a - b), times, 'in commit order')
+
+    t.strictSame((await store.changes('t1', 1, 1)).entries.map((entry) => entry.revision), [2], 'after and limit')
+    t.strictSame((await store.changes('t1', 0, 2)).entries.map((entry) => entry.revision), [1, 2])
+    t.strictSame(await store.changes('t1', 3, 10), { revision: 3, oldestRevision: 1, entries: [] }, 'after the current revision: no entries')
+    t.strictSame((await store.changes('t1', 50, 10)).entries, [], 'after beyond it: none either')
+    t.match(await store.changes('t2', 0, 10), { revision: 1, oldestRevision: 1, entries: [{ revision: 1, origin: 'server-c', actor: 'erin' }] }, 'tenants apart')
+    t.strictSame(await store.changesSince('t1', 0), [
+      { revision: 1, op: 'create-group', group: 'g' },
+      { revision: 2, op: 'batch', changes: [{ op: 'add-permission', group: 'g', permission: 'docs:*' }, { op: 'assign-user', group: 'g', user: 'bob' }] },
+      { revision: 3, op: 'unassign-user', group: 'g', user: 'bob' }
+    ], 'catch-up reads the same entries without the audit fields')
+  })
+
   test('the database id is stable, shared by stores on the same tables, and another database has another', async (t, store) => {
     const id = await store.databaseId()
     t.match(id, new RegExp(DATABASE_ID_PATTERN))
@@ -481,6 +513,11 @@ export async function changelogPruning (t: Test, makeStore: () => Promise<StoreU
     t.strictSame(await store.changesSince('t1', 129), [{ revision: 130, op: 'create-group', group: 'g129' }])
     t.strictSame(await store.changesSince('t1', 130), [])
     t.equal((await store.snapshot('t1')).groups.length, 130, 'pruning touches the log only')
+    const page = await store.changes('t1', 0, 1000)
+    t.equal(page.revision, 130)
+    t.ok(page.oldestRevision !== null && page.oldestRevision >= 119 && page.oldestRevision <= 121, `the feed says the oldest kept (${page.oldestRevision})`)
+    t.equal(page.entries[0].revision, page.oldestRevision, 'and starts there')
+    t.equal(page.entries.at(-1)?.revision, 130)
   })
 }
 
@@ -533,4 +570,90 @@ export async function upgradeComputesDigests (t: Test, db: Kysely<any>, tablePre
   t.match(await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, ORIGIN), { revision: 5, changed: true })
   const after = await store.snapshot('t1')
   t.equal(after.digest, digestOf(after.groups), 'and later writes keep it exact')
+}
+
+/**
+ * Count-and-age retention (`{ changes: 10, days: 7 }`) on a built-in store over `db` and the tables of
+ * `tablePrefix`: rows beyond the newest 10 stay while younger than 7 days by the database's clock; a
+ * test ages rows by moving their `committed_at` back. Pruning removes only the oldest rows, up to
+ * the first young one, so the log never has a gap.
+ */
+export async function changelogAgePruning (t: Test, db: Kysely<any>, tablePrefix: string): Promise<void> {
+  const store = new KyselyPolicyStore({ db, tablePrefix, changelogRetention: { changes: 10, days: 7 } })
+  await store.migrate()
+  const { changelog } = tableNames(tablePrefix)
+  const DAY = 86_400_000
+  const age = async (upTo: number, days: number) => {
+    await db.updateTable(changelog).set((eb) => ({ committed_at: eb('committed_at', '-', days * DAY) }))
+      .where('tenant', '=', 't1').where('revision', '<=', upTo).execute()
+  }
+  const write = async (from: number, to: number) => {
+    for (let i = from; i < to; i++) await store.write('t1', { op: 'create-group', group: `g${i}` }, ORIGIN)
+  }
+  const oldest = async () => (await store.changes('t1', 0, 1)).oldestRevision
+
+  await write(0, 64)
+  t.equal(await oldest(), 1, 'at the 64th revision all are young: nothing pruned')
+  await write(64, 128)
+  t.equal(await oldest(), 1, 'still nothing at the 128th')
+
+  // Rows 1–20 as an instance of the previous version writes them (no committed_at: counted old), 21–40 aged.
+  await db.updateTable(changelog).set({ committed_at: null }).where('tenant', '=', 't1').where('revision', '<=', 20).execute()
+  await age(40, 8)
+  await write(128, 192)
+  t.equal(await oldest(), 41, 'rows older than 7 days (or of unknown age) and beyond the newest 10 pruned; the young kept')
+  t.equal(await store.changesSince('t1', 39), null)
+  t.equal((await store.changesSince('t1', 40))?.length, 152, 'catch-up reads from the oldest kept')
+
+  // A young row amid old ones (a clock set back): pruning stops at it, leaving no gap.
+  await age(100, 8)
+  await db.updateTable(changelog).set((eb) => ({ committed_at: eb('committed_at', '+', 8 * DAY) })).where('tenant', '=', 't1').where('revision', '=', 70).execute()
+  await write(192, 256)
+  t.equal(await oldest(), 70, 'the oldest rows up to the first young one')
+  const revisions = (await store.changes('t1', 0, 1000)).entries.map((entry) => entry.revision)
+  t.strictSame(revisions, Array.from({ length: 256 - 69 }, (_, i) => 70 + i), 'no gap')
+
+  // Everything old: the newest 10 stay whatever their age.
+  await write(256, 319)
+  await age(319, 30)
+  await write(319, 320)
+  t.equal(await oldest(), 311, 'the newest 10 are kept whatever their age')
+  await db.updateTable(changelog).set({ committed_at: null }).where('tenant', '=', 't1').where('revision', '=', 315).execute()
+  const { created_at: createdAt } = await db.selectFrom(changelog).select('created_at').where('tenant', '=', 't1').where('revision', '=', 315).executeTakeFirstOrThrow()
+  t.equal((await store.changes('t1', 314, 1)).entries[0].committedAt, Number(createdAt), 'a row without committed_at shows its created_at')
+  t.equal((await store.snapshot('t1')).groups.length, 320, 'pruning touches the log only')
+}
+
+/**
+ * A database at migration 0004 with changelog rows: `0005-audit` gives them `committed_at` =
+ * `created_at` (the writing instance's clock) and no actor; writes after it record both.
+ */
+export async function upgradeAddsAuditColumns (t: Test, db: Kysely<any>, tablePrefix: string): Promise<void> {
+  const tables = tableNames(tablePrefix)
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => storeMigrations(tables, dialectOf(db)) },
+    migrationTableName: tables.migrations,
+    migrationLockTableName: tables.migrationsLock
+  })
+  const { error } = await migrator.migrateTo('0004-batch-changes')
+  if (error !== undefined) throw error
+  const createdAt = 1_700_000_000_123
+  await db.insertInto(tables.tenants).values({ tenant: 't1', revision: 2 }).execute()
+  await db.insertInto(tables.groups).values({ tenant: 't1', name: 'g' }).execute()
+  await db.insertInto(tables.changelog).values([
+    { tenant: 't1', revision: 1, op: 'create-group', group_name: 'g', origin: 'old-server', created_at: createdAt },
+    { tenant: 't1', revision: 2, op: 'batch', group_name: '', changes: JSON.stringify([{ op: 'create-group', group: 'h' }, { op: 'delete-group', group: 'h' }]), origin: 'old-server', created_at: createdAt + 1 }
+  ]).execute()
+
+  const store = new KyselyPolicyStore({ db, tablePrefix })
+  await store.migrate()
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, ORIGIN, { actor: 'alice' })
+  const { entries } = await store.changes('t1', 0, 10)
+  t.strictSame(entries.slice(0, 2), [
+    { revision: 1, change: { op: 'create-group', group: 'g' }, origin: 'old-server', actor: null, committedAt: createdAt },
+    { revision: 2, change: { op: 'batch', changes: [{ op: 'create-group', group: 'h' }, { op: 'delete-group', group: 'h' }] }, origin: 'old-server', actor: null, committedAt: createdAt + 1 }
+  ], 'rows written before: their created_at, no actor')
+  t.match(entries[2], { revision: 3, origin: ORIGIN, actor: 'alice' }, 'a write after: its actor')
+  t.ok(entries[2].committedAt > createdAt, 'and the database\'s time')
 }

@@ -27,7 +27,7 @@ t.test('registration fails naming `db` when a custom store\'s database id is not
 t.test('an object without databaseId is not a PolicyStore: refused as `db`', async (t) => {
   const store = new MemoryPolicyStore()
   const { databaseId, ...rest } = Object.fromEntries(
-    ['migrate', 'databaseId', 'write', 'snapshot', 'changesSince', 'revisions', 'ping', 'close']
+    ['migrate', 'databaseId', 'write', 'snapshot', 'changesSince', 'changes', 'revisions', 'ping', 'close']
       .map((name) => [name, (store as any)[name].bind(store)]))
   t.type(databaseId, 'function')
   await t.rejects(buildApp(t, { db: rest as any }), { code: 'FST_POLICY_CACHE_INVALID_OPTION', message: /databaseId/ })

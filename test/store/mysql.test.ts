@@ -1,7 +1,7 @@
 import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, MYSQL_URL, mysqlDb, randomPrefix, unreachable } from '../helpers/databases.js'
-import { changelogPruning, sharedDatabase, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 const db = await mysqlDb()
@@ -22,10 +22,22 @@ if (db === undefined) {
 
   t.test('changelog pruning', (t) => changelogPruning(t, () => makeStore({ changelogRetention: 10 })))
 
+  t.test('changelog pruning by count and age', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await changelogAgePruning(t, db, tablePrefix)
+  })
+
   t.test('migrating a database of the previous version computes the digests of its tenants', async (t) => {
     const tablePrefix = randomPrefix()
     t.teardown(() => dropPrefixed(db, tablePrefix))
     await upgradeComputesDigests(t, db, tablePrefix)
+  })
+
+  t.test('migrating a database of the previous version adds the audit columns', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await upgradeAddsAuditColumns(t, db, tablePrefix)
   })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {

@@ -8,7 +8,7 @@ import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
 import { EMPTY_DIGEST } from '../../lib/digest.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
-import { changelogPruning, storeConformance, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 /** A directory removed when the test ends. */
@@ -53,10 +53,22 @@ t.test('a damaged batch entry of the changelog fails the read (the cache reloads
 
 t.test('changelog pruning', (t) => changelogPruning(t, sqliteStores(t, { changelogRetention: 10 })))
 
+t.test('changelog pruning by count and age', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  await changelogAgePruning(t, db, 'policy_')
+})
+
 t.test('migrating a database of the previous version computes the digests of its tenants', async (t) => {
   const db = createSqliteDb(':memory:')
   t.teardown(() => db.destroy())
   await upgradeComputesDigests(t, db, 'policy_')
+})
+
+t.test('migrating a database of the previous version adds the audit columns', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  await upgradeAddsAuditColumns(t, db, 'policy_')
 })
 
 t.test('processes sharing one fresh file migrate and write concurrently, gap-free', async (t) => {
@@ -161,6 +173,9 @@ t.test('options are validated', async (t) => {
     t.throws(() => new KyselyPolicyStore({ db, changelogRetention }), { code, message: 'Invalid option "changelogRetention": must be a positive integer' }, String(changelogRetention))
   }
   t.doesNotThrow(() => new KyselyPolicyStore({ db, changelogRetention: 1, tablePrefix: '_' }), 'the smallest of each')
+  t.doesNotThrow(() => new KyselyPolicyStore({ db, changelogRetention: { changes: 1, days: 36500 } }), 'a count and an age')
+  t.throws(() => new KyselyPolicyStore({ db, changelogRetention: { changes: 1, days: -1 } }), { code, message: /^Invalid option "changelogRetention\.days"/ })
+  t.throws(() => new KyselyPolicyStore({ db, changelogRetention: { changes: 0 } }), { code, message: /^Invalid option "changelogRetention\.changes"/ })
 })
 
 t.test('a write of a malformed tenant or change is a coded 400 and writes nothing', async (t) => {
@@ -171,6 +186,9 @@ t.test('a write of a malformed tenant or change is a coded 400 and writes nothin
   await t.rejects(store.write('bad tenant', { op: 'create-group', group: 'g' }, 'test'), { ...invalid, message: /^Invalid tenant: / })
   await t.rejects(store.write('t1', { op: 'create-group', group: 'bad group' }, 'test'), { ...invalid, message: /^Invalid group: / })
   await t.rejects(store.write('t1', { op: 'add-permission', group: 'g', permission: 'a::b' }, 'test'), { ...invalid, message: /^Invalid permission: / })
+  for (const actor of ['', 'a'.repeat(256), 'line\nbreak', 'nul\u0000', 'c1\u0085', 'lone \uD800 surrogate', 7, null]) {
+    await t.rejects(store.write('t1', { op: 'create-group', group: 'g' }, 'test', { actor: actor as string }), { ...invalid, message: /^Invalid actor: / }, JSON.stringify(actor))
+  }
   const never = { revision: 0, digest: EMPTY_DIGEST }
   t.same(await store.revisions(['bad tenant', 't1']), new Map([['bad tenant', never], ['t1', never]]))
 })

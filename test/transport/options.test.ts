@@ -75,6 +75,7 @@ test('a custom store is accepted for pg-notify only when it says it notifies', a
     write: async () => ({ revision: 1, changed: true, digest: '0'.repeat(32) }),
     snapshot: async () => ({ revision: 0, groups: [], digest: '0'.repeat(32) }),
     changesSince: async () => [],
+    changes: async () => ({ revision: 0, oldestRevision: null, entries: [] }),
     revisions: async () => new Map(),
     ping: async () => {},
     close: async () => {}

@@ -258,3 +258,11 @@ test('churn does not grow the membership records: the space users leave is recla
   t.notOk(s.check('user-7', 'a:read'))
   t.notOk(s.check('user-8', 'b:read'))
 })
+
+test('a permission whose first segment reads "undefined" is not taken for a wildcard match', async (t) => {
+  // The linear scan of a few wildcard grants must stop at the last one: past it, startsWith(undefined)
+  // would test the text "undefined".
+  const s = stateOf(1, [{ name: 'g', permissions: ['documents:*'], users: ['u'] }])
+  t.notOk(s.check('u', 'undefined:read'))
+  t.ok(s.check('u', 'documents:read'))
+})

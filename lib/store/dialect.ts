@@ -39,6 +39,18 @@ export function isTransientError (err: unknown): boolean {
     isTransientError(cause)
 }
 
+/**
+ * Whether a migration failed because a table of *another* application vanished under it: Kysely's
+ * migrator looks for its tables by introspecting every table of the database, and on PostgreSQL that
+ * query fails with 42P01 (undefined_table) when some other table is dropped while it runs. Run again,
+ * it passes. Looks through `cause`.
+ */
+export function isIntrospectionRace (err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false
+  const { code, cause } = err as { code?: unknown, cause?: unknown }
+  return code === '42P01' || isIntrospectionRace(cause)
+}
+
 /** The database's clock in epoch milliseconds, per dialect. */
 export function clock (dialect: Dialect): RawBuilder<number | string> {
   switch (dialect) {

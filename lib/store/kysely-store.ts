@@ -13,7 +13,7 @@ import {
   type AuditEntry, type BatchChange, type Change, type ChangesPage, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
 } from '../model.js'
 import { BatchPlan, type BatchFacts, type Pair } from './batch-plan.js'
-import { clock, dialectOf, isTransientError, type Dialect } from './dialect.js'
+import { clock, dialectOf, isIntrospectionRace, isTransientError, type Dialect } from './dialect.js'
 import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
 import type { MembershipStore, PolicyStore, StoreWriteOptions, WriteTransaction } from './types.js'
@@ -138,9 +138,11 @@ export class KyselyPolicyStore implements PolicyStore {
    * (PostgreSQL, MySQL) or on an immediate transaction (SQLite). Throws with the failure as `cause`.
    */
   async migrate (): Promise<void> {
+    // A migration is all-or-nothing (one transaction), so running it again after a lock conflict or
+    // another application's table vanishing under Kysely's introspection (isIntrospectionRace) is safe.
     await this.#retrying(() => this.#dialect === 'sqlite'
       ? this.#immediateTransaction((conn) => this.#runMigrator(conn))
-      : this.#runMigrator(this.#db))
+      : this.#runMigrator(this.#db), isIntrospectionRace)
   }
 
   /** The database's id, created by the first migration that made the tables; read once. */
@@ -527,13 +529,13 @@ export class KyselyPolicyStore implements PolicyStore {
     })
   }
 
-  /** Runs a transaction again (full-jitter backoff) when a deadlock or a busy database rolled it back. */
-  async #retrying<T> (transaction: () => Promise<T>): Promise<T> {
+  /** Runs a transaction again (full-jitter backoff) when a deadlock or a busy database rolled it back, or when `alsoTransient` says the failure passes. */
+  async #retrying<T> (transaction: () => Promise<T>, alsoTransient: (err: unknown) => boolean = () => false): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await transaction()
       } catch (err) {
-        if (attempt >= MAX_ATTEMPTS || !isTransientError(err)) throw err
+        if (attempt >= MAX_ATTEMPTS || !(isTransientError(err) || alsoTransient(err))) throw err
         await sleep(Math.random() * Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** attempt))
       }
     }

@@ -2,6 +2,7 @@
  * Connections to the test database servers, shared by every test that needs a real database.
  * Override the servers with TEST_POSTGRES_URL / TEST_MYSQL_URL.
  */
+import { isIntrospectionRace } from '../../lib/store/dialect.js'
 import { randomBytes } from 'node:crypto'
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
 import { createPool } from 'mysql2'
@@ -54,7 +55,18 @@ export function randomPrefix (): string {
 
 /** Drops every table whose name starts with `prefix`. */
 export async function dropPrefixed (db: Kysely<any>, prefix: string): Promise<void> {
-  for (const { name } of await db.introspection.getTables()) {
+  // Kysely's introspection fails on PostgreSQL (42P01) when another test drops a table while it
+  // runs (lib/store/dialect.ts, isIntrospectionRace): asked again, it answers.
+  let tables: Awaited<ReturnType<typeof db.introspection.getTables>>
+  for (let attempt = 1; ; attempt++) {
+    try {
+      tables = await db.introspection.getTables()
+      break
+    } catch (err) {
+      if (attempt === 10 || !isIntrospectionRace(err)) throw err
+    }
+  }
+  for (const { name } of tables) {
     if (name.startsWith(prefix)) await db.schema.dropTable(name).ifExists().execute()
   }
 }

@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
@@ -38,6 +39,32 @@ if (db === undefined) {
     const tablePrefix = randomPrefix()
     t.teardown(() => dropPrefixed(db, tablePrefix))
     await upgradeAddsAuditColumns(t, db, tablePrefix)
+  })
+
+  t.test('migrating while another application creates and drops its tables in the same database', async (t) => {
+    // Kysely's migrator finds its tables by introspecting every table; on PostgreSQL that query fails
+    // (42P01) when any other table is dropped while it runs. The store runs the migration again.
+    const other = await postgresDb()
+    const churning = { on: true }
+    const churn = (async () => {
+      for (let i = 0; churning.on; i++) {
+        await sql`create table ${sql.table(`other_app_${i % 4}_${process.pid}`)} (id int)`.execute(other!)
+        await sql`drop table ${sql.table(`other_app_${i % 4}_${process.pid}`)}`.execute(other!)
+      }
+    })()
+    const prefixes: string[] = []
+    t.teardown(async () => {
+      churning.on = false
+      await churn
+      await other!.destroy()
+      for (const prefix of prefixes) await dropPrefixed(db, prefix)
+    })
+    for (let round = 0; round < 12; round++) {
+      const tablePrefix = randomPrefix()
+      prefixes.push(tablePrefix)
+      await new KyselyPolicyStore({ db, tablePrefix }).migrate()
+    }
+    t.pass('twelve fresh migrations, none failed')
   })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {

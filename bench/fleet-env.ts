@@ -63,6 +63,8 @@ export interface FleetEnv {
   pgConnections: number
   /** The compiled bench/fleet-worker.js. */
   workerScript: string
+  /** CPU time (user + system, ms) used so far by the servers of the bench's own and their children (PostgreSQL's backends); NaN with the shared servers. */
+  serverCpuMs (): number
   /** Kills children that were handed to `adopt` if they outlive the run. */
   adopt (child: ChildProcess): void
   /** What was used and what fell back, for the report's notes. */
@@ -111,8 +113,32 @@ function compile (dir: string): string {
   return join(dir, 'bench', 'fleet-worker.js')
 }
 
+/** `/proc/<pid>/stat`'s fields after the command name (the first is the state, index 1 the parent, 11 and 12 user and system ticks). */
+function stat (pid: number): string[] | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return text.slice(text.lastIndexOf(')') + 2).split(' ')
+  } catch {
+    return undefined
+  }
+}
+
+/** CPU time (ms) of the processes `roots` and their direct children, from /proc (Linux; 100 ticks a second). */
+function processCpuMs (roots: number[]): number {
+  const pids = new Set(roots)
+  for (const entry of readdirSync('/proc')) {
+    if (/^\d+$/.test(entry) && pids.has(Number(stat(Number(entry))?.[1]))) pids.add(Number(entry))
+  }
+  let ticks = 0
+  for (const pid of pids) {
+    const fields = stat(pid)
+    if (fields !== undefined) ticks += Number(fields[11]) + Number(fields[12])
+  }
+  return ticks * 10
+}
+
 /** A PostgreSQL cluster of the bench's own (initdb as `postgres` when run as root), listening on `addresses`. */
-async function ownPostgres (janitor: Janitor, addresses: string[], connections: number): Promise<{ url: (host: string) => string }> {
+async function ownPostgres (janitor: Janitor, addresses: string[], connections: number): Promise<{ url: (host: string) => string, pid: () => number }> {
   const dir = mkdtempSync(join(tmpdir(), 'policy-cache-fleet-pg-'))
   janitor.add('postgres data', () => rmSync(dir, { recursive: true, force: true }))
   const asRoot = userInfo().uid === 0
@@ -130,13 +156,14 @@ async function ownPostgres (janitor: Janitor, addresses: string[], connections: 
   const settings = `-p ${port} -c listen_addresses='${addresses.join(',')}' -c max_connections=${connections} -c unix_socket_directories='${dir}' -c shared_buffers=64MB`
   janitor.add('postgres', () => { execFileSync(...as(['pg_ctl', '-D', data, '-m', 'immediate', '-w', '-t', '20', 'stop']), { stdio: 'ignore', timeout: 30000 }) })
   await run(...as(['pg_ctl', '-D', data, '-l', join(dir, 'log'), '-w', '-t', '30', '-o', settings, 'start']))
-  return { url: (host) => `postgres://postgres@${host}:${port}/postgres` }
+  return { url: (host) => `postgres://postgres@${host}:${port}/postgres`, pid: () => Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]) }
 }
 
 /** A broker process of the bench's own, SIGKILLed at the clean-up. */
-async function ownServer (janitor: Janitor, command: string, args: (port: number) => string[], host: string): Promise<number> {
+async function ownServer (janitor: Janitor, command: string, args: (port: number) => string[], host: string, pids: number[]): Promise<number> {
   const port = await freePort()
   const child = spawn(command, args(port), { stdio: 'ignore' })
+  pids.push(child.pid!)
   janitor.add(command, () => { child.kill('SIGKILL') })
   const deadline = Date.now() + 10000
   while (!await reachable(`tcp://${host}:${port}`)) {
@@ -222,11 +249,14 @@ export async function fleetEnv (connections: number, wantNamespaces: number, log
     let natsUrl: string
     let redisPort: number
     let pgConnections = connections
+    let serverCpuMs = (): number => NaN
     if (ownServers) {
       const pg = await ownPostgres(janitor, addresses, connections)
       pgUrl = pg.url(host)
-      natsUrl = `nats://${host}:${await ownServer(janitor, 'nats-server', (port) => ['-a', host, '-p', String(port)], host)}`
-      redisPort = await ownServer(janitor, 'redis-server', (port) => ['--bind', ...addresses, '--protected-mode', 'no', '--port', String(port), '--save', '', '--appendonly', 'no'], host)
+      const pids: number[] = []
+      natsUrl = `nats://${host}:${await ownServer(janitor, 'nats-server', (port) => ['-a', host, '-p', String(port)], host, pids)}`
+      redisPort = await ownServer(janitor, 'redis-server', (port) => ['--bind', ...addresses, '--protected-mode', 'no', '--port', String(port), '--save', '', '--appendonly', 'no'], host, pids)
+      serverCpuMs = () => processCpuMs([...pids, pg.pid()])
       notes.push(`Servers of the bench's own for this section: PostgreSQL (initdb, max_connections = ${connections}, default durability), nats-server and redis-server, listening on ${addresses.join(' and ')}.`)
     } else {
       if (list.length > 0) {
@@ -253,6 +283,7 @@ export async function fleetEnv (connections: number, wantNamespaces: number, log
       namespaces: list,
       pgConnections,
       workerScript,
+      serverCpuMs: () => serverCpuMs(),
       adopt: (child) => {
         children.add(child)
         child.once('exit', () => children.delete(child))

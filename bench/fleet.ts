@@ -8,7 +8,8 @@
  * in its process, the peers up to ten per process started one after the other, at most two processes
  * starting at a time; servers of the bench's own; each peer process in a network namespace of its own
  * when the bench runs as root. Everything is bounded (start, each write, the whole section) and torn
- * down at the end, also on failure. `BENCH_FLEET_SIZES=3,30` overrides the sizes (development).
+ * down at the end, also on failure. `BENCH_FLEET_SIZES=3,30` and
+ * `BENCH_FLEET_SYSTEMS=nats,redis` run only some (development).
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -107,6 +108,9 @@ interface Fleet {
   missed: number
   /** Peer observations first made by the 20 ms safety net (late by up to 20 ms). */
   late: number
+  /** Per measured write: CPU time of all peer processes together, and of the servers (ms). */
+  peersCpu: number
+  serversCpu: number
   /** pg-notify: sustained writes. */
   sustained?: Array<{ tenants: number, perSecond: number, cpuPerWrite: number, drainMs: number, converged: boolean }>
 }
@@ -205,12 +209,19 @@ async function runSize (env: FleetEnv, system: FleetSystem, n: number, counts: {
       total: 0,
       count: 0,
       missed: 0,
-      late: 0
+      late: 0,
+      peersCpu: NaN,
+      serversCpu: NaN
     }
     const next = { seq: 1 }
     log(`fleet: ${system}, ${n} instances: started in ${fmt(startSeconds)} s; ${counts.warmup} warm-up + ${counts.writes} writes (load ${loadavg()[0].toFixed(2)})`)
     await measure(undefined, writer, peers, counts.warmup, next, 10000)
+    const cpu = async (): Promise<number> => (await Promise.all(peers.map((w) => w.driven.call<NodeJS.CpuUsage>('cpu'))))
+      .reduce((sum, used) => sum + (used.user + used.system) / 1000, 0)
+    const [peersBefore, serversBefore] = [await cpu(), env.serverCpuMs()]
     await measure(fleet, writer, peers, counts.writes, next, 10000)
+    fleet.peersCpu = (await cpu() - peersBefore) / fleet.count
+    fleet.serversCpu = (env.serverCpuMs() - serversBefore) / fleet.count
     if (system === 'pg-notify') {
       log(`fleet: pg-notify, ${n} instances: sustained writes, 1 and ${BURST_TENANTS.length} tenants in parallel`)
       fleet.sustained = [
@@ -226,6 +237,12 @@ async function runSize (env: FleetEnv, system: FleetSystem, n: number, counts: {
   }
 }
 
+/** The systems to run (BENCH_FLEET_SYSTEMS=nats,redis, else all). */
+function systemsOf (): FleetSystem[] {
+  const given = process.env.BENCH_FLEET_SYSTEMS?.split(',')
+  return given === undefined ? SYSTEMS : SYSTEMS.filter((s) => given.includes(s))
+}
+
 /** The sizes to run (BENCH_FLEET_SIZES, else 3, 10, 30, 100; --quick: 3 and 10). */
 function sizesOf (quick: boolean): number[] {
   const given = process.env.BENCH_FLEET_SIZES
@@ -235,7 +252,7 @@ function sizesOf (quick: boolean): number[] {
 
 export async function runFleet ({ quick, log }: RunOptions): Promise<SectionResult> {
   const sizes = sizesOf(quick)
-  const counts = quick ? { warmup: 3, writes: 10, burstMs: 1000 } : { warmup: 20, writes: 100, burstMs: 3000 }
+  const counts = quick ? { warmup: 3, writes: 10, burstMs: 1000 } : { warmup: 10, writes: 100, burstMs: 3000 }
   const biggest = Math.max(...sizes)
   const env = await fleetEnv(biggest + 2 * Math.ceil(biggest / PER_PROCESS) + 60, Math.ceil((biggest - 1) / PER_PROCESS), log)
   const fleets: Fleet[] = []
@@ -243,10 +260,10 @@ export async function runFleet ({ quick, log }: RunOptions): Promise<SectionResu
   const deadline = setTimeout(() => {
     process.stderr.write('fleet: the section did not finish within its time limit; stopping\n')
     process.exit(1)
-  }, (quick ? 10 : 60) * 60000)
+  }, (quick ? 15 : 90) * 60000)
   try {
     for (const n of sizes) {
-      for (const system of SYSTEMS) {
+      for (const system of systemsOf()) {
         const connections = (system === 'pg-notify' ? n : 0) + 2 * Math.ceil((n - 1) / PER_PROCESS) + 14
         if (system !== 'BentoCache' && connections > env.pgConnections) {
           skipped.push(`${system} at ${n} instances (needs ${connections} PostgreSQL connections, ${env.pgConnections} available)`)
@@ -264,13 +281,13 @@ export async function runFleet ({ quick, log }: RunOptions): Promise<SectionResu
 
 function report (fleets: Fleet[], sizes: number[], counts: { warmup: number, writes: number, burstMs: number }, envNotes: string[], skipped: string[]): SectionResult {
   const get = (system: FleetSystem, n: number): Fleet | undefined => fleets.find((f) => f.system === system && f.n === n)
-  const rows: string[][] = [['system', 'instances', 'processes', 'write p50 ms', 'write p99 ms', 'writer CPU per write ms', 'visible on all p50 ms', 'visible on all p99 ms', 'per peer p50 ms', 'visible everywhere at return', 'acked = total', 'missed', 'started in s']]
+  const rows: string[][] = [['system', 'instances', 'processes', 'write p50 ms', 'write p99 ms', 'writer CPU per write ms', 'all peers\' CPU per write ms', 'servers\' CPU per write ms', 'visible on all p50 ms', 'visible on all p99 ms', 'per peer p50 ms', 'visible everywhere at return', 'acked = total', 'missed', 'started in s']]
   for (const n of sizes) {
     for (const system of SYSTEMS) {
       const f = get(system, n)
       if (f === undefined) continue
       const ok = f.count - f.missed
-      rows.push([system, String(n), String(f.processes), fmt(median(f.writes)), fmt(percentile(f.writes, 99)), fmt(median(f.cpu)),
+      rows.push([system, String(n), String(f.processes), fmt(median(f.writes)), fmt(percentile(f.writes, 99)), fmt(median(f.cpu)), fmt(f.peersCpu), fmt(f.serversCpu),
         fmt(median(f.allPeers)), fmt(percentile(f.allPeers, 99)), fmt(median(f.perPeer)), `${f.visibleAtReturn}/${ok}`,
         system === 'webhook' || system === 'nats' ? `${f.ackedAll}/${f.count} (of ${f.total})` : '—', String(f.missed), fmt(f.startSeconds)])
     }
@@ -327,6 +344,7 @@ function report (fleets: Fleet[], sizes: number[], counts: { warmup: number, wri
       `Method. One writer and N − 1 peers, all on one PostgreSQL (the plugin; BentoCache on Redis); the periodic sync is off, so only the transport makes a write visible elsewhere. For each system and size: ${counts.warmup} warm-up writes, then ${counts.writes} measured writes, one at a time (3 ms apart), each adding a grant to a 40-rule tenant that every instance has loaded. Before each write every peer is told which change to watch for; it checks its own engine (\`checkSync\`; BentoCache \`get\`) on the event-loop turn after any of its process's sockets received data, and every 20 ms as a safety net (${lates} of ${observations} observations came from the safety net, i.e. up to 20 ms late). Timestamps are \`performance.timeOrigin + performance.now()\`, one clock for the host's processes. A change not seen on every peer within 10 s counts as missed.`,
       `Harness. Starting 100 instances on 2 cores: the instance processes run JavaScript compiled once at the start of the section (TypeScript's transpiler over lib/ and bench/fleet-worker.ts into a temporary directory; no tsx); the writer is alone in its process, so that process.cpuUsage() is its own cost; the peers are grouped up to ${PER_PROCESS} per process (${Math.ceil(99 / PER_PROCESS)} processes at 100 instances), started one after the other within a process, at most two processes starting at a time. Instances of one process share one pool of 2 PostgreSQL connections (the writer: 10); pg-notify adds each instance's own listening connection. Peers in one process take turns on its event loop, as they would on one core; "started in" is the time to start every instance of the size.`,
       ...envNotes,
+      'All peers\' CPU per write: the CPU time of every peer process together (process.cpuUsage over the measured writes, including the instances\' background work: probes, presence) ÷ writes — what one write costs the fleet besides the writer. Servers\' CPU per write: the bench\'s own PostgreSQL (postmaster and backends, the listening ones included), nats-server and redis-server, from /proc, ÷ writes (10 ms ticks, summed over the run).',
       'Writer CPU per write is the writer process\'s user + system time from the write call to its return (process.cpuUsage), the median over the writes: the transaction\'s client side, signing, sending — for webhook one HTTP request per peer, for nats one publish and the replies of every peer, for pg-notify the NOTIFY inside the transaction, for redis one PUBLISH — and whatever the process\'s event loop did meanwhile. The database\'s and the brokers\' own CPU is not in it.',
       '"Visible everywhere at return" counts writes after whose return every peer\'s check already showed the change; "acked = total" is the plugin\'s own report (webhook and nats wait for acknowledgements, bounded by ackTimeoutMs = 200 ms, the default). pg-notify, redis and BentoCache return without waiting.',
       ...(skipped.length > 0 ? [`Not measured: ${skipped.join('; ')}.`] : []),

@@ -115,6 +115,8 @@ async function plugin (db: Kysely<any>, index: number): Promise<Member> {
     serverId: `fleet-${index}`,
     webhookSecret: config.secret,
     syncIntervalMs: 0,
+    // A loaded two-core machine starting a hundred instances can take longer than the 2 s default.
+    catchUpTimeoutMs: 10000,
     transport: transportOf(config.system),
     ...(config.system === 'webhook' ? { peers: config.peers ?? [] } : {})
   })

@@ -9,7 +9,8 @@
  * starting at a time; servers of the bench's own; each peer process in a network namespace of its own
  * when the bench runs as root. Everything is bounded (start, each write, the whole section) and torn
  * down at the end, also on failure. `BENCH_FLEET_SIZES=3,30` and
- * `BENCH_FLEET_SYSTEMS=nats,redis` run only some (development).
+ * `BENCH_FLEET_SYSTEMS=nats,redis` run only some (development); `BENCH_FLEET_PROFILE=<dir>` writes a
+ * CPU profile of each writer process there (node --cpu-prof).
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -42,7 +43,7 @@ interface Worker {
 async function startWorker (env: FleetEnv, config: WorkerConfig, ns: Namespace | undefined): Promise<Worker> {
   const options = { env: { ...process.env, FLEET_WORKER: JSON.stringify(config) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] as Array<'ignore' | 'inherit' | 'ipc'> }
   const child: ChildProcess = ns === undefined
-    ? fork(env.workerScript, [], { ...options, execArgv: [] })
+    ? fork(env.workerScript, [], { ...options, execArgv: config.first === 1 && process.env.BENCH_FLEET_PROFILE !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_FLEET_PROFILE] : [] })
     : fork(env.workerScript, [], { ...options, execPath: 'ip', execArgv: ['netns', 'exec', ns.name, process.execPath] })
   env.adopt(child)
   const reports = new Map<number, { at: number[], late: number }>()
@@ -194,7 +195,9 @@ async function runSize (env: FleetEnv, system: FleetSystem, n: number, counts: {
       await writer.driven.call('seed', { tenant: TENANT, rules })
     }
     const tenants = system === 'pg-notify' ? [TENANT, ...BURST_TENANTS] : [TENANT]
-    for (const tenant of tenants) await Promise.all(workers.map((w) => w.driven.call('load', { tenant }, 120000)))
+    // Two processes at a time, as they started: a hundred instances loading at once on two cores
+    // would make each load wait for seconds.
+    for (const tenant of tenants) await startAll(workers.map((w) => async () => { await w.driven.call('load', { tenant }, 120000); return w }), 2)
     const fleet: Fleet = {
       system,
       n,

@@ -81,6 +81,12 @@ export async function streamWatch (engine: PolicyCache, reply: FastifyReply, ten
     'x-accel-buffering': 'no',
     'policy-revision': String(watch.after)
   })
+  // HEAD (Fastify's twin of the GET route): the headers only, nothing held open.
+  if (reply.request.method === 'HEAD') {
+    watch.close()
+    res.end()
+    return
+  }
   res.write(frame('ready', watch.after, { tenant, revision: watch.after }))
   const heartbeat = setInterval(() => {
     if (!res.writableNeedDrain) res.write(': heartbeat\n\n')

@@ -185,6 +185,10 @@ test('the query and the header are strict; refusals are coded JSON errors', asyn
     t.equal(res.statusCode, 400, `Last-Event-ID ${JSON.stringify(header)}`)
   }
   t.equal((await get(app, '/tenants/bad%20id/watch')).status, 400, 'a malformed tenant')
+  const head = await app.inject({ method: 'HEAD', url: '/tenants/t1/watch' })
+  t.equal(head.statusCode, 200, 'HEAD: the headers only')
+  t.equal(head.headers['content-type'], 'text/event-stream; charset=utf-8')
+  t.equal(head.body, '')
   const ahead = await get(app, '/tenants/t1/watch?after=5')
   t.equal(ahead.status, 412)
   t.equal(ahead.body.code, 'FST_POLICY_CACHE_REVISION_AHEAD')

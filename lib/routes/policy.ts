@@ -6,7 +6,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
-import { DEFAULTS } from '../defaults.js'
 import { InvalidInputError } from '../errors.js'
 import type { IdentifyFunction } from '../guard.js'
 import { assertActor, type Change, type Operation } from '../model.js'
@@ -29,8 +28,8 @@ export interface PolicyRoutesOptions {
   maxBatchChecks: number
   /** The host's `identify`: a write's actor is the user of the request's identity. */
   identify?: IdentifyFunction | undefined
-  /** Between two heartbeat comments of a watch stream. Default {@link DEFAULTS.watch}.heartbeatMs. */
-  heartbeatMs?: number | undefined
+  /** Between two heartbeat comments of a watch stream (`watch.heartbeatMs`). */
+  heartbeatMs: number
 }
 
 /** Bytes of the largest valid change of a batch, with room for JSON whitespace: `/batch`'s body limit is this per change. */
@@ -90,7 +89,7 @@ function changesOptions (query: { after?: string, limit?: string }) {
   }
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, identify, heartbeatMs = DEFAULTS.watch.heartbeatMs }: PolicyRoutesOptions): Promise<void> {
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, identify, heartbeatMs }: PolicyRoutesOptions): Promise<void> {
   /**
    * Who a write acts as: the user of the request's identity when the plugin has `identify` and the
    * request carries one; else undefined (the entry's actor is null). A malformed user is a coded 400

@@ -7,6 +7,7 @@
  */
 import type { preHandlerHookHandler } from 'fastify'
 import type { PeerStatus } from './broadcast/status.js'
+import type { Watch, WatchOptions } from './cache/watchers.js'
 import type { Change, WriteOptions } from './model.js'
 import type { PageOptions } from './page.js'
 import type {
@@ -111,6 +112,23 @@ export interface PolicyCacheApi {
    * naming the oldest kept (`oldestRevision` set on the error).
    */
   changes (tenant: string, options?: ChangesOptions): Promise<ChangesFeed>
+
+  /**
+   * Watches a tenant's changes as this instance applies them — its own writes, peers', catch-ups and
+   * reloads alike: an async iterable of events, each change as the audit feed's entry (`change`), in
+   * revision order without a gap or a duplicate. `after` resumes: the changes after that revision come
+   * from the changelog first (a `reset` event when they were pruned: read the tenant again). One
+   * consumer; one that falls `watch.maxBuffered` events behind is dropped (a final `end` event
+   * FST_POLICY_CACHE_WATCH_OVERFLOW). Beyond `watch.maxWatchers` open watches → 503
+   * FST_POLICY_CACHE_TOO_MANY_WATCHERS; `after` past the database's revision → 412
+   * FST_POLICY_CACHE_REVISION_AHEAD. `drain()` ends every watch (FST_POLICY_CACHE_CLOSING).
+   *
+   * ```ts
+   * const watch = await app.policyCache.watch('tenant1', { after: 41 })
+   * for await (const event of watch) if (event.type === 'change') console.log(event.entry.revision)
+   * ```
+   */
+  watch (tenant: string, options?: WatchOptions): Promise<Watch>
 
   /** The tenant's groups with their permissions and users, as cached here (loading it if needed). */
   tenant (tenant: string, options?: CheckOptions): Promise<TenantView>

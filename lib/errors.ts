@@ -57,7 +57,14 @@ export const WriteOutcomeUnknownError: FastifyErrorConstructor<{ code: 'FST_POLI
     'The policy database did not finish the write to tenant "%s" within %d ms (writeTimeoutMs): its outcome is unknown — it may still commit. Read the tenant\'s revision before deciding; retrying is safe (a write already applied changes nothing)', 503)
 
 export const ClosingError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CLOSING', statusCode: 503 }, []> =
-  createError('FST_POLICY_CACHE_CLOSING', 'This instance is shutting down and takes no new writes; send the write to another instance', 503)
+  createError('FST_POLICY_CACHE_CLOSING', 'This instance is shutting down and takes no new writes or watch streams; send the request to another instance', 503)
+
+export const TooManyWatchersError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_TOO_MANY_WATCHERS', statusCode: 503 }, [number]> =
+  createError('FST_POLICY_CACHE_TOO_MANY_WATCHERS', 'This instance serves %d watch streams already (watch.maxWatchers): retry later, or on another instance', 503)
+
+export const WatchOverflowError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_WATCH_OVERFLOW', statusCode: 503 }, [number]> =
+  createError('FST_POLICY_CACHE_WATCH_OVERFLOW',
+    'The watch stream did not take its events: %d were waiting (watch.maxBuffered), so it was closed; reconnect with Last-Event-ID to resume from the changelog', 503)
 
 export const DnsPeersError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_DNS_PEERS', statusCode: 503 }, [string, string, Cause?]> =
   createError('FST_POLICY_CACHE_DNS_PEERS', 'Resolving the peers\' DNS name "%s" failed: %s', 503)

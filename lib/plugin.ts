@@ -212,6 +212,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     maxBatchChanges: opts.maxBatchChanges,
     maxBatchChecks: opts.maxBatchChecks,
     maxImportFacts: opts.maxImportFacts,
+    watch: opts.watch,
     log,
     identify: opts.identify,
     leave: async () => { await membership?.leave() }
@@ -272,6 +273,7 @@ export type { Holder } from './cache/tenant-state.js'
 export type { PageOptions } from './page.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
+export type { Watch, WatchEvent, WatchEnd, WatchOptions } from './cache/watchers.js'
 export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
 export type { PolicyStore, ReplaceResult } from './store/types.js'

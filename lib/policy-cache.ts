@@ -9,6 +9,7 @@ import { DATABASE_ID_PATTERN, noticeChange, type NoticeChange, type NoticeEntry 
 import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
+import { Watchers, type Watch, type WatchOptions } from './cache/watchers.js'
 import { DEFAULTS } from './defaults.js'
 import {
   BatchTooLargeError, ChangesPrunedError, CheckBatchTooLargeError, ClosingError, ForeignDatabaseError, GroupNotFoundError, ImportTooLargeError, InvalidInputError, InvalidOptionError,
@@ -33,6 +34,12 @@ export interface EngineStats extends CacheStats {
   writes: number
   /** Writes that changed nothing. */
   writesUnchanged: number
+  /** Watch streams open now (`watch`, the watch route). */
+  watchers: number
+  /** Watch streams dropped so far because their client fell `watch.maxBuffered` events behind. */
+  watchersDropped: number
+  /** Events waiting in the watch streams' queues now, all streams together. */
+  watchBuffered: number
 }
 
 /** What every write answers. `revision` is the token to pass as `minRevision` for read-your-writes. */
@@ -199,6 +206,8 @@ export interface PolicyCacheDeps {
   maxBatchChecks?: number
   /** Most facts (groups, grants, memberships) one imported document may hold. Default {@link DEFAULTS.maxImportFacts}. */
   maxImportFacts?: number
+  /** The bounds of the watch streams. Default {@link DEFAULTS.watch}. */
+  watch?: { maxWatchers: number, maxBuffered: number }
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void, error?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
@@ -299,6 +308,7 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #store: PolicyStore
   readonly #notifier: Notifier
   readonly #tenants: TenantCache
+  readonly #watchers: Watchers
   readonly #catchUpTimeoutMs: number
   readonly #writeTimeoutMs: number
   readonly #maxBatchChanges: number
@@ -341,7 +351,20 @@ export class PolicyCache implements PolicyCacheApi {
     this.#identify = deps.identify
     this.#now = deps.now ?? Date.now
     this.#leave = deps.leave
-    this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants, repairSpacingMs: deps.repairSpacingMs })
+    const { maxWatchers, maxBuffered } = deps.watch ?? DEFAULTS.watch
+    this.#watchers = new Watchers({
+      read: (tenant, after, limit) => this.changes(tenant, { after, limit }),
+      pin: (tenant) => this.#tenants.pin(tenant),
+      unpin: (tenant) => this.#tenants.unpin(tenant),
+      maxWatchers,
+      maxBuffered
+    })
+    this.#tenants = new TenantCache({
+      store: deps.store,
+      maxTenants: deps.maxTenants,
+      repairSpacingMs: deps.repairSpacingMs,
+      onAdvance: (tenant, revision) => this.#watchers.advanced(tenant, revision)
+    })
   }
 
   /**
@@ -604,6 +627,24 @@ export class PolicyCache implements PolicyCacheApi {
   }
 
   /**
+   * Watches a tenant's changes as this instance applies them — its own writes, peers', catch-ups and
+   * reloads alike — each as the audit feed's entry, in revision order without a gap or a duplicate
+   * (see {@link Watch}). With `after`, the changes after that revision come first from the changelog
+   * (a revision this instance is behind is caught up to first, 412 FST_POLICY_CACHE_REVISION_AHEAD
+   * past the database's); changes already pruned give a `reset` event. Bounded: beyond
+   * `watch.maxWatchers` open watches → 503 FST_POLICY_CACHE_TOO_MANY_WATCHERS; a consumer
+   * `watch.maxBuffered` events behind is dropped (a final `end` event). `drain()` ends every watch.
+   */
+  async watch (tenant: string, options: WatchOptions = {}): Promise<Watch> {
+    assertIdentifier('tenant', tenant)
+    const { after } = options
+    if (after !== undefined && (typeof after !== 'number' || !Number.isSafeInteger(after) || after < 0)) {
+      throw new InvalidInputError('after', 'must be a non-negative integer')
+    }
+    return await this.#watchers.open(tenant, after, async () => (await this.#state(tenant, after)).revision)
+  }
+
+  /**
    * A validated write (a change, or a batch's own copies; undefined for an import or a deletion, whose
    * store says what it applied) counted among those in flight, and its failure remembered for `/health`.
    */
@@ -637,6 +678,7 @@ export class PolicyCache implements PolicyCacheApi {
    * `app.close()` calls it first.
    */
   drain (): Promise<void> {
+    this.#watchers.close({ type: 'end', code: 'FST_POLICY_CACHE_CLOSING', message: 'This instance is shutting down: reconnect, to another instance, with the last event id to continue' })
     this.#draining ??= Promise.all([
       Promise.allSettled(this.#inFlight),
       this.#leave?.()
@@ -798,7 +840,7 @@ export class PolicyCache implements PolicyCacheApi {
 
   /** Cache and engine counters. */
   stats (): EngineStats {
-    return { ...this.#tenants.stats(), checksAllowed: this.#allowed, checksDenied: this.#denied, writes: this.#writes, writesUnchanged: this.#unchanged }
+    return { ...this.#tenants.stats(), checksAllowed: this.#allowed, checksDenied: this.#denied, writes: this.#writes, writesUnchanged: this.#unchanged, ...this.#watchers.stats() }
   }
 
   /** Up to `limit` cached tenants with the revision each is answered from, most recently used first. */

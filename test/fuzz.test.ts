@@ -10,6 +10,7 @@ import { test, type Test } from 'tap'
 import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
 import policyCache, { createSqliteDb, KyselyPolicyStore } from '../lib/plugin.js'
 import { SECRET, WRITE_BODY_FIELDS } from './helpers/app.js'
+import { openStream } from './helpers/sse.js'
 
 const RUNS = 120
 const TENANTS = ['t1', 't2']
@@ -440,4 +441,27 @@ test('fuzz: the tenant lifecycle — imports, deletions, exports and the tenant 
     return true
   }), { numRuns: RUNS * 3 })
   t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; a rejected request wrote nothing, an accepted one took at most one revision`)
+})
+
+test('fuzz: the watch stream\'s path, query and Last-Event-ID, over real HTTP (a valid request streams until closed)', async (t) => {
+  const app = Fastify()
+  await app.register(policyCache, { syncIntervalMs: 0, watch: { maxWatchers: 100000 } })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  await app.policyCache.createGroup('t1', 'g')
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const watchQuery = fc.oneof({ weight: 3, arbitrary: rarely(fc.constantFrom('0', '1')).map((after) => after === null ? '' : `after=${after}`) }, feedQuery)
+  const lastEventId = rarely(fc.oneof(fc.constantFrom('0', '1', '2', '01', '-1', ''), text.filter((s) => /^[\x20-\x7e]*$/.test(s))))
+  const seen = { ok: 0, rejected: 0 }
+  await fc.assert(fc.asyncProperty(segment, watchQuery, lastEventId, async (tenant, q, id) => {
+    const stream = await openStream(`${base}/tenants/${tenant}/watch?${q}`, id === null ? {} : { 'last-event-id': id })
+    const status = stream.response.statusCode ?? 0
+    stream.close()
+    if (status >= 500 || status < 200 || (status >= 300 && status < 400)) throw new Error(`${status} for /tenants/${tenant}/watch?${q} (Last-Event-ID ${JSON.stringify(id)})`)
+    if (status === 200) seen.ok++
+    else seen.rejected++
+    return true
+  }), { numRuns: RUNS, seed: 20261202 })
+  t.ok(seen.ok > 0 && seen.rejected > 0, `streams opened / refused: ${seen.ok}/${seen.rejected}`)
+  t.equal(await app.policyCache.revision('t1'), 1, 'nothing written')
 })

@@ -9,14 +9,15 @@ import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { InvalidInputError } from '../errors.js'
 import type { IdentifyFunction } from '../guard.js'
-import { assertActor, type AuditEntry, type Change, type Operation } from '../model.js'
+import { assertActor, type Change, type Operation } from '../model.js'
 import type { PageOptions } from '../page.js'
 import type { BatchOutcome, ImportDocument, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
-  BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, DeleteTenantQuery, DeleteTenantReply, ErrorReply, ExportReply, GroupBody,
-  GroupParams, GroupPermissionsReply, GroupsReply, GroupUsersReply, ImportBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams, TenantReply,
-  TenantsQuery, TenantsReply, UserBody, UserParams, UserReply, validatorCompiler, WhoQuery, WhoReply, WriteReply
+  BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, DeleteTenantQuery, DeleteTenantReply, ErrorReply, ExportReply,
+  GroupBody, GroupParams, GroupPermissionsReply, GroupsReply, GroupUsersReply, ImportBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams,
+  TenantReply, TenantsQuery, TenantsReply, UserBody, UserParams, UserReply, validatorCompiler, WatchHeaders, WatchQuery, WatchStream, WhoQuery, WhoReply, WriteReply
 } from './schemas.js'
+import { resumeAfter, streamWatch, wireEntry } from './watch.js'
 
 export interface PolicyRoutesOptions {
   engine: PolicyCache
@@ -30,6 +31,8 @@ export interface PolicyRoutesOptions {
   maxImportFacts: number
   /** The host's `identify`: a write's actor is the user of the request's identity. */
   identify?: IdentifyFunction | undefined
+  /** Between two heartbeat comments of a watch stream (`watch.heartbeatMs`). */
+  heartbeatMs: number
 }
 
 /** Bytes of the largest valid change of a batch, with room for JSON whitespace: `/batch`'s body limit is this per change. */
@@ -64,9 +67,10 @@ function checkedQuery<T> (validator: typeof pageQuery | typeof whoQuery, query: 
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
 
-/** The feed's query check, for the long-id fallback route (which has no querystring schema). */
+/** The feed's and the watch's query checks, for the long-id fallback route (which has no querystring schema). */
 const changesQuery = Compile(ChangesQuery)
 const deleteTenantQuery = Compile(DeleteTenantQuery)
+const watchQuery = Compile(WatchQuery)
 
 function withRevision<T extends { revision: number }> (reply: FastifyReply, body: T): T {
   reply.header('policy-revision', String(body.revision))
@@ -84,13 +88,6 @@ async function conditional<T> (reply: FastifyReply, write: Promise<T>): Promise<
   }
 }
 
-/** An audit entry as the feed's reply carries it: `operation` and its fields, or a batch's `changes`, named as on the wire. */
-function wireEntry ({ revision, change, origin, actor, committedAt }: AuditEntry) {
-  const wire = ({ op, ...fields }: Change) => ({ operation: op, ...fields })
-  const body = change.op === 'batch' ? { changes: change.changes.map(wire) } : wire(change)
-  return { revision, ...body, origin, actor, committedAt }
-}
-
 /** The decimal query parameters of the audit feed, as the engine takes them. */
 function changesOptions (query: { after?: string, limit?: string }) {
   return {
@@ -99,7 +96,7 @@ function changesOptions (query: { after?: string, limit?: string }) {
   }
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, maxImportFacts, identify }: PolicyRoutesOptions): Promise<void> {
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, maxImportFacts, identify, heartbeatMs }: PolicyRoutesOptions): Promise<void> {
   /**
    * Who a write acts as: the user of the request's identity when the plugin has `identify` and the
    * request carries one; else undefined (the entry's actor is null). A malformed user is a coded 400
@@ -238,6 +235,20 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     }
   }, async (request, reply) => await changesPage(reply, request.params.tenant, request.query))
 
+  app.get('/tenants/:tenant/watch', {
+    schema: {
+      summary: 'Watch a tenant\'s changes (Server-Sent Events)',
+      description: 'Each change of the tenant as this instance applies it — its own writes, peers\' (a notice, a catch-up, a reload) and batches alike — as a `change` event whose id is its revision and whose data is the audit feed\'s entry (one event per revision: a batch\'s changes in one), in revision order without a gap or a duplicate. A client reconnecting with `Last-Event-ID` (or `?after=`) gets the changes after it from the changelog first, then live ones; when they were pruned (changelogRetention), a `reset` event (code FST_POLICY_CACHE_CHANGES_PRUNED, the oldest kept and the revision the stream continues after): read the tenant again. A client that falls watch.maxBuffered events behind is dropped (a final `end` event FST_POLICY_CACHE_WATCH_OVERFLOW, if it can be written); shutdown ends every stream (`end` FST_POLICY_CACHE_CLOSING). Beyond watch.maxWatchers open streams → 503 FST_POLICY_CACHE_TOO_MANY_WATCHERS; a revision past the database\'s → 412 FST_POLICY_CACHE_REVISION_AHEAD. A comment every watch.heartbeatMs.',
+      tags: ['policy'],
+      params: TenantParams,
+      querystring: WatchQuery,
+      headers: WatchHeaders,
+      response: { 200: WatchStream, ...errors }
+    }
+  }, async (request, reply) => {
+    await streamWatch(engine, reply, request.params.tenant, resumeAfter(request.headers['last-event-id'], request.query.after), heartbeatMs)
+  })
+
   app.get('/check-access', {
     schema: {
       summary: 'Check a permission',
@@ -354,6 +365,11 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       // No querystring schema on this route: checked here, as the feed's own route checks it.
       if (!changesQuery.Check(request.query)) throw new InvalidInputError('querystring', 'takes after and limit only, each a decimal integer')
       return await changesPage(reply, parts[0], request.query)
+    }
+    if (parts.length === 2 && parts[1] === 'watch') {
+      if (!watchQuery.Check(request.query)) throw new InvalidInputError('querystring', 'takes after only, a decimal integer')
+      await streamWatch(engine, reply, parts[0], resumeAfter(request.headers['last-event-id'], request.query.after), heartbeatMs)
+      return
     }
     if (parts.length === 3 && parts[1] === 'users') return withRevision(reply, await engine.user(parts[0], parts[2]))
     if (parts.length === 2 && parts[1] === 'groups') {

@@ -173,9 +173,12 @@ export const CheckBatchReply = Type.Object({
   results: Type.Array(Type.Boolean(), { description: 'Whether each user holds each permission, aligned with `checks`' })
 }, { ...closed, description: 'A batch check\'s answers, all from `revision`', examples: [{ tenant: 'tenant1', revision: 3, results: [true, false] }] })
 
+/** A revision in a query string or header: a decimal integer without leading zeros, at most 15 digits (a safe integer). */
+export const REVISION_TEXT_PATTERN = '^(0|[1-9][0-9]{0,14})$'
+
 /** The audit feed's page: decimal strings, checked exactly (integer conversion would turn `1.5` into 1); `limit` above 1000 is a coded 400. */
 export const ChangesQuery = Type.Object({
-  after: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'The entries after this revision (default 0: from the oldest kept); the next page is after the last entry\'s revision', examples: ['120'] })),
+  after: Type.Optional(Type.String({ pattern: REVISION_TEXT_PATTERN, description: 'The entries after this revision (default 0: from the oldest kept); the next page is after the last entry\'s revision', examples: ['120'] })),
   limit: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'At most this many entries, 1 to 1000 (default 100)', examples: ['100'] }))
 }, closed)
 /** One entry of the audit feed: a change (`operation` and its fields) or a batch (`changes`), with its origin, actor and commit time. */
@@ -266,6 +269,19 @@ export const ImportBody = Type.Object({
   description: 'An export document (and `ifRevision`): the tenant\'s policy becomes exactly the document\'s',
   examples: [{ ...documentExample, ifRevision: 3 }]
 })
+/** Where a watch stream starts: `after` (a `Last-Event-ID` header wins over it). */
+export const WatchQuery = Type.Object({
+  after: Type.Optional(Type.String({ pattern: REVISION_TEXT_PATTERN, description: 'Send the changes after this revision, the committed ones first from the changelog (default: from the revision this instance is at). A `Last-Event-ID` header wins over it.', examples: ['120'] }))
+}, closed)
+/** The header an EventSource sends when it reconnects: the id of the last event it had (a revision). Other headers pass. */
+export const WatchHeaders = Type.Object({
+  'last-event-id': Type.Optional(Type.String({ pattern: REVISION_TEXT_PATTERN, description: 'Resume after this revision: the id of the last event received (an EventSource sends it when it reconnects)' }))
+})
+/** The watch stream's 200: Server-Sent Events, described for OpenAPI (the stream is written by hand, not serialized). */
+export const WatchStream = {
+  description: 'Server-Sent Events: `ready` (id = the revision the stream starts after), then `change` (id = its revision; data = an audit feed entry), `reset` (id = the revision the stream continues after; data = { code: FST_POLICY_CACHE_CHANGES_PRUNED, message, oldestRevision, revision }) and a final `end` (data = { code, message }); comment lines as heartbeats',
+  content: { 'text/event-stream': { schema: Type.String({ description: 'text/event-stream' }) } }
+}
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
 export const GroupParams = Type.Object({ tenant: Tenant, group: Group }, closed)

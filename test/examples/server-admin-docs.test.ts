@@ -98,6 +98,12 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   t.same(Object.keys(changes?.responses?.['200']?.content?.['application/json']?.schema?.properties ?? {}).sort(), ['entries', 'oldestRevision', 'revision', 'tenant'])
   t.same(changes?.security, [{ adminToken: [] }], 'the audit feed needs the admin token')
 
+  const watch = doc.paths['/tenants/{tenant}/watch']?.get
+  t.type(watch?.description, 'string', 'the watch stream has a description')
+  t.same(watch?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['header', 'last-event-id'], ['path', 'tenant'], ['query', 'after']])
+  t.ok(watch?.responses?.['200']?.content?.['text/event-stream'], 'the watch stream is text/event-stream')
+  t.same(watch?.security, [{ adminToken: [] }], 'the watch stream needs the admin token')
+
   // The listings and the reverse lookup: described, their query parameters named, behind the admin token.
   for (const [path, params, query, field] of [
     ['/tenants/{tenant}/groups', ['tenant'], ['cursor', 'limit', 'minRevision'], 'groups'],

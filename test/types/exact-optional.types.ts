@@ -51,6 +51,7 @@ const everyKey = {
   maxBatchChanges: undefined,
   maxImportFacts: undefined,
   maxBatchChecks: undefined,
+  watch: undefined,
   routes: undefined,
   routeHooks: undefined,
   identify: undefined,
@@ -67,6 +68,7 @@ export const nested: PolicyCacheOptions = {
   routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
   routeHooks: { onRequest: undefined, preHandler: undefined },
   membership: { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined },
+  watch: { maxWatchers: undefined, maxBuffered: undefined, heartbeatMs: undefined },
   metrics: { registry: undefined, path: undefined, prefix: undefined }
 }
 

@@ -4,7 +4,7 @@
  */
 import Fastify from 'fastify'
 import { Kysely } from 'kysely'
-import policyCache, { dnsPeers, type DnsPeersOptions, type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
+import policyCache, { dnsPeers, type DnsPeersOptions, type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus, type AuditEntry, type Watch, type WatchEnd } from '../../lib/plugin.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_ok: T): void {}
@@ -67,6 +67,12 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   expectType<Equal<typeof app.policyCache, PolicyCacheApi>>(true)
   expectType<Equal<ReturnType<typeof app.policyCache.warm>, Promise<void>>>(true)
   await app.policyCache.warm(['t1', 't2'])
+  expectType<Equal<ReturnType<typeof app.policyCache.watch>, Promise<Watch>>>(true)
+  for await (const event of await app.policyCache.watch('t1', { after: 3 })) {
+    if (event.type === 'change') expectType<Equal<typeof event.entry, AuditEntry>>(true)
+    else if (event.type === 'reset') expectType<Equal<typeof event.revision, number>>(true)
+    else expectType<Equal<typeof event, WatchEnd>>(true)
+  }
   // @ts-expect-error noticed is the webhook receiver's, not the host's
   await app.policyCache.noticed([{ tenant: 't', revision: 1 }])
   // @ts-expect-error sync is the anti-entropy timer's

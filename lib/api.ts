@@ -95,7 +95,8 @@ export interface PolicyCacheApi {
    */
   exportTenant (tenant: string): Promise<TenantDocument>
   /**
-   * Replaces the tenant's policy with an export document's (of this tenant or another), at one
+   * Replaces the tenant's policy with an export document's (its `tenant`, when present, must be this
+   * tenant: change or drop it to import under another name), at one
    * revision whose changelog entry holds the difference — the peers apply it as a batch. Nothing
    * changes when the tenant holds it already; a tenant that does not exist is created. A malformed
    * document → 400 FST_POLICY_CACHE_INVALID_INPUT naming the place; more than `maxImportFacts`

@@ -135,9 +135,8 @@ export interface TenantSummary {
 export const EXPORT_FORMAT = 1
 
 /**
- * A tenant's whole policy as one document: what `exportTenant` answers and `importTenant` takes.
- * On import, `tenant` and `revision` say where the document came from (the target is the tenant
- * named to `importTenant`; a precondition is `ifRevision`): they are checked, not used.
+ * A tenant's whole policy as one document: what `exportTenant` answers and `importTenant` takes
+ * (`tenant` and `revision` optional there: see `ImportDocument`).
  */
 export interface TenantDocument {
   tenant: string

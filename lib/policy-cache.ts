@@ -132,8 +132,9 @@ export interface TenantDeletion {
 }
 
 /**
- * What `importTenant` takes: an export document. `tenant` and `revision`, when present, say where it
- * came from and are checked only as well formed; the tenant written is the one named to `importTenant`.
+ * What `importTenant` takes: an export document. `tenant`, when present, must be the tenant imported
+ * into (another name: change or drop it); `revision`, when present, says what it was exported at and
+ * is checked only as well formed (the precondition is `ifRevision`).
  */
 export interface ImportDocument {
   groups: GroupData[]
@@ -573,8 +574,8 @@ export class PolicyCache implements PolicyCacheApi {
   }
 
   /**
-   * Replaces the tenant's policy with the document's (an `exportTenant` document, of this tenant or
-   * another) in one revision whose changelog entry holds the difference, applied here and sent to the
+   * Replaces the tenant's policy with the document's (an `exportTenant` document; its `tenant`, when
+   * present, must be this tenant) in one revision whose changelog entry holds the difference, applied here and sent to the
    * peers as a batch's: they apply the delta. Nothing changes (no revision) when the tenant holds the
    * document's policy already; a tenant that does not exist is created. The document is validated
    * whole first — a malformed one → 400 FST_POLICY_CACHE_INVALID_INPUT naming the place
@@ -588,7 +589,11 @@ export class PolicyCache implements PolicyCacheApi {
     const unknown = Object.keys(document).find((key) => !DOCUMENT_FIELDS.includes(key))
     if (unknown !== undefined) throw new InvalidInputError('document', `takes tenant, revision, groups and format only, not ${JSON.stringify(unknown)}`)
     if (document.format !== EXPORT_FORMAT) throw new InvalidInputError('format', `must be ${EXPORT_FORMAT}`)
-    if (document.tenant !== undefined) assertIdentifier('tenant', document.tenant)
+    // The tenant a document names is the one it is imported into: a host hook that scopes an admin by
+    // the body's `tenant` then sees the tenant really written.
+    if (document.tenant !== undefined && document.tenant !== tenant) {
+      throw new InvalidInputError('tenant', `the document is of tenant ${JSON.stringify(document.tenant)}, not "${tenant}": set its tenant to "${tenant}" (or leave it out) to import it under that name`)
+    }
     if (document.revision !== undefined && (typeof document.revision !== 'number' || !Number.isSafeInteger(document.revision) || document.revision < 0)) {
       throw new InvalidInputError('revision', 'must be a non-negative integer')
     }

@@ -395,7 +395,7 @@ const importBody = fc.oneof(
     weight: 6,
     arbitrary: fc.tuple(fc.array(documentGroup, { maxLength: 4 }), rarely(fc.oneof(fc.nat({ max: 6 }), value)), rarely(fc.oneof(fc.constantFrom(2, '1'), value)), rarely(fc.tuple(key, value)))
       .map(([groups, ifRevision, format, extra]) => {
-        const entries: Array<[string, unknown]> = [['tenant', 'src'], ['revision', 7], ['groups', groups], ['format', format ?? 1]]
+        const entries: Array<[string, unknown]> = [['revision', 7], ['groups', groups], ['format', format ?? 1]]
         if (ifRevision !== null) entries.push(['ifRevision', ifRevision])
         if (extra !== null) entries.push(extra)
         return '{' + entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v) ?? 'null'}`).join(',') + '}'

@@ -211,7 +211,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     bodyLimit: importBodyLimit,
     schema: {
       summary: 'Import a tenant',
-      description: 'Replace the tenant\'s policy with an export document\'s (of this tenant or another) at one revision whose changelog entry holds the difference — the peers apply it as a batch\'s. Nothing changes when the tenant holds it already; a tenant that does not exist is created. The document is validated whole, nothing written otherwise: 400 naming the place, 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE over maxImportFacts groups, grants and memberships. `ifRevision` as for the writes.',
+      description: 'Replace the tenant\'s policy with an export document\'s (its `tenant`, when present, must be the path\'s) at one revision whose changelog entry holds the difference — the peers apply it as a batch\'s. Nothing changes when the tenant holds it already; a tenant that does not exist is created. The document is validated whole, nothing written otherwise: 400 naming the place, 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE over maxImportFacts groups, grants and memberships. `ifRevision` as for the writes.',
       tags: ['policy'],
       params: TenantParams,
       body: ImportBody,

@@ -259,7 +259,7 @@ export const ExportReply = Type.Object({
   examples: [documentExample]
 })
 export const ImportBody = Type.Object({
-  tenant: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'The tenant the document was exported from (checked, not used: the path names the tenant written)' })),
+  tenant: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'The tenant imported into, as the path names it (another one is a 400: change or drop it to import a document under another name)' })),
   revision: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The revision it was exported at (checked, not used: `ifRevision` is the precondition)' })),
   groups: Type.Array(DocumentGroup, { description: 'The policy the tenant will hold: names unique, each group\'s permissions and users unique; at most maxImportFacts groups, grants and memberships (413 above)' }),
   format: Type.Literal(1, { description: 'The document format' }),

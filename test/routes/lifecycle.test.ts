@@ -96,7 +96,11 @@ test('GET /tenants/:tenant/export: one document at one revision, read from the d
 
 test('PUT /tenants/:tenant/import: the tenant holds exactly the document, at one revision', async (t) => {
   const app = await buildApp(t)
-  const res = await request(app, 'PUT', '/tenants/t1/import', { tenant: 'elsewhere', revision: 40, groups: POLICY, format: 1, ifRevision: 0 })
+  const elsewhere = await request(app, 'PUT', '/tenants/t1/import', { tenant: 'elsewhere', groups: POLICY, format: 1 })
+  t.match(elsewhere, { status: 400, body: { code: 'FST_POLICY_CACHE_INVALID_INPUT', message: /of tenant "elsewhere", not "t1"/ } }, 'a document of another tenant')
+  await t.rejects(app.policyCache.importTenant('t1', { tenant: 'elsewhere', groups: POLICY, format: 1 }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })
+  t.equal(await app.policyCache.revision('t1'), 0, 'nothing written')
+  const res = await request(app, 'PUT', '/tenants/t1/import', { tenant: 't1', revision: 40, groups: POLICY, format: 1, ifRevision: 0 })
   t.same(res.body, { tenant: 't1', revision: 1, changed: true, peers: { acked: 0, total: 0 } }, 'a tenant that does not exist is created')
   t.equal(res.headers['policy-revision'], '1')
   t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 1, groups: POLICY })
@@ -152,6 +156,7 @@ test('a malformed document is a coded 400 naming the place, nothing written', as
     [{ groups: [], format: 1, other: 1 }, /"other"/],
     [{ groups: [], format: 2 }, /format/],
     [{ groups: [], format: 1, tenant: 'a b' }, /tenant/],
+    [{ groups: [], format: 1, tenant: 't2' }, /of tenant "t2", not "t1"/],
     [{ groups: [], format: 1, revision: 1.5 }, /revision/],
     [{ groups: 'x', format: 1 }, /groups/],
     [{ groups: [null], format: 1 }, /groups\[0\]/],
@@ -266,7 +271,7 @@ test('property: export → import into an empty database round-trips exactly; im
     const roundTrip = (await get(target, `/tenants/${tenant}/export`)).body
     t.same(roundTrip, { ...exported, revision: 1 }, 'the same document, apart from the revision')
 
-    const other = { tenant: 'b', revision: 9, groups: b, format: 1 }
+    const other = { tenant, revision: 9, groups: b, format: 1 }
     const over = await request(target, 'PUT', `/tenants/${tenant}/import`, other)
     t.equal(over.status, 200)
     const after = await target.policyCache.exportTenant(tenant)

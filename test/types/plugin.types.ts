@@ -49,6 +49,23 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   // @ts-expect-error a check is { user, permission }
   await app.policyCache.checkBatch('t', [['u', 'p']])
 
+  // The tenant lifecycle: an export document is what an import takes.
+  const tenants = await app.policyCache.tenants({ limit: 10, cursor: groups.next ?? undefined })
+  expectType<Equal<typeof tenants.tenants, Array<{ tenant: string, revision: number }>>>(true)
+  await app.policyCache.tenants({ cursor: tenants.next ?? undefined })
+  const exported = await app.policyCache.exportTenant('t')
+  expectType<Equal<typeof exported.format, 1>>(true)
+  const imported = await app.policyCache.importTenant('t', exported, { ifRevision: exported.revision, actor: 'ci' })
+  expectType<Equal<typeof imported, WriteOutcome>>(true)
+  const deleted = await app.policyCache.deleteTenant('t', { ifRevision: imported.revision })
+  expectType<Equal<typeof deleted.deleted, true>>(true)
+  await app.policyCache.createGroup('t', 'g', { ifRevision: deleted.revision })
+  await app.register(policyCache, { maxImportFacts: 50000 })
+  // @ts-expect-error the document's format is 1
+  await app.policyCache.importTenant('t', { groups: [], format: 2 })
+  // @ts-expect-error the listing reads the database: no minRevision
+  await app.policyCache.tenants({ minRevision: 1 })
+
   const options: PolicyCacheOptions[] = []
   await app.register(policyCache, { circuitBreaker: { failureThreshold: 5 }, retry: { maxRetryAfterMs: 10000 } })
   type Peer = ReturnType<typeof app.policyCache.peers>[number]

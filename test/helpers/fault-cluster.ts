@@ -101,6 +101,8 @@ export class FaultyNetwork {
   readonly unsent = new Set<string>()
   /** Over a transport: the mode each write's notice was sent under (by `origin/tenant/revision`). */
   readonly #sentUnder = new Map<string, Fault>()
+  /** Over pg-notify: crashed writes so far; every other one dies before its commit, the rest after it. */
+  #crashes = 0
   readonly #engines: PolicyCache[]
   readonly #random: () => number
   readonly #maxDelayMs: number
@@ -139,8 +141,8 @@ export class FaultyNetwork {
    *    before `publish` — the notice is never sent (recorded in `unsent`); the sync heals;
    *  - a transport that publishes inside the transaction (pg-notify): the process dies either before
    *    the commit (its NOTIFY is rolled back with the change: nothing committed, nothing sent) or
-   *    after it (`notify` throws, but PostgreSQL delivered the NOTIFY with the commit) — half each,
-   *    drawn from the seeded random. Nothing in between can be lost.
+   *    after it (`notify` throws, but PostgreSQL delivered the NOTIFY with the commit) — in turn, so
+   *    that both happen in every run with two crashed writes. Nothing in between can be lost.
    */
   transportNotifier (from: number, transport: Transport): Notifier {
     const publishing = transport.inTransaction
@@ -164,7 +166,7 @@ export class FaultyNetwork {
         : async (tx, changes) => {
           stamp(changes)
           await publishing(tx, changes)
-          if (this.crashed.has(from) && this.#random() < 0.5) {
+          if (this.crashed.has(from) && this.#crashes++ % 2 === 0) {
             this.stats.crashedBeforeCommit++
             throw new CrashedError(from)
           }

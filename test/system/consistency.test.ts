@@ -38,7 +38,7 @@ const CHECKED = ['doc:read', 'doc:write']
 const SYNC_INTERVAL_MS = 40
 const SEED = Number(process.env.FC_SEED ?? 20261129)
 /** Runs per real transport: each connects three clients and, on nats, a faulted write waits for its replies. */
-const TRANSPORT_RUNS = 6
+const TRANSPORT_RUNS = 4
 /** Over a transport, crashes are three times as frequent: what a crash loses differs per transport. */
 const TRANSPORT_CRASH_WEIGHT = 3
 

@@ -11,9 +11,7 @@ import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
 import { PeerSet } from './broadcast/peer-set.js'
-import { NatsTransport } from './broadcast/nats.js'
-import { PgNotifyTransport } from './broadcast/pg-notify.js'
-import { RedisTransport } from './broadcast/redis.js'
+import { createBrokerTransport } from './broadcast/brokers.js'
 import type { Transport, TransportSink } from './broadcast/transport.js'
 import { WebhookTransport } from './broadcast/webhook-transport.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
@@ -73,43 +71,19 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     })
   let created: ReturnType<typeof createStore>
   // Built before the store: a missing `pg` fails registration with nothing to close.
-  let brokerTransport: PgNotifyTransport | NatsTransport | RedisTransport | undefined
+  let brokerTransport: Transport | undefined
   // With membership on, the nats transport waits for the live members (kept here by onChange below).
   let liveMembers: readonly string[] = []
   try {
-    if (opts.transport.type === 'pg-notify') {
-      const { type: _type, ...settings } = opts.transport
-      brokerTransport = new PgNotifyTransport({
-        ...settings,
-        serverId: opts.serverId,
-        databaseId: (): string | undefined => engine.databaseId,
-        publicUrl: opts.publicUrl,
-        keys: opts.keys,
-        log
-      })
-    } else if (opts.transport.type === 'nats') {
-      const { type: _type, ...settings } = opts.transport
-      brokerTransport = new NatsTransport({
-        ...settings,
-        serverId: opts.serverId,
-        databaseId: (): string | undefined => engine.databaseId,
-        publicUrl: opts.publicUrl,
-        keys: opts.keys,
-        ackTimeoutMs: opts.ackTimeoutMs,
-        members: opts.membership === undefined ? undefined : () => liveMembers,
-        log
-      })
-    } else if (opts.transport.type === 'redis') {
-      const { type: _type, ...settings } = opts.transport
-      brokerTransport = new RedisTransport({
-        ...settings,
-        serverId: opts.serverId,
-        databaseId: (): string | undefined => engine.databaseId,
-        publicUrl: opts.publicUrl,
-        keys: opts.keys,
-        log
-      })
-    }
+    brokerTransport = createBrokerTransport(opts.transport, {
+      serverId: opts.serverId,
+      databaseId: (): string | undefined => engine.databaseId,
+      publicUrl: opts.publicUrl,
+      keys: opts.keys,
+      ackTimeoutMs: opts.ackTimeoutMs,
+      members: opts.membership === undefined ? undefined : () => liveMembers,
+      log
+    })
     created = createStore(opts)
   } catch (err) {
     // The host's registry must not keep this instance's metric names.

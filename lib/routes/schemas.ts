@@ -247,8 +247,8 @@ export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, 
   ...closed, description: 'The tenant\'s revision after the reload', examples: [{ tenant: 'tenant1', revision: 3 }]
 })
 
-const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify'), Type.Literal('nats'), Type.Literal('redis')], { description: 'The transport (the `transport` option)' })
-const TransportState = Type.Union([Type.Literal('up'), Type.Literal('connecting'), Type.Literal('down'), Type.Literal('closed')])
+export const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify'), Type.Literal('nats'), Type.Literal('redis')], { description: 'The transport (the `transport` option)' })
+export const TransportState = Type.Union([Type.Literal('up'), Type.Literal('connecting'), Type.Literal('down'), Type.Literal('closed')])
 
 export const HealthReply = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable'), Type.Literal('closing')], {

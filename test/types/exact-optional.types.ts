@@ -56,7 +56,8 @@ const everyKey = {
   metrics: undefined,
   membership: undefined,
   peerRefreshMs: undefined,
-  transport: undefined
+  transport: undefined,
+  board: undefined
 } satisfies Record<keyof PolicyCacheOptions, undefined>
 export const options: PolicyCacheOptions = everyKey
 
@@ -66,7 +67,8 @@ export const nested: PolicyCacheOptions = {
   routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
   routeHooks: { onRequest: undefined, preHandler: undefined },
   membership: { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined },
-  metrics: { registry: undefined, path: undefined, prefix: undefined }
+  metrics: { registry: undefined, path: undefined, prefix: undefined },
+  board: { path: undefined, maxStreams: undefined }
 }
 
 /** dnsPeers' optional keys, each `undefined`, as from an environment without them. */

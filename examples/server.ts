@@ -150,7 +150,8 @@ function presentedToken (header: string | undefined): string {
   if (header.startsWith('Bearer ')) return header.slice(7)
   if (!header.startsWith('Basic ')) return ''
   const credentials = Buffer.from(header.slice(6), 'base64').toString('utf8')
-  return credentials.slice(credentials.indexOf(':') + 1)
+  const colon = credentials.indexOf(':')
+  return colon === -1 ? '' : credentials.slice(colon + 1)
 }
 
 /**

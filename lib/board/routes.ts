@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { UnauthorizedWebhookError } from '../errors.js'
-import { ErrorReply, Tenant, TransportState, TransportType, validatorCompiler } from '../routes/schemas.js'
+import { closed, ErrorReply, Nullable, Tenant, TransportState, TransportType, validatorCompiler } from '../routes/schemas.js'
 import { IDENTIFIER_PATTERN } from '../model.js'
 import { WEBHOOK_HEADERS } from '../broadcast/signature.js'
 import type { BoardHub } from './hub.js'
@@ -27,14 +27,12 @@ const FILES = {
 /** Everything the page loads comes from this instance; nothing inline, no other origin. */
 const CONTENT_SECURITY_POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-const closed = { additionalProperties: false } as const
 const BoardQuery = Type.Object({ tenant: Type.Optional(Tenant) }, closed)
 const ID = IDENTIFIER_PATTERN.slice(1, -1)
 const MemberQuery = Type.Object({
   tenants: Type.String({ pattern: `^(${ID}(,${ID})*)?$`, maxLength: 1000 * 129, description: 'Comma-separated tenant ids' })
 }, closed)
 
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
 const Count = Type.Integer({ minimum: 0 })
 const MemberTransport = Type.Object({ type: TransportType, state: TransportState }, closed)
 const Propagation = Type.Array(Type.Object({

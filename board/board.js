@@ -11,7 +11,8 @@ const state = {
   group: null,
   cursors: { groups: null, grants: null, members: null },
   lastRevision: 0,
-  feedRows: 0
+  /** Tenants to pick from: the instance's `GET /tenants` when it has the route, and those it caches. */
+  known: new Set()
 }
 const FEED_ROWS = 100
 const $ = (id) => document.getElementById(id)
@@ -96,10 +97,27 @@ const pause = (delayMs, signal) => new Promise((resolve) => {
 // ---------------------------------------------------------------------------------------------
 // Cluster view
 
+function addTenants (tenants) {
+  const before = state.known.size
+  for (const tenant of tenants) state.known.add(tenant)
+  if (state.known.size === before) return
+  $('tenant-list').replaceChildren(...[...state.known].sort().map((tenant) => el('option', { value: tenant })))
+}
+
+/** The first page of the instance's tenants (`GET /tenants`); nothing when the route is not there. */
+async function listTenants () {
+  const url = policyUrl('tenants', { limit: 200 })
+  if (url === null) return
+  try {
+    addTenants((await getJson(url)).tenants.map(({ tenant }) => tenant))
+  } catch {
+    // An older instance without the route: the tenants it caches are offered.
+  }
+}
+
 function renderCluster (snapshot) {
   $('self').textContent = snapshot.self
-  const list = $('tenant-list')
-  list.replaceChildren(...snapshot.tenants.map(({ tenant }) => el('option', { value: tenant })))
+  addTenants(snapshot.tenants.map(({ tenant }) => tenant))
 
   const live = snapshot.members.filter((member) => member.state !== 'left')
   const summary = [`${live.length} member${live.length === 1 ? '' : 's'}, ${live.filter((m) => m.reachable).length} reporting`]
@@ -426,6 +444,7 @@ function start () {
   getJson(`api/cluster${tenant === null ? '' : `?tenant=${encodeURIComponent(tenant)}`}`).then((snapshot) => {
     state.links = snapshot.links
     renderCluster(snapshot)
+    listTenants()
     if (tenant !== null) selectTenant(tenant)
     else followCluster()
   }, (err) => setLive(`cannot read the cluster: ${err.message}`, 'off'))

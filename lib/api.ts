@@ -11,8 +11,9 @@ import type { Change, WriteOptions } from './model.js'
 import type { PageOptions } from './page.js'
 import type {
   AccessCheck, BatchOutcome, ChangesFeed, ChangesOptions, CheckBatchOutcome, CheckOptions, Decision, EngineStats, GroupPermissionsPage, GroupsPage, GroupUsersPage, HoldersPage,
-  TenantView, UserView, WriteOutcome
+  ImportDocument, TenantDeletion, TenantsOptions, TenantsPage, TenantView, UserView, WriteOutcome
 } from './policy-cache.js'
+import type { TenantDocument } from './model.js'
 
 export interface PolicyCacheApi {
   /** This instance's id, as its peers and `/servers` see it. */
@@ -74,6 +75,33 @@ export interface PolicyCacheApi {
    * set); more than `maxBatchChanges` → 413 FST_POLICY_CACHE_BATCH_TOO_LARGE. `ifRevision` as above.
    */
   batch (tenant: string, changes: readonly Change[], options?: WriteOptions): Promise<BatchOutcome>
+
+  /**
+   * A page of the tenants that exist (written, and not deleted since), sorted by id, each with its
+   * revision, read from the database. `{ limit, cursor }` as for the listings (`groups`).
+   */
+  tenants (options?: TenantsOptions): Promise<TenantsPage>
+  /**
+   * Deletes a tenant — its groups, grants and memberships — at one revision, sent to the peers like
+   * any write: every instance drops the tenant's contents at once. Its revision is kept, so a tenant
+   * created again under the id goes on from it. A tenant that does not exist (never written, or
+   * deleted) → 404 FST_POLICY_CACHE_TENANT_NOT_FOUND. `ifRevision` and `actor` as for the writes.
+   */
+  deleteTenant (tenant: string, options?: WriteOptions): Promise<TenantDeletion>
+  /**
+   * The tenant's whole policy as one document `{ tenant, revision, groups, format: 1 }`, read from the
+   * database at one revision. A tenant that does not exist → 404 FST_POLICY_CACHE_TENANT_NOT_FOUND.
+   */
+  exportTenant (tenant: string): Promise<TenantDocument>
+  /**
+   * Replaces the tenant's policy with an export document's (of this tenant or another), at one
+   * revision whose changelog entry holds the difference — the peers apply it as a batch. Nothing
+   * changes when the tenant holds it already; a tenant that does not exist is created. A malformed
+   * document → 400 FST_POLICY_CACHE_INVALID_INPUT naming the place; more than `maxImportFacts`
+   * groups, grants and memberships → 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE; nothing written then.
+   * `ifRevision` and `actor` as for the writes.
+   */
+  importTenant (tenant: string, document: ImportDocument, options?: WriteOptions): Promise<WriteOutcome>
 
   /**
    * A page of the tenant's audit feed, from the database: the changelog entries after `after`

@@ -22,6 +22,9 @@ export const InvalidInputError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACH
 export const GroupNotFoundError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_GROUP_NOT_FOUND', statusCode: 404 }, [string, string]> =
   createError('FST_POLICY_CACHE_GROUP_NOT_FOUND', 'Group "%s" does not exist in tenant "%s"', 404)
 
+export const TenantNotFoundError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_TENANT_NOT_FOUND', statusCode: 404 }, [string]> =
+  createError('FST_POLICY_CACHE_TENANT_NOT_FOUND', 'Tenant "%s" does not exist (never written, or deleted)', 404)
+
 export const RevisionAheadError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_REVISION_AHEAD', statusCode: 412 }, [string, number, number]> =
   createError('FST_POLICY_CACHE_REVISION_AHEAD', 'Tenant "%s" is at revision %d in the database, behind the requested minRevision %d', 412)
 
@@ -31,6 +34,9 @@ export const RevisionConflictError: FastifyErrorConstructor<{ code: 'FST_POLICY_
 
 export const BatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
   createError('FST_POLICY_CACHE_BATCH_TOO_LARGE', 'A batch of %d changes is over maxBatchChanges (%d): split it', 413)
+
+export const ImportTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_IMPORT_TOO_LARGE', statusCode: 413 }, [number, number]> =
+  createError('FST_POLICY_CACHE_IMPORT_TOO_LARGE', 'A document of %d facts (groups, grants and memberships) is over maxImportFacts (%d)', 413)
 
 export const CheckBatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
   createError('FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE', 'A batch of %d checks is over maxBatchChecks (%d): split it', 413)

@@ -231,6 +231,13 @@ export interface PolicyCacheOptions {
    * (512 bytes per check and 1 KiB). From 1 to 100000. Default 1000.
    */
   maxBatchChecks?: number | undefined
+  /**
+   * Most facts — groups, grants and memberships — one imported document (`PUT /tenants/:tenant/import`,
+   * `importTenant`) may hold: more answer 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE, nothing written. The
+   * import route's body limit is raised to fit (300 bytes per fact and 1 KiB). From 1 to 1000000.
+   * Default 10000.
+   */
+  maxImportFacts?: number | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
   /** Host hooks run on the policy and check routes and on `/servers` (not `/health`, `/metrics` or the signed webhook), e.g. auth. */
@@ -340,6 +347,7 @@ export interface ResolvedOptions {
   readonly policyBodyLimit: number
   readonly maxBatchChanges: number
   readonly maxBatchChecks: number
+  readonly maxImportFacts: number
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
@@ -359,7 +367,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'routes', 'routeHooks', 'identify', 'metrics',
+  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'maxImportFacts', 'routes', 'routeHooks', 'identify', 'metrics',
   'membership', 'peerRefreshMs', 'transport', 'board', 'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -741,6 +749,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     policyBodyLimit: integer('policyBodyLimit', o.policyBodyLimit, DEFAULTS.policyBodyLimit, 1024, 16 * 1024 * 1024),
     maxBatchChanges: integer('maxBatchChanges', o.maxBatchChanges, DEFAULTS.maxBatchChanges, 1, 100000),
     maxBatchChecks: integer('maxBatchChecks', o.maxBatchChecks, DEFAULTS.maxBatchChecks, 1, 100000),
+    maxImportFacts: integer('maxImportFacts', o.maxImportFacts, DEFAULTS.maxImportFacts, 1, 1000000),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),

@@ -232,6 +232,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     writeTimeoutMs: opts.writeTimeoutMs,
     maxBatchChanges: opts.maxBatchChanges,
     maxBatchChecks: opts.maxBatchChecks,
+    maxImportFacts: opts.maxImportFacts,
     log,
     identify: opts.identify,
     leave: async () => {
@@ -292,14 +293,16 @@ export { dnsPeers, type DnsPeersOptions, type DnsPeersFamily } from './broadcast
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
 export type { WriteOutcome, BatchOutcome, ChangesFeed, ChangesOptions, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { AccessCheck, CheckBatchOutcome, GroupsPage, GroupUsersPage, GroupPermissionsPage, HoldersPage } from './policy-cache.js'
+export type { ImportDocument, TenantDeletion, TenantsOptions, TenantsPage } from './policy-cache.js'
 export type { Holder } from './cache/tenant-state.js'
 export type { PageOptions } from './page.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
 export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
-export type { PolicyStore } from './store/types.js'
-export type { AuditEntry, BatchChange, Change, ChangesPage, LoggedChange, Operation, GroupData, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from './model.js'
+export type { PolicyStore, ReplaceResult } from './store/types.js'
+export type { AuditEntry, BatchChange, Change, ChangesPage, LoggedChange, Operation, GroupData, TenantDocument, TenantSnapshot, TenantSummary, TenantVersion, WriteOptions, WriteResult } from './model.js'
+export { replaceChanges } from './model.js'
 export type { ChangelogRetention } from './store/index.js'
 export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'

@@ -103,7 +103,7 @@ test('every option accepts undefined, meaning its default', async (t) => {
   const keys: Array<keyof PolicyCacheOptions> = [
     'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
     'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'routes', 'routeHooks', 'identify', 'metrics',
+    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'maxImportFacts', 'routes', 'routeHooks', 'identify', 'metrics',
     'membership', 'peerRefreshMs'
   ]
   const undefinedEverywhere: PolicyCacheOptions = Object.fromEntries(keys.map((key) => [key, undefined]))

@@ -68,14 +68,17 @@ export const BatchBody = Type.Object({
 })
 export const TenantBody = Type.Object({ tenant: Tenant }, { ...closed, description: 'A tenant', examples: [{ tenant: 'tenant1' }] })
 
+/** A write's acknowledgements. */
+const PeersReply = Type.Object({
+  acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
+  total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
+}, closed)
+
 export const WriteReply = Type.Object({
   tenant: Tenant,
   revision: Revision,
   changed: Type.Boolean({ description: 'false when the write changed nothing (already present / already absent)' }),
-  peers: Type.Object({
-    acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
-    total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
-  }, closed)
+  peers: PeersReply
 }, {
   ...closed,
   description: 'The outcome of a write; pass `revision` as `minRevision` to read your own write on any instance',
@@ -87,10 +90,7 @@ export const BatchReply = Type.Object({
   revision: Revision,
   changed: Type.Boolean({ description: 'false when no change had an effect (then no revision was taken)' }),
   effects: Type.Array(Type.Boolean(), { description: 'Whether each change had an effect, aligned with `changes`' }),
-  peers: Type.Object({
-    acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
-    total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
-  }, closed)
+  peers: PeersReply
 }, {
   ...closed,
   description: 'The outcome of a batch: one revision for all its changes',
@@ -214,6 +214,58 @@ export const ChangesReply = Type.Object({
       { revision: 2, changes: [{ operation: 'assign-user', group: 'editors', user: 'bob' }, { operation: 'assign-user', group: 'editors', user: 'carol' }], origin: 'server-b', actor: null, committedAt: 1764658860000 }
     ]
   }]
+})
+
+/** A page of the tenant listing: `limit` and `cursor` only (it reads the database: no `minRevision`). */
+export const TenantsQuery = Type.Object({ limit: pageFields.limit, cursor: pageFields.cursor }, { ...closed, description: 'A page: `limit`, `cursor`; no other parameter' })
+export const TenantsReply = Type.Object({
+  tenants: Type.Array(Type.Object({ tenant: Tenant, revision: Type.Integer({ minimum: 1, description: 'The tenant\'s current revision' }) }, closed)),
+  next: Next
+}, {
+  ...closed,
+  description: 'A page of the tenants that exist (written, and not deleted since), sorted by id',
+  examples: [{ tenants: [{ tenant: 'tenant1', revision: 3 }, { tenant: 'tenant2', revision: 12 }], next: 'dGVuYW50Mg' }]
+})
+export const DeleteTenantQuery = Type.Object({
+  ifRevision: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'Delete only if the tenant is at this revision; else 409 FST_POLICY_CACHE_REVISION_CONFLICT and nothing is deleted', examples: ['3'] }))
+}, closed)
+export const DeleteTenantReply = Type.Object({
+  tenant: Tenant,
+  deleted: Type.Literal(true),
+  revision: Type.Integer({ minimum: 0, description: 'The tenant\'s revision after the deletion: kept, a tenant created again goes on from it' }),
+  peers: PeersReply
+}, {
+  ...closed,
+  description: 'The tenant is deleted: every instance dropped its contents',
+  examples: [{ tenant: 'tenant1', deleted: true, revision: 4, peers: { acked: 2, total: 2 } }]
+})
+/** One group of an export document. */
+const DocumentGroup = Type.Object({
+  name: Group,
+  permissions: Type.Array(Grant, { description: 'The group\'s grants, each once' }),
+  users: Type.Array(User, { description: 'The group\'s members, each once' })
+}, closed)
+const documentExample = { tenant: 'tenant1', revision: 3, groups: [{ name: 'editors', permissions: ['documents:*'], users: ['alice'] }], format: 1 }
+export const ExportReply = Type.Object({
+  tenant: Tenant,
+  revision: Revision,
+  groups: Type.Array(DocumentGroup, { description: 'Sorted by name, their permissions and users sorted' }),
+  format: Type.Literal(1, { description: 'The document format' })
+}, {
+  ...closed,
+  description: 'A tenant\'s whole policy at one revision, read from the database: what `PUT /tenants/:tenant/import` takes',
+  examples: [documentExample]
+})
+export const ImportBody = Type.Object({
+  tenant: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'The tenant the document was exported from (checked, not used: the path names the tenant written)' })),
+  revision: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The revision it was exported at (checked, not used: `ifRevision` is the precondition)' })),
+  groups: Type.Array(DocumentGroup, { description: 'The policy the tenant will hold: names unique, each group\'s permissions and users unique; at most maxImportFacts groups, grants and memberships (413 above)' }),
+  format: Type.Literal(1, { description: 'The document format' }),
+  ifRevision: IfRevision
+}, {
+  ...closed,
+  description: 'An export document (and `ifRevision`): the tenant\'s policy becomes exactly the document\'s',
+  examples: [{ ...documentExample, ifRevision: 3 }]
 })
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)

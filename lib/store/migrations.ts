@@ -153,6 +153,16 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
         await db.schema.alterTable(tables.changelog).addColumn('actor', type.origin).execute()
         await db.updateTable(tables.changelog).set({ committed_at: sql.ref('created_at') }).where('committed_at', 'is', null).execute()
       }
+    },
+    // Tenant lifecycle: a deleted tenant keeps its row (its revision, so that a tenant created again
+    // under the same id goes on from there and no instance mistakes it for an older state), flagged
+    // here until its next effective write. 1: deleted; 0: exists (when its revision is above 0).
+    '0006-tenant-lifecycle': {
+      async up (db) {
+        await db.schema.alterTable(tables.tenants)
+          .addColumn('deleted', 'integer', (col) => col.notNull().defaultTo(0))
+          .execute()
+      }
     }
   }
 }

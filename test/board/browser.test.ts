@@ -77,6 +77,8 @@ tap.test('the board in Chromium against three instances', async (t) => {
   await write(s1.url, 'assign-user', { group: 'editors', user: 'alice' })
   await write(s1.url, 'create-group', { group: 'viewers' })
   await write(s1.url, 'add-permission', { group: 'viewers', permission: 'documents:read' })
+  // A tenant instance 3 does not cache: offered all the same, from GET /tenants.
+  await write(s1.url, 'create-group', { tenant: 'globex', group: 'staff' })
 
   const context = await browser.newContext({ httpCredentials: { username: 'admin', password: TOKEN }, viewport: { width: 1280, height: 860 } })
   const page = await context.newPage()
@@ -98,6 +100,8 @@ tap.test('the board in Chromium against three instances', async (t) => {
     t.equal(await page.$eval('#self', (node) => node.textContent), 'server-3', 'served by instance 3')
     t.equal(await page.$eval('#members tr[data-server="server-3"]', (row) => (row as HTMLElement).dataset.state), 'self')
     await page.waitForSelector('#members tr[data-server="server-1"] td[data-revision="5"]')
+    await page.waitForSelector('#tenant-list option[value="globex"]', { state: 'attached' })
+    t.same(await page.$$eval('#tenant-list option', (options) => options.map((o) => (o as HTMLOptionElement).value)), ['acme', 'globex'], 'the tenants to pick from (GET /tenants)')
 
     // A write on instance 1 reaches the board on instance 3 without a reload.
     await write(s1.url, 'assign-user', { group: 'viewers', user: 'bob' })

@@ -174,6 +174,9 @@ function laggy (store: PolicyStore, random: () => number, maxMs: number): Policy
     changesSince: (tenant, revision) => late(store.changesSince(tenant, revision)),
     changes: (tenant, after, limit) => late(store.changes(tenant, after, limit)),
     revisions: (tenants) => late(store.revisions(tenants)),
+    tenants: (after, limit) => late(store.tenants(after, limit)),
+    importTenant: (tenant, groups, origin) => late(store.importTenant(tenant, groups, origin)),
+    deleteTenant: (tenant, origin) => late(store.deleteTenant(tenant, origin)),
     ping: () => store.ping(),
     close: () => store.close()
   }

@@ -10,6 +10,7 @@ import type { Change, GroupData, LoggedChange } from '../../lib/model.js'
 import { dialectOf } from '../../lib/store/dialect.js'
 import { KyselyPolicyStore, type PolicyStore } from '../../lib/store/index.js'
 import { storeMigrations, tableNames } from '../../lib/store/migrations.js'
+import { lifecycleConformance } from './lifecycle-conformance.js'
 
 /** A store on fresh, empty, not yet migrated tables, and how to get rid of them. */
 export interface StoreUnderTest {
@@ -493,6 +494,8 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     await other.store.migrate()
     t.not(await other.store.databaseId(), id)
   })
+
+  lifecycleConformance(test)
 }
 
 /**

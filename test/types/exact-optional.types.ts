@@ -49,6 +49,7 @@ const everyKey = {
   webhookBodyLimit: undefined,
   policyBodyLimit: undefined,
   maxBatchChanges: undefined,
+  maxImportFacts: undefined,
   maxBatchChecks: undefined,
   routes: undefined,
   routeHooks: undefined,

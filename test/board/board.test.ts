@@ -35,9 +35,11 @@ async function snapshotWhere (url: string, tenant: string, check: (snapshot: Boa
   }
 }
 
-test('the board is off by default', async (t) => {
+test('the board is off by default, and with board: false', async (t) => {
   const app = await buildApp(t)
   t.equal((await app.inject('/policy-board/')).statusCode, 404)
+  const off = await buildApp(t, { board: false })
+  t.equal((await off.inject('/policy-board/')).statusCode, 404)
 })
 
 test('the board option is validated', async (t) => {

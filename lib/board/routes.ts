@@ -5,7 +5,7 @@
  * its own, outside the host's route hooks — the signed report each instance gives the others.
  */
 import { readFileSync } from 'node:fs'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifySchema } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { UnauthorizedWebhookError } from '../errors.js'
@@ -104,16 +104,18 @@ export async function boardRoutes (fastify: FastifyInstance, { hub, path, policy
   fastify.setValidatorCompiler(validatorCompiler)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const hidden = { hide: true, tags: ['board'] }
+  // OpenAPI keywords only (no validation): a plain object, so Fastify's schema type takes it as is.
+  const described = (summary: string): FastifySchema => ({ ...hidden, summary }) as FastifySchema
 
   // `<path>` → `<path>/` (query kept), relatively: the page's own links are relative to its folder.
-  app.get(path, { schema: { ...hidden, summary: 'The policy board (redirects to the page)' } }, async (request, reply) => {
+  app.get(path, { schema: described('The policy board (redirects to the page)') }, async (request, reply) => {
     const query = request.url.indexOf('?')
     return reply.redirect(`${path.slice(path.lastIndexOf('/') + 1)}/${query === -1 ? '' : request.url.slice(query)}`, 302)
   })
 
   for (const [name, type] of Object.entries(FILES)) {
     const url = name === 'index.html' ? `${path}/` : `${path}/${name}`
-    app.get(url, { schema: { ...hidden, summary: `The policy board's ${name}` } }, async (_request, reply) => reply
+    app.get(url, { schema: described(`The policy board's ${name}`) }, async (_request, reply) => reply
       .type(type)
       .header('cache-control', 'no-cache')
       .header('x-content-type-options', 'nosniff')

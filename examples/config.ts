@@ -5,7 +5,7 @@
  */
 import { normalizePeerUrl, resolvePeerList } from '../lib/broadcast/peer-list.js'
 import { resolveOptions } from '../lib/options.js'
-import { dnsPeers, type DnsPeersOptions, type PolicyCacheOptions } from '../lib/plugin.js'
+import { DEFAULTS, dnsPeers, type DnsPeersOptions, type PolicyCacheOptions } from '../lib/plugin.js'
 
 /** Where the policies live: a SQLite file, or a PostgreSQL / MySQL server. */
 export type DbConfig =
@@ -59,6 +59,11 @@ export interface ServerConfig {
   transport: 'webhook' | 'pg-notify' | 'nats' | 'redis'
   /** The broker's URL for `nats` and `redis` (TRANSPORT itself); `undefined` otherwise. */
   brokerUrl: string | undefined
+  /**
+   * Where the policy board is served (BOARD: a path, default `/policy-board`; `0` turns it off),
+   * behind ADMIN_TOKEN like the policy routes; `undefined`: off.
+   */
+  board: string | undefined
 }
 
 /** A configuration mistake, always naming the variable (or argument) to fix. */
@@ -209,6 +214,10 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
   const metricsRaw = (value(env, 'METRICS') ?? '1').toLowerCase()
   if (!['0', '1', 'true', 'false'].includes(metricsRaw)) throw new ConfigError('METRICS', `"${metricsRaw}" is not 0, 1, true or false`)
 
+  const boardRaw = value(env, 'BOARD') ?? DEFAULTS.board.path
+  const board = ['0', 'false'].includes(boardRaw.toLowerCase()) ? undefined : boardRaw
+  if (board !== undefined && !/^(\/[A-Za-z0-9._~-]+)+$/.test(board)) throw new ConfigError('BOARD', `"${board}" is not a path like /policy-board, nor 0`)
+
   const { transport, brokerUrl } = parseTransport(value(env, 'TRANSPORT'))
   const db = parseDb(value(env, 'POLICY_DB'))
   if (transport === 'pg-notify' && db.kind !== 'postgres') throw new ConfigError('TRANSPORT', 'pg-notify needs POLICY_DB=postgres://… (LISTEN/NOTIFY on the policy database)')
@@ -255,7 +264,8 @@ export function parseConfig (argv: readonly string[], env: Env): ServerConfig {
     membership,
     shutdownDelayMs: shutdownDelayRaw === undefined ? 0 : integer('SHUTDOWN_DELAY_MS', shutdownDelayRaw, 0, 60000),
     transport,
-    brokerUrl
+    brokerUrl,
+    board
   }
   // The plugin's own validation is pure: run it now, so a weak secret fails before a database opens.
   // (The pg-notify transport needs the database itself; its combinations are checked above.)
@@ -277,6 +287,7 @@ export function pluginOptions (config: ServerConfig): PolicyCacheOptions {
   if (config.webhookSecrets.length > 0) options.webhookSecret = config.webhookSecrets
   if (config.metrics) options.metrics = true
   if (config.membership !== undefined) options.membership = config.membership
+  if (config.board !== undefined) options.board = { path: config.board }
   // The listening connection goes to the policy database itself.
   if (config.transport === 'pg-notify' && config.db.kind === 'postgres') options.transport = { type: 'pg-notify', connection: config.db.url }
   if (config.transport === 'nats' && config.brokerUrl !== undefined) options.transport = { type: 'nats', servers: config.brokerUrl }

@@ -3,8 +3,13 @@
  * fresh SQLite file, finding each other through it (membership, no peer list), signing their
  * webhooks with a random per-run secret; then a fourth joins and leaves.
  *
- *   npm run demo              run the walkthrough, then keep the cluster up until Ctrl-C
+ *   npm run demo              run the walkthrough, then keep the cluster up until Ctrl-C (in a terminal;
+ *                             without one, e.g. under CI, it exits like --once)
  *   npm run demo -- --once    run the walkthrough and exit: 0 when every step passed, 1 otherwise
+ *   npm run demo -- --keep    keep the cluster up after the walkthrough even without a terminal
+ *
+ * It prints the policy board's URL first (server-3's, README "Policy board"): open it to watch the
+ * steps land, the cluster and the tenant live.
  *   npm run demo -- --transport nats|redis|pg-notify
  *                             the same walkthrough with notices over NATS (127.0.0.1:4222, or
  *                             NATS_URL), Redis (127.0.0.1:6379, or REDIS_URL) or PostgreSQL
@@ -455,10 +460,17 @@ export async function runWalkthrough (cluster: Cluster, print: (line: string) =>
   return results
 }
 
+/** The policy board of the demo's third server, on the walkthrough's tenant. */
+export function boardUrl (cluster: Cluster): string {
+  return `${cluster.instances[2].url}/policy-board/?tenant=${TENANT}`
+}
+
 function tryItOut (cluster: Cluster): string[] {
   const [s1, s2, s3] = cluster.instances
   return [
     'The cluster keeps running. Try it (each write on one server is seen at once on the others):',
+    '',
+    `  policy board (live): ${boardUrl(cluster)}`,
     '',
     `  curl -s '${s2.url}${check(TENANT, USER, 'documents:write')}'`,
     `  curl -s -X POST ${s1.url}/assign-user -H 'content-type: application/json' -d '{"tenant":"${TENANT}","group":"${GROUP}","user":"bob"}'`,
@@ -474,12 +486,14 @@ function tryItOut (cluster: Cluster): string[] {
 
 async function main (): Promise<number> {
   const args = process.argv.slice(2)
-  const once = args.includes('--once')
+  const keep = args.includes('--keep')
+  // Kept up for a person at a terminal (or asked with --keep); ends by itself where nobody can press Ctrl-C.
+  const once = args.includes('--once') || (!keep && process.stdin.isTTY !== true)
   const at = args.indexOf('--transport')
   const transportName = at === -1 ? 'webhook' : args[at + 1]
-  const unknown = args.filter((arg, i) => arg !== '--once' && (at === -1 || (i !== at && i !== at + 1)))
+  const unknown = args.filter((arg, i) => arg !== '--once' && arg !== '--keep' && (at === -1 || (i !== at && i !== at + 1)))
   if (unknown.length > 0 || !['webhook', 'nats', 'redis', 'pg-notify'].includes(transportName ?? '')) {
-    process.stderr.write(`demo: ${unknown.length > 0 ? `unknown argument ${unknown[0]}` : `unknown transport ${transportName ?? '(none)'}`} (usage: npm run demo [-- --once] [--transport webhook|nats|redis|pg-notify])\n`)
+    process.stderr.write(`demo: ${unknown.length > 0 ? `unknown argument ${unknown[0]}` : `unknown transport ${transportName ?? '(none)'}`} (usage: npm run demo [-- --once | --keep] [--transport webhook|nats|redis|pg-notify])\n`)
     return 2
   }
   // The broker's URL, the policy database and its table prefix per transport (pg-notify listens on the policy database).
@@ -531,6 +545,7 @@ async function main (): Promise<number> {
     print(`  database        ${cluster.dbLabel}`)
     print(`  server log      ${cluster.logFile}`)
     for (const instance of cluster.instances) print(`  ${instance.serverId.padEnd(15)} ${instance.url}`)
+    print(`  policy board    ${boardUrl(cluster)}`)
     print('  webhook secret  random per run (whsec_, 32 bytes)')
     print(`  ack timeout     ${env.ACK_TIMEOUT_MS} ms`)
     print(`  transport       ${transport}${postgres === undefined ? '' : ` (tables prefixed ${env.POLICY_TABLE_PREFIX as string})`}`)
@@ -562,7 +577,10 @@ async function main (): Promise<number> {
     return shutdown(1, false)
   }
 
-  if (once) return shutdown(0, true)
+  if (once) {
+    if (!args.includes('--once')) print('\nNot a terminal: stopping the cluster (npm run demo -- --keep keeps it up).')
+    return shutdown(0, true)
+  }
 
   print('')
   for (const line of tryItOut(cluster)) print(line)

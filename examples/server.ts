@@ -13,7 +13,8 @@
  * instead of OTHER_SERVERS), PEERS_DNS_SERVER (DNS servers to ask; default the system's),
  * POLICY_DB (SQLite file, postgres://… or mysql://…), POLICY_TABLE_PREFIX,
  * PUBLIC_URL, SYNC_INTERVAL_MS, ACK_TIMEOUT_MS, LOG_LEVEL, ADMIN_TOKEN (bearer token required on
- * the policy routes), METRICS (0 turns /metrics off), MEMBERSHIP (0 turns it off; default on with a
+ * the policy routes and the board; a browser gives it as the password of HTTP Basic), BOARD (the
+ * policy board's path, default /policy-board; 0 turns it off), METRICS (0 turns /metrics off), MEMBERSHIP (0 turns it off; default on with a
  * WEBHOOK_SECRET), MEMBERSHIP_HEARTBEAT_MS, MEMBERSHIP_TTL_MS, MEMBERSHIP_POLL_MS, SHUTDOWN_DELAY_MS, TRANSPORT (`webhook`, the
  * default, `pg-notify` with a postgres:// POLICY_DB, `nats://host:port` or `redis://host:port`). A bad configuration exits 1 with one line on
  * stderr. OpenAPI: the docs at /docs, the document at /docs/json.
@@ -143,19 +144,29 @@ export function withQueryTimeout (pool: Mysql2Pool, timeoutMs: number): MysqlPoo
 /** The routes ADMIN_TOKEN leaves open (with /docs). */
 const OPEN_ROUTES = new Set(['/health', '/metrics', '/webhook/refresh'])
 
+/** The token an `Authorization` header carries: `Bearer <token>`, or the password of `Basic` (what a browser sends). */
+function presentedToken (header: string | undefined): string {
+  if (typeof header !== 'string') return ''
+  if (header.startsWith('Bearer ')) return header.slice(7)
+  if (!header.startsWith('Basic ')) return ''
+  const credentials = Buffer.from(header.slice(6), 'base64').toString('utf8')
+  const colon = credentials.indexOf(':')
+  return colon === -1 ? '' : credentials.slice(colon + 1)
+}
+
 /**
- * An onRequest hook admitting only `Authorization: Bearer <token>`. Both sides are hashed first, so
- * the comparison is constant-time whatever the lengths; any other header is 401
- * FST_POLICY_CACHE_UNIDENTIFIED with a `www-authenticate` challenge.
+ * An onRequest hook admitting only `Authorization: Bearer <token>`, or HTTP Basic with the token as
+ * the password (any user name: how a browser opening the policy board sends it). Both sides are
+ * hashed first, so the comparison is constant-time whatever the lengths; any other header is 401
+ * FST_POLICY_CACHE_UNIDENTIFIED with both challenges (a browser asks for the Basic credentials).
  */
 export function bearerToken (token: string): onRequestHookHandler {
   const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
   const expected = digest(token)
   return async (request, reply) => {
-    const header = request.headers.authorization
-    const given = typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7) : ''
+    const given = presentedToken(request.headers.authorization)
     if (given !== '' && timingSafeEqual(digest(given), expected)) return
-    reply.header('www-authenticate', 'Bearer realm="policy-cache"')
+    reply.header('www-authenticate', ['Bearer realm="policy-cache"', 'Basic realm="policy-cache", charset="UTF-8"'])
     throw new errors.UnidentifiedError()
   }
 }

@@ -106,6 +106,11 @@ export const DEFAULTS = Object.freeze({
     maxPayloadBytes: 65536,
     channelSuffix: 'notify'
   }),
+  /**
+   * The policy board (README "Policy board"), when on: served at `path` under the register prefix;
+   * at most `maxStreams` browsers follow it live at once, each sent a snapshot every `intervalMs`.
+   */
+  board: Object.freeze({ path: '/policy-board', maxStreams: 16, intervalMs: 1000 }),
   /** Prometheus metrics, when on. */
   metrics: Object.freeze({ path: '/metrics', prefix: 'policy_cache_' })
 })

@@ -87,3 +87,6 @@ export const UnguardedRouteError: FastifyErrorConstructor<{ code: 'FST_POLICY_CA
 
 export const RouteConflictError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_ROUTE_CONFLICT', statusCode: 500 }, [string, string]> =
   createError('FST_POLICY_CACHE_ROUTE_CONFLICT', 'fastify-policy-cache and another route both declare %s; move or drop the plugin\'s with %s', 500)
+
+export const BoardBusyError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_BOARD_BUSY', statusCode: 503 }, [string]> =
+  createError('FST_POLICY_CACHE_BOARD_BUSY', 'The policy board opens no further live stream: %s', 503)

@@ -291,6 +291,29 @@ export interface PolicyCacheOptions {
    * transport signs with `webhookSecret`.
    */
   transport?: TransportOption | undefined
+  /**
+   * The policy board (README "Policy board"): a page at `path` (default `/policy-board`, under the
+   * register prefix) showing the cluster's members and a tenant's policy, updated live; behind
+   * `routeHooks` like the policy routes. At most `maxStreams` (default 16) browsers follow it at once.
+   * Default off.
+   */
+  board?: boolean | BoardOption | undefined
+}
+
+/** The policy board's settings. */
+export interface BoardOption {
+  /** Where the page is served, under the register prefix: `/segment(/segment)*`. Default `/policy-board`. */
+  path?: string | undefined
+  /** Most browsers following the board live at once (more answer 503 FST_POLICY_CACHE_BOARD_BUSY). 1 … 1000, default 16. */
+  maxStreams?: number | undefined
+}
+
+/** The board option, resolved. */
+export interface ResolvedBoard {
+  readonly path: string
+  readonly maxStreams: number
+  /** How often the live streams get a snapshot. */
+  readonly intervalMs: number
 }
 
 /** The membership option, resolved. */
@@ -349,6 +372,8 @@ export interface ResolvedOptions {
   readonly membership: ResolvedMembership | undefined
   readonly peerRefreshMs: number
   readonly transport: ResolvedTransport
+  /** The policy board; undefined when off. */
+  readonly board: ResolvedBoard | undefined
 }
 
 /**
@@ -359,7 +384,7 @@ const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
   'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'maxImportFacts', 'watch', 'routes', 'routeHooks', 'identify', 'metrics',
-  'membership', 'peerRefreshMs', 'transport', 'prefix', 'logLevel', 'logSerializers'
+  'membership', 'peerRefreshMs', 'transport', 'board', 'prefix', 'logLevel', 'logSerializers'
 ]
 
 /** Edit distance between two strings (insertions, deletions, substitutions). */
@@ -505,6 +530,16 @@ function resolveWatch (value: PolicyCacheOptions['watch']): ResolvedWatch {
     maxBuffered: integer('watch.maxBuffered', given.maxBuffered, DEFAULTS.watch.maxBuffered, 1, 100000),
     heartbeatMs: integer('watch.heartbeatMs', given.heartbeatMs, DEFAULTS.watch.heartbeatMs, 10, 3600000)
   })
+}
+
+function resolveBoard (value: PolicyCacheOptions['board']): ResolvedBoard | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value !== true && (typeof value !== 'object' || value === null)) throw new InvalidOptionError('board', 'must be a boolean or { path, maxStreams }')
+  const given = value === true ? {} : knownKeys<BoardOption>('board', value, ['path', 'maxStreams'])
+  const path = routePrefix('board.path', given.path, DEFAULTS.board.path)
+  if (path === '') throw new InvalidOptionError('board.path', 'must be a path like "/policy-board", not empty')
+  const maxStreams = integer('board.maxStreams', given.maxStreams, DEFAULTS.board.maxStreams, 1, 1000)
+  return Object.freeze({ path, maxStreams, intervalMs: DEFAULTS.board.intervalMs })
 }
 
 function resolveMembership (value: PolicyCacheOptions['membership'], publicUrl: string | undefined, hasSecret: boolean, db: unknown): ResolvedMembership | undefined {
@@ -750,6 +785,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     metrics: resolveMetrics(o.metrics),
     membership,
     peerRefreshMs: integer('peerRefreshMs', o.peerRefreshMs, DEFAULTS.peerRefreshMs, 0, 86400000),
-    transport
+    transport,
+    board: resolveBoard(o.board)
   })
 }

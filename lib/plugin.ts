@@ -21,6 +21,7 @@ import { resolveOptions, type PolicyCacheOptions, type ResolvedOptions } from '.
 import { PolicyCache } from './policy-cache.js'
 import { Membership } from './membership/membership.js'
 import { PolicyMetrics } from './metrics.js'
+import { BoardHub } from './board/hub.js'
 import { mountRoutes } from './routes/mount.js'
 import { startupTimeout, startWithin } from './startup.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore, type PolicyStore } from './store/index.js'
@@ -91,6 +92,24 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     throw err
   }
   const { store, owned } = created
+  const incarnation = randomUUID()
+  const board = opts.board === undefined
+    ? undefined
+    : new BoardHub({
+      serverId: opts.serverId,
+      url: opts.publicUrl ?? null,
+      incarnation: opts.membership === undefined ? null : incarnation,
+      keys: opts.keys,
+      path: opts.board.path,
+      maxStreams: opts.board.maxStreams,
+      intervalMs: opts.board.intervalMs,
+      closing: () => engine.closing,
+      peers: () => engine.peers(),
+      cachedRevision: (tenant) => engine.cachedRevision(tenant),
+      cachedRevisions: (limit) => engine.cachedRevisions(limit),
+      transport: () => transport.status(),
+      log
+    })
   const broadcaster = new Broadcaster({
     serverId: opts.serverId,
     // Known once the engine started (migrated the store), before any write can be made.
@@ -103,7 +122,9 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     retry: opts.retry,
     circuitBreaker: opts.circuitBreaker,
     log,
-    observe: metrics?.observe
+    observe: metrics === undefined && board === undefined
+      ? undefined
+      : (event) => { metrics?.observe(event); board?.observe(event) }
   })
   // How notices travel (docs/transports.md): the broadcaster behind the interface, or a broker.
   const transport: Transport = brokerTransport ?? new WebhookTransport({ broadcaster, annotate: (statuses) => peerSet.annotate(statuses) })
@@ -127,7 +148,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
   if (opts.membership !== undefined && membershipStore !== undefined && opts.publicUrl !== undefined) {
     membership = new Membership({
       store: membershipStore,
-      self: { serverId: opts.serverId, url: opts.publicUrl, incarnation: randomUUID() },
+      self: { serverId: opts.serverId, url: opts.publicUrl, incarnation },
       ...opts.membership,
       onChange: (members) => {
         liveMembers = members.map((member) => member.serverId)
@@ -175,7 +196,7 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     store,
     notifier: {
       // With metrics, a write handed to the broadcaster starts its propagation clock.
-      notify: (changes) => { metrics?.committed(changes); return transport.publish(changes) },
+      notify: (changes) => { metrics?.committed(changes); board?.committed(changes); return transport.publish(changes) },
       status: () => transport.peers(),
       inTransaction: transport.inTransaction
     },
@@ -189,7 +210,11 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     watch: opts.watch,
     log,
     identify: opts.identify,
-    leave: async () => { await membership?.leave() }
+    leave: async () => {
+      // Live board streams end first: an open one would hold app.close() up.
+      board?.close()
+      await membership?.leave()
+    }
   })
   // One preClose: a graceful close (`drain`, README "Start and stop") refuses new writes, leaves the membership
   // — writers stop sending here at their next poll — and waits for the writes in flight.
@@ -220,7 +245,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     onContact: (origin, url) => broadcaster.contact(origin, url),
     membership: membership === undefined ? undefined : () => membership.status().state,
     transport: () => transport.status(),
-    deliver: transport instanceof WebhookTransport ? (notice) => transport.receive(notice) : sink.deliver
+    deliver: transport instanceof WebhookTransport ? (notice) => transport.receive(notice) : sink.deliver,
+    board
   })
   // Once listening, tell the peers: one that gave up on this instance while it restarted (its
   // circuit open) delivers to it again at once instead of after the cool-down.
@@ -258,6 +284,8 @@ export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'
 export type { AckSummary, PeerStatus } from './broadcast/status.js'
 export type { TransportStatus, TransportType } from './broadcast/transport.js'
+export type { BoardOption } from './options.js'
+export type { BoardMember, BoardSnapshot, MemberReport, PropagationSample } from './board/hub.js'
 export type { TransportOption, PgNotifyTransportOption, NatsTransportOption, RedisTransportOption } from './options.js'
 export type { StoreWriteOptions, WriteTransaction } from './store/types.js'
 export { KyselyPolicyStore, createSqliteDb } from './store/index.js'

@@ -848,6 +848,11 @@ export class PolicyCache implements PolicyCacheApi {
     return { ...this.#tenants.stats(), checksAllowed: this.#allowed, checksDenied: this.#denied, writes: this.#writes, writesUnchanged: this.#unchanged, ...this.#watchers.stats() }
   }
 
+  /** The revision a tenant is answered from here when it is cached, else null: loads nothing (the board's view of an instance). */
+  cachedRevision (tenant: string): number | null {
+    return this.#tenants.cachedRevision(tenant)
+  }
+
   /** Up to `limit` cached tenants with the revision each is answered from, most recently used first. */
   cachedRevisions (limit = Infinity): Array<[string, number]> {
     return this.#tenants.revisions(limit)

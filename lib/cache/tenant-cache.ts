@@ -208,6 +208,11 @@ export class TenantCache {
     return state
   }
 
+  /** The revision a cached tenant is answered from, or null when it is not cached; loads nothing, marks nothing used. */
+  cachedRevision (tenant: string): number | null {
+    return this.#peekAny(tenant)?.revision ?? null
+  }
+
   /** Like `peek`, for a reader: counts a hit when the tenant is cached (a miss is counted by `get`). */
   lookup (tenant: string): TenantState | undefined {
     const state = this.peek(tenant)

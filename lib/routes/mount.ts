@@ -17,6 +17,8 @@ import policyRoutes from './policy.js'
 import webhookRoutes from '../broadcast/receiver.js'
 import type { NoticeReply, ReceivedNotice } from '../broadcast/notice.js'
 import type { TransportStatus } from '../broadcast/transport.js'
+import type { BoardHub } from '../board/hub.js'
+import { boardMemberRoute, boardRoutes, rootFrom } from '../board/routes.js'
 
 export interface MountOptions {
   engine: PolicyCache
@@ -32,6 +34,8 @@ export interface MountOptions {
   transport: () => TransportStatus
   /** Where the webhook receiver hands a verified notice (the webhook transport, or the engine's path). */
   deliver: (notice: ReceivedNotice) => Promise<NoticeReply['revisions']>
+  /** The policy board's data, when the `board` option is on. */
+  board?: BoardHub | undefined
 }
 
 /** `METHOD url` of each route the plugin mounted → how to move or drop it. */
@@ -70,7 +74,7 @@ function addRouteHooks (instance: FastifyInstance, opts: ResolvedOptions): void 
   for (const hook of opts.routeHooks.preHandler) instance.addHook('preHandler', hook)
 }
 
-export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact, membership, transport, deliver }: MountOptions): Promise<void> {
+export async function mountRoutes (fastify: FastifyInstance, { engine, opts, metrics, prefix, onContact, membership, transport, deliver, board }: MountOptions): Promise<void> {
   const { routes } = opts
   const claimed: Claimed = new Map()
   const group = async (option: string, mount: (instance: FastifyInstance) => PromiseLike<unknown>): Promise<void> => {
@@ -104,6 +108,18 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
   if (metrics !== undefined && opts.metrics !== undefined) {
     const path = opts.metrics.path
     await group('the option "metrics.path"', (instance) => instance.register(metricsRoute, { metrics, path }))
+  }
+  if (board !== undefined && opts.board !== undefined) {
+    const { path } = opts.board
+    const policy = routes.policy === undefined ? null : `${rootFrom(path)}${routes.policy.prefix.slice(1)}${routes.policy.prefix === '' ? '' : '/'}`
+    const option = 'the option "board.path"'
+    // Behind the host's route hooks like the policy routes: it shows tenants, members and addresses.
+    await group(option, async (instance) => {
+      addRouteHooks(instance, opts)
+      await instance.register(boardRoutes, { hub: board, path, policy })
+    })
+    // Signed with the webhook keys, like a notice: the other instances ask for it, not a browser.
+    if (opts.keys.length > 0) await group(option, (instance) => instance.register(boardMemberRoute, { hub: board, path }))
   }
   if (routes.webhook) {
     await group('the register "prefix" (peers then list this instance with it) or "routes.webhook" (false)', (instance) =>

@@ -5,7 +5,8 @@ import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
 import { ACTOR_MAX_LENGTH, GRANT_PATTERN, IDENTIFIER_PATTERN, OPERATIONS, PERMISSION_MAX_LENGTH, PERMISSION_PATTERN } from '../model.js'
 
-const closed = { additionalProperties: false } as const
+/** An object schema refusing unknown properties. */
+export const closed = { additionalProperties: false } as const
 
 export const Tenant = Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'Tenant id', examples: ['tenant1'] })
 export const Group = Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'Group name', examples: ['editors'] })
@@ -315,8 +316,8 @@ export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, 
   ...closed, description: 'The tenant\'s revision after the reload', examples: [{ tenant: 'tenant1', revision: 3 }]
 })
 
-const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify'), Type.Literal('nats'), Type.Literal('redis')], { description: 'The transport (the `transport` option)' })
-const TransportState = Type.Union([Type.Literal('up'), Type.Literal('connecting'), Type.Literal('down'), Type.Literal('closed')])
+export const TransportType = Type.Union([Type.Literal('webhook'), Type.Literal('pg-notify'), Type.Literal('nats'), Type.Literal('redis')], { description: 'The transport (the `transport` option)' })
+export const TransportState = Type.Union([Type.Literal('up'), Type.Literal('connecting'), Type.Literal('down'), Type.Literal('closed')])
 
 export const HealthReply = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable'), Type.Literal('closing')], {
@@ -339,7 +340,8 @@ export const HealthReply = Type.Object({
   }, { ...closed, description: 'How notices travel; `down` (status degraded): the subscription is lost and being re-established' })
 }, closed)
 
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
+/** `schema` or null. */
+export const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
 
 /** The transport's status, as `/servers` shows it (lib/broadcast/transport.ts, `TransportStatus`). */
 export const TransportStatusSchema = Type.Object({

@@ -56,5 +56,5 @@ test('--transport redis: no acknowledgements, the reads pass minRevision', async
 test('an unknown transport is a usage error', async (t) => {
   const { code, output } = await runDemo(['--transport', 'kafka'])
   t.equal(code, 2)
-  t.match(output, /demo: unknown transport kafka \(usage: npm run demo \[-- --once\] \[--transport webhook\|nats\|redis\|pg-notify\]\)/)
+  t.match(output, /demo: unknown transport kafka \(usage: npm run demo \[-- --once \| --keep\] \[--transport webhook\|nats\|redis\|pg-notify\]\)/)
 })

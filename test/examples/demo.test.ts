@@ -1,7 +1,8 @@
 /**
- * `npm run demo -- --once`: the walkthrough on three real processes exits 0, names every step,
- * stops its servers and removes its temp directory. And a cluster that cannot start fails fast
- * with the servers' own one-line reason.
+ * `npm run demo` (`--once`, or without a terminal): the walkthrough on three real processes exits 0,
+ * names every step, stops its servers and removes its temp directory. `--keep` keeps the cluster up
+ * with the policy board served until a signal. And a cluster that cannot start fails fast with the
+ * servers' own one-line reason.
  */
 import { spawn } from 'node:child_process'
 import { existsSync, rmSync } from 'node:fs'
@@ -13,9 +14,9 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
 tap.setTimeout(360000) // two demo runs bounded at 100 s each and a cluster start; a loaded CI machine starts servers slowly
 
-/** Runs `npm run demo -- --once` in its own process group (stopped whole after 100 s). */
-async function runDemo (env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, output: string }> {
-  const child = spawn('npm', ['run', 'demo', '--', '--once'], {
+/** Runs `npm run demo -- <args>` (default `--once`) in its own process group, stdin not a terminal (stopped whole after 100 s). */
+async function runDemo (env: NodeJS.ProcessEnv = {}, args = ['--once']): Promise<{ code: number | null, output: string }> {
+  const child = spawn('npm', ['run', 'demo', '--', ...args], {
     cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true
   })
   let output = ''
@@ -27,9 +28,11 @@ async function runDemo (env: NodeJS.ProcessEnv = {}): Promise<{ code: number | n
   return { code, output }
 }
 
-test('npm run demo -- --once walks the seed scenario and exits 0', async (t) => {
-  const { code, output } = await runDemo()
+test('npm run demo walks the seed scenario and, without a terminal, exits 0 by itself', async (t) => {
+  const { code, output } = await runDemo({}, [])
   t.equal(code, 0, 'exit code 0')
+  t.match(output, /Not a terminal: stopping the cluster \(npm run demo -- --keep keeps it up\)/)
+  t.match(output, /policy board +http:\/\/127\.0\.0\.1:\d+\/policy-board\/\?tenant=tenant1\n/, 'prints the board\'s URL')
 
   const steps = [
     'Step 1/11: health of all three servers',
@@ -60,7 +63,34 @@ test('npm run demo -- --once walks the seed scenario and exits 0', async (t) => 
   const dir = /data directory +(\S+)/.exec(output)?.[1]
   t.ok(dir, 'prints its data directory')
   t.match(output, new RegExp(`server log +${dir}/servers\\.log`), 'prints the log path')
-  t.notOk(existsSync(dir!), 'the temp directory is removed after --once')
+  t.notOk(existsSync(dir!), 'the temp directory is removed when it exits')
+})
+
+test('npm run demo -- --keep keeps the cluster up, the board served, until SIGTERM', async (t) => {
+  const child = spawn('npm', ['run', 'demo', '--', '--keep'], { cwd: ROOT, env: process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const stop = (): void => { try { process.kill(-child.pid!, 'SIGTERM') } catch {} }
+  const timer = setTimeout(stop, 100000)
+  t.teardown(() => { clearTimeout(timer); stop() })
+  let output = ''
+  child.stderr.on('data', (chunk) => { output += chunk })
+  const closed = new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
+  await new Promise<void>((resolve) => {
+    child.stdout.on('data', (chunk) => {
+      output += chunk
+      if (output.includes('Press Ctrl-C')) resolve()
+    })
+    closed.then(() => { resolve() }, () => {})
+  })
+  t.match(output, /The cluster keeps running/)
+  const url = /policy board \(live\): (\S+)/.exec(output)?.[1]
+  t.ok(url, 'names the board')
+  const page = await fetch(url!)
+  t.equal(page.status, 200, 'the board is served')
+  t.match(await page.text(), /<title>Policy board<\/title>/)
+  const cluster = await (await fetch(new URL('api/cluster?tenant=tenant1', url))).json() as { members: Array<{ state: string }> }
+  t.equal(cluster.members.filter((member) => member.state !== 'left').length, 3, 'the three servers (the fourth left)')
+  process.kill(-child.pid!, 'SIGTERM')
+  t.equal(await closed, 0, 'stops on SIGTERM with exit 0')
 })
 
 test('npm run demo -- --once exits 1 on a failed step, naming it, with its servers stopped', async (t) => {

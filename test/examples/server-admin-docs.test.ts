@@ -1,6 +1,7 @@
 /**
- * The example server: ADMIN_TOKEN guards the policy routes (reads and writes), /metrics is on by
- * default, and the OpenAPI document at /docs/json lists every route with its schemas.
+ * The example server: ADMIN_TOKEN guards the policy routes (reads and writes) and the policy board
+ * (a browser gives the token as the password of HTTP Basic), /metrics is on by default, and the
+ * OpenAPI document at /docs/json lists every route with its schemas.
  */
 import { test } from 'tap'
 import { parseConfig } from '../../examples/config.js'
@@ -26,18 +27,25 @@ test('ADMIN_TOKEN: every policy route needs the bearer token; ops, metrics, docs
     ['GET', '/tenants/t1/who?permission=documents:read'],
     ['POST', '/check-batch', { tenant: 't1', checks: [{ user: 'alice', permission: 'documents:read' }] }],
     ['GET', '/tenants/t1/changes?after=0&limit=10'],
-    ['POST', '/refresh-tenant', { tenant: 't1' }]
+    ['POST', '/refresh-tenant', { tenant: 't1' }],
+    ['GET', '/policy-board/'],
+    ['GET', '/policy-board/api/cluster?tenant=t1']
   ]
   for (const [method, url, payload] of policy) {
-    for (const authorization of [undefined, 'Bearer wrong-token', `Bearer ${TOKEN}x`, TOKEN, `Basic ${TOKEN}`, 'Bearer ']) {
+    const basic = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`
+    for (const authorization of [undefined, 'Bearer wrong-token', `Bearer ${TOKEN}x`, TOKEN, `Basic ${TOKEN}`, 'Bearer ', basic(`admin:${TOKEN}x`), basic(TOKEN)]) {
       const res = await app.inject({ method: method as 'GET', url, payload, headers: authorization === undefined ? {} : { authorization } })
       t.equal(res.statusCode, 401, `${method} ${url} with ${authorization ?? 'no header'}`)
       t.equal(res.json().code, 'FST_POLICY_CACHE_UNIDENTIFIED')
-      t.match(res.headers['www-authenticate'], /^Bearer /)
+      t.match(res.headers['www-authenticate'], ['Bearer realm="policy-cache"', 'Basic realm="policy-cache", charset="UTF-8"'], 'both challenges: a browser asks for Basic credentials')
     }
     t.equal((await app.inject({ method: method as 'GET', url, payload, headers: bearer })).statusCode, 200, `${method} ${url} with the token`)
   }
   t.equal(await app.policyCache.revision('t1'), 3, 'only the authorised writes happened')
+  // A browser's HTTP Basic, the token as the password (any user name).
+  const basic = { authorization: `Basic ${Buffer.from(`admin:${TOKEN}`).toString('base64')}` }
+  t.equal((await app.inject({ url: '/policy-board/', headers: basic })).statusCode, 200, 'the board with Basic credentials')
+  t.equal((await app.inject({ url: '/tenants/t1', headers: basic })).statusCode, 200, 'a policy route with Basic credentials')
   for (const url of ['/health', '/metrics', '/docs/json']) {
     t.equal((await app.inject(url)).statusCode, 200, `${url} is open`)
   }

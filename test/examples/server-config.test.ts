@@ -74,7 +74,8 @@ test('parseConfig: defaults', async (t) => {
     membership: undefined,
     shutdownDelayMs: 0,
     transport: 'webhook',
-    brokerUrl: undefined
+    brokerUrl: undefined,
+    board: '/policy-board'
   })
 })
 
@@ -143,6 +144,12 @@ test('parseConfig: every variable', async (t) => {
   t.same(parseConfig([], { POLICY_DB: 'mysql://root@db:3306/policies' }).db, { kind: 'mysql', url: 'mysql://root@db:3306/policies' })
   t.same(parseConfig([], { OTHER_SERVERS: 'http://127.0.0.1:3000,http://127.0.0.1:3001', WEBHOOK_SECRET: STRONG }).peers,
     ['http://127.0.0.1:3001'], 'its own URL is not a peer')
+  t.equal(parseConfig([], { BOARD: '/ops/board' }).board, '/ops/board', 'the board elsewhere')
+  t.same(pluginOptions(parseConfig([], { BOARD: '/ops/board' })).board, { path: '/ops/board' })
+  for (const off of ['0', 'false', 'FALSE']) {
+    t.equal(parseConfig([], { BOARD: off }).board, undefined, `BOARD=${off}: no board`)
+    t.equal(pluginOptions(parseConfig([], { BOARD: off })).board, undefined)
+  }
 })
 
 test('parseConfig: each mistake names its variable', async (t) => {
@@ -167,6 +174,8 @@ test('parseConfig: each mistake names its variable', async (t) => {
     [{ LOG_LEVEL: 'loud' }, [], /^invalid configuration: LOG_LEVEL: /],
     [{ ADMIN_TOKEN: 'short' }, [], /^invalid configuration: ADMIN_TOKEN: must be at least 16 bytes/],
     [{ METRICS: 'maybe' }, [], /^invalid configuration: METRICS: /],
+    [{ BOARD: 'board' }, [], /^invalid configuration: BOARD: "board" is not a path like \/policy-board, nor 0/],
+    [{ BOARD: '/board/' }, [], /^invalid configuration: BOARD: /],
     [{ MEMBERSHIP: 'maybe' }, [], /^invalid configuration: MEMBERSHIP: /],
     [{ MEMBERSHIP: '1' }, [], /^invalid configuration: MEMBERSHIP: needs WEBHOOK_SECRET/],
     [{ MEMBERSHIP: '1', WEBHOOK_SECRET: STRONG }, ['0'], /^invalid configuration: MEMBERSHIP: needs PUBLIC_URL/],

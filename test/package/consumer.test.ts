@@ -89,7 +89,8 @@ test('the packed package installs, type-checks and runs in a host app, with the 
   const files: string[] = packed.files.map((file: { path: string }) => file.path)
   t.ok(files.includes('dist/plugin.js') && files.includes('dist/plugin.d.ts') && files.includes('dist/errors.d.ts'), 'the tarball ships the built dist/')
   t.ok(files.includes('LICENSE'), 'and the LICENSE')
-  t.same(files.filter((file) => !file.startsWith('dist/') && !['LICENSE', 'README.md', 'package.json'].includes(file)), [], 'nothing else: no sources, tests or config')
+  t.same(['board/board.css', 'board/board.js', 'board/index.html'].filter((file) => !files.includes(file)), [], 'and the policy board\'s page and assets')
+  t.same(files.filter((file) => !file.startsWith('dist/') && !file.startsWith('board/') && !['LICENSE', 'README.md', 'package.json'].includes(file)), [], 'nothing else: no sources, tests or config')
   const maps = files.filter((file) => file.endsWith('.map'))
   t.ok(maps.length > 0, 'source maps ship')
   t.comment(`npm pack: ${elapsed()}`)
@@ -152,7 +153,8 @@ test('the packed package installs, type-checks and runs in a host app, with the 
       code: 'FST_POLICY_CACHE_FORBIDDEN',
       guard: { anonymous: 401, bob: 403, alice: 200 },
       checkAccess: { allowed: true, revision: 3 },
-      metrics: false
+      metrics: false,
+      board: { page: true, script: true }
     })
   })
 
@@ -168,6 +170,7 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     t.same(host.guard, { anonymous: 401, bob: 403, alice: 200 }, 'the guard answers 401 / 403 / 200')
     t.same(host.checkAccess, { allowed: true, revision: 3 })
     t.equal(host.metrics, true, '/metrics with prom-client installed')
+    t.same(host.board, { page: true, script: true }, 'the policy board served from the installed package')
 
     const cjs = report(await must(process.execPath, ['out/host.cjs'], scratch))
     t.same(cjs, { allowed: true, code: 'FST_POLICY_CACHE_INVALID_INPUT', required: 'function', same: true }, 'a CommonJS host require()s the package')

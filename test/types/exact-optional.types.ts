@@ -58,7 +58,8 @@ const everyKey = {
   metrics: undefined,
   membership: undefined,
   peerRefreshMs: undefined,
-  transport: undefined
+  transport: undefined,
+  board: undefined
 } satisfies Record<keyof PolicyCacheOptions, undefined>
 export const options: PolicyCacheOptions = everyKey
 
@@ -69,7 +70,8 @@ export const nested: PolicyCacheOptions = {
   routeHooks: { onRequest: undefined, preHandler: undefined },
   membership: { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined },
   watch: { maxWatchers: undefined, maxBuffered: undefined, heartbeatMs: undefined },
-  metrics: { registry: undefined, path: undefined, prefix: undefined }
+  metrics: { registry: undefined, path: undefined, prefix: undefined },
+  board: { path: undefined, maxStreams: undefined }
 }
 
 /** dnsPeers' optional keys, each `undefined`, as from an environment without them. */

@@ -17,7 +17,7 @@ function identify (request: FastifyRequest): Identity | undefined {
 const db: Kysely<any> = createSqliteDb(':memory:')
 const app = Fastify()
 app.addHook('onClose', async () => { await db.destroy() })
-await app.register(policyCache, { db, identify, metrics: process.env.METRICS === '1' })
+await app.register(policyCache, { db, identify, metrics: process.env.METRICS === '1', board: { path: '/policy-board' } })
 app.get('/documents', { config: { policy: 'documents:read' } }, async () => ({ documents: [] }))
 // @ts-expect-error config.policy is typed by the plugin's declaration merging: a string
 export const misTyped: RouteShorthandOptions = { config: { policy: 42 } }
@@ -40,6 +40,9 @@ const documents = async (headers: Record<string, string>): Promise<number> =>
   (await app.inject({ url: '/documents', headers })).statusCode
 const checkAccess = await app.inject('/check-access?tenant=acme&user=alice&permission=documents:read')
 const metrics = await app.inject('/metrics')
+// The policy board's page and script, read from the installed package's board/ folder.
+const boardPage = await app.inject('/policy-board/')
+const boardScript = await app.inject('/policy-board/board.js')
 
 console.log(JSON.stringify({
   written: { changed: written.changed, revision: written.revision },
@@ -52,6 +55,10 @@ console.log(JSON.stringify({
     alice: await documents({ 'x-tenant': 'acme', 'x-user': 'alice' })
   },
   checkAccess: checkAccess.json(),
-  metrics: metrics.statusCode === 200 && metrics.body.includes('policy_cache_checks_total')
+  metrics: metrics.statusCode === 200 && metrics.body.includes('policy_cache_checks_total'),
+  board: {
+    page: boardPage.statusCode === 200 && boardPage.body.includes('<title>Policy board</title>'),
+    script: boardScript.statusCode === 200 && boardScript.headers['content-type'] === 'text/javascript; charset=utf-8'
+  }
 }))
 await app.close()

@@ -20,8 +20,8 @@ const SEGMENT_CHAR = new Uint8Array(128)
 for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-') SEGMENT_CHAR[c.charCodeAt(0)] = 1
 const COLON = 58
 
-/** The six writes, named as on the wire (`operation` in a webhook notice). */
-export const OPERATIONS = ['create-group', 'delete-group', 'add-permission', 'remove-permission', 'assign-user', 'unassign-user'] as const
+/** The writes, named as on the wire (`operation` in a webhook notice): the six of the flat model and the two of the role hierarchy. */
+export const OPERATIONS = ['create-group', 'delete-group', 'add-permission', 'remove-permission', 'assign-user', 'unassign-user', 'include-group', 'exclude-group'] as const
 export type Operation = typeof OPERATIONS[number]
 
 /** One write, as the store applies it and the changelog records it. */
@@ -32,6 +32,9 @@ export type Change =
   | { op: 'remove-permission', group: string, permission: string }
   | { op: 'assign-user', group: string, user: string }
   | { op: 'unassign-user', group: string, user: string }
+  /** Members of `group` hold every grant of `includes`, transitively (role hierarchy). */
+  | { op: 'include-group', group: string, includes: string }
+  | { op: 'exclude-group', group: string, includes: string }
 
 /**
  * The effective changes of one batch write, committed together at one revision and logged as one
@@ -96,6 +99,11 @@ export interface GroupData {
   name: string
   permissions: string[]
   users: string[]
+  /**
+   * The groups this group includes (sorted): its members hold their grants too, transitively.
+   * Absent means none (a store written before the role hierarchy); the views always list it.
+   */
+  includes?: string[]
 }
 
 /** A tenant's whole policy at one revision, with the digest of those contents (lib/digest.ts). */
@@ -151,7 +159,7 @@ export function isPermission (value: unknown): value is string {
   return segment > 0
 }
 
-export function assertIdentifier (kind: 'tenant' | 'group' | 'user', value: unknown): asserts value is string {
+export function assertIdentifier (kind: 'tenant' | 'group' | 'user' | 'includes', value: unknown): asserts value is string {
   if (!isIdentifier(value)) throw new InvalidInputError(kind, `must match ${IDENTIFIER_PATTERN}`)
 }
 
@@ -170,7 +178,9 @@ const CHANGE_FIELDS: Readonly<Record<Operation, readonly string[]>> = {
   'add-permission': ['group', 'permission'],
   'remove-permission': ['group', 'permission'],
   'assign-user': ['group', 'user'],
-  'unassign-user': ['group', 'user']
+  'unassign-user': ['group', 'user'],
+  'include-group': ['group', 'includes'],
+  'exclude-group': ['group', 'includes']
 }
 
 /**
@@ -187,6 +197,7 @@ export function assertChange (change: Change): void {
   assertIdentifier('group', change.group)
   if (change.op === 'add-permission' || change.op === 'remove-permission') assertGrant(change.permission)
   if (change.op === 'assign-user' || change.op === 'unassign-user') assertIdentifier('user', change.user)
+  if (change.op === 'include-group' || change.op === 'exclude-group') assertIdentifier('includes', change.includes)
 }
 
 /** A change's own fields only (`op` and what the operation takes), in a fresh object. */

@@ -266,7 +266,7 @@ export { dnsPeers, type DnsPeersOptions, type DnsPeersFamily } from './broadcast
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
 export type { WriteOutcome, BatchOutcome, ChangesFeed, ChangesOptions, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { AccessCheck, CheckBatchOutcome, GroupsPage, GroupUsersPage, GroupPermissionsPage, HoldersPage } from './policy-cache.js'
-export type { Holder } from './cache/tenant-state.js'
+export type { HeldGrant, Holder } from './cache/tenant-state.js'
 export type { PageOptions } from './page.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'

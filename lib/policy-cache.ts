@@ -17,7 +17,7 @@ import {
   type AuditEntry, type BatchChange, type Change, type GroupData, type LoggedChange, type WriteOptions
 } from './model.js'
 import type { PolicyStore, StoreWriteOptions, WriteTransaction } from './store/types.js'
-import type { Holder } from './cache/tenant-state.js'
+import type { HeldGrant, Holder } from './cache/tenant-state.js'
 import { decodeCursor, nextCursor, pageLimit, type PageOptions } from './page.js'
 
 /** Cache counters plus the engine's own: checks by outcome, writes by effect (for metrics). */
@@ -56,15 +56,20 @@ export interface Decision {
 export interface TenantView {
   tenant: string
   revision: number
-  groups: GroupData[]
+  /** Each group with its grants, members and the groups it includes (`includes` always present). */
+  groups: Array<Required<GroupData>>
 }
 
 export interface UserView {
   tenant: string
   user: string
   revision: number
+  /** The groups the user is a member of. */
   groups: string[]
+  /** Every grant the user holds: through their groups and the groups those include, transitively. */
   permissions: string[]
+  /** The same grants, each with the chain of groups it comes through (the user's group, …, the group granting it). */
+  grants: HeldGrant[]
 }
 
 /** A page of a tenant's group names (sorted); `next` resumes after it, null on the last page. */
@@ -409,6 +414,14 @@ export class PolicyCache implements PolicyCacheApi {
 
   unassignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome> {
     return this.write(tenant, { op: 'unassign-user', group, user }, options)
+  }
+
+  includeGroup (tenant: string, group: string, includes: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'include-group', group, includes }, options)
+  }
+
+  excludeGroup (tenant: string, group: string, includes: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'exclude-group', group, includes }, options)
   }
 
   /**

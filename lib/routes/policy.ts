@@ -1,5 +1,5 @@
 /**
- * The policy routes: the six writes, the batch, the check and batch check, the tenant and user views,
+ * The policy routes: the writes, the batch, the check and batch check, the tenant and user views,
  * the listings and the reverse lookup, the audit feed, refresh (README.md, "Routes").
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -13,7 +13,7 @@ import type { PageOptions } from '../page.js'
 import type { BatchOutcome, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
   BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, GroupParams, GroupPermissionsReply,
-  GroupsReply, GroupUsersReply, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams, TenantReply, UserBody,
+  GroupsReply, GroupUsersReply, InclusionBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams, TenantReply, UserBody,
   UserParams, UserReply, validatorCompiler, WhoQuery, WhoReply, WriteReply
 } from './schemas.js'
 
@@ -114,11 +114,13 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
   // Each write's route is its operation's name: POST /create-group, /add-permission, …
   const writes: Array<[Operation, TSchema, string]> = [
     ['create-group', GroupBody, 'Create a group in a tenant'],
-    ['delete-group', GroupBody, 'Delete a group with its grants and memberships'],
+    ['delete-group', GroupBody, 'Delete a group with its grants, memberships and inclusions (both ways)'],
     ['add-permission', PermissionBody, 'Grant a permission (or wildcard) to a group'],
     ['remove-permission', PermissionBody, 'Revoke a permission from a group'],
     ['assign-user', UserBody, 'Add a user to a group'],
-    ['unassign-user', UserBody, 'Remove a user from a group']
+    ['unassign-user', UserBody, 'Remove a user from a group'],
+    ['include-group', InclusionBody, 'Make a group include another: its members hold the other\'s grants, transitively'],
+    ['exclude-group', InclusionBody, 'Undo an inclusion']
   ]
 
   for (const [op, body, description] of writes) {
@@ -126,7 +128,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       bodyLimit,
       schema: {
         summary: description,
-        description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.`,
+        description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.${op === 'include-group' ? ' 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without either group; 409 FST_POLICY_CACHE_INCLUSION_CYCLE, naming the path, when `includes` already reaches `group` (nothing is written).' : ''}`,
         tags: ['policy'],
         body,
         response: { 200: WriteReply, ...errors }

@@ -45,11 +45,14 @@ function writer (store: PolicyStore) {
   }
 }
 
-/** The snapshot without its digest, once the digest is checked to be that of its groups. */
+/**
+ * The snapshot without its digest, once the digest is checked to be that of its groups; a group's
+ * `includes` only when it includes some (absent and empty mean the same: none).
+ */
 async function snapshotOf (store: PolicyStore, tenant: string): Promise<{ revision: number, groups: GroupData[] }> {
   const { revision, groups, digest } = await store.snapshot(tenant)
   if (digest !== digestOf(groups)) throw new Error(`snapshot digest ${digest} is not the digest of its groups, ${digestOf(groups)}`)
-  return { revision, groups }
+  return { revision, groups: groups.map(({ includes, ...group }) => includes === undefined || includes.length === 0 ? group : { ...group, includes }) }
 }
 
 /** The revisions `revisions` reads, without digests. */

@@ -224,9 +224,14 @@ export class TenantState {
         offsets.set(user, (offsets.get(user) ?? 0) + 1)
       }
     }
+    // The inclusions once every group and grant is in: each moves the grants it brings once. (A
+    // snapshot names only groups it holds; a name it does not hold includes nothing.)
     for (const group of snapshot.groups) {
       const state = this.#groups.get(group.name)!
-      for (const name of group.includes ?? []) this.#include(state, this.#groups.get(name) ?? this.#createGroup(name))
+      for (const name of group.includes ?? []) {
+        const included = this.#groups.get(name)
+        if (included !== undefined) this.#include(state, included)
+      }
     }
     let end = 0
     for (const [user, count] of offsets) {

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [section …]`: runs the benchmark sections side by side, prints a table
  * and writes docs/benchmarks.md (+ the propagation plot). Sections: check, http, propagation,
- * faults, catchup, writes, membership, batch, lookup. `--quick` is a fast smoke run (small counts; its figures are rough).
+ * faults, catchup, writes, membership, batch, lookup, hierarchy. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
 import { loadavg } from 'node:os'
@@ -9,6 +9,7 @@ import { runBatch } from './batch.js'
 import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
 import { runFaults } from './faults.js'
+import { runHierarchy } from './hierarchy.js'
 import { runHttp } from './http.js'
 import { runLookup } from './lookup.js'
 import { runMembership } from './membership.js'
@@ -26,7 +27,8 @@ const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   writes: runWrites,
   membership: runMembership,
   batch: runBatch,
-  lookup: runLookup
+  lookup: runLookup,
+  hierarchy: runHierarchy
 }
 
 /** The paragraph about the run's conditions: the machine's load, and any note passed in BENCH_CONDITIONS. */

@@ -26,44 +26,43 @@ export interface Instance {
   close (): Promise<void>
 }
 
-export async function spawnInstance (config: InstanceConfig): Promise<Instance> {
-  const child: ChildProcess = fork(SCRIPT, [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, BENCH_INSTANCE: JSON.stringify(config) },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
-  })
+/** A child process driven over IPC: `{ id, cmd, args }` → `{ id, result }` or `{ id, error }`. */
+export interface Driven {
+  /** Resolves with the child's `{ event: 'ready' }` message; rejects if it exits or does not send it within `startMs`. */
+  ready: Promise<any>
+  call<T = unknown> (cmd: string, args?: object, timeoutMs?: number): Promise<T>
+  /** Asks the child to close, SIGKILLs it if it does not exit. */
+  close (): Promise<void>
+}
+
+/** Drives `child` (named `name` in errors); every other event message goes to `onEvent`. */
+export function drive (child: ChildProcess, name: string, onEvent: (msg: any) => void, startMs = 60000): Driven {
   let nextId = 1
   const calls = new Map<number, { resolve: (v: any) => void, reject: (e: Error) => void }>()
-  const seen = new Map<number, number>()
-  const arrivals = new Map<number, number>()
-  const waiters = new Map<number, (at: number) => void>()
-  let ready!: (url: string) => void
+  let ready!: (msg: any) => void
   let failed!: (err: Error) => void
-  const started = new Promise<string>((resolve, reject) => { ready = resolve; failed = reject })
+  const started = new Promise<any>((resolve, reject) => { ready = resolve; failed = reject })
   child.on('message', (msg: any) => {
-    if (msg.event === 'ready') ready(msg.url ?? '')
-    else if (msg.event === 'visible') {
-      seen.set(msg.seq, msg.at)
-      if (typeof msg.arrived === 'number') arrivals.set(msg.seq, msg.arrived)
-      waiters.get(msg.seq)?.(msg.at)
-    } else {
+    if (msg.event === 'ready') ready(msg)
+    else if (msg.event !== undefined) onEvent(msg)
+    else {
       const call = calls.get(msg.id)
       calls.delete(msg.id)
-      if (msg.error !== undefined) call?.reject(new Error(`instance ${config.mode}: ${msg.error}`))
+      if (msg.error !== undefined) call?.reject(new Error(`${name}: ${msg.error}`))
       else call?.resolve(msg.result)
     }
   })
   child.on('exit', (code) => {
-    failed(new Error(`instance ${config.mode} exited with ${code}`))
-    for (const call of calls.values()) call.reject(new Error(`instance ${config.mode} exited with ${code}`))
+    failed(new Error(`${name} exited with ${code}`))
+    for (const call of calls.values()) call.reject(new Error(`${name} exited with ${code}`))
     calls.clear()
   })
-  const startTimer = setTimeout(() => failed(new Error(`instance ${config.mode} did not start in 60 s`)), 60000)
-  const url = await started.finally(() => clearTimeout(startTimer))
+  const startTimer = setTimeout(() => failed(new Error(`${name} did not start in ${startMs / 1000} s`)), startMs)
+  started.then(() => clearTimeout(startTimer), () => clearTimeout(startTimer))
 
   const call = <T>(cmd: string, args: object = {}, timeoutMs = 60000): Promise<T> => new Promise<T>((resolve, reject) => {
     const id = nextId++
-    const timer = setTimeout(() => { calls.delete(id); reject(new Error(`instance ${config.mode}: ${cmd} timed out`)) }, timeoutMs)
+    const timer = setTimeout(() => { calls.delete(id); reject(new Error(`${name}: ${cmd} timed out`)) }, timeoutMs)
     calls.set(id, {
       resolve: (v) => { clearTimeout(timer); resolve(v) },
       reject: (e) => { clearTimeout(timer); reject(e) }
@@ -71,7 +70,38 @@ export async function spawnInstance (config: InstanceConfig): Promise<Instance> 
     child.send({ id, cmd, args })
   })
   return {
-    url,
+    ready: started,
+    call,
+    close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      const exited = once(child, 'exit')
+      await call('close', {}, 10000).catch(() => child.kill('SIGKILL'))
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+      await exited
+      clearTimeout(timer)
+    }
+  }
+}
+
+export async function spawnInstance (config: InstanceConfig): Promise<Instance> {
+  const child: ChildProcess = fork(SCRIPT, [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, BENCH_INSTANCE: JSON.stringify(config) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  })
+  const seen = new Map<number, number>()
+  const arrivals = new Map<number, number>()
+  const waiters = new Map<number, (at: number) => void>()
+  const driven = drive(child, `instance ${config.mode}`, (msg) => {
+    if (msg.event !== 'visible') return
+    seen.set(msg.seq, msg.at)
+    if (typeof msg.arrived === 'number') arrivals.set(msg.seq, msg.arrived)
+    waiters.get(msg.seq)?.(msg.at)
+  })
+  const { url } = await driven.ready
+  const { call } = driven
+  return {
+    url: url ?? '',
     call,
     visible: (seq, timeoutMs) => {
       const at = seen.get(seq)
@@ -88,14 +118,7 @@ export async function spawnInstance (config: InstanceConfig): Promise<Instance> 
       const t1 = now()
       return { offset: theirs - (t0 + t1) / 2, rtt: t1 - t0 }
     },
-    close: async () => {
-      if (child.exitCode !== null) return
-      const exited = once(child, 'exit')
-      await call('close', {}, 10000).catch(() => child.kill('SIGKILL'))
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
-      await exited
-      clearTimeout(timer)
-    }
+    close: driven.close
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * Section 10 — the role hierarchy: `checkSync` on a tenant whose 50 groups form a 5-level hierarchy
+ * Section 11 — the role hierarchy: `checkSync` on a tenant whose 50 groups form a 5-level hierarchy
  * against the same policy written flat (every inherited grant copied into the groups above), on 1 k
  * and 100 k members; the delta apply of an inclusion change on a 5-level, 200-group tenant (at the
  * top, at the bottom, a grant moving up, and the worst case of the tenant), on 1 k and 100 k
@@ -189,7 +189,7 @@ export async function runHierarchy ({ quick, log }: RunOptions): Promise<Section
   ]
   return {
     id: 'hierarchy',
-    title: '10. Role hierarchy',
+    title: '11. Role hierarchy',
     tables: [
       { caption: 'checks per CPU-second (one core) and per wall-second, medians of rounds', rows },
       { caption: `CPU µs per delta on a 5-level, 200-group tenant (4 grants a group, each including two of the next level), medians of ${rounds} rounds`, rows: deltaRows },

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [section …]`: runs the benchmark sections side by side, prints a table
  * and writes docs/benchmarks.md (+ the propagation plot). Sections: check, http, propagation,
- * faults, catchup, writes, membership, batch, lookup, hierarchy. `--quick` is a fast smoke run (small counts; its figures are rough).
+ * faults, catchup, writes, membership, batch, lookup, fleet, hierarchy. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
 import { loadavg } from 'node:os'
@@ -9,6 +9,7 @@ import { runBatch } from './batch.js'
 import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
 import { runFaults } from './faults.js'
+import { runFleet } from './fleet.js'
 import { runHierarchy } from './hierarchy.js'
 import { runHttp } from './http.js'
 import { runLookup } from './lookup.js'
@@ -28,6 +29,7 @@ const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   membership: runMembership,
   batch: runBatch,
   lookup: runLookup,
+  fleet: runFleet,
   hierarchy: runHierarchy
 }
 
@@ -63,6 +65,7 @@ async function main (): Promise<void> {
 }
 
 main().catch((err) => {
-  process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`)
+  const cause = (err as Error)?.cause
+  process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n${cause === undefined ? '' : `cause: ${String(cause)}\n`}`)
   process.exit(1)
 })

@@ -36,6 +36,17 @@ export interface Target {
   met: boolean
 }
 
+/** A plot of values against a variable (e.g. the number of instances), drawn by the report on log–log axes. */
+export interface Curve {
+  /** The SVG's file name, next to benchmarks.md. */
+  file: string
+  title: string
+  xLabel: string
+  yLabel: string
+  /** Per series name, its (x, y) points. */
+  series: Record<string, Array<[number, number]>>
+}
+
 /** What a section hands to the report: tables (first row is the header), targets, notes. */
 export interface SectionResult {
   id: string
@@ -45,6 +56,8 @@ export interface SectionResult {
   notes: string[]
   /** Raw latency samples (ms) by series name, for plots. */
   samples?: Record<string, number[]>
+  /** Plots against a variable, each written to its own SVG and shown in the section. */
+  curves?: Curve[]
 }
 
 export interface RunOptions {

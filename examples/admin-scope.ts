@@ -3,7 +3,9 @@
  * policy request through only when the tenant it names is one the caller administers.
  *
  * It runs as a preHandler (after validation), so the tenant is read from the already validated
- * body (writes, refresh), query string (check) or params (views, the audit feed). Pair it with an onRequest hook that
+ * body (writes, refresh, an import's document — whose tenant, when present, is the one imported into),
+ * query string (check) or params (views, the audit feed, export, deletion). `GET /tenants` names no
+ * tenant: only an admin of all tenants (`'*'`) lists them. Pair it with an onRequest hook that
  * authenticates the caller (a bearer token, @fastify/jwt's `request.jwtVerify()`, @fastify/auth).
  */
 import type { FastifyRequest, preHandlerHookHandler } from 'fastify'

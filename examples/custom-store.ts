@@ -6,8 +6,10 @@
  *   await app.register(policyCache, { db: new MemoryPolicyStore() })
  */
 import { randomUUID } from 'node:crypto'
-import type { AuditEntry, Change, ChangesPage, Fact, GroupData, LoggedChange, PolicyStore, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../lib/plugin.js'
-import { EMPTY_DIGEST, errors, updateDigest } from '../lib/plugin.js'
+import type {
+  AuditEntry, Change, ChangesPage, Fact, GroupData, LoggedChange, PolicyStore, ReplaceResult, TenantSnapshot, TenantSummary, TenantVersion, WriteOptions, WriteResult
+} from '../lib/plugin.js'
+import { EMPTY_DIGEST, errors, replaceChanges, updateDigest } from '../lib/plugin.js'
 
 type Groups = Map<string, { permissions: Set<string>, users: Set<string>, includes: Set<string> }>
 
@@ -18,6 +20,8 @@ interface Tenant {
   groups: Groups
   /** The changelog: the newest `retention` entries, with who wrote them and when (this process's clock: the only one it has). */
   log: AuditEntry[]
+  /** Deleted (`deleteTenant`) and not written since: the revision stays, so that a tenant created again goes on from it. */
+  deleted: boolean
 }
 
 export class MemoryPolicyStore implements PolicyStore {
@@ -48,7 +52,7 @@ export class MemoryPolicyStore implements PolicyStore {
     if (options.ifRevision !== undefined && options.ifRevision !== current) {
       throw Object.assign(new errors.RevisionConflictError(tenant, current, options.ifRevision), { currentRevision: current })
     }
-    if (state === undefined) this.#tenants.set(tenant, state = { revision: 0, digest: EMPTY_DIGEST, groups: new Map(), log: [] })
+    if (state === undefined) this.#tenants.set(tenant, state = { revision: 0, digest: EMPTY_DIGEST, groups: new Map(), log: [], deleted: false })
     // The facts the changes add and remove, for the digest.
     const added: Fact[] = []
     const removed: Fact[] = []
@@ -76,6 +80,7 @@ export class MemoryPolicyStore implements PolicyStore {
     if (changed && logged !== undefined) {
       state.digest = updateDigest(state.digest, added, removed)
       state.revision++
+      state.deleted = false
       state.log.push({ revision: state.revision, change: logged, origin, actor: options.actor ?? null, committedAt: Date.now() })
       if (state.log.length > this.#retention) state.log.splice(0, state.log.length - this.#retention)
     }
@@ -84,14 +89,42 @@ export class MemoryPolicyStore implements PolicyStore {
 
   async snapshot (tenant: string): Promise<TenantSnapshot> {
     const state = this.#tenants.get(tenant)
-    if (state === undefined) return { revision: 0, groups: [], digest: EMPTY_DIGEST }
+    if (state === undefined) return { revision: 0, groups: [], digest: EMPTY_DIGEST, exists: false }
     const groups: GroupData[] = [...state.groups].sort(([a], [b]) => a < b ? -1 : 1).map(([name, group]) => ({
       name,
       permissions: [...group.permissions].sort(),
       users: [...group.users].sort(),
       includes: [...group.includes].sort()
     }))
-    return { revision: state.revision, groups, digest: state.digest }
+    return { revision: state.revision, groups, digest: state.digest, exists: state.revision > 0 && !state.deleted }
+  }
+
+  async tenants (after: string | undefined, limit: number): Promise<TenantSummary[]> {
+    return [...this.#tenants]
+      .filter(([tenant, state]) => state.revision > 0 && !state.deleted && (after === undefined || tenant > after))
+      .sort(([a], [b]) => a < b ? -1 : 1)
+      .slice(0, limit)
+      .map(([tenant, { revision }]) => ({ tenant, revision }))
+  }
+
+  /** The difference between what the tenant holds and `groups`, written as one batch (`replaceChanges`). */
+  async importTenant (tenant: string, groups: readonly GroupData[], origin: string, options: WriteOptions = {}): Promise<ReplaceResult> {
+    return await this.#replace(tenant, groups, origin, options)
+  }
+
+  /** Its groups deleted as one batch, and the tenant marked deleted; a tenant that does not exist is a 404. */
+  async deleteTenant (tenant: string, origin: string, options: WriteOptions = {}): Promise<ReplaceResult> {
+    const state = this.#tenants.get(tenant)
+    if (state === undefined || state.revision === 0 || state.deleted) throw new errors.TenantNotFoundError(tenant)
+    const result = await this.#replace(tenant, [], origin, options)
+    state.deleted = true
+    return result
+  }
+
+  async #replace (tenant: string, groups: readonly GroupData[], origin: string, options: WriteOptions): Promise<ReplaceResult> {
+    const changes = replaceChanges((await this.snapshot(tenant)).groups, groups)
+    const { revision, changed, digest } = await this.write(tenant, changes, origin, options)
+    return { revision, changed, digest, changes: changed ? changes : [] }
   }
 
   async changesSince (tenant: string, revision: number): Promise<LoggedChange[] | null> {

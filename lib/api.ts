@@ -7,12 +7,14 @@
  */
 import type { preHandlerHookHandler } from 'fastify'
 import type { PeerStatus } from './broadcast/status.js'
+import type { Watch, WatchOptions } from './cache/watchers.js'
 import type { Change, WriteOptions } from './model.js'
 import type { PageOptions } from './page.js'
 import type {
   AccessCheck, BatchOutcome, ChangesFeed, ChangesOptions, CheckBatchOutcome, CheckOptions, Decision, EngineStats, GroupPermissionsPage, GroupsPage, GroupUsersPage, HoldersPage,
-  TenantView, UserView, WriteOutcome
+  ImportDocument, TenantDeletion, TenantsOptions, TenantsPage, TenantView, UserView, WriteOutcome
 } from './policy-cache.js'
+import type { TenantDocument } from './model.js'
 
 export interface PolicyCacheApi {
   /** This instance's id, as its peers and `/servers` see it. */
@@ -86,6 +88,34 @@ export interface PolicyCacheApi {
   batch (tenant: string, changes: readonly Change[], options?: WriteOptions): Promise<BatchOutcome>
 
   /**
+   * A page of the tenants that exist (written, and not deleted since), sorted by id, each with its
+   * revision, read from the database. `{ limit, cursor }` as for the listings (`groups`).
+   */
+  tenants (options?: TenantsOptions): Promise<TenantsPage>
+  /**
+   * Deletes a tenant — its groups, grants and memberships — at one revision, sent to the peers like
+   * any write: every instance drops the tenant's contents at once. Its revision is kept, so a tenant
+   * created again under the id goes on from it. A tenant that does not exist (never written, or
+   * deleted) → 404 FST_POLICY_CACHE_TENANT_NOT_FOUND. `ifRevision` and `actor` as for the writes.
+   */
+  deleteTenant (tenant: string, options?: WriteOptions): Promise<TenantDeletion>
+  /**
+   * The tenant's whole policy as one document `{ tenant, revision, groups, format: 1 }`, read from the
+   * database at one revision. A tenant that does not exist → 404 FST_POLICY_CACHE_TENANT_NOT_FOUND.
+   */
+  exportTenant (tenant: string): Promise<TenantDocument>
+  /**
+   * Replaces the tenant's policy with an export document's (its `tenant`, when present, must be this
+   * tenant: change or drop it to import under another name), at one
+   * revision whose changelog entry holds the difference — the peers apply it as a batch. Nothing
+   * changes when the tenant holds it already; a tenant that does not exist is created. A malformed
+   * document → 400 FST_POLICY_CACHE_INVALID_INPUT naming the place; more than `maxImportFacts`
+   * groups, grants and memberships → 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE; nothing written then.
+   * `ifRevision` and `actor` as for the writes.
+   */
+  importTenant (tenant: string, document: ImportDocument, options?: WriteOptions): Promise<WriteOutcome>
+
+  /**
    * A page of the tenant's audit feed, from the database: the changelog entries after `after`
    * (default 0), at most `limit` (1–1000, default 100), each `{ revision, change, origin, actor,
    * committedAt }` (epoch ms, the database's clock), with the current and the oldest kept revision.
@@ -93,6 +123,23 @@ export interface PolicyCacheApi {
    * naming the oldest kept (`oldestRevision` set on the error).
    */
   changes (tenant: string, options?: ChangesOptions): Promise<ChangesFeed>
+
+  /**
+   * Watches a tenant's changes as this instance applies them — its own writes, peers', catch-ups and
+   * reloads alike: an async iterable of events, each change as the audit feed's entry (`change`), in
+   * revision order without a gap or a duplicate. `after` resumes: the changes after that revision come
+   * from the changelog first (a `reset` event when they were pruned: read the tenant again). One
+   * consumer; one that falls `watch.maxBuffered` events behind is dropped (a final `end` event
+   * FST_POLICY_CACHE_WATCH_OVERFLOW). Beyond `watch.maxWatchers` open watches → 503
+   * FST_POLICY_CACHE_TOO_MANY_WATCHERS; `after` past the database's revision → 412
+   * FST_POLICY_CACHE_REVISION_AHEAD. `drain()` ends every watch (FST_POLICY_CACHE_CLOSING).
+   *
+   * ```ts
+   * const watch = await app.policyCache.watch('tenant1', { after: 41 })
+   * for await (const event of watch) if (event.type === 'change') console.log(event.entry.revision)
+   * ```
+   */
+  watch (tenant: string, options?: WatchOptions): Promise<Watch>
 
   /** The tenant's groups with their permissions, users and included groups, as cached here (loading it if needed). */
   tenant (tenant: string, options?: CheckOptions): Promise<TenantView>

@@ -42,6 +42,17 @@ export const DEFAULTS = Object.freeze({
   maxBatchChanges: 1000,
   /** Most checks one batch check (`POST /check-batch`, `policyCache.checkBatch`) may hold. */
   maxBatchChecks: 1000,
+  /**
+   * Most facts — groups, grants and memberships — one imported document (`PUT /tenants/:tenant/import`,
+   * `importTenant`) may hold.
+   */
+  maxImportFacts: 10000,
+  /**
+   * The watch streams (`GET /tenants/:tenant/watch`, `policyCache.watch`): at most `maxWatchers` open
+   * on an instance at once; a stream with `maxBuffered` events waiting for its client is closed; an
+   * SSE comment every `heartbeatMs` keeps proxies from closing an idle stream.
+   */
+  watch: Object.freeze({ maxWatchers: 100, maxBuffered: 100, heartbeatMs: 15000 }),
   /** Pages of the listings and the reverse lookup: items per page by default, and at most. */
   page: Object.freeze({ limit: 100, maxLimit: 1000 }),
   /** Where each group of routes is mounted, under the register prefix. */

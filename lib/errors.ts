@@ -22,6 +22,9 @@ export const InvalidInputError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACH
 export const GroupNotFoundError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_GROUP_NOT_FOUND', statusCode: 404 }, [string, string]> =
   createError('FST_POLICY_CACHE_GROUP_NOT_FOUND', 'Group "%s" does not exist in tenant "%s"', 404)
 
+export const TenantNotFoundError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_TENANT_NOT_FOUND', statusCode: 404 }, [string]> =
+  createError('FST_POLICY_CACHE_TENANT_NOT_FOUND', 'Tenant "%s" does not exist (never written, or deleted)', 404)
+
 export const RevisionAheadError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_REVISION_AHEAD', statusCode: 412 }, [string, number, number]> =
   createError('FST_POLICY_CACHE_REVISION_AHEAD', 'Tenant "%s" is at revision %d in the database, behind the requested minRevision %d', 412)
 
@@ -35,6 +38,9 @@ export const InclusionCycleError: FastifyErrorConstructor<{ code: 'FST_POLICY_CA
 
 export const BatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
   createError('FST_POLICY_CACHE_BATCH_TOO_LARGE', 'A batch of %d changes is over maxBatchChanges (%d): split it', 413)
+
+export const ImportTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_IMPORT_TOO_LARGE', statusCode: 413 }, [number, number]> =
+  createError('FST_POLICY_CACHE_IMPORT_TOO_LARGE', 'A document of %d facts (groups, grants and memberships) is over maxImportFacts (%d)', 413)
 
 export const CheckBatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
   createError('FST_POLICY_CACHE_CHECK_BATCH_TOO_LARGE', 'A batch of %d checks is over maxBatchChecks (%d): split it', 413)
@@ -55,7 +61,14 @@ export const WriteOutcomeUnknownError: FastifyErrorConstructor<{ code: 'FST_POLI
     'The policy database did not finish the write to tenant "%s" within %d ms (writeTimeoutMs): its outcome is unknown — it may still commit. Read the tenant\'s revision before deciding; retrying is safe (a write already applied changes nothing)', 503)
 
 export const ClosingError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_CLOSING', statusCode: 503 }, []> =
-  createError('FST_POLICY_CACHE_CLOSING', 'This instance is shutting down and takes no new writes; send the write to another instance', 503)
+  createError('FST_POLICY_CACHE_CLOSING', 'This instance is shutting down and takes no new writes or watch streams; send the request to another instance', 503)
+
+export const TooManyWatchersError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_TOO_MANY_WATCHERS', statusCode: 503 }, [number]> =
+  createError('FST_POLICY_CACHE_TOO_MANY_WATCHERS', 'This instance serves %d watch streams already (watch.maxWatchers): retry later, or on another instance', 503)
+
+export const WatchOverflowError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_WATCH_OVERFLOW', statusCode: 503 }, [number]> =
+  createError('FST_POLICY_CACHE_WATCH_OVERFLOW',
+    'The watch stream did not take its events: %d were waiting (watch.maxBuffered), so it was closed; reconnect with Last-Event-ID to resume from the changelog', 503)
 
 export const DnsPeersError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_DNS_PEERS', statusCode: 503 }, [string, string, Cause?]> =
   createError('FST_POLICY_CACHE_DNS_PEERS', 'Resolving the peers\' DNS name "%s" failed: %s', 503)

@@ -32,7 +32,7 @@ const NAMES = [
   'checks_total', 'writes_total', 'cache_hits_total', 'cache_misses_total', 'cache_loads_total', 'cache_evictions_total',
   'cache_repairs_total', 'catch_ups_total', 'tenants_cached', 'peer_up', 'peer_revision_lag', 'webhook_deliveries_total',
   'webhook_failures_total', 'webhook_retries_total', 'webhook_given_up_total', 'propagation_seconds',
-  'transport_up', 'transport_subscriptions_total', 'transport_messages_total'
+  'transport_up', 'transport_subscriptions_total', 'transport_messages_total', 'watchers', 'watchers_dropped_total', 'watch_buffered_events'
 ] as const
 
 /** Tenants (most recently used first) the revision-lag gauge reports at most, per peer. */
@@ -125,6 +125,19 @@ export class PolicyMetrics {
       fromStats('cache_repairs_total', 'Reloads of a tenant whose cached contents differed from the database (digest), or were ahead of it', (s) => s.repairs),
       byLabel('catch_ups_total', 'Catch-ups of a cached tenant: carried (the change a notice carried), delta (from the changelog) or full (a snapshot reload)', 'kind',
         (s) => ({ carried: s.carriedCatchUps, delta: s.deltaCatchUps, full: s.fullReloads })),
+      fromStats('watchers_dropped_total', 'Watch streams closed because their client fell watch.maxBuffered events behind', (s) => s.watchersDropped),
+      new Gauge({
+        name: name('watchers'),
+        help: 'Watch streams open (GET /tenants/:tenant/watch, policyCache.watch)',
+        registers,
+        collect () { this.set(sources.stats().watchers) }
+      }),
+      new Gauge({
+        name: name('watch_buffered_events'),
+        help: 'Events waiting for their watch stream\'s client, all streams together (each at most watch.maxBuffered)',
+        registers,
+        collect () { this.set(sources.stats().watchBuffered) }
+      }),
       new Gauge({
         name: name('tenants_cached'),
         help: 'Tenants held in memory',

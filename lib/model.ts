@@ -3,6 +3,7 @@
  * store, the cache, the broadcaster and the routes.
  */
 import { InvalidInputError, RevisionConflictError } from './errors.js'
+import { assertNoCycle } from './hierarchy.js'
 
 /** Tenant, group and user identifiers. */
 export const IDENTIFIER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'
@@ -112,6 +113,11 @@ export interface TenantSnapshot {
   groups: GroupData[]
   /** The digest of `groups` (32 hex digits; `EMPTY_DIGEST` for a tenant never written). */
   digest: string
+  /**
+   * Whether the tenant exists: written, and not deleted since its latest effective write. Absent
+   * (a store that does not say): `revision > 0`.
+   */
+  exists?: boolean
 }
 
 /**
@@ -125,6 +131,29 @@ export interface WriteResult {
   digest: string
   /** For a batch: whether each of its changes had an effect, aligned with the changes. Absent for a single change. */
   effects?: boolean[]
+}
+
+/** A tenant that exists (written, and not deleted since), as the tenant listing names it. */
+export interface TenantSummary {
+  tenant: string
+  /** Its current revision in the database (above 0). */
+  revision: number
+}
+
+/** The format number of the export document this version writes and reads. */
+export const EXPORT_FORMAT = 1
+
+/**
+ * A tenant's whole policy as one document: what `exportTenant` answers and `importTenant` takes
+ * (`tenant` and `revision` optional there: see `ImportDocument`).
+ */
+export interface TenantDocument {
+  tenant: string
+  /** The revision it was read at. */
+  revision: number
+  /** Sorted by name, each group's permissions and users sorted. */
+  groups: GroupData[]
+  format: typeof EXPORT_FORMAT
 }
 
 /** Where a tenant is in the database: its revision and the digest of its contents there. */
@@ -258,6 +287,93 @@ export function checkRevision (tenant: string, current: number, ifRevision: numb
 /** FST_POLICY_CACHE_REVISION_CONFLICT with `currentRevision` set. */
 export function revisionConflict (tenant: string, current: number, ifRevision: number): InstanceType<typeof RevisionConflictError> & { currentRevision: number } {
   return Object.assign(new RevisionConflictError(tenant, current, ifRevision), { currentRevision: current })
+}
+
+/** The fields of a document's group, in order (`includes` optional: absent means none). */
+const GROUP_FIELDS = ['name', 'permissions', 'users', 'includes']
+
+/**
+ * Validates a document's groups (for `tenant`): an array of `{ name, permissions, users, includes? }`
+ * (no other field), names unique group ids, each group's permissions unique grants, its users unique
+ * user ids and its includes unique names of the document's groups. Throws a coded 400
+ * (FST_POLICY_CACHE_INVALID_INPUT) naming the first bad place, e.g. `groups[2].users[0]`; inclusions
+ * closing a cycle throw 409 FST_POLICY_CACHE_INCLUSION_CYCLE naming the path.
+ */
+export function assertGroups (groups: unknown, tenant: string): asserts groups is GroupData[] {
+  if (!Array.isArray(groups)) throw new InvalidInputError('groups', 'must be an array of { name, permissions, users }')
+  const names = new Set<string>()
+  groups.forEach((group: unknown, index) => {
+    const at = `groups[${index}]`
+    if (typeof group !== 'object' || group === null || Array.isArray(group)) throw new InvalidInputError(at, 'must be { name, permissions, users }')
+    const unknown = Object.keys(group).find((key) => !GROUP_FIELDS.includes(key))
+    if (unknown !== undefined) throw new InvalidInputError(at, `takes name, permissions, users and includes only, not ${JSON.stringify(unknown)}`)
+    const { name, permissions, users, includes } = group as Partial<GroupData>
+    if (!isIdentifier(name)) throw new InvalidInputError(`${at}.name`, `must match ${IDENTIFIER_PATTERN}`)
+    if (names.has(name)) throw new InvalidInputError(`${at}.name`, `"${name}" is named twice`)
+    names.add(name)
+    assertUniqueList(`${at}.permissions`, permissions, isGrant, 'a grant (segment(:segment)* with an optional final *, at most 256 characters)')
+    assertUniqueList(`${at}.users`, users, isIdentifier, `a user id matching ${IDENTIFIER_PATTERN}`)
+    if (includes !== undefined) assertUniqueList(`${at}.includes`, includes, isIdentifier, `a group id matching ${IDENTIFIER_PATTERN}`)
+  })
+  // The inclusions name groups of the document and close no cycle (409 naming the path, as a write's).
+  const children = new Map<string, string[]>()
+  groups.forEach(({ name, includes = [] }: GroupData, index) => {
+    includes.forEach((included, k) => {
+      if (!names.has(included)) throw new InvalidInputError(`groups[${index}].includes[${k}]`, `"${included}" is no group of the document`)
+      assertNoCycle(tenant, name, included, (group) => children.get(group) ?? [])
+      children.set(name, [...(children.get(name) ?? []), included])
+    })
+  })
+}
+
+function assertUniqueList (at: string, list: unknown, valid: (value: unknown) => boolean, what: string): void {
+  if (!Array.isArray(list)) throw new InvalidInputError(at, 'must be an array')
+  const seen = new Set<unknown>()
+  list.forEach((item: unknown, index) => {
+    if (!valid(item)) throw new InvalidInputError(`${at}[${index}]`, `must be ${what}`)
+    if (seen.has(item)) throw new InvalidInputError(`${at}[${index}]`, `${JSON.stringify(item)} is listed twice`)
+    seen.add(item)
+  })
+}
+
+/**
+ * The changes that turn a tenant holding `current` into one holding exactly `target` (both valid,
+ * `assertGroups`), in an order a batch applies: first `delete-group` of each group `target` lacks
+ * (its grants, memberships and inclusions go with it), then for each group of `target` (by name) its
+ * `create-group` when new, the `remove-permission`, `add-permission`, `unassign-user`,
+ * `assign-user` and `exclude-group` of what differs (each sorted), and last the `include-group`s
+ * (by group, then included group): every group exists by then, and the inclusions left are a part of
+ * `target`'s, so no inclusion on the way closes a cycle. Empty when they hold the same; every change
+ * has an effect when applied to `current` in order.
+ */
+export function replaceChanges (current: readonly GroupData[], target: readonly GroupData[]): Change[] {
+  const before = new Map(current.map((group) => [group.name, group]))
+  const after = new Set(target.map((group) => group.name))
+  const changes: Change[] = []
+  const inclusions: Change[] = []
+  for (const name of [...before.keys()].sort()) if (!after.has(name)) changes.push({ op: 'delete-group', group: name })
+  for (const { name: group, permissions, users, includes = [] } of [...target].sort((a, b) => a.name < b.name ? -1 : 1)) {
+    const old = before.get(group)
+    if (old === undefined) changes.push({ op: 'create-group', group })
+    const [revoked, granted] = difference(old?.permissions ?? [], permissions)
+    const [left, joined] = difference(old?.users ?? [], users)
+    // An inclusion of a group the target lacks went with that group's deletion.
+    const [excluded, included] = difference((old?.includes ?? []).filter((name) => after.has(name)), includes)
+    for (const permission of revoked) changes.push({ op: 'remove-permission', group, permission })
+    for (const permission of granted) changes.push({ op: 'add-permission', group, permission })
+    for (const user of left) changes.push({ op: 'unassign-user', group, user })
+    for (const user of joined) changes.push({ op: 'assign-user', group, user })
+    for (const name of excluded) changes.push({ op: 'exclude-group', group, includes: name })
+    for (const name of included) inclusions.push({ op: 'include-group', group, includes: name })
+  }
+  return [...changes, ...inclusions]
+}
+
+/** What `from` holds and `to` lacks, and what `to` holds and `from` lacks, each sorted. */
+function difference (from: readonly string[], to: readonly string[]): [string[], string[]] {
+  const a = new Set(from)
+  const b = new Set(to)
+  return [[...a].filter((item) => !b.has(item)).sort(), [...b].filter((item) => !a.has(item)).sort()]
 }
 
 /**

@@ -231,6 +231,21 @@ export interface PolicyCacheOptions {
    * (512 bytes per check and 1 KiB). From 1 to 100000. Default 1000.
    */
   maxBatchChecks?: number | undefined
+  /**
+   * Most facts — groups, grants and memberships — one imported document (`PUT /tenants/:tenant/import`,
+   * `importTenant`) may hold: more answer 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE, nothing written. The
+   * import route's body limit is raised to fit (300 bytes per fact and 1 KiB). From 1 to 1000000.
+   * Default 10000.
+   */
+  maxImportFacts?: number | undefined
+  /**
+   * The watch streams (`GET /tenants/:tenant/watch`, `policyCache.watch`): `maxWatchers` open on this
+   * instance at once (more are refused with 503 FST_POLICY_CACHE_TOO_MANY_WATCHERS; 1 to 100000,
+   * default 100); `maxBuffered` events waiting for one slow client before its stream is closed (1 to
+   * 100000, default 100); `heartbeatMs` between the SSE comments that keep idle streams open through
+   * proxies (10 to 3600000, default 15000).
+   */
+  watch?: { maxWatchers?: number | undefined, maxBuffered?: number | undefined, heartbeatMs?: number | undefined } | undefined
   /** Which routes to mount, and where (see {@link RoutesOption}). Default true: all of them. */
   routes?: boolean | RoutesOption | undefined
   /** Host hooks run on the policy and check routes and on `/servers` (not `/health`, `/metrics` or the signed webhook), e.g. auth. */
@@ -285,6 +300,13 @@ export interface ResolvedMembership {
   readonly pollMs: number
 }
 
+/** The watch option, resolved. */
+export interface ResolvedWatch {
+  readonly maxWatchers: number
+  readonly maxBuffered: number
+  readonly heartbeatMs: number
+}
+
 /** The routes to mount, resolved: a group left `undefined` is not mounted. */
 export interface ResolvedRoutes {
   readonly policy: Readonly<{ prefix: string }> | undefined
@@ -317,6 +339,8 @@ export interface ResolvedOptions {
   readonly policyBodyLimit: number
   readonly maxBatchChanges: number
   readonly maxBatchChecks: number
+  readonly maxImportFacts: number
+  readonly watch: ResolvedWatch
   readonly routes: ResolvedRoutes
   readonly routeHooks: Readonly<{ onRequest: onRequestHookHandler[], preHandler: preHandlerHookHandler[] }>
   readonly identify: IdentifyFunction | undefined
@@ -334,7 +358,7 @@ export interface ResolvedOptions {
 const OPTION_KEYS: ReadonlyArray<keyof PolicyCacheOptions | 'prefix' | 'logLevel' | 'logSerializers'> = [
   'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
   'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'routes', 'routeHooks', 'identify', 'metrics',
+  'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'maxImportFacts', 'watch', 'routes', 'routeHooks', 'identify', 'metrics',
   'membership', 'peerRefreshMs', 'transport', 'prefix', 'logLevel', 'logSerializers'
 ]
 
@@ -472,6 +496,15 @@ function resolveRoutes (value: PolicyCacheOptions['routes'], hasSecret: boolean)
   if (typeof webhook !== 'boolean') throw new InvalidOptionError('routes.webhook', 'must be a boolean')
   if (webhook && !hasSecret) throw new InvalidOptionError('routes.webhook', 'needs webhookSecret: the receiver accepts only signed notices')
   return Object.freeze({ policy, ops: ops?.health === undefined && ops?.servers === undefined ? undefined : ops, webhook })
+}
+
+function resolveWatch (value: PolicyCacheOptions['watch']): ResolvedWatch {
+  const given = value === undefined ? {} : knownKeys<NonNullable<PolicyCacheOptions['watch']>>('watch', value, Object.keys(DEFAULTS.watch))
+  return Object.freeze({
+    maxWatchers: integer('watch.maxWatchers', given.maxWatchers, DEFAULTS.watch.maxWatchers, 1, 100000),
+    maxBuffered: integer('watch.maxBuffered', given.maxBuffered, DEFAULTS.watch.maxBuffered, 1, 100000),
+    heartbeatMs: integer('watch.heartbeatMs', given.heartbeatMs, DEFAULTS.watch.heartbeatMs, 10, 3600000)
+  })
 }
 
 function resolveMembership (value: PolicyCacheOptions['membership'], publicUrl: string | undefined, hasSecret: boolean, db: unknown): ResolvedMembership | undefined {
@@ -706,6 +739,8 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
     policyBodyLimit: integer('policyBodyLimit', o.policyBodyLimit, DEFAULTS.policyBodyLimit, 1024, 16 * 1024 * 1024),
     maxBatchChanges: integer('maxBatchChanges', o.maxBatchChanges, DEFAULTS.maxBatchChanges, 1, 100000),
     maxBatchChecks: integer('maxBatchChecks', o.maxBatchChecks, DEFAULTS.maxBatchChecks, 1, 100000),
+    maxImportFacts: integer('maxImportFacts', o.maxImportFacts, DEFAULTS.maxImportFacts, 1, 1000000),
+    watch: resolveWatch(o.watch),
     routes: resolveRoutes(o.routes, keys.length > 0),
     routeHooks: Object.freeze({
       onRequest: hooks('routeHooks.onRequest', routeHooks.onRequest),

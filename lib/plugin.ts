@@ -11,9 +11,7 @@ import type { PolicyCacheApi } from './api.js'
 import { Broadcaster } from './broadcast/broadcaster.js'
 import { PeerList } from './broadcast/peer-list.js'
 import { PeerSet } from './broadcast/peer-set.js'
-import { NatsTransport } from './broadcast/nats.js'
-import { PgNotifyTransport } from './broadcast/pg-notify.js'
-import { RedisTransport } from './broadcast/redis.js'
+import { createBrokerTransport } from './broadcast/brokers.js'
 import type { Transport, TransportSink } from './broadcast/transport.js'
 import { WebhookTransport } from './broadcast/webhook-transport.js'
 import { AntiEntropy } from './cache/anti-entropy.js'
@@ -73,43 +71,19 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     })
   let created: ReturnType<typeof createStore>
   // Built before the store: a missing `pg` fails registration with nothing to close.
-  let brokerTransport: PgNotifyTransport | NatsTransport | RedisTransport | undefined
+  let brokerTransport: Transport | undefined
   // With membership on, the nats transport waits for the live members (kept here by onChange below).
   let liveMembers: readonly string[] = []
   try {
-    if (opts.transport.type === 'pg-notify') {
-      const { type: _type, ...settings } = opts.transport
-      brokerTransport = new PgNotifyTransport({
-        ...settings,
-        serverId: opts.serverId,
-        databaseId: (): string | undefined => engine.databaseId,
-        publicUrl: opts.publicUrl,
-        keys: opts.keys,
-        log
-      })
-    } else if (opts.transport.type === 'nats') {
-      const { type: _type, ...settings } = opts.transport
-      brokerTransport = new NatsTransport({
-        ...settings,
-        serverId: opts.serverId,
-        databaseId: (): string | undefined => engine.databaseId,
-        publicUrl: opts.publicUrl,
-        keys: opts.keys,
-        ackTimeoutMs: opts.ackTimeoutMs,
-        members: opts.membership === undefined ? undefined : () => liveMembers,
-        log
-      })
-    } else if (opts.transport.type === 'redis') {
-      const { type: _type, ...settings } = opts.transport
-      brokerTransport = new RedisTransport({
-        ...settings,
-        serverId: opts.serverId,
-        databaseId: (): string | undefined => engine.databaseId,
-        publicUrl: opts.publicUrl,
-        keys: opts.keys,
-        log
-      })
-    }
+    brokerTransport = createBrokerTransport(opts.transport, {
+      serverId: opts.serverId,
+      databaseId: (): string | undefined => engine.databaseId,
+      publicUrl: opts.publicUrl,
+      keys: opts.keys,
+      ackTimeoutMs: opts.ackTimeoutMs,
+      members: opts.membership === undefined ? undefined : () => liveMembers,
+      log
+    })
     created = createStore(opts)
   } catch (err) {
     // The host's registry must not keep this instance's metric names.
@@ -211,6 +185,8 @@ const policyCache: FastifyPluginAsync<PolicyCacheOptions & { prefix?: string }> 
     writeTimeoutMs: opts.writeTimeoutMs,
     maxBatchChanges: opts.maxBatchChanges,
     maxBatchChecks: opts.maxBatchChecks,
+    maxImportFacts: opts.maxImportFacts,
+    watch: opts.watch,
     log,
     identify: opts.identify,
     leave: async () => { await membership?.leave() }
@@ -266,14 +242,17 @@ export { dnsPeers, type DnsPeersOptions, type DnsPeersFamily } from './broadcast
 export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption, OpsRoutesOption } from './options.js'
 export type { WriteOutcome, BatchOutcome, ChangesFeed, ChangesOptions, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { AccessCheck, CheckBatchOutcome, GroupsPage, GroupUsersPage, GroupPermissionsPage, HoldersPage } from './policy-cache.js'
+export type { ImportDocument, TenantDeletion, TenantsOptions, TenantsPage } from './policy-cache.js'
 export type { HeldGrant, Holder } from './cache/tenant-state.js'
 export type { PageOptions } from './page.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'
+export type { Watch, WatchEvent, WatchEnd, WatchOptions } from './cache/watchers.js'
 export type { MetricsRegistry } from './metrics.js'
 export type { Identity, IdentifyFunction } from './guard.js'
-export type { PolicyStore } from './store/types.js'
-export type { AuditEntry, BatchChange, Change, ChangesPage, LoggedChange, Operation, GroupData, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from './model.js'
+export type { PolicyStore, ReplaceResult } from './store/types.js'
+export type { AuditEntry, BatchChange, Change, ChangesPage, LoggedChange, Operation, GroupData, TenantDocument, TenantSnapshot, TenantSummary, TenantVersion, WriteOptions, WriteResult } from './model.js'
+export { replaceChanges } from './model.js'
 export type { ChangelogRetention } from './store/index.js'
 export { EMPTY_DIGEST, digestOf, updateDigest, type Fact } from './digest.js'
 export type { Notice, NoticeChange, NoticeReply } from './broadcast/notice.js'

@@ -9,12 +9,16 @@ import { DATABASE_ID_PATTERN, noticeChange, type NoticeChange, type NoticeEntry 
 import type { AckSummary, PeerStatus } from './broadcast/status.js'
 import type { CacheStats, SyncResult } from './cache/tenant-cache.js'
 import { TenantCache } from './cache/tenant-cache.js'
+import { Watchers, type Watch, type WatchOptions } from './cache/watchers.js'
 import { DEFAULTS } from './defaults.js'
-import { BatchTooLargeError, ChangesPrunedError, CheckBatchTooLargeError, ClosingError, ForeignDatabaseError, GroupNotFoundError, InvalidInputError, InvalidOptionError, RevisionAheadError, StoreUnavailableError, WriteOutcomeUnknownError } from './errors.js'
+import {
+  BatchTooLargeError, ChangesPrunedError, CheckBatchTooLargeError, ClosingError, ForeignDatabaseError, GroupNotFoundError, ImportTooLargeError, InvalidInputError, InvalidOptionError,
+  RevisionAheadError, StoreUnavailableError, TenantNotFoundError, WriteOutcomeUnknownError
+} from './errors.js'
 import { createGuard, type IdentifyFunction } from './guard.js'
 import {
-  assertActor, assertBatch, assertChange, assertGrant, assertIdentifier, assertIfRevision, assertPermission, changeFields, isGrant, isIdentifier, isPermission, loggedBatch,
-  type AuditEntry, type BatchChange, type Change, type GroupData, type LoggedChange, type WriteOptions
+  assertActor, assertBatch, assertChange, assertGrant, assertGroups, assertIdentifier, assertIfRevision, assertPermission, changeFields, EXPORT_FORMAT, isGrant, isIdentifier,
+  isPermission, loggedBatch, type AuditEntry, type BatchChange, type Change, type GroupData, type LoggedChange, type TenantDocument, type TenantSummary, type WriteOptions, type WriteResult
 } from './model.js'
 import type { PolicyStore, StoreWriteOptions, WriteTransaction } from './store/types.js'
 import type { HeldGrant, Holder } from './cache/tenant-state.js'
@@ -30,6 +34,12 @@ export interface EngineStats extends CacheStats {
   writes: number
   /** Writes that changed nothing. */
   writesUnchanged: number
+  /** Watch streams open now (`watch`, the watch route). */
+  watchers: number
+  /** Watch streams dropped so far because their client fell `watch.maxBuffered` events behind. */
+  watchersDropped: number
+  /** Events waiting in the watch streams' queues now, all streams together. */
+  watchBuffered: number
 }
 
 /** What every write answers. `revision` is the token to pass as `minRevision` for read-your-writes. */
@@ -107,6 +117,37 @@ export interface HoldersPage {
   next: string | null
 }
 
+/** A page of the tenants that exist, sorted by id; `next` resumes after it, null on the last page. */
+export interface TenantsPage {
+  tenants: TenantSummary[]
+  next: string | null
+}
+
+/** Which page of the tenants to read: `limit` (1 to 1000, default 100) and the previous page's `next`. */
+export type TenantsOptions = Pick<PageOptions, 'limit' | 'cursor'>
+
+/** What deleting a tenant answers. */
+export interface TenantDeletion {
+  tenant: string
+  deleted: true
+  /** The tenant's revision after the deletion (kept: the tenant created again goes on from it). */
+  revision: number
+  /** Peers that acknowledged within `ackTimeoutMs`; both 0 when the tenant held nothing (nothing is sent). */
+  peers: AckSummary
+}
+
+/**
+ * What `importTenant` takes: an export document. `tenant`, when present, must be the tenant imported
+ * into (another name: change or drop it); `revision`, when present, says what it was exported at and
+ * is checked only as well formed (the precondition is `ifRevision`).
+ */
+export interface ImportDocument {
+  groups: GroupData[]
+  format: typeof EXPORT_FORMAT
+  tenant?: string | undefined
+  revision?: number | undefined
+}
+
 /** One (user, permission) pair of a batch check. */
 export interface AccessCheck {
   user: string
@@ -169,6 +210,10 @@ export interface PolicyCacheDeps {
   maxBatchChanges?: number
   /** Most checks one batch check may hold. Default {@link DEFAULTS.maxBatchChecks}. */
   maxBatchChecks?: number
+  /** Most facts (groups, grants, memberships) one imported document may hold. Default {@link DEFAULTS.maxImportFacts}. */
+  maxImportFacts?: number
+  /** The bounds of the watch streams. Default {@link DEFAULTS.watch}. */
+  watch?: { maxWatchers: number, maxBuffered: number }
   log: { warn: (obj: object, msg: string) => void, info?: (obj: object, msg: string) => void, error?: (obj: object, msg: string) => void }
   /** The host's identify option, for `require`. */
   identify?: IdentifyFunction
@@ -182,6 +227,9 @@ export interface PolicyCacheDeps {
    */
   leave?: () => Promise<void>
 }
+
+/** The fields of an import document. */
+const DOCUMENT_FIELDS = ['tenant', 'revision', 'groups', 'format']
 
 /** Senders on another database remembered, so that each is logged once (a bound: a flood of ids cannot grow it). */
 const FOREIGN_SENDERS_REMEMBERED = 1000
@@ -222,10 +270,31 @@ const WARM_CONCURRENCY = 8
  * (a custom store breaking the contract): every change is taken as effective — applying a no-op again
  * changes nothing, and the digest check catches the rest.
  */
-function effective (own: Change | Change[], { changed, effects }: { changed: boolean, effects?: boolean[] | undefined }): { effects: boolean[], logged: Change | BatchChange | null } {
+function effective (own: Change | Change[] | undefined, { changed, effects, changes }: Committed): { effects: boolean[], logged: Change | BatchChange | null } {
+  // An import or a deletion: the store computed the changes and says which it applied.
+  if (own === undefined) return { effects: [], logged: loggedBatch(changes ?? []) }
   if (!Array.isArray(own)) return { effects: [changed], logged: own }
   const outcome = effects ?? own.map(() => changed)
   return { effects: outcome, logged: loggedBatch(own.filter((_change, i) => outcome[i])) }
+}
+
+/** What a store's write answers: a batch's effects, an import's or a deletion's changes. */
+type Committed = WriteResult & { changes?: Change[] | undefined }
+
+/** A write's store transaction, given the options the engine adds (the transport's `committing`). */
+type Commit = (options: StoreWriteOptions) => Promise<Committed>
+
+/** The document's facts, counted on whatever shape it has (what `assertGroups` then checks): the size check comes first. */
+function documentFacts (groups: unknown): number {
+  if (!Array.isArray(groups)) return 0
+  let count = 0
+  for (const group of groups as Array<Partial<GroupData> | null>) {
+    count += 1
+    if (Array.isArray(group?.permissions)) count += group.permissions.length
+    if (Array.isArray(group?.users)) count += group.users.length
+    if (Array.isArray(group?.includes)) count += group.includes.length
+  }
+  return count
 }
 
 async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
@@ -246,10 +315,12 @@ export class PolicyCache implements PolicyCacheApi {
   readonly #store: PolicyStore
   readonly #notifier: Notifier
   readonly #tenants: TenantCache
+  readonly #watchers: Watchers
   readonly #catchUpTimeoutMs: number
   readonly #writeTimeoutMs: number
   readonly #maxBatchChanges: number
   readonly #maxBatchChecks: number
+  readonly #maxImportFacts: number
   readonly #log: PolicyCacheDeps['log']
   readonly #identify: IdentifyFunction | undefined
   /** The store's database id, once `start` read it. */
@@ -282,11 +353,25 @@ export class PolicyCache implements PolicyCacheApi {
     this.#writeTimeoutMs = deps.writeTimeoutMs ?? DEFAULTS.writeTimeoutMs
     this.#maxBatchChanges = deps.maxBatchChanges ?? DEFAULTS.maxBatchChanges
     this.#maxBatchChecks = deps.maxBatchChecks ?? DEFAULTS.maxBatchChecks
+    this.#maxImportFacts = deps.maxImportFacts ?? DEFAULTS.maxImportFacts
     this.#log = deps.log
     this.#identify = deps.identify
     this.#now = deps.now ?? Date.now
     this.#leave = deps.leave
-    this.#tenants = new TenantCache({ store: deps.store, maxTenants: deps.maxTenants, repairSpacingMs: deps.repairSpacingMs })
+    const { maxWatchers, maxBuffered } = deps.watch ?? DEFAULTS.watch
+    this.#watchers = new Watchers({
+      read: (tenant, after, limit) => this.changes(tenant, { after, limit }),
+      pin: (tenant) => this.#tenants.pin(tenant),
+      unpin: (tenant) => this.#tenants.unpin(tenant),
+      maxWatchers,
+      maxBuffered
+    })
+    this.#tenants = new TenantCache({
+      store: deps.store,
+      maxTenants: deps.maxTenants,
+      repairSpacingMs: deps.repairSpacingMs,
+      onAdvance: (tenant, revision) => this.#watchers.advanced(tenant, revision)
+    })
   }
 
   /**
@@ -437,7 +522,8 @@ export class PolicyCache implements PolicyCacheApi {
     assertIfRevision(options.ifRevision)
     assertActor(options.actor)
     // A copy: the caller's object is neither kept in the cache nor changed later.
-    const outcome = await this.#tracked(tenant, changeFields(change), options)
+    const own = changeFields(change)
+    const outcome = await this.#tracked(tenant, own, options, (opts) => this.#store.write(tenant, own, this.serverId, opts))
     return { tenant: outcome.tenant, revision: outcome.revision, changed: outcome.changed, peers: outcome.peers }
   }
 
@@ -456,7 +542,84 @@ export class PolicyCache implements PolicyCacheApi {
     assertBatch(changes)
     assertIfRevision(options.ifRevision)
     assertActor(options.actor)
-    return await this.#tracked(tenant, changes.map(changeFields), options)
+    const own = changes.map(changeFields)
+    return await this.#tracked(tenant, own, options, (opts) => this.#store.write(tenant, own, this.serverId, opts))
+  }
+
+  /**
+   * A page of the tenants that exist (written, and not deleted since), sorted by id, with their
+   * revisions, read from the database. `limit` 1 to 1000 (default 100); `cursor` the previous page's
+   * `next` (null on the last page; a cursor not made so → 400 FST_POLICY_CACHE_INVALID_INPUT).
+   */
+  async tenants (options: TenantsOptions = {}): Promise<TenantsPage> {
+    const limit = pageLimit(options.limit)
+    const after = decodeCursor(options.cursor, isIdentifier)
+    // One more than the page: whether another page follows.
+    const found = await bounded(this.#store.tenants(after, limit + 1), this.#catchUpTimeoutMs).catch(storeError('a read'))
+    const tenants = found.slice(0, limit)
+    return { tenants, next: found.length > limit ? nextCursor(tenants[limit - 1].tenant) : null }
+  }
+
+  /**
+   * Deletes a tenant — its groups, grants and memberships — in one revision whose changelog entry
+   * holds a `delete-group` of each group, applied here and sent to the peers like any write: every
+   * instance holding the tenant drops its contents. The revision is kept (the tenant created again
+   * goes on from it). A tenant that does not exist (never written, or deleted) → 404
+   * FST_POLICY_CACHE_TENANT_NOT_FOUND; `ifRevision` and `actor` as for {@link write}.
+   */
+  async deleteTenant (tenant: string, options: WriteOptions = {}): Promise<TenantDeletion> {
+    assertIdentifier('tenant', tenant)
+    assertIfRevision(options.ifRevision)
+    assertActor(options.actor)
+    const { revision, peers } = await this.#tracked(tenant, undefined, options, (opts) => this.#store.deleteTenant(tenant, this.serverId, opts))
+    return { tenant, deleted: true, revision, peers }
+  }
+
+  /**
+   * The tenant's whole policy as one document, read from the database at one revision:
+   * `{ tenant, revision, groups, format: 1 }`, groups sorted by name, their permissions and users
+   * sorted. A tenant that does not exist → 404 FST_POLICY_CACHE_TENANT_NOT_FOUND.
+   */
+  async exportTenant (tenant: string): Promise<TenantDocument> {
+    assertIdentifier('tenant', tenant)
+    const { revision, groups, exists } = await bounded(this.#store.snapshot(tenant), this.#catchUpTimeoutMs).catch(storeError('a read'))
+    if (!(exists ?? revision > 0)) throw new TenantNotFoundError(tenant)
+    return { tenant, revision, groups: groups.map(({ includes = [], ...group }) => ({ ...group, includes })), format: EXPORT_FORMAT }
+  }
+
+  /**
+   * Replaces the tenant's policy with the document's (an `exportTenant` document; its `tenant`, when
+   * present, must be this tenant) in one revision whose changelog entry holds the difference, applied here and sent to the
+   * peers as a batch's: they apply the delta. Nothing changes (no revision) when the tenant holds the
+   * document's policy already; a tenant that does not exist is created. The document is validated
+   * whole first — a malformed one → 400 FST_POLICY_CACHE_INVALID_INPUT naming the place
+   * (`groups[2].users[0]`), more than `maxImportFacts` groups, grants and memberships → 413
+   * FST_POLICY_CACHE_IMPORT_TOO_LARGE — and nothing is written then. `ifRevision` and `actor` as for
+   * {@link write}.
+   */
+  async importTenant (tenant: string, document: ImportDocument, options: WriteOptions = {}): Promise<WriteOutcome> {
+    assertIdentifier('tenant', tenant)
+    if (typeof document !== 'object' || document === null || Array.isArray(document)) throw new InvalidInputError('document', 'must be { groups, format: 1 } (an export document)')
+    const unknown = Object.keys(document).find((key) => !DOCUMENT_FIELDS.includes(key))
+    if (unknown !== undefined) throw new InvalidInputError('document', `takes tenant, revision, groups and format only, not ${JSON.stringify(unknown)}`)
+    if (document.format !== EXPORT_FORMAT) throw new InvalidInputError('format', `must be ${EXPORT_FORMAT}`)
+    // The tenant a document names is the one it is imported into: a host hook that scopes an admin by
+    // the body's `tenant` then sees the tenant really written.
+    if (document.tenant !== undefined && document.tenant !== tenant) {
+      throw new InvalidInputError('tenant', `the document is of tenant ${JSON.stringify(document.tenant)}, not "${tenant}": set its tenant to "${tenant}" (or leave it out) to import it under that name`)
+    }
+    if (document.revision !== undefined && (typeof document.revision !== 'number' || !Number.isSafeInteger(document.revision) || document.revision < 0)) {
+      throw new InvalidInputError('revision', 'must be a non-negative integer')
+    }
+    const facts = documentFacts(document.groups)
+    if (facts > this.#maxImportFacts) throw new ImportTooLargeError(facts, this.#maxImportFacts)
+    assertGroups(document.groups, tenant)
+    assertIfRevision(options.ifRevision)
+    assertActor(options.actor)
+    // Copies: the caller's arrays are neither kept nor changed later.
+    const groups = document.groups.map(({ name, permissions, users, includes = [] }) => ({ name, permissions: [...permissions], users: [...users], includes: [...includes] }))
+    const { revision, changed, peers } = await this.#tracked(tenant, undefined, options, (opts) => this.#store.importTenant(tenant, groups, this.serverId, opts))
+    return { tenant, revision, changed, peers }
   }
 
   /**
@@ -482,10 +645,31 @@ export class PolicyCache implements PolicyCacheApi {
     return { tenant, revision, oldestRevision, entries: page.entries }
   }
 
-  /** A validated write (a change, or a batch's own copies) counted among those in flight, and its failure remembered for `/health`. */
-  async #tracked (tenant: string, own: Change | Change[], { ifRevision, actor }: WriteOptions): Promise<BatchOutcome> {
+  /**
+   * Watches a tenant's changes as this instance applies them — its own writes, peers', catch-ups and
+   * reloads alike — each as the audit feed's entry, in revision order without a gap or a duplicate
+   * (see {@link Watch}). With `after`, the changes after that revision come first from the changelog
+   * (a revision this instance is behind is caught up to first, 412 FST_POLICY_CACHE_REVISION_AHEAD
+   * past the database's); changes already pruned give a `reset` event. Bounded: beyond
+   * `watch.maxWatchers` open watches → 503 FST_POLICY_CACHE_TOO_MANY_WATCHERS; a consumer
+   * `watch.maxBuffered` events behind is dropped (a final `end` event). `drain()` ends every watch.
+   */
+  async watch (tenant: string, options: WatchOptions = {}): Promise<Watch> {
+    assertIdentifier('tenant', tenant)
+    const { after } = options
+    if (after !== undefined && (typeof after !== 'number' || !Number.isSafeInteger(after) || after < 0)) {
+      throw new InvalidInputError('after', 'must be a non-negative integer')
+    }
+    return await this.#watchers.open(tenant, after, async () => (await this.#state(tenant, after)).revision)
+  }
+
+  /**
+   * A validated write (a change, or a batch's own copies; undefined for an import or a deletion, whose
+   * store says what it applied) counted among those in flight, and its failure remembered for `/health`.
+   */
+  async #tracked (tenant: string, own: Change | Change[] | undefined, { ifRevision, actor }: WriteOptions, commit: Commit): Promise<BatchOutcome> {
     if (this.#draining !== undefined) throw new ClosingError()
-    const writing = this.#write(tenant, own, ifRevision, actor)
+    const writing = this.#write(tenant, own, ifRevision, actor, commit)
     this.#inFlight.add(writing)
     try {
       const outcome = await writing
@@ -513,6 +697,7 @@ export class PolicyCache implements PolicyCacheApi {
    * `app.close()` calls it first.
    */
   drain (): Promise<void> {
+    this.#watchers.close({ type: 'end', code: 'FST_POLICY_CACHE_CLOSING', message: 'This instance is shutting down: reconnect, to another instance, with the last event id to continue' })
     this.#draining ??= Promise.all([
       Promise.allSettled(this.#inFlight),
       this.#leave?.()
@@ -529,7 +714,7 @@ export class PolicyCache implements PolicyCacheApi {
     return this.#writeFailedAt !== undefined && this.#now() - this.#writeFailedAt < WRITE_FAILURE_WINDOW_MS
   }
 
-  async #write (tenant: string, own: Change | Change[], ifRevision: number | undefined, actor: string | undefined): Promise<BatchOutcome> {
+  async #write (tenant: string, own: Change | Change[] | undefined, ifRevision: number | undefined, actor: string | undefined, commit: Commit): Promise<BatchOutcome> {
     const options: StoreWriteOptions = {
       ...(ifRevision === undefined ? {} : { ifRevision }),
       ...(actor === undefined ? {} : { actor })
@@ -542,7 +727,7 @@ export class PolicyCache implements PolicyCacheApi {
         if (logged !== null) await publish(tx, [noticeChange(tenant, { ...logged, revision: result.revision }, result.digest)])
       }
     }
-    const writing = this.#store.write(tenant, own, this.serverId, options)
+    const writing = commit(options)
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, this.#writeTimeoutMs, 'timeout') })
     let result: Awaited<typeof writing> | 'timeout'
@@ -569,8 +754,9 @@ export class PolicyCache implements PolicyCacheApi {
    * A committed write: counted, applied to this instance's cache, then broadcast — a batch as its
    * effective changes at its one revision (the entry the store logged).
    */
-  async #committed (tenant: string, own: Change | Change[], { revision, changed, digest, effects }: { revision: number, changed: boolean, digest: string, effects?: boolean[] }): Promise<BatchOutcome> {
-    const { effects: outcomeEffects, logged } = effective(own, { changed, effects })
+  async #committed (tenant: string, own: Change | Change[] | undefined, result: Committed): Promise<BatchOutcome> {
+    const { revision, changed, digest } = result
+    const { effects: outcomeEffects, logged } = effective(own, result)
     if (!changed || logged === null) {
       this.#unchanged++
       return { tenant, revision, changed, effects: outcomeEffects, peers: { acked: 0, total: 0 } }
@@ -673,7 +859,7 @@ export class PolicyCache implements PolicyCacheApi {
 
   /** Cache and engine counters. */
   stats (): EngineStats {
-    return { ...this.#tenants.stats(), checksAllowed: this.#allowed, checksDenied: this.#denied, writes: this.#writes, writesUnchanged: this.#unchanged }
+    return { ...this.#tenants.stats(), checksAllowed: this.#allowed, checksDenied: this.#denied, writes: this.#writes, writesUnchanged: this.#unchanged, ...this.#watchers.stats() }
   }
 
   /** Up to `limit` cached tenants with the revision each is answered from, most recently used first. */

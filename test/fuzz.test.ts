@@ -10,6 +10,7 @@ import { test, type Test } from 'tap'
 import { newMessageId, parseSecret, sign } from '../lib/broadcast/signature.js'
 import policyCache, { createSqliteDb, KyselyPolicyStore } from '../lib/plugin.js'
 import { SECRET, WRITE_BODY_FIELDS } from './helpers/app.js'
+import { openStream } from './helpers/sse.js'
 
 const RUNS = 120
 const TENANTS = ['t1', 't2']
@@ -378,4 +379,94 @@ test('fuzz: the audit feed\'s path and query, and the actor of writes made with 
     return true
   }), { numRuns: RUNS })
   t.ok(writes.ok > 0 && writes.rejected > 0, `writes logged with their actor / refused: ${writes.ok}/${writes.rejected}`)
+})
+
+/** A document group: mostly valid (small domains, so imports overlap), sometimes a near miss or anything. */
+const documentGroup = fc.oneof(
+  {
+    weight: 8,
+    arbitrary: fc.record({
+      name: fc.constantFrom('g', 'h', 'k'),
+      permissions: fc.uniqueArray(fc.oneof({ weight: 6, arbitrary: fc.constantFrom('documents:read', 'documents:*', '*') }, { weight: 1, arbitrary: fc.oneof(grant, value) }), { maxLength: 3 }),
+      users: fc.uniqueArray(fc.oneof({ weight: 6, arbitrary: fc.constantFrom('alice', 'bob') }, { weight: 1, arbitrary: fc.oneof(id, value) }), { maxLength: 3 })
+    })
+  },
+  { weight: 1, arbitrary: fc.record({ name: fc.oneof(id, value), permissions: fc.oneof(fc.array(grant, { maxLength: 2 }), value), users: value }, { requiredKeys: [] }) },
+  { weight: 1, arbitrary: value }
+)
+/** An import's body: mostly an export document (names sometimes repeated), with `ifRevision` sometimes; sometimes anything. */
+const importBody = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.tuple(fc.array(documentGroup, { maxLength: 4 }), rarely(fc.oneof(fc.nat({ max: 6 }), value)), rarely(fc.oneof(fc.constantFrom(2, '1'), value)), rarely(fc.tuple(key, value)))
+      .map(([groups, ifRevision, format, extra]) => {
+        const entries: Array<[string, unknown]> = [['revision', 7], ['groups', groups], ['format', format ?? 1]]
+        if (ifRevision !== null) entries.push(['ifRevision', ifRevision])
+        if (extra !== null) entries.push(extra)
+        return '{' + entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v) ?? 'null'}`).join(',') + '}'
+      })
+  },
+  { weight: 1, arbitrary: anyBody }
+)
+
+test('fuzz: the tenant lifecycle — imports, deletions, exports and the tenant listing', async (t) => {
+  const h = await harness(t)
+  const long = 't' + 'x'.repeat(127)
+  const tenant = fc.oneof({ weight: 6, arbitrary: fc.constantFrom('t1', 't2', long) }, { weight: 1, arbitrary: segment })
+  // The tenant a path names, when it decodes to a tenant id (nothing else can be written).
+  const touched = (target: string): string[] => {
+    try {
+      return [decodeURIComponent(target)].filter((name) => /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/.test(name))
+    } catch {
+      return []
+    }
+  }
+  const revision = async (target: string) => (await h.store.revisions(touched(target))).get(decodeURIComponent(target))?.revision ?? 0
+  const request = fc.oneof(
+    { weight: 6, arbitrary: fc.tuple(tenant, importBody).map(([target, body]) => ({ kind: 'import' as const, target, body })) },
+    {
+      weight: 2,
+      arbitrary: fc.tuple(tenant, rarely(fc.oneof(fc.nat({ max: 6 }).map((n) => `ifRevision=${n}`), fc.constantFrom('ifRevision=1.5', 'ifRevision=-1', 'ifRevision=', 'other=1', 'ifRevision=1&ifRevision=2'), text.map((s) => { try { return encodeURIComponent(s) } catch { return '%' } }))))
+        .map(([target, q]) => ({ kind: 'delete' as const, target, body: q ?? '' }))
+    },
+    { weight: 1, arbitrary: tenant.map((target) => ({ kind: 'export' as const, target, body: '' })) },
+    { weight: 1, arbitrary: pageQuery.map((q) => ({ kind: 'list' as const, target: '', body: q.replace(/(^|&)permission=[^&]*/, '') })) }
+  )
+  await fc.assert(fc.asyncProperty(request, async ({ kind, target, body }) => {
+    const before = touched(target).length === 0 ? 0 : await revision(target)
+    if (kind === 'import') {
+      await expectNo5xx(h, { method: 'PUT', url: `/tenants/${target}/import`, payload: body, headers: { 'content-type': 'application/json' } }, touched(target))
+    } else if (kind === 'delete') {
+      await expectNo5xx(h, { method: 'DELETE', url: `/tenants/${target}?${body}` }, touched(target))
+    } else {
+      await expectNo5xx(h, { method: 'GET', url: kind === 'export' ? `/tenants/${target}/export` : `/tenants?${body}` }, [])
+    }
+    const moved = touched(target).length === 0 ? 0 : await revision(target) - before
+    if (moved !== 0 && moved !== 1) throw new Error(`${kind} moved ${target} by ${moved} revisions: ${body.slice(0, 300)}`)
+    return true
+  }), { numRuns: RUNS * 3 })
+  t.ok(mixed(h), `2xx/4xx: ${h.seen.ok}/${h.seen.rejected}; a rejected request wrote nothing, an accepted one took at most one revision`)
+})
+
+test('fuzz: the watch stream\'s path, query and Last-Event-ID, over real HTTP (a valid request streams until closed)', async (t) => {
+  const app = Fastify()
+  await app.register(policyCache, { syncIntervalMs: 0, watch: { maxWatchers: 100000 } })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  await app.policyCache.createGroup('t1', 'g')
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const watchQuery = fc.oneof({ weight: 3, arbitrary: rarely(fc.constantFrom('0', '1')).map((after) => after === null ? '' : `after=${after}`) }, feedQuery)
+  const lastEventId = rarely(fc.oneof(fc.constantFrom('0', '1', '2', '01', '-1', ''), text.filter((s) => /^[\x20-\x7e]*$/.test(s))))
+  const seen = { ok: 0, rejected: 0 }
+  await fc.assert(fc.asyncProperty(segment, watchQuery, lastEventId, async (tenant, q, id) => {
+    const stream = await openStream(`${base}/tenants/${tenant}/watch?${q}`, id === null ? {} : { 'last-event-id': id })
+    const status = stream.response.statusCode ?? 0
+    stream.close()
+    if (status >= 500 || status < 200 || (status >= 300 && status < 400)) throw new Error(`${status} for /tenants/${tenant}/watch?${q} (Last-Event-ID ${JSON.stringify(id)})`)
+    if (status === 200) seen.ok++
+    else seen.rejected++
+    return true
+  }), { numRuns: RUNS, seed: 20261202 })
+  t.ok(seen.ok > 0 && seen.rejected > 0, `streams opened / refused: ${seen.ok}/${seen.rejected}`)
+  t.equal(await app.policyCache.revision('t1'), 1, 'nothing written')
 })

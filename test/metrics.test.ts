@@ -188,3 +188,22 @@ test('metrics: a peer that answered 410 Gone counts as not up', async (t) => {
   t.equal(a.policyCache.peers()[0]?.state, 'gone')
   t.equal(sample(await scrape(a), 'policy_cache_peer_up', { peer: goneUrl }), 0)
 })
+
+test('metrics: watch streams open, dropped for a slow client, and the events waiting', async (t) => {
+  const app = await buildApp(t, { metrics: true, watch: { maxBuffered: 2 } })
+  const slow = await app.policyCache.watch('t1')
+  await app.policyCache.watch('t2')
+  await app.policyCache.createGroup('t1', 'g1')
+  await app.policyCache.createGroup('t1', 'g2')
+  while (slow.buffered < 2) await new Promise((resolve) => setImmediate(resolve))
+  let text = await scrape(app)
+  t.equal(sample(text, 'policy_cache_watchers'), 2)
+  t.equal(sample(text, 'policy_cache_watch_buffered_events'), 2)
+  t.equal(sample(text, 'policy_cache_watchers_dropped_total'), 0)
+  await app.policyCache.createGroup('t1', 'g3')
+  await slow.ended
+  text = await scrape(app)
+  t.equal(sample(text, 'policy_cache_watchers'), 1)
+  t.equal(sample(text, 'policy_cache_watch_buffered_events'), 0, 'a dropped stream holds its final event only, no longer counted')
+  t.equal(sample(text, 'policy_cache_watchers_dropped_total'), 1)
+})

@@ -111,6 +111,7 @@ test('every numeric option: its minimum and maximum are accepted, one below and 
     ['policyBodyLimit', 1024, 16 * 1024 * 1024, (value) => ({ policyBodyLimit: value })],
     ['maxBatchChanges', 1, 100000, (value) => ({ maxBatchChanges: value })],
     ['maxBatchChecks', 1, 100000, (value) => ({ maxBatchChecks: value })],
+    ['maxImportFacts', 1, 1000000, (value) => ({ maxImportFacts: value })],
     ['peerRefreshMs', 0, 86400000, (value) => ({ peerRefreshMs: value })],
     ['startupTimeoutMs', 1, 600000, (value) => ({ startupTimeoutMs: value })],
     ['membership.heartbeatMs', 10, 3600000, (value) => ({ ...member, membership: { heartbeatMs: value } })],

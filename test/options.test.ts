@@ -54,7 +54,15 @@ test('bad options fail registration with FST_POLICY_CACHE_INVALID_OPTION naming 
     ['routes.ops.health', { routes: { ops: { health: 'healthz' } } }],
     ['routes.ops.servers', { routes: { ops: { servers: true } } }],
     ['routes.webhook', { routes: { webhook: 'yes' }, webhookSecret: secret }],
-    ['routes.webhook', { routes: { webhook: true } }]
+    ['routes.webhook', { routes: { webhook: true } }],
+    ['watch', { watch: 100 }],
+    ['watch', { watch: null }],
+    ['watch.maxWatchers', { watch: { maxWatchers: 0 } }],
+    ['watch.maxWatchers', { watch: { maxWatchers: 100001 } }],
+    ['watch.maxBuffered', { watch: { maxBuffered: 0 } }],
+    ['watch.maxBuffered', { watch: { maxBuffered: 1.5 } }],
+    ['watch.heartbeatMs', { watch: { heartbeatMs: 9 } }],
+    ['watch.heartbeatMs', { watch: { heartbeatMs: 3600001 } }]
   ]
   for (const [name, options] of cases) {
     const app = Fastify()
@@ -75,6 +83,7 @@ test('an unknown option fails registration naming it and the option it most like
     [{ routes: { polcy: false } }, 'routes.polcy', 'routes.policy'],
     [{ routes: { ops: { healthz: '/h' } } }, 'routes.ops.healthz', 'routes.ops.health'],
     [{ metrics: { pth: '/m' } }, 'metrics.pth', 'metrics.path'],
+    [{ watch: { maxWatcher: 5 } }, 'watch.maxWatcher', 'watch.maxWatchers'],
     [{ routeHooks: { onrequest: async () => {} } }, 'routeHooks.onrequest', 'routeHooks.onRequest'],
     [{ frobnicate: true }, 'frobnicate', undefined],
     // The longer the key, the more typos are forgiven: a third of its length, at least two.
@@ -103,7 +112,7 @@ test('every option accepts undefined, meaning its default', async (t) => {
   const keys: Array<keyof PolicyCacheOptions> = [
     'db', 'sqliteFile', 'tablePrefix', 'changelogRetention', 'peers', 'webhookSecret', 'serverId', 'publicUrl',
     'ackTimeoutMs', 'requestTimeoutMs', 'retry', 'circuitBreaker', 'syncIntervalMs', 'maxTenants', 'catchUpTimeoutMs',
-    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'routes', 'routeHooks', 'identify', 'metrics',
+    'writeTimeoutMs', 'startupTimeoutMs', 'preload', 'webhookBodyLimit', 'policyBodyLimit', 'maxBatchChanges', 'maxBatchChecks', 'maxImportFacts', 'watch', 'routes', 'routeHooks', 'identify', 'metrics',
     'membership', 'peerRefreshMs'
   ]
   const undefinedEverywhere: PolicyCacheOptions = Object.fromEntries(keys.map((key) => [key, undefined]))
@@ -112,7 +121,8 @@ test('every option accepts undefined, meaning its default', async (t) => {
     circuitBreaker: { failureThreshold: undefined, cooldownMs: undefined },
     routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
     routeHooks: { onRequest: undefined, preHandler: undefined },
-    metrics: { registry: undefined, path: undefined, prefix: undefined }
+    metrics: { registry: undefined, path: undefined, prefix: undefined },
+    watch: { maxWatchers: undefined, maxBuffered: undefined, heartbeatMs: undefined }
   }
   const { serverId: _a, ...expected } = resolveOptions({ metrics: true })
   const { serverId: _b, ...fromUndefined } = resolveOptions({ ...undefinedEverywhere, metrics: true })
@@ -149,6 +159,8 @@ test('options are copied, defaulted and frozen; the caller\'s object is untouche
     preload: []
   })
   t.same(opts.retry, DEFAULTS.retry)
+  t.same(opts.watch, { maxWatchers: 100, maxBuffered: 100, heartbeatMs: 15000 })
+  t.same(resolveOptions({ watch: { maxWatchers: 100000, maxBuffered: 1, heartbeatMs: 10 } }).watch, { maxWatchers: 100000, maxBuffered: 1, heartbeatMs: 10 }, 'the bounds themselves')
   t.same(opts.routes, { policy: DEFAULTS.routes.policy, ops: DEFAULTS.routes.ops, webhook: true }, 'a secret mounts the receiver')
   t.same(resolveOptions({ routes: false, webhookSecret: secret }).routes, { policy: undefined, ops: undefined, webhook: true }, 'even with routes: false')
   t.same(resolveOptions({ routes: false }).routes, { policy: undefined, ops: undefined, webhook: false }, 'not without a secret')

@@ -19,9 +19,9 @@
  */
 import { requireOptional } from '../optional-dependency.js'
 import { encodeEnvelopes, openSigned, seal } from './envelope.js'
-import { Inbox, type InboxLogger } from './inbox.js'
 import type { NoticeChange } from './notice.js'
 import type { AckSummary, PeerStatus } from './status.js'
+import { BrokerSubscription, type BrokerLogger } from './subscription.js'
 import type { Transport, TransportSink, TransportStatus } from './transport.js'
 
 /** One message as nats.js delivers it. */
@@ -81,7 +81,7 @@ export interface NatsTransportOptions {
    * write waits for. Undefined: wait for the instances seen on the subject recently.
    */
   members?: (() => readonly string[]) | undefined
-  log: InboxLogger & { info (obj: object, msg: string): void }
+  log: BrokerLogger
 }
 
 /** An instance seen on the subject. */
@@ -102,11 +102,6 @@ interface Pending {
   done: () => void
 }
 
-/** A failure's message. */
-function describe (err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
-
 /** Seconds since the epoch. */
 function nowSeconds (): number {
   return Math.floor(Date.now() / 1000)
@@ -117,23 +112,15 @@ export class NatsTransport implements Transport {
   readonly type = 'nats' as const
   readonly #options: NatsTransportOptions
   readonly #nats: NatsModule
+  readonly #subscription: BrokerSubscription
   #nc: NatsConnectionLike | undefined
-  #inbox: Inbox | undefined
-  #sink: TransportSink | undefined
   /** This connection's reply prefix: `<inbox>.<n>`, one per write or probe. */
   #replyPrefix = ''
   #sequence = 0
   readonly #pending = new Map<string, Pending>()
   readonly #seen = new Map<string, Seen>()
-  #state: TransportStatus['state'] = 'connecting'
-  #subscribedAt: string | null = null
-  #subscriptions = 0
-  #lastError: string | null = null
-  #published = 0
-  #probeTimer: NodeJS.Timeout | undefined
   /** The probe waiting for this instance's own answer. */
   #probe: { reply: string, answered: () => void } | undefined
-  #closing = false
 
   /**
    * Loads `@nats-io/transport-node`: throws FST_POLICY_CACHE_MISSING_DEPENDENCY naming it when it is
@@ -142,14 +129,23 @@ export class NatsTransport implements Transport {
   constructor (options: NatsTransportOptions) {
     this.#options = options
     this.#nats = requireOptional<NatsModule>('@nats-io/transport-node', 'the nats transport')
+    const { subject, keys, serverId, log } = options
+    this.#subscription = new BrokerSubscription({
+      type: 'nats',
+      acknowledged: true,
+      channel: subject,
+      logField: 'subject',
+      resubscribedMessage: 'policy-cache: subscribed on NATS again; resyncing every cached tenant',
+      keys,
+      serverId,
+      log
+    })
   }
 
   /** Connects, subscribes, resyncs once, and sends the first presence probe; rejects when the first connection fails. */
   async start (sink: TransportSink): Promise<void> {
-    const { keys, serverId, log, servers, subject, connection, probeIntervalMs } = this.#options
-    this.#sink = sink
-    const inbox = new Inbox({ keys, serverId, sink, log })
-    this.#inbox = inbox
+    const { serverId, servers, subject, connection, probeIntervalMs } = this.#options
+    const inbox = this.#subscription.open(sink)
     let nc: NatsConnectionLike
     try {
       nc = await this.#nats.connect({
@@ -164,8 +160,7 @@ export class NatsTransport implements Transport {
         maxReconnectAttempts: -1
       })
     } catch (err) {
-      this.#lastError = describe(err)
-      throw new Error(`the nats transport could not connect to ${servers.join(', ')}: ${describe(err)}`, { cause: err })
+      throw new Error(`the nats transport could not connect to ${servers.join(', ')}: ${this.#subscription.failed(err)}`, { cause: err })
     }
     this.#nc = nc
     this.#replyPrefix = this.#nats.createInbox()
@@ -182,10 +177,12 @@ export class NatsTransport implements Transport {
     this.#watch(nc)
     // The server has the subscriptions once the flush's PONG is back: a notice published after it reaches us.
     await nc.flush()
-    await this.#subscribed()
+    await this.#subscription.subscribed()
     // The first probe at once: the others learn of this instance, and it of them, before its first write.
     await this.#runProbe()
-    this.#scheduleProbe(this.#options.probeIntervalMs)
+    // Then every `probeIntervalMs`, whatever the last one found.
+    const probe = (): void => { this.#subscription.probe(probeIntervalMs, () => this.#runProbe(), probe) }
+    probe()
   }
 
   /**
@@ -195,7 +192,7 @@ export class NatsTransport implements Transport {
   async publish (changes: NoticeChange[]): Promise<AckSummary> {
     const nc = this.#nc
     // nats.js closes a connection only when told to (it reconnects forever): publishing cannot throw below.
-    if (nc === undefined || this.#closing || nc.isClosed()) return { acked: 0, total: 0 }
+    if (nc === undefined || this.#subscription.closing || nc.isClosed()) return { acked: 0, total: 0 }
     const { keys, serverId, databaseId, publicUrl, subject, ackTimeoutMs } = this.#options
     const limit = Math.min(this.#options.maxPayloadBytes, nc.info?.max_payload ?? Infinity)
     const expected = this.#expected()
@@ -204,7 +201,7 @@ export class NatsTransport implements Transport {
     // buffers the messages and sends them on reconnect (the receivers' resync has healed them by then).
     const envelopes = encodeEnvelopes(keys, { origin: serverId, database: databaseId(), url: publicUrl }, changes, limit, nowSeconds())
     for (const envelope of envelopes) nc.publish(subject, envelope, { reply })
-    this.#published += envelopes.length
+    this.#subscription.published += envelopes.length
     const replies = new Map<string, number>()
     if (expected.size > 0 && ackTimeoutMs > 0) {
       await new Promise<void>((resolve) => {
@@ -235,26 +232,12 @@ export class NatsTransport implements Transport {
 
   /** The connection's state and the message counters. */
   status (): TransportStatus {
-    const counters = this.#inbox?.counters ?? { received: 0, hints: 0, dropped: 0 }
-    return {
-      type: 'nats',
-      state: this.#state,
-      acknowledged: true,
-      channel: this.#options.subject,
-      subscribedAt: this.#subscribedAt,
-      subscriptions: this.#subscriptions,
-      lastError: this.#lastError,
-      published: this.#published,
-      ...counters
-    }
+    return this.#subscription.status()
   }
 
   /** Tells the others this instance leaves, stops probing, and closes the connection. Idempotent. */
   async close (): Promise<void> {
-    if (this.#closing) return
-    this.#closing = true
-    this.#state = 'closed'
-    clearTimeout(this.#probeTimer)
+    if (!this.#subscription.close()) return
     for (const pending of this.#pending.values()) pending.done()
     const nc = this.#nc
     if (nc === undefined || nc.isClosed()) return
@@ -326,53 +309,30 @@ export class NatsTransport implements Transport {
     if (msg.reply !== undefined) this.#respond(msg, { serverId: this.#options.serverId, revisions: {} })
   }
 
-  /** The subscription is (again) known to deliver: count it and resync every cached tenant. */
-  async #subscribed (): Promise<void> {
-    const { log, subject } = this.#options
-    this.#state = 'up'
-    this.#subscribedAt = new Date().toISOString()
-    this.#subscriptions++
-    if (this.#subscriptions > 1) log.info({ subject, subscriptions: this.#subscriptions }, 'policy-cache: subscribed on NATS again; resyncing every cached tenant')
-    try {
-      await this.#sink?.resubscribed()
-    } catch (err) {
-      log.warn({ err }, 'policy-cache: the resync after subscribing failed; the sync heals')
-    }
-  }
-
   /** Follows nats.js's status events: disconnect → down; reconnect (subscriptions restored) → resync. */
   #watch (nc: NatsConnectionLike): void {
-    const { log, subject } = this.#options
+    const subscription = this.#subscription
     const follow = async (): Promise<void> => {
       for await (const event of nc.status()) {
-        if (this.#closing) return
+        if (subscription.closing) return
         if (event.type === 'disconnect') {
-          this.#state = 'down'
-          this.#lastError = `disconnected from ${String(event.server)}`
-          log.warn({ subject, server: event.server }, 'policy-cache: the NATS connection was lost; nats.js reconnects')
+          subscription.lost('policy-cache: the NATS connection was lost; nats.js reconnects', `disconnected from ${String(event.server)}`)
         } else if (event.type === 'reconnect') {
           // nats.js re-sent the subscriptions; the flush makes sure the server has them before the resync reads.
           await nc.flush().catch(() => {})
-          if (!this.#closing) await this.#subscribed()
+          if (!subscription.closing) await subscription.subscribed()
         }
       }
     }
-    follow().catch((err: unknown) => log.warn({ err }, 'policy-cache: following the NATS connection\'s status failed'))
+    follow().catch((err: unknown) => this.#options.log.warn({ err }, 'policy-cache: following the NATS connection\'s status failed'))
   }
 
-  /** Every `probeIntervalMs`: a presence probe that this instance must itself answer within `probeTimeoutMs`. */
-  #scheduleProbe (delayMs: number): void {
-    if (this.#closing) return
-    this.#probeTimer = setTimeout(() => {
-      this.#runProbe().finally(() => this.#scheduleProbe(this.#options.probeIntervalMs)).catch(() => {})
-    }, delayMs)
-    this.#probeTimer.unref()
-  }
-
+  /** A presence probe that this instance must itself answer within `probeTimeoutMs`. */
   async #runProbe (): Promise<void> {
     const nc = this.#nc
-    if (nc === undefined || this.#closing || nc.isClosed()) return
-    const { keys, serverId, subject, probeTimeoutMs, log } = this.#options
+    const subscription = this.#subscription
+    if (nc === undefined || subscription.closing || nc.isClosed()) return
+    const { keys, serverId, subject, probeTimeoutMs } = this.#options
     const reply = `${this.#replyPrefix}.p${++this.#sequence}`
     const answered = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), probeTimeoutMs)
@@ -381,14 +341,12 @@ export class NatsTransport implements Transport {
       nc.publish(`${subject}.presence`, seal(keys, JSON.stringify({ presence: serverId }), nowSeconds()), { reply })
     })
     this.#probe = undefined
-    if (this.#closing) return
+    if (subscription.closing) return
     if (answered) {
       // Down by a failed probe while nats.js held the connection: what came meanwhile may be lost.
-      if (this.#state === 'down' && this.#lastError?.startsWith('the presence probe') === true) await this.#subscribed()
-    } else if (this.#state === 'up') {
-      this.#state = 'down'
-      this.#lastError = `the presence probe was not answered within ${probeTimeoutMs} ms`
-      log.warn({ subject }, 'policy-cache: the NATS subscription did not deliver the presence probe; resyncing once it does')
+      if (subscription.state === 'down' && subscription.lastError?.startsWith('the presence probe') === true) await subscription.subscribed()
+    } else if (subscription.state === 'up') {
+      subscription.lost('policy-cache: the NATS subscription did not deliver the presence probe; resyncing once it does', `the presence probe was not answered within ${probeTimeoutMs} ms`)
     }
   }
 }

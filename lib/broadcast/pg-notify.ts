@@ -16,9 +16,10 @@
 import { requireOptional } from '../optional-dependency.js'
 import type { WriteTransaction } from '../store/types.js'
 import { encodeEnvelopes } from './envelope.js'
-import { Inbox, type InboxLogger } from './inbox.js'
+import type { Inbox } from './inbox.js'
 import type { NoticeChange } from './notice.js'
 import type { AckSummary, PeerStatus } from './status.js'
+import { BrokerSubscription, describe, within, type BrokerLogger } from './subscription.js'
 import type { Transport, TransportSink, TransportStatus } from './transport.js'
 
 /** One NOTIFY as `pg` delivers it. */
@@ -44,9 +45,7 @@ interface PgModule {
 }
 
 /** The part of a pino logger the transport writes to. */
-export interface PgNotifyLogger extends InboxLogger {
-  info (obj: object, msg: string): void
-}
+export type PgNotifyLogger = BrokerLogger
 
 /** What a {@link PgNotifyTransport} is built from (the `transport` option, resolved, and the instance's identity). */
 export interface PgNotifyTransportOptions {
@@ -69,44 +68,18 @@ export interface PgNotifyTransportOptions {
   log: PgNotifyLogger
 }
 
-/** Rejects after `ms` unless `promise` settles first. */
-async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
-    timer.unref()
-  })
-  try {
-    return await Promise.race([promise, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** A failure's message (pg and `within` reject with Errors). */
-function describe (err: unknown): string {
-  return String((err as Error).message)
-}
-
 /** Notices over PostgreSQL LISTEN/NOTIFY, sent inside the write's transaction; not acknowledged. */
 export class PgNotifyTransport implements Transport {
   readonly type = 'pg-notify' as const
   readonly #options: PgNotifyTransportOptions
   readonly #pg: PgModule
   readonly #config: Record<string, unknown>
-  #inbox: Inbox | undefined
+  readonly #subscription: BrokerSubscription
   /** The subscribed connection; undefined while (re)connecting. */
   #client: ListenClient | undefined
-  #state: TransportStatus['state'] = 'connecting'
-  #subscribedAt: string | null = null
-  #subscriptions = 0
-  #lastError: string | null = null
-  #published = 0
   /** Consecutive failed subscription attempts: the backoff's exponent. */
   #attempt = 0
   #reconnectTimer: NodeJS.Timeout | undefined
-  #probeTimer: NodeJS.Timeout | undefined
-  #closing = false
 
   /**
    * Loads `pg`: throws FST_POLICY_CACHE_MISSING_DEPENDENCY naming it when it is not installed.
@@ -118,6 +91,17 @@ export class PgNotifyTransport implements Transport {
     const given = typeof options.connection === 'string' ? { connectionString: options.connection } : { ...options.connection }
     // Named, so that operators (and tests) find the listening session in pg_stat_activity.
     this.#config = { application_name: `policy-cache listen ${options.serverId}`.slice(0, 63), keepAlive: true, connectionTimeoutMillis: 5000, ...given }
+    const { channel, keys, serverId, log } = options
+    this.#subscription = new BrokerSubscription({
+      type: 'pg-notify',
+      acknowledged: false,
+      channel,
+      logField: 'channel',
+      resubscribedMessage: 'policy-cache: listening on the pg-notify channel again; resyncing every cached tenant',
+      keys,
+      serverId,
+      log
+    })
   }
 
   /**
@@ -132,20 +116,17 @@ export class PgNotifyTransport implements Transport {
 
   /** Subscribes (LISTEN) and resolves once subscribed; rejects when the first attempt fails. */
   async start (sink: TransportSink): Promise<void> {
-    const { keys, serverId, log } = this.#options
-    const inbox = new Inbox({ keys, serverId, sink, log })
-    this.#inbox = inbox
+    const inbox = this.#subscription.open(sink)
     try {
-      await this.#subscribe(inbox, sink)
+      await this.#subscribe(inbox)
     } catch (err) {
-      this.#lastError = describe(err)
-      throw new Error(`the pg-notify transport could not LISTEN on "${this.#options.channel}": ${describe(err)}`, { cause: err })
+      throw new Error(`the pg-notify transport could not LISTEN on "${this.#options.channel}": ${this.#subscription.failed(err)}`, { cause: err })
     }
   }
 
   /** The notice went out with the commit already: nothing to send, nobody acknowledges. */
   async publish (_changes: NoticeChange[]): Promise<AckSummary> {
-    this.#published++
+    this.#subscription.published++
     return { acked: 0, total: 0 }
   }
 
@@ -156,37 +137,23 @@ export class PgNotifyTransport implements Transport {
 
   /** The listening connection's state and the message counters. */
   status (): TransportStatus {
-    const counters = this.#inbox?.counters ?? { received: 0, hints: 0, dropped: 0 }
-    return {
-      type: 'pg-notify',
-      state: this.#state,
-      acknowledged: false,
-      channel: this.#options.channel,
-      subscribedAt: this.#subscribedAt,
-      subscriptions: this.#subscriptions,
-      lastError: this.#lastError,
-      published: this.#published,
-      ...counters
-    }
+    return this.#subscription.status()
   }
 
   /** Stops probing and reconnecting and closes the listening connection. Idempotent. */
   async close (): Promise<void> {
-    if (this.#closing) return
-    this.#closing = true
-    this.#state = 'closed'
+    if (!this.#subscription.close()) return
     clearTimeout(this.#reconnectTimer)
-    clearTimeout(this.#probeTimer)
     const client = this.#client
     this.#client = undefined
     if (client !== undefined) await this.#discard(client)
   }
 
   /** One subscription attempt: connect, LISTEN, then tell the sink (resync). Rejects when it fails. */
-  async #subscribe (inbox: Inbox, sink: TransportSink): Promise<void> {
-    const { channel, log } = this.#options
+  async #subscribe (inbox: Inbox): Promise<void> {
+    const { channel } = this.#options
     const client = new this.#pg.Client(this.#config)
-    const retry = (): Promise<void> => this.#subscribe(inbox, sink)
+    const retry = (): Promise<void> => this.#subscribe(inbox)
     // Until this client is the subscribed one, its failures are this attempt's (the catch below).
     client.on('error', (err) => this.#lost(client, err, retry))
     client.on('end', () => this.#lost(client, new Error('the listening connection ended'), retry))
@@ -203,22 +170,19 @@ export class PgNotifyTransport implements Transport {
       await this.#discard(client)
       throw err
     }
-    if (this.#closing) {
+    if (this.#subscription.closing) {
       await this.#discard(client)
       return
     }
     this.#client = client
-    this.#state = 'up'
-    this.#subscribedAt = new Date().toISOString()
-    this.#subscriptions++
     this.#attempt = 0
-    this.#scheduleProbe(client, retry)
-    if (this.#subscriptions > 1) log.info({ channel, subscriptions: this.#subscriptions }, 'policy-cache: listening on the pg-notify channel again; resyncing every cached tenant')
-    try {
-      await sink.resubscribed()
-    } catch (err) {
-      log.warn({ err }, 'policy-cache: the resync after subscribing failed; the sync heals')
-    }
+    // Every `probeIntervalMs`, `select 1` within `probeTimeoutMs` (unless the connection was lost or closed meanwhile).
+    const { probeIntervalMs, probeTimeoutMs } = this.#options
+    this.#subscription.probe(probeIntervalMs,
+      () => within(client.query('select 1'), probeTimeoutMs, 'the probe of the listening connection'),
+      (err) => this.#lost(client, err, retry),
+      () => client === this.#client)
+    await this.#subscription.subscribed()
   }
 
   /** The subscribed connection failed (error, end, or a probe): drop it and re-establish it. */
@@ -226,40 +190,25 @@ export class PgNotifyTransport implements Transport {
     // Only the subscribed connection (`close` clears it before ending it).
     if (client !== this.#client) return
     this.#client = undefined
-    this.#state = 'down'
-    this.#lastError = describe(err)
-    clearTimeout(this.#probeTimer)
-    this.#options.log.warn({ channel: this.#options.channel, reason: this.#lastError }, 'policy-cache: the pg-notify listening connection was lost; re-establishing it')
+    this.#subscription.stopProbe()
+    this.#subscription.lost('policy-cache: the pg-notify listening connection was lost; re-establishing it', describe(err))
     this.#discard(client).catch(() => {})
     this.#scheduleReconnect(retry)
   }
 
   #scheduleReconnect (retry: () => Promise<void>): void {
-    if (this.#closing) return
+    if (this.#subscription.closing) return
     const { minDelayMs, maxDelayMs } = this.#options.reconnect
     const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(this.#attempt, 30))
     this.#attempt++
     this.#reconnectTimer = setTimeout(() => {
       retry().catch((err: unknown) => {
-        this.#lastError = describe(err)
-        this.#options.log.debug({ channel: this.#options.channel, reason: this.#lastError, attempt: this.#attempt }, 'policy-cache: re-establishing the pg-notify listening connection failed; retrying')
+        const reason = this.#subscription.failed(err)
+        this.#options.log.debug({ channel: this.#options.channel, reason, attempt: this.#attempt }, 'policy-cache: re-establishing the pg-notify listening connection failed; retrying')
         this.#scheduleReconnect(retry)
       })
     }, Math.max(minDelayMs, Math.random() * cap))
     this.#reconnectTimer.unref()
-  }
-
-  /** Every `probeIntervalMs`: `select 1` on the listening connection, within `probeTimeoutMs`. */
-  #scheduleProbe (client: ListenClient, retry: () => Promise<void>): void {
-    const { probeIntervalMs, probeTimeoutMs } = this.#options
-    // Cleared when the connection is lost or the transport closes.
-    this.#probeTimer = setTimeout(() => {
-      within(client.query('select 1'), probeTimeoutMs, 'the probe of the listening connection').then(
-        // Unless it was lost or closed meanwhile.
-        () => { if (client === this.#client) this.#scheduleProbe(client, retry) },
-        (err: unknown) => this.#lost(client, err, retry))
-    }, probeIntervalMs)
-    this.#probeTimer.unref()
   }
 
   /** Ends a connection no longer used, and destroys its socket so that a blackholed one cannot linger. */

@@ -15,9 +15,9 @@
  */
 import { requireOptional } from '../optional-dependency.js'
 import { encodeEnvelopes } from './envelope.js'
-import { Inbox, type InboxLogger } from './inbox.js'
 import type { NoticeChange } from './notice.js'
 import type { AckSummary, PeerStatus } from './status.js'
+import { BrokerSubscription, within, type BrokerLogger } from './subscription.js'
 import type { Transport, TransportSink, TransportStatus } from './transport.js'
 
 /** The part of an ioredis client the transport uses. */
@@ -54,26 +54,7 @@ export interface RedisTransportOptions {
   probeIntervalMs: number
   probeTimeoutMs: number
   maxPayloadBytes: number
-  log: InboxLogger & { info (obj: object, msg: string): void }
-}
-
-/** A failure's message. */
-function describe (err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
-
-/** Rejects after `ms` unless `promise` settles first. */
-async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
-    timer.unref()
-  })
-  try {
-    return await Promise.race([promise, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
+  log: BrokerLogger
 }
 
 /** Notices over Redis pub/sub; not acknowledged. */
@@ -81,17 +62,9 @@ export class RedisTransport implements Transport {
   readonly type = 'redis' as const
   readonly #options: RedisTransportOptions
   readonly #redis: RedisModule
+  readonly #subscription: BrokerSubscription
   #publisher: RedisClientLike | undefined
   #subscriber: RedisClientLike | undefined
-  #inbox: Inbox | undefined
-  #sink: TransportSink | undefined
-  #state: TransportStatus['state'] = 'connecting'
-  #subscribedAt: string | null = null
-  #subscriptions = 0
-  #lastError: string | null = null
-  #published = 0
-  #probeTimer: NodeJS.Timeout | undefined
-  #closing = false
 
   /**
    * Loads `ioredis`: throws FST_POLICY_CACHE_MISSING_DEPENDENCY naming it when it is not installed.
@@ -100,40 +73,49 @@ export class RedisTransport implements Transport {
   constructor (options: RedisTransportOptions) {
     this.#options = options
     this.#redis = requireOptional<RedisModule>('ioredis', 'the redis transport')
+    const { channel, keys, serverId, log } = options
+    this.#subscription = new BrokerSubscription({
+      type: 'redis',
+      acknowledged: false,
+      channel,
+      logField: 'channel',
+      resubscribedMessage: 'policy-cache: subscribed on Redis again; resyncing every cached tenant',
+      keys,
+      serverId,
+      log
+    })
   }
 
   /** Connects both connections and subscribes; rejects when the first connection or SUBSCRIBE fails. */
   async start (sink: TransportSink): Promise<void> {
-    const { keys, serverId, log, channel } = this.#options
-    this.#sink = sink
-    const inbox = new Inbox({ keys, serverId, sink, log })
-    this.#inbox = inbox
+    const { channel } = this.#options
+    const subscription = this.#subscription
+    const inbox = subscription.open(sink)
     const publisher = this.#client('publish')
     const subscriber = this.#client('listen')
     this.#publisher = publisher
     this.#subscriber = subscriber
-    publisher.on('error', (err) => { this.#lastError = describe(err) })
-    subscriber.on('error', (err) => { this.#lastError = describe(err) })
+    publisher.on('error', (err) => { subscription.failed(err) })
+    subscriber.on('error', (err) => { subscription.failed(err) })
     subscriber.on('message', (from, message) => {
       if (from !== channel) return
       // The inbox never rejects; the catch only keeps a bug from becoming an unhandled rejection.
       inbox.receive(message).catch(() => {})
     })
     subscriber.on('close', () => {
-      if (this.#closing || this.#state !== 'up') return
-      this.#state = 'down'
-      clearTimeout(this.#probeTimer)
-      log.warn({ channel, reason: this.#lastError }, 'policy-cache: the Redis subscriber connection was lost; ioredis reconnects')
+      if (subscription.state !== 'up') return
+      subscription.stopProbe()
+      subscription.lost('policy-cache: the Redis subscriber connection was lost; ioredis reconnects')
     })
     try {
       await subscriber.connect()
       await subscriber.subscribe(channel)
       await publisher.connect()
     } catch (err) {
-      this.#lastError = describe(err)
+      const reason = subscription.failed(err)
       subscriber.disconnect()
       publisher.disconnect()
-      throw new Error(`the redis transport could not subscribe to "${channel}": ${describe(err)}`, { cause: err })
+      throw new Error(`the redis transport could not subscribe to "${channel}": ${reason}`, { cause: err })
     }
     // From now on every `ready` (a reconnect) subscribes again, then resyncs.
     subscriber.on('ready', () => { this.#resubscribe(subscriber) })
@@ -143,15 +125,16 @@ export class RedisTransport implements Transport {
   /** PUBLISHes the envelope(s) without waiting for them: nobody acknowledges. Never rejects. */
   async publish (changes: NoticeChange[]): Promise<AckSummary> {
     const publisher = this.#publisher
-    if (publisher === undefined || this.#closing) return { acked: 0, total: 0 }
+    const subscription = this.#subscription
+    if (publisher === undefined || subscription.closing) return { acked: 0, total: 0 }
     const { keys, serverId, databaseId, publicUrl, channel, maxPayloadBytes, log } = this.#options
     // Within the limit (at least 512 bytes: one bare entry always fits).
     const envelopes = encodeEnvelopes(keys, { origin: serverId, database: databaseId(), url: publicUrl }, changes, maxPayloadBytes, Math.floor(Date.now() / 1000))
     for (const envelope of envelopes) {
-      this.#published++
+      subscription.published++
       // While Redis is away, ioredis queues the command; it fails it after its retries (maxRetriesPerRequest).
       publisher.publish(channel, envelope).catch((err: unknown) => {
-        this.#lastError = describe(err)
+        subscription.failed(err)
         log.warn({ err, channel }, 'policy-cache: publishing a notice on Redis failed; the other instances catch up at their next resync or sync')
       })
     }
@@ -165,26 +148,12 @@ export class RedisTransport implements Transport {
 
   /** The subscriber's state and the message counters. */
   status (): TransportStatus {
-    const counters = this.#inbox?.counters ?? { received: 0, hints: 0, dropped: 0 }
-    return {
-      type: 'redis',
-      state: this.#state,
-      acknowledged: false,
-      channel: this.#options.channel,
-      subscribedAt: this.#subscribedAt,
-      subscriptions: this.#subscriptions,
-      lastError: this.#lastError,
-      published: this.#published,
-      ...counters
-    }
+    return this.#subscription.status()
   }
 
   /** Stops probing and closes both connections. Idempotent. */
   async close (): Promise<void> {
-    if (this.#closing) return
-    this.#closing = true
-    this.#state = 'closed'
-    clearTimeout(this.#probeTimer)
+    if (!this.#subscription.close()) return
     for (const client of [this.#subscriber, this.#publisher]) {
       if (client === undefined) continue
       await within(client.quit(), 1000, 'closing a Redis connection').catch(() => {})
@@ -209,47 +178,32 @@ export class RedisTransport implements Transport {
 
   /** After a reconnect: SUBSCRIBE again, then (once Redis answered) resync; a failure drops the connection for another try. */
   #resubscribe (subscriber: RedisClientLike): void {
-    if (this.#closing) return
+    const subscription = this.#subscription
+    if (subscription.closing) return
     subscriber.subscribe(this.#options.channel).then(
-      () => { if (!this.#closing) return this.#subscribed() },
+      () => { if (!subscription.closing) return this.#subscribed() },
       (err: unknown) => {
-        this.#lastError = describe(err)
+        subscription.failed(err)
         subscriber.disconnect(true)
       }).catch(() => {})
   }
 
-  /** The subscription is (again) made: count it, probe it, and resync every cached tenant. */
+  /**
+   * The subscription is (again) made: probed — PING on the subscriber every `probeIntervalMs`, within
+   * `probeTimeoutMs`, else it is dropped (ioredis reconnects) — and every cached tenant resynced.
+   */
   async #subscribed (): Promise<void> {
-    const { log, channel } = this.#options
-    this.#state = 'up'
-    this.#subscribedAt = new Date().toISOString()
-    this.#subscriptions++
-    this.#scheduleProbe()
-    if (this.#subscriptions > 1) log.info({ channel, subscriptions: this.#subscriptions }, 'policy-cache: subscribed on Redis again; resyncing every cached tenant')
-    try {
-      await this.#sink?.resubscribed()
-    } catch (err) {
-      log.warn({ err }, 'policy-cache: the resync after subscribing failed; the sync heals')
-    }
-  }
-
-  /** Every `probeIntervalMs`: PING on the subscriber within `probeTimeoutMs`; else drop it (ioredis reconnects). */
-  #scheduleProbe (): void {
-    clearTimeout(this.#probeTimer)
-    const subscriber = this.#subscriber
-    if (this.#closing || subscriber === undefined) return
-    const { probeIntervalMs, probeTimeoutMs, channel, log } = this.#options
-    this.#probeTimer = setTimeout(() => {
-      within(subscriber.ping(), probeTimeoutMs, 'the probe of the subscriber connection').then(
-        () => { if (this.#state === 'up') this.#scheduleProbe() },
-        (err: unknown) => {
-          if (this.#closing || this.#state !== 'up') return
-          this.#state = 'down'
-          this.#lastError = describe(err)
-          log.warn({ channel, reason: this.#lastError }, 'policy-cache: the Redis subscriber did not answer its probe; reconnecting it')
-          subscriber.disconnect(true)
-        })
-    }, probeIntervalMs)
-    this.#probeTimer.unref()
+    const subscriber = this.#subscriber as RedisClientLike
+    const subscription = this.#subscription
+    const { probeIntervalMs, probeTimeoutMs } = this.#options
+    subscription.probe(probeIntervalMs,
+      () => within(subscriber.ping(), probeTimeoutMs, 'the probe of the subscriber connection'),
+      (err: unknown) => {
+        if (subscription.closing || subscription.state !== 'up') return
+        subscription.lost('policy-cache: the Redis subscriber did not answer its probe; reconnecting it', subscription.failed(err))
+        subscriber.disconnect(true)
+      },
+      () => subscription.state === 'up')
+    await subscription.subscribed()
   }
 }

@@ -99,6 +99,11 @@ export interface TenantCacheOptions {
   maxTenants: number
   /** Least time between two repairs of one tenant asked for by notices. Default {@link REPAIR_SPACING_MS}. */
   repairSpacingMs?: number
+  /**
+   * Told, synchronously, each time a tenant's cached state moves (a change applied in place, a load,
+   * a reload, a repair), with its revision now: the watch streams (lib/cache/watchers.ts) follow it.
+   */
+  onAdvance?: ((tenant: string, revision: number) => void) | undefined
 }
 
 /** Never-written tenants remembered (answered without a query: denied, revision 0). */
@@ -121,10 +126,17 @@ export class TenantCache {
    */
   #hotTenant: string | undefined
   #hotState: TenantState | undefined
+  /**
+   * Pinned tenants (watched: `pin`), with how many pins each and its state now: they stay cached
+   * while pinned, whatever the LRU bounds drop, so that notices and the sync keep moving them.
+   */
+  readonly #pinned = new Map<string, { pins: number, state: TenantState | undefined }>()
+  readonly #onAdvance: ((tenant: string, revision: number) => void) | undefined
 
-  constructor ({ store, maxTenants, repairSpacingMs = REPAIR_SPACING_MS }: TenantCacheOptions) {
+  constructor ({ store, maxTenants, repairSpacingMs = REPAIR_SPACING_MS, onAdvance }: TenantCacheOptions) {
     this.#store = store
     this.#repairSpacingMs = repairSpacingMs
+    this.#onAdvance = onAdvance
     this.#tenants = new LRUCache({
       max: maxTenants,
       dispose: (_value, _key, reason) => {
@@ -135,9 +147,31 @@ export class TenantCache {
     this.#absent = new LRUCache({ max: MAX_ABSENT_TENANTS, dispose: () => this.#forgetHot() })
   }
 
-  /** The cached state, real or absent, without touching recency. */
+  /** The cached state, real, absent or pinned, without touching recency. */
   #peekAny (tenant: string): TenantState | undefined {
-    return this.#tenants.peek(tenant) ?? this.#absent.peek(tenant)
+    return this.#tenants.peek(tenant) ?? this.#absent.peek(tenant) ?? this.#pinned.get(tenant)?.state
+  }
+
+  /** After a tenant's cached state moved: its revision to the listener. */
+  #moved (tenant: string, state: TenantState): void {
+    this.#onAdvance?.(tenant, state.revision)
+  }
+
+  /**
+   * Keeps a tenant in memory, once cached (now or by its next load), until as many `unpin` calls:
+   * the LRU bounds (`maxTenants`, the absent tenants') may drop it from their lists, but it is still
+   * found, caught up by notices and synced.
+   */
+  pin (tenant: string): void {
+    const pinned = this.#pinned.get(tenant)
+    if (pinned === undefined) this.#pinned.set(tenant, { pins: 1, state: this.#peekAny(tenant) })
+    else pinned.pins++
+  }
+
+  /** Releases one `pin` of the tenant. */
+  unpin (tenant: string): void {
+    const pinned = this.#pinned.get(tenant)
+    if (pinned !== undefined && --pinned.pins === 0) this.#pinned.delete(tenant)
   }
 
   /** After an absent tenant's state was written to in place: it moves to the real LRU. */
@@ -158,12 +192,15 @@ export class TenantCache {
       this.#absent.delete(tenant)
       this.#tenants.set(tenant, state)
     }
+    const pinned = this.#pinned.get(tenant)
+    if (pinned !== undefined) pinned.state = state
+    this.#moved(tenant, state)
   }
 
   /** The cached state of a tenant, or undefined; marks it recently used. The hot path. */
   peek (tenant: string): TenantState | undefined {
     if (tenant === this.#hotTenant) return this.#hotState
-    const state = this.#tenants.get(tenant) ?? this.#absent.get(tenant)
+    const state = this.#tenants.get(tenant) ?? this.#absent.get(tenant) ?? this.#pinned.get(tenant)?.state
     if (state !== undefined) {
       this.#hotTenant = tenant
       this.#hotState = state
@@ -180,7 +217,7 @@ export class TenantCache {
 
   /** The cached state of a tenant, loading it once (single-flight) when absent. */
   async get (tenant: string): Promise<TenantState> {
-    const cached = this.#tenants.get(tenant) ?? this.#absent.get(tenant)
+    const cached = this.#tenants.get(tenant) ?? this.#absent.get(tenant) ?? this.#pinned.get(tenant)?.state
     if (cached !== undefined) {
       this.#stats.hits++
       return cached
@@ -223,6 +260,7 @@ export class TenantCache {
     if (state.revision === change.revision - 1) {
       state.applyAll([change])
       this.#settle(tenant, state)
+      this.#moved(tenant, state)
     } else {
       await this.catchUp(tenant)
     }
@@ -276,7 +314,8 @@ export class TenantCache {
    */
   async sync (): Promise<SyncResult> {
     // Absent tenants too: one written since catches up like any other, and moves to the real LRU.
-    const cached = [...this.tenants(), ...this.#absent.keys()]
+    // Pinned ones too, even when the LRU bounds dropped them.
+    const cached = [...new Set([...this.tenants(), ...this.#absent.keys(), ...this.#pinned.keys()])]
     const result: SyncResult = { behind: [], repaired: [] }
     if (cached.length === 0) return result
     // Each state as it was before the query: a state that moves meanwhile is judged next round.
@@ -404,6 +443,7 @@ export class TenantCache {
           state.verified = false
           this.#stats.carriedCatchUps++
           this.#settle(tenant, state)
+          this.#moved(tenant, state)
           return
         }
         // More than one revision behind, or not the writer's contents: the changelog decides.
@@ -415,6 +455,7 @@ export class TenantCache {
       if (changes !== null && state.applyAll(changes)) {
         this.#stats.deltaCatchUps++
         this.#settle(tenant, state)
+        this.#moved(tenant, state)
         return
       }
       await this.#reloadNow(tenant)

@@ -84,7 +84,7 @@ export async function mountRoutes (fastify: FastifyInstance, { engine, opts, met
     const { prefix: policyPrefix } = routes.policy
     await group('the option "routes.policy" (a prefix, or false)', async (guarded) => {
       addRouteHooks(guarded, opts)
-      await guarded.register(policyRoutes, { engine, bodyLimit: opts.policyBodyLimit, maxBatchChanges: opts.maxBatchChanges, maxBatchChecks: opts.maxBatchChecks, identify: opts.identify, prefix: policyPrefix })
+      await guarded.register(policyRoutes, { engine, bodyLimit: opts.policyBodyLimit, maxBatchChanges: opts.maxBatchChanges, maxBatchChecks: opts.maxBatchChecks, maxImportFacts: opts.maxImportFacts, identify: opts.identify, heartbeatMs: opts.watch.heartbeatMs, prefix: policyPrefix })
     })
   }
   const ops = routes.ops

@@ -1,6 +1,7 @@
 /**
  * The policy routes: the writes, the batch, the check and batch check, the tenant and user views,
- * the listings and the reverse lookup, the audit feed, refresh (README.md, "Routes").
+ * the listings and the reverse lookup, the audit feed, the tenant lifecycle (list, delete, export,
+ * import), refresh (README.md, "Routes").
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -8,14 +9,15 @@ import { Type, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { InvalidInputError } from '../errors.js'
 import type { IdentifyFunction } from '../guard.js'
-import { assertActor, type AuditEntry, type Change, type Operation } from '../model.js'
+import { assertActor, type Change, type Operation } from '../model.js'
 import type { PageOptions } from '../page.js'
-import type { BatchOutcome, PolicyCache, WriteOutcome } from '../policy-cache.js'
+import type { BatchOutcome, ImportDocument, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
-  BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, ErrorReply, GroupBody, GroupParams, GroupPermissionsReply,
-  GroupsReply, GroupUsersReply, InclusionBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams, TenantReply, UserBody,
-  UserParams, UserReply, validatorCompiler, WhoQuery, WhoReply, WriteReply
+  BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, DeleteTenantQuery, DeleteTenantReply, ErrorReply, ExportReply,
+  GroupBody, GroupParams, GroupPermissionsReply, GroupsReply, GroupUsersReply, ImportBody, InclusionBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams,
+  TenantReply, TenantsQuery, TenantsReply, UserBody, UserParams, UserReply, validatorCompiler, WatchHeaders, WatchQuery, WatchStream, WhoQuery, WhoReply, WriteReply
 } from './schemas.js'
+import { resumeAfter, streamWatch, wireEntry } from './watch.js'
 
 export interface PolicyRoutesOptions {
   engine: PolicyCache
@@ -25,8 +27,12 @@ export interface PolicyRoutesOptions {
   maxBatchChanges: number
   /** Most checks of a batch check: `/check-batch`'s body limit fits this many. */
   maxBatchChecks: number
+  /** Most facts of an imported document: the import's body limit fits this many. */
+  maxImportFacts: number
   /** The host's `identify`: a write's actor is the user of the request's identity. */
   identify?: IdentifyFunction | undefined
+  /** Between two heartbeat comments of a watch stream (`watch.heartbeatMs`). */
+  heartbeatMs: number
 }
 
 /** Bytes of the largest valid change of a batch, with room for JSON whitespace: `/batch`'s body limit is this per change. */
@@ -34,6 +40,9 @@ export const BATCH_BYTES_PER_CHANGE = 512
 
 /** Bytes of the largest valid check of a batch check (a 128-character user, a 256-character permission), with room for whitespace. */
 export const BATCH_BYTES_PER_CHECK = 512
+
+/** Bytes of the largest fact of an import document (a 256-character grant), with room for whitespace: the import's body limit is this per fact. */
+export const IMPORT_BYTES_PER_FACT = 300
 
 /** A page's query as the schema passed it (strings) → the engine's options. */
 function pageOptions (query: { limit?: string | undefined, cursor?: string | undefined, minRevision?: string | undefined }): PageOptions {
@@ -58,8 +67,10 @@ function checkedQuery<T> (validator: typeof pageQuery | typeof whoQuery, query: 
 
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply }
 
-/** The feed's query check, for the long-id fallback route (which has no querystring schema). */
+/** The feed's and the watch's query checks, for the long-id fallback route (which has no querystring schema). */
 const changesQuery = Compile(ChangesQuery)
+const deleteTenantQuery = Compile(DeleteTenantQuery)
+const watchQuery = Compile(WatchQuery)
 
 function withRevision<T extends { revision: number }> (reply: FastifyReply, body: T): T {
   reply.header('policy-revision', String(body.revision))
@@ -77,13 +88,6 @@ async function conditional<T> (reply: FastifyReply, write: Promise<T>): Promise<
   }
 }
 
-/** An audit entry as the feed's reply carries it: `operation` and its fields, or a batch's `changes`, named as on the wire. */
-function wireEntry ({ revision, change, origin, actor, committedAt }: AuditEntry) {
-  const wire = ({ op, ...fields }: Change) => ({ operation: op, ...fields })
-  const body = change.op === 'batch' ? { changes: change.changes.map(wire) } : wire(change)
-  return { revision, ...body, origin, actor, committedAt }
-}
-
 /** The decimal query parameters of the audit feed, as the engine takes them. */
 function changesOptions (query: { after?: string, limit?: string }) {
   return {
@@ -92,7 +96,7 @@ function changesOptions (query: { after?: string, limit?: string }) {
   }
 }
 
-export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, identify }: PolicyRoutesOptions): Promise<void> {
+export default async function policyRoutes (fastify: FastifyInstance, { engine, bodyLimit, maxBatchChanges, maxBatchChecks, maxImportFacts, identify, heartbeatMs }: PolicyRoutesOptions): Promise<void> {
   /**
    * Who a write acts as: the user of the request's identity when the plugin has `identify` and the
    * request carries one; else undefined (the entry's actor is null). A malformed user is a coded 400
@@ -157,6 +161,66 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     return withRevision(reply, await conditional(reply, engine.batch(tenant, own, { ifRevision, actor })))
   })
 
+  app.get('/tenants', {
+    schema: {
+      summary: 'List the tenants',
+      description: 'A page of the tenants that exist (written, and not deleted since), sorted by id, each with its revision, read from the database. `limit` (1 to 1000, default 100) per page; pass `next` as `cursor` for the next page. Unknown query parameters → 400.',
+      tags: ['policy'],
+      querystring: TenantsQuery,
+      response: { 200: TenantsReply, ...errors }
+    }
+  }, async (request) => {
+    const { limit, cursor } = pageOptions(request.query)
+    return await engine.tenants({ limit, cursor })
+  })
+
+  const deleteTenant = async (request: FastifyRequest, reply: FastifyReply, tenant: string, query: { ifRevision?: string }) => {
+    const ifRevision = query.ifRevision === undefined ? undefined : Number(query.ifRevision)
+    const actor = await actorOf(request)
+    return withRevision(reply, await conditional(reply, engine.deleteTenant(tenant, { ifRevision, actor })))
+  }
+
+  app.delete('/tenants/:tenant', {
+    schema: {
+      summary: 'Delete a tenant',
+      description: 'Delete the tenant\'s groups, grants and memberships at one revision, sent to the peers like any write: every instance drops the tenant\'s contents at once. The revision is kept (a tenant created again goes on from it). 404 FST_POLICY_CACHE_TENANT_NOT_FOUND for a tenant that does not exist; `ifRevision` (query) makes it conditional (409).',
+      tags: ['policy'],
+      params: TenantParams,
+      querystring: DeleteTenantQuery,
+      response: { 200: DeleteTenantReply, ...errors }
+    }
+  }, async (request, reply) => await deleteTenant(request, reply, request.params.tenant, request.query))
+
+  app.get('/tenants/:tenant/export', {
+    schema: {
+      summary: 'Export a tenant',
+      description: 'The tenant\'s whole policy as one document, read from the database at one revision: what `PUT /tenants/:tenant/import` takes. 404 FST_POLICY_CACHE_TENANT_NOT_FOUND for a tenant that does not exist.',
+      tags: ['policy'],
+      params: TenantParams,
+      response: { 200: ExportReply, ...errors }
+    }
+  }, async (request, reply) => withRevision(reply, await engine.exportTenant(request.params.tenant)))
+
+  const importTenant = async (request: FastifyRequest, reply: FastifyReply, tenant: string) => {
+    const { ifRevision, ...document } = request.body as ImportDocument & { ifRevision?: number }
+    const actor = await actorOf(request)
+    return withRevision(reply, await conditional(reply, engine.importTenant(tenant, document, { ifRevision, actor })))
+  }
+  // Room for a document of maxImportFacts of the largest facts; never below the writes' limit.
+  const importBodyLimit = Math.max(bodyLimit, maxImportFacts * IMPORT_BYTES_PER_FACT + 1024)
+
+  app.put('/tenants/:tenant/import', {
+    bodyLimit: importBodyLimit,
+    schema: {
+      summary: 'Import a tenant',
+      description: 'Replace the tenant\'s policy with an export document\'s (its `tenant`, when present, must be the path\'s) at one revision whose changelog entry holds the difference — the peers apply it as a batch\'s. Nothing changes when the tenant holds it already; a tenant that does not exist is created. The document is validated whole, nothing written otherwise: 400 naming the place, 413 FST_POLICY_CACHE_IMPORT_TOO_LARGE over maxImportFacts groups, grants and memberships. `ifRevision` as for the writes.',
+      tags: ['policy'],
+      params: TenantParams,
+      body: ImportBody,
+      response: { 200: WriteReply, ...errors }
+    }
+  }, async (request, reply) => await importTenant(request, reply, request.params.tenant))
+
   const changesPage = async (reply: FastifyReply, tenant: string, query: { after?: string, limit?: string }) => {
     const feed = await engine.changes(tenant, changesOptions(query))
     return withRevision(reply, { ...feed, entries: feed.entries.map(wireEntry) })
@@ -172,6 +236,20 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       response: { 200: ChangesReply, ...errors }
     }
   }, async (request, reply) => await changesPage(reply, request.params.tenant, request.query))
+
+  app.get('/tenants/:tenant/watch', {
+    schema: {
+      summary: 'Watch a tenant\'s changes (Server-Sent Events)',
+      description: 'Each change of the tenant as this instance applies it — its own writes, peers\' (a notice, a catch-up, a reload) and batches alike — as a `change` event whose id is its revision and whose data is the audit feed\'s entry (one event per revision: a batch\'s changes in one), in revision order without a gap or a duplicate. A client reconnecting with `Last-Event-ID` (or `?after=`) gets the changes after it from the changelog first, then live ones; when they were pruned (changelogRetention), a `reset` event (code FST_POLICY_CACHE_CHANGES_PRUNED, the oldest kept and the revision the stream continues after): read the tenant again. A client that falls watch.maxBuffered events behind is dropped (a final `end` event FST_POLICY_CACHE_WATCH_OVERFLOW, if it can be written); shutdown ends every stream (`end` FST_POLICY_CACHE_CLOSING). Beyond watch.maxWatchers open streams → 503 FST_POLICY_CACHE_TOO_MANY_WATCHERS; a revision past the database\'s → 412 FST_POLICY_CACHE_REVISION_AHEAD. A comment every watch.heartbeatMs.',
+      tags: ['policy'],
+      params: TenantParams,
+      querystring: WatchQuery,
+      headers: WatchHeaders,
+      response: { 200: WatchStream, ...errors }
+    }
+  }, async (request, reply) => {
+    await streamWatch(engine, reply, request.params.tenant, resumeAfter(request.headers['last-event-id'], request.query.after), heartbeatMs)
+  })
 
   app.get('/check-access', {
     schema: {
@@ -279,15 +357,21 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
     schema: {
       hide: true,
       params: LongIdParams,
-      response: { 200: Type.Union([TenantReply, UserReply, GroupsReply, GroupUsersReply, GroupPermissionsReply, WhoReply, ChangesReply]), ...errors }
+      response: { 200: Type.Union([TenantReply, UserReply, GroupsReply, GroupUsersReply, GroupPermissionsReply, WhoReply, ChangesReply, ExportReply]), ...errors }
     }
   }, async (request, reply) => {
     const parts = request.params['*'].split('/')
     if (parts.length === 1) return withRevision(reply, await engine.tenant(parts[0]))
+    if (parts.length === 2 && parts[1] === 'export') return withRevision(reply, await engine.exportTenant(parts[0]))
     if (parts.length === 2 && parts[1] === 'changes') {
       // No querystring schema on this route: checked here, as the feed's own route checks it.
       if (!changesQuery.Check(request.query)) throw new InvalidInputError('querystring', 'takes after and limit only, each a decimal integer')
       return await changesPage(reply, parts[0], request.query)
+    }
+    if (parts.length === 2 && parts[1] === 'watch') {
+      if (!watchQuery.Check(request.query)) throw new InvalidInputError('querystring', 'takes after only, a decimal integer')
+      await streamWatch(engine, reply, parts[0], resumeAfter(request.headers['last-event-id'], request.query.after), heartbeatMs)
+      return
     }
     if (parts.length === 3 && parts[1] === 'users') return withRevision(reply, await engine.user(parts[0], parts[2]))
     if (parts.length === 2 && parts[1] === 'groups') {
@@ -304,6 +388,19 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       return withRevision(reply, await engine.groupPermissions(parts[0], parts[2], pageOptions(checkedQuery(pageQuery, request.query))))
     }
     return reply.callNotFound()
+  })
+
+  // The lifecycle's writes for long tenant ids, likewise.
+  app.delete('/tenants/*', { schema: { hide: true, params: LongIdParams, response: { 200: DeleteTenantReply, ...errors } } }, async (request, reply) => {
+    const parts = request.params['*'].split('/')
+    if (parts.length !== 1) return reply.callNotFound()
+    if (!deleteTenantQuery.Check(request.query)) throw new InvalidInputError('querystring', 'takes ifRevision only, a decimal integer')
+    return await deleteTenant(request, reply, parts[0], request.query)
+  })
+  app.put('/tenants/*', { bodyLimit: importBodyLimit, schema: { hide: true, params: LongIdParams, body: ImportBody, response: { 200: WriteReply, ...errors } } }, async (request, reply) => {
+    const parts = request.params['*'].split('/')
+    if (parts.length !== 2 || parts[1] !== 'import') return reply.callNotFound()
+    return await importTenant(request, reply, parts[0])
   })
 
   app.post('/refresh-tenant', {

@@ -73,14 +73,17 @@ export const BatchBody = Type.Object({
 })
 export const TenantBody = Type.Object({ tenant: Tenant }, { ...closed, description: 'A tenant', examples: [{ tenant: 'tenant1' }] })
 
+/** A write's acknowledgements. */
+const PeersReply = Type.Object({
+  acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
+  total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
+}, closed)
+
 export const WriteReply = Type.Object({
   tenant: Tenant,
   revision: Revision,
   changed: Type.Boolean({ description: 'false when the write changed nothing (already present / already absent)' }),
-  peers: Type.Object({
-    acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
-    total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
-  }, closed)
+  peers: PeersReply
 }, {
   ...closed,
   description: 'The outcome of a write; pass `revision` as `minRevision` to read your own write on any instance',
@@ -92,10 +95,7 @@ export const BatchReply = Type.Object({
   revision: Revision,
   changed: Type.Boolean({ description: 'false when no change had an effect (then no revision was taken)' }),
   effects: Type.Array(Type.Boolean(), { description: 'Whether each change had an effect, aligned with `changes`' }),
-  peers: Type.Object({
-    acked: Type.Integer({ minimum: 0, description: 'Peers that acknowledged within ackTimeoutMs' }),
-    total: Type.Integer({ minimum: 0, description: 'Peers notified (0 when nothing changed)' })
-  }, closed)
+  peers: PeersReply
 }, {
   ...closed,
   description: 'The outcome of a batch: one revision for all its changes',
@@ -188,9 +188,12 @@ export const CheckBatchReply = Type.Object({
   results: Type.Array(Type.Boolean(), { description: 'Whether each user holds each permission, aligned with `checks`' })
 }, { ...closed, description: 'A batch check\'s answers, all from `revision`', examples: [{ tenant: 'tenant1', revision: 3, results: [true, false] }] })
 
+/** A revision in a query string or header: a decimal integer without leading zeros, at most 15 digits (a safe integer). */
+export const REVISION_TEXT_PATTERN = '^(0|[1-9][0-9]{0,14})$'
+
 /** The audit feed's page: decimal strings, checked exactly (integer conversion would turn `1.5` into 1); `limit` above 1000 is a coded 400. */
 export const ChangesQuery = Type.Object({
-  after: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'The entries after this revision (default 0: from the oldest kept); the next page is after the last entry\'s revision', examples: ['120'] })),
+  after: Type.Optional(Type.String({ pattern: REVISION_TEXT_PATTERN, description: 'The entries after this revision (default 0: from the oldest kept); the next page is after the last entry\'s revision', examples: ['120'] })),
   limit: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'At most this many entries, 1 to 1000 (default 100)', examples: ['100'] }))
 }, closed)
 /** One entry of the audit feed: a change (`operation` and its fields) or a batch (`changes`), with its origin, actor and commit time. */
@@ -231,6 +234,77 @@ export const ChangesReply = Type.Object({
     ]
   }]
 })
+
+/** A page of the tenant listing: `limit` and `cursor` only (it reads the database: no `minRevision`). */
+export const TenantsQuery = Type.Object({ limit: pageFields.limit, cursor: pageFields.cursor }, { ...closed, description: 'A page: `limit`, `cursor`; no other parameter' })
+export const TenantsReply = Type.Object({
+  tenants: Type.Array(Type.Object({ tenant: Tenant, revision: Type.Integer({ minimum: 1, description: 'The tenant\'s current revision' }) }, closed)),
+  next: Next
+}, {
+  ...closed,
+  description: 'A page of the tenants that exist (written, and not deleted since), sorted by id',
+  examples: [{ tenants: [{ tenant: 'tenant1', revision: 3 }, { tenant: 'tenant2', revision: 12 }], next: 'dGVuYW50Mg' }]
+})
+export const DeleteTenantQuery = Type.Object({
+  ifRevision: Type.Optional(Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$', description: 'Delete only if the tenant is at this revision; else 409 FST_POLICY_CACHE_REVISION_CONFLICT and nothing is deleted', examples: ['3'] }))
+}, closed)
+export const DeleteTenantReply = Type.Object({
+  tenant: Tenant,
+  deleted: Type.Literal(true),
+  revision: Type.Integer({ minimum: 0, description: 'The tenant\'s revision after the deletion: kept, a tenant created again goes on from it' }),
+  peers: PeersReply
+}, {
+  ...closed,
+  description: 'The tenant is deleted: every instance dropped its contents',
+  examples: [{ tenant: 'tenant1', deleted: true, revision: 4, peers: { acked: 2, total: 2 } }]
+})
+/** One group of an export document. */
+const DocumentGroup = Type.Object({
+  name: Group,
+  permissions: Type.Array(Grant, { description: 'The group\'s grants, each once' }),
+  users: Type.Array(User, { description: 'The group\'s members, each once' }),
+  includes: Type.Optional(Type.Array(Group, { description: 'The groups of the document it includes, each once, closing no cycle (409 FST_POLICY_CACHE_INCLUSION_CYCLE); absent means none. Always present in an export.' }))
+}, closed)
+const documentExample = {
+  tenant: 'tenant1',
+  revision: 3,
+  groups: [{ name: 'editors', permissions: ['documents:write'], users: ['alice'], includes: ['viewers'] }, { name: 'viewers', permissions: ['documents:read'], users: [], includes: [] }],
+  format: 1
+}
+export const ExportReply = Type.Object({
+  tenant: Tenant,
+  revision: Revision,
+  groups: Type.Array(DocumentGroup, { description: 'Sorted by name, their permissions and users sorted' }),
+  format: Type.Literal(1, { description: 'The document format' })
+}, {
+  ...closed,
+  description: 'A tenant\'s whole policy at one revision, read from the database: what `PUT /tenants/:tenant/import` takes',
+  examples: [documentExample]
+})
+export const ImportBody = Type.Object({
+  tenant: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'The tenant imported into, as the path names it (another one is a 400: change or drop it to import a document under another name)' })),
+  revision: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The revision it was exported at (checked, not used: `ifRevision` is the precondition)' })),
+  groups: Type.Array(DocumentGroup, { description: 'The policy the tenant will hold: names unique, each group\'s permissions and users unique; at most maxImportFacts groups, grants and memberships (413 above)' }),
+  format: Type.Literal(1, { description: 'The document format' }),
+  ifRevision: IfRevision
+}, {
+  ...closed,
+  description: 'An export document (and `ifRevision`): the tenant\'s policy becomes exactly the document\'s',
+  examples: [{ ...documentExample, ifRevision: 3 }]
+})
+/** Where a watch stream starts: `after` (a `Last-Event-ID` header wins over it). */
+export const WatchQuery = Type.Object({
+  after: Type.Optional(Type.String({ pattern: REVISION_TEXT_PATTERN, description: 'Send the changes after this revision, the committed ones first from the changelog (default: from the revision this instance is at). A `Last-Event-ID` header wins over it.', examples: ['120'] }))
+}, closed)
+/** The header an EventSource sends when it reconnects: the id of the last event it had (a revision). Other headers pass. */
+export const WatchHeaders = Type.Object({
+  'last-event-id': Type.Optional(Type.String({ pattern: REVISION_TEXT_PATTERN, description: 'Resume after this revision: the id of the last event received (an EventSource sends it when it reconnects)' }))
+})
+/** The watch stream's 200: Server-Sent Events, described for OpenAPI (the stream is written by hand, not serialized). */
+export const WatchStream = {
+  description: 'Server-Sent Events: `ready` (id = the revision the stream starts after), then `change` (id = its revision; data = an audit feed entry), `reset` (id = the revision the stream continues after; data = { code: FST_POLICY_CACHE_CHANGES_PRUNED, message, oldestRevision, revision }) and a final `end` (data = { code, message }); comment lines as heartbeats',
+  content: { 'text/event-stream': { schema: Type.String({ description: 'text/event-stream' }) } }
+}
 
 export const TenantParams = Type.Object({ tenant: Tenant }, closed)
 export const GroupParams = Type.Object({ tenant: Tenant, group: Group }, closed)

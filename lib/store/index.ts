@@ -3,11 +3,11 @@
  */
 import type { PolicyStore } from './types.js'
 
-export type { PolicyStore } from './types.js'
+export type { PolicyStore, ReplaceResult } from './types.js'
 export { KyselyPolicyStore, TABLE_PREFIX_PATTERN, resolveRetention, type ChangelogRetention, type KyselyPolicyStoreOptions } from './kysely-store.js'
 export { createSqliteDb } from './sqlite.js'
 
-const requiredMethods = ['migrate', 'databaseId', 'write', 'snapshot', 'changesSince', 'changes', 'revisions'] as const
+const requiredMethods = ['migrate', 'databaseId', 'write', 'snapshot', 'changesSince', 'changes', 'revisions', 'tenants', 'importTenant', 'deleteTenant'] as const
 
 /** Whether `value` looks like a {@link PolicyStore} (has its core methods), as opposed to a Kysely. */
 export function isPolicyStore (value: unknown): value is PolicyStore {

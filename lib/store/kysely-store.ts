@@ -7,17 +7,17 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Migrator, sql, type ExpressionBuilder, type Kysely } from 'kysely'
 import { DEFAULTS } from '../defaults.js'
 import { EMPTY_DIGEST, factHash, formatDigest, parseDigest } from '../digest.js'
-import { GroupNotFoundError, InvalidOptionError } from '../errors.js'
+import { GroupNotFoundError, InvalidOptionError, TenantNotFoundError } from '../errors.js'
 import { assertNoCycle } from '../hierarchy.js'
 import {
-  assertActor, assertBatch, assertChange, assertIdentifier, assertIfRevision, checkRevision, loggedBatch,
-  type AuditEntry, type BatchChange, type Change, type ChangesPage, type GroupData, type LoggedChange, type TenantSnapshot, type TenantVersion, type WriteResult
+  assertActor, assertBatch, assertChange, assertGroups, assertIdentifier, assertIfRevision, checkRevision, loggedBatch, replaceChanges,
+  type AuditEntry, type BatchChange, type Change, type ChangesPage, type GroupData, type LoggedChange, type TenantSnapshot, type TenantSummary, type TenantVersion, type WriteResult
 } from '../model.js'
 import { BatchPlan, type BatchFacts, type Pair } from './batch-plan.js'
 import { clock, dialectOf, isIntrospectionRace, isTransientError, type Dialect } from './dialect.js'
 import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
-import type { MembershipStore, PolicyStore, StoreWriteOptions, WriteTransaction } from './types.js'
+import type { MembershipStore, PolicyStore, ReplaceResult, StoreWriteOptions, WriteTransaction } from './types.js'
 
 /** What `tablePrefix` must match: a short SQL identifier start, so every table name stays valid. */
 export const TABLE_PREFIX_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,40}$'
@@ -164,33 +164,68 @@ export class KyselyPolicyStore implements PolicyStore {
    */
   async write (tenant: string, change: Change | readonly Change[], origin: string, options: StoreWriteOptions = {}): Promise<WriteResult> {
     assertIdentifier('tenant', tenant)
-    const { ifRevision, actor } = options
-    assertIfRevision(ifRevision)
-    assertActor(actor)
     const batch = Array.isArray(change) ? change as readonly Change[] : undefined
     if (batch === undefined) assertChange(change as Change)
     else assertBatch(batch)
+    return await this.#writing(tenant, origin, options, false, async (trx) => {
+      if (batch === undefined) {
+        const delta = await this.#apply(trx, tenant, change as Change)
+        return { logged: delta === null ? null : change as Change, delta: delta ?? 0n }
+      }
+      const outcome = await this.#applyBatch(trx, tenant, batch)
+      return { logged: loggedBatch(outcome.effective), delta: outcome.delta, effects: outcome.effects }
+    })
+  }
+
+  /** Replaces the tenant's policy with `groups`: the difference, as one batch. See {@link PolicyStore.importTenant}. */
+  async importTenant (tenant: string, groups: readonly GroupData[], origin: string, options: StoreWriteOptions = {}): Promise<ReplaceResult> {
+    assertIdentifier('tenant', tenant)
+    assertGroups(groups, tenant)
+    return await this.#replace(tenant, groups, origin, options, false)
+  }
+
+  /** Deletes a tenant that exists: its groups as one batch, and the deleted flag. See {@link PolicyStore.deleteTenant}. */
+  async deleteTenant (tenant: string, origin: string, options: StoreWriteOptions = {}): Promise<ReplaceResult> {
+    assertIdentifier('tenant', tenant)
+    return await this.#replace(tenant, [], origin, options, true)
+  }
+
+  async #replace (tenant: string, groups: readonly GroupData[], origin: string, options: StoreWriteOptions, deleting: boolean): Promise<ReplaceResult> {
+    const result = await this.#writing(tenant, origin, options, deleting, async (trx) => {
+      const changes = replaceChanges(await this.#contents(trx, tenant), groups)
+      if (changes.length === 0) return { logged: null, delta: 0n, changes }
+      const outcome = await this.#applyBatch(trx, tenant, changes)
+      return { logged: loggedBatch(outcome.effective), delta: outcome.delta, changes: outcome.effective }
+    })
+    return { ...result, changes: result.changes ?? [] }
+  }
+
+  /**
+   * One write transaction of `tenant`: locks its row (creating it at revision 0), refuses a tenant
+   * that does not exist when `deleting` (404), checks `ifRevision`, runs `mutate`; when that changed
+   * something, bumps the revision, updates the digest and the deleted flag (set when `deleting`,
+   * cleared by any other effective write), appends the changelog entry, prunes, and calls
+   * `options.committing` with the result. Deleting an empty tenant only sets the flag.
+   */
+  async #writing (tenant: string, origin: string, options: StoreWriteOptions, deleting: boolean, mutate: (trx: Kysely<any>) => Promise<Mutation>): Promise<WriteResult & { changes?: Change[] }> {
+    const { ifRevision, actor } = options
+    assertIfRevision(ifRevision)
+    assertActor(actor)
     const { tenants, changelog } = this.#tables
     return await this.#retrying(() => this.#writeTransaction(async (trx) => {
       const current = await this.#lockTenant(trx, tenant)
+      if (deleting && !current.exists) throw new TenantNotFoundError(tenant)
       checkRevision(tenant, current.revision, ifRevision)
-      let delta: bigint | null
-      let logged: Change | BatchChange | null
-      let effects: boolean[] | undefined
-      if (batch === undefined) {
-        logged = change as Change
-        delta = await this.#apply(trx, tenant, logged)
-      } else {
-        const outcome = await this.#applyBatch(trx, tenant, batch)
-        effects = outcome.effects
-        logged = loggedBatch(outcome.effective)
-        delta = logged === null ? null : outcome.delta
+      const { logged, delta, effects, changes } = await mutate(trx)
+      const extra = { ...(effects === undefined ? {} : { effects }), ...(changes === undefined ? {} : { changes }) }
+      if (logged === null) {
+        if (deleting) await trx.updateTable(tenants).set({ deleted: 1 }).where('tenant', '=', tenant).execute()
+        return { revision: current.revision, changed: false, digest: current.digest, ...extra }
       }
-      if (delta === null || logged === null) return { ...current, changed: false, ...(effects === undefined ? {} : { effects }) }
 
       const revision = current.revision + 1
       const digest = formatDigest(parseDigest(current.digest) + delta)
-      await trx.updateTable(tenants).set({ revision, digest }).where('tenant', '=', tenant).execute()
+      await trx.updateTable(tenants).set({ revision, digest, deleted: deleting ? 1 : 0 }).where('tenant', '=', tenant).execute()
       await trx.insertInto(changelog).values({
         tenant,
         revision,
@@ -206,7 +241,7 @@ export class KyselyPolicyStore implements PolicyStore {
         committed_at: clock(this.#dialect)
       }).execute()
       if (revision % PRUNE_EVERY === 0) await this.#prune(trx, tenant, revision)
-      const result = { revision, changed: true, digest, ...(effects === undefined ? {} : { effects }) }
+      const result = { revision, changed: true, digest, ...extra }
       if (options.committing !== undefined) await options.committing(this.#transactionHandle(trx), result)
       return result
     }))
@@ -214,43 +249,57 @@ export class KyselyPolicyStore implements PolicyStore {
 
   /** The tenant's groups (sorted by name, their permissions and users sorted) at one revision. */
   async snapshot (tenant: string): Promise<TenantSnapshot> {
-    const { tenants, groups, grants, members, inclusions } = this.#tables
+    const { tenants } = this.#tables
     const read = this.#db.transaction()
     return await (this.#dialect === 'sqlite' ? read : read.setIsolationLevel('repeatable read')).execute(async (trx) => {
-      const row = await trx.selectFrom(tenants).select(['revision', 'digest']).where('tenant', '=', tenant).executeTakeFirst()
-      if (row === undefined) return { revision: 0, groups: [], digest: EMPTY_DIGEST }
-
-      const byName = new Map<string, GroupData>()
-      const groupRows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).execute()
-      for (const { name } of groupRows) byName.set(name, { name, permissions: [], users: [], includes: [] })
-      const grantRows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant).execute()
-      for (const { group_name: group, permission } of grantRows) byName.get(group)?.permissions.push(permission)
-      const inclusionRows = await trx.selectFrom(inclusions).select(['group_name', 'includes']).where('tenant', '=', tenant).execute()
-      for (const { group_name: group, includes } of inclusionRows) byName.get(group)?.includes?.push(includes)
-      if (this.#dialect === 'mysql') {
-        const memberRows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant).execute()
-        for (const { group_name: group, user_id: user } of memberRows) byName.get(group)?.users.push(user)
-      } else {
-        // One row per group, its users joined in the database: on a large tenant, materialising a row
-        // object per membership dominated the reload (docs/benchmarks.md, section 5). ',' is never in
-        // an id (every write is validated); MySQL's GROUP_CONCAT truncates silently, so it reads rows.
-        const joined = this.#dialect === 'sqlite' ? sql<string>`group_concat(user_id, ',')` : sql<string>`string_agg(user_id, ',')`
-        const memberRows = await trx.selectFrom(members).select(['group_name', joined.as('users')])
-          .where('tenant', '=', tenant).groupBy('group_name').execute()
-        for (const { group_name: group, users } of memberRows) {
-          const data = byName.get(group)
-          if (data !== undefined) data.users = users.split(',')
-        }
-      }
-
-      const result = [...byName.values()].sort((a, b) => a.name < b.name ? -1 : 1)
-      for (const group of result) {
-        group.permissions.sort()
-        group.users.sort()
-        group.includes?.sort()
-      }
-      return { revision: Number(row.revision), groups: result, digest: row.digest as string }
+      const row = await trx.selectFrom(tenants).select(['revision', 'digest', 'deleted']).where('tenant', '=', tenant).executeTakeFirst()
+      if (row === undefined) return { revision: 0, groups: [], digest: EMPTY_DIGEST, exists: false }
+      const revision = Number(row.revision)
+      return { revision, groups: await this.#contents(trx, tenant), digest: row.digest as string, exists: exists(revision, row.deleted) }
     })
+  }
+
+  /** The tenants that exist, sorted, after `after`, at most `limit`. See {@link PolicyStore.tenants}. */
+  async tenants (after: string | undefined, limit: number): Promise<TenantSummary[]> {
+    let query = this.#db.selectFrom(this.#tables.tenants).select(['tenant', 'revision']).where('revision', '>', 0).where('deleted', '=', 0)
+    if (after !== undefined) query = query.where('tenant', '>', after)
+    const rows = await query.orderBy('tenant').limit(limit).execute()
+    return rows.map((row) => ({ tenant: row.tenant as string, revision: Number(row.revision) }))
+  }
+
+  /** The tenant's groups, sorted by name, their permissions and users sorted, read in `trx`. */
+  async #contents (trx: Kysely<any>, tenant: string): Promise<GroupData[]> {
+    const { groups, grants, members, inclusions } = this.#tables
+    const byName = new Map<string, Required<GroupData>>()
+    const groupRows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).execute()
+    for (const { name } of groupRows) byName.set(name, { name, permissions: [], users: [], includes: [] })
+    const grantRows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant).execute()
+    for (const { group_name: group, permission } of grantRows) byName.get(group)?.permissions.push(permission)
+    const inclusionRows = await trx.selectFrom(inclusions).select(['group_name', 'includes']).where('tenant', '=', tenant).execute()
+    for (const { group_name: group, includes } of inclusionRows) byName.get(group)?.includes.push(includes)
+    if (this.#dialect === 'mysql') {
+      const memberRows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant).execute()
+      for (const { group_name: group, user_id: user } of memberRows) byName.get(group)?.users.push(user)
+    } else {
+      // One row per group, its users joined in the database: on a large tenant, materialising a row
+      // object per membership dominated the reload (docs/benchmarks.md, section 5). ',' is never in
+      // an id (every write is validated); MySQL's GROUP_CONCAT truncates silently, so it reads rows.
+      const joined = this.#dialect === 'sqlite' ? sql<string>`group_concat(user_id, ',')` : sql<string>`string_agg(user_id, ',')`
+      const memberRows = await trx.selectFrom(members).select(['group_name', joined.as('users')])
+        .where('tenant', '=', tenant).groupBy('group_name').execute()
+      for (const { group_name: group, users } of memberRows) {
+        const data = byName.get(group)
+        if (data !== undefined) data.users = users.split(',')
+      }
+    }
+
+    const result = [...byName.values()].sort((a, b) => a.name < b.name ? -1 : 1)
+    for (const group of result) {
+      group.permissions.sort()
+      group.users.sort()
+      group.includes.sort()
+    }
+    return result
   }
 
   /** The changes after `revision`, in order; `[]` when current; `null` when pruned or when `revision` is ahead. */
@@ -372,18 +421,19 @@ export class KyselyPolicyStore implements PolicyStore {
     await trx.deleteFrom(changelog).where('tenant', '=', tenant).where('revision', '<=', last).execute()
   }
 
-  /** Creates the tenant's row if missing and locks it for the transaction; returns its revision and digest. */
-  async #lockTenant (trx: Kysely<any>, tenant: string): Promise<TenantVersion> {
+  /** Creates the tenant's row if missing and locks it for the transaction; returns its revision, digest and whether it exists. */
+  async #lockTenant (trx: Kysely<any>, tenant: string): Promise<TenantVersion & { exists: boolean }> {
     const { tenants } = this.#tables
     const insert = trx.insertInto(tenants).values({ tenant, revision: 0 })
     await (this.#dialect === 'mysql'
       ? insert.onDuplicateKeyUpdate({ revision: sql.ref('revision') })
       : insert.onConflict((conflict) => conflict.column('tenant').doNothing())
     ).execute()
-    const select = trx.selectFrom(tenants).select(['revision', 'digest']).where('tenant', '=', tenant)
+    const select = trx.selectFrom(tenants).select(['revision', 'digest', 'deleted']).where('tenant', '=', tenant)
     // SQLite has no row locks: the immediate transaction already holds the database's write lock.
     const row = await (this.#dialect === 'sqlite' ? select : select.forUpdate()).executeTakeFirstOrThrow()
-    return { revision: Number(row.revision), digest: row.digest }
+    const revision = Number(row.revision)
+    return { revision, digest: row.digest, exists: exists(revision, row.deleted) }
   }
 
   /**
@@ -593,6 +643,19 @@ export class KyselyPolicyStore implements PolicyStore {
       }
     }
   }
+}
+
+/** What a write's mutation did: the entry to log (null: nothing changed) and its digest delta, a batch's effects, a replacement's changes. */
+interface Mutation {
+  logged: Change | BatchChange | null
+  delta: bigint
+  effects?: boolean[]
+  changes?: Change[]
+}
+
+/** Whether a tenant's row says it exists: written (revision above 0) and not flagged deleted (0006). */
+function exists (revision: number, deleted: unknown): boolean {
+  return revision > 0 && Number(deleted) === 0
 }
 
 /** `items` in consecutive slices of at most `size`. */

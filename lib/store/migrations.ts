@@ -157,10 +157,19 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
         await db.updateTable(tables.changelog).set({ committed_at: sql.ref('created_at') }).where('committed_at', 'is', null).execute()
       }
     },
+    // Tenant lifecycle: a deleted tenant keeps its row (its revision, so that a tenant created again
+    // under the same id goes on from there and no instance mistakes it for an older state), flagged
+    // here until its next effective write. 1: deleted; 0: exists (when its revision is above 0).
+    '0006-tenant-lifecycle': {
+      async up (db) {
+        await db.schema.alterTable(tables.tenants)
+          .addColumn('deleted', 'integer', (col) => col.notNull().defaultTo(0))
+          .execute()
+      }
+    },
     // The role hierarchy: one row per inclusion (members of `group_name` hold the grants of
     // `includes`), indexed both ways (deleting a group removes the inclusions naming it on either
     // side), and the changelog column naming the included group of include-group / exclude-group.
-    // Numbered 0007: 0006 is left to the tenant lifecycle's migration.
     '0007-role-hierarchy': {
       async up (db) {
         await createTable(db, tables.inclusions)

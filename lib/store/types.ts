@@ -1,4 +1,4 @@
-import type { Change, ChangesPage, LoggedChange, TenantSnapshot, TenantVersion, WriteOptions, WriteResult } from '../model.js'
+import type { Change, ChangesPage, GroupData, LoggedChange, TenantSnapshot, TenantSummary, TenantVersion, WriteOptions, WriteResult } from '../model.js'
 
 /**
  * Where policies live. The built-in implementation (`KyselyPolicyStore`) works on any Kysely;
@@ -46,9 +46,35 @@ export interface PolicyStore {
   write (tenant: string, change: Change | readonly Change[], origin: string, options?: StoreWriteOptions): Promise<WriteResult>
   /**
    * The tenant's whole policy, revision and digest, read consistently (one transaction). Revision 0,
-   * no groups and `EMPTY_DIGEST` for a tenant never written.
+   * no groups and `EMPTY_DIGEST` for a tenant never written. `exists` says whether the tenant exists
+   * (see {@link PolicyStore.tenants}); a store that leaves it out means `revision > 0`.
    */
   snapshot (tenant: string): Promise<TenantSnapshot>
+  /**
+   * The tenants that exist — written (revision above 0) and not deleted since their latest effective
+   * write — with their revisions, sorted by id (the database's order of the tenant column), those
+   * after `after` only (exclusive; undefined: from the first), at most `limit` of them.
+   */
+  tenants (after: string | undefined, limit: number): Promise<TenantSummary[]>
+  /**
+   * Replaces the tenant's policy with `groups` (valid: `assertGroups`) in one transaction, as a batch
+   * `write` of the difference — `replaceChanges(<what it holds>, groups)`, computed under the tenant's
+   * lock — at one revision, logged as one entry like a batch's (`loggedBatch`), the digest updated;
+   * nothing written when it holds `groups` already. An effective import into a tenant that does not
+   * exist (never written, or deleted) creates it. Returns the write's result with `changes`: the
+   * changes applied (each had an effect), in order — what the changelog entry holds. `options` as for
+   * {@link PolicyStore.write} (`ifRevision`, `actor`, `committing`, which sees that same result).
+   */
+  importTenant (tenant: string, groups: readonly GroupData[], origin: string, options?: StoreWriteOptions): Promise<ReplaceResult>
+  /**
+   * Deletes a tenant that exists: as {@link PolicyStore.importTenant} with no groups (one revision
+   * when it held any group, none when it was empty), and marks it deleted: it leaves `tenants`,
+   * `snapshot` says `exists: false`. Its revision stays: its next effective write (creating it again)
+   * takes the next one, so that revisions never repeat. A tenant that does not exist throws
+   * `TenantNotFoundError` (404 FST_POLICY_CACHE_TENANT_NOT_FOUND) and writes nothing; then
+   * `ifRevision` is checked as for `write`.
+   */
+  deleteTenant (tenant: string, origin: string, options?: StoreWriteOptions): Promise<ReplaceResult>
   /**
    * The changes after `revision`, in order, up to the current revision; `[]` when `revision` is
    * current; `null` when the changelog no longer reaches back to `revision + 1` (the caller reloads).
@@ -83,6 +109,12 @@ export interface PolicyStore {
    * a store without it cannot be used with that transport (FST_POLICY_CACHE_INVALID_OPTION `transport`).
    */
   readonly notifies?: boolean | undefined
+}
+
+/** What `importTenant` and `deleteTenant` answer: a write's result and the changes it applied. */
+export interface ReplaceResult extends WriteResult {
+  /** The changes applied, in order, each with an effect (empty when `changed` is false). */
+  changes: Change[]
 }
 
 /** What a write does inside its transaction, beside the change itself (see {@link PolicyStore.write}). */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'tap'
-import { cdfSvg, writeReport } from '../../bench/report.js'
+import { cdfSvg, lineSvg, writeReport } from '../../bench/report.js'
 import { median, percentile, ratio, type SectionResult } from '../../bench/stats.js'
 import { tempDir } from '../helpers/app.js'
 
@@ -54,4 +54,47 @@ test('cdfSvg spans whole decades around the samples and ends each line at 100 %'
   const points = /points="([^"]+)"/.exec(svg)![1].trim().split(' ')
   t.equal(points.length, 3, 'a start at 0 and one point per sample')
   t.equal(Number(points.at(-1)!.split(',')[1]), 40, 'the last point is at the top (fraction 1)')
+})
+
+const fleet: SectionResult = {
+  id: 'fleet',
+  title: '10. Large fleets',
+  tables: [{ rows: [['system', 'instances'], ['nats', '100']] }],
+  targets: [{ name: 'nats: writer CPU per write, 100 ÷ 3 instances', target: '≤ 1.2×', measured: '1.1×', met: true }],
+  notes: [],
+  curves: [
+    { file: 'benchmarks-fleet-propagation.svg', title: 'Visible on all', xLabel: 'instances', yLabel: 'p99 (ms)', series: { webhook: [[3, 4], [100, 250]], nats: [[3, 2], [100, 30]], none: [] } },
+    { file: 'benchmarks-fleet-cpu.svg', title: 'Writer CPU', xLabel: 'instances', yLabel: 'ms', series: { redis: [[3, 0.5], [10, 0.6]] } }
+  ]
+}
+
+test('writeReport writes each curve of a section to its SVG and shows it in the section', async (t) => {
+  const dir = tempDir(t)
+  const files = await writeReport([section, fleet], { quick: false, seconds: 1, args: [], dir })
+  t.same(files.map((f) => f.slice(dir.length + 1)).sort(), ['benchmarks-fleet-cpu.svg', 'benchmarks-fleet-propagation.svg', 'benchmarks-propagation.svg', 'benchmarks.md'])
+  const md = readFileSync(join(dir, 'benchmarks.md'), 'utf8')
+  t.match(md, '| nats: writer CPU per write, 100 ÷ 3 instances | ≤ 1.2× | 1.1× | met |')
+  const fleetPart = md.slice(md.indexOf('## 10. Large fleets'))
+  t.match(fleetPart, '![Visible on all](benchmarks-fleet-propagation.svg)')
+  t.match(fleetPart, '![Writer CPU](benchmarks-fleet-cpu.svg)')
+  t.notMatch(fleetPart, 'benchmarks-propagation.svg', 'the CDF is shown only in the section that has samples')
+  const svg = readFileSync(join(dir, 'benchmarks-fleet-propagation.svg'), 'utf8')
+  t.equal(svg.match(/<polyline /g)?.length, 2, 'one line per series with points; an empty series is left out')
+  t.equal(svg.match(/<circle /g)?.length, 4, 'a marker on each point')
+  t.match(svg, '>webhook<')
+  t.notMatch(svg, '>none<')
+})
+
+test('lineSvg: log–log axes over whole decades of y, x ticks at the points\' x values', async (t) => {
+  const svg = lineSvg({ file: 'x.svg', title: 't', xLabel: 'instances', yLabel: 'ms', series: { a: [[3, 0.5], [10, 2], [100, 40]] } })
+  for (const label of ['>0.1<', '>1<', '>10<', '>100<']) t.match(svg, label, `y decade ${label}`)
+  for (const label of ['>3<', '>10<', '>100<']) t.match(svg, label, `x tick ${label}`)
+  t.match(svg, 'instances (log scale)')
+  const points = /points="([^"]+)"/.exec(svg)![1].split(' ').map((p) => p.split(',').map(Number))
+  t.equal(points.length, 3)
+  t.equal(points[0][0], 60, 'the smallest x at the left edge')
+  t.equal(points[2][0], 700, 'the largest x at the right edge')
+  t.ok(points[0][1] > points[1][1] && points[1][1] > points[2][1], 'larger values are drawn higher')
+  const skipped = lineSvg({ file: 'x.svg', title: 't', xLabel: 'n', yLabel: 'ms', series: { a: [[3, 1], [10, NaN], [30, 10]] } })
+  t.equal(/points="([^"]+)"/.exec(skipped)![1].split(' ').length, 2, 'a point without a value (not measured) is left out')
 })

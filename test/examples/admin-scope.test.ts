@@ -19,7 +19,10 @@ test('an admin reaches only the tenants they administer, on every policy route',
     ['GET', (tenant) => `/tenants/${tenant}`],
     ['GET', (tenant) => `/tenants/${tenant}/users/alice`],
     ['GET', (tenant) => `/tenants/${tenant}/changes?after=0`],
-    ['POST', () => '/refresh-tenant', (tenant) => ({ tenant })]
+    ['POST', () => '/refresh-tenant', (tenant) => ({ tenant })],
+    ['GET', (tenant) => `/tenants/${tenant}/export`],
+    // The document's tenant, when present, is the one imported into: the scope reads it from the body.
+    ['PUT', (tenant) => `/tenants/${tenant}/import`, (tenant) => ({ tenant, groups: [{ name: 'g', permissions: [], users: ['alice'] }], format: 1 })]
   ]
   for (const [method, url, body] of requests) {
     const send = (tenant: string, token: string | undefined) =>
@@ -33,4 +36,14 @@ test('an admin reaches only the tenants they administer, on every policy route',
   }
   t.equal(await app.policyCache.revision('acme'), 2)
   t.equal(await app.policyCache.revision('globex'), 2, 'only the root admin wrote to globex')
+
+  // A document naming the admin's own tenant cannot be imported into another one.
+  const smuggled = await app.inject({ method: 'PUT', url: '/tenants/globex/import', payload: { tenant: 'acme', groups: [], format: 1 }, headers: as('token-acme') })
+  t.equal(smuggled.statusCode, 400)
+  // Listing every tenant, and deleting one, name no tenant in the body or query: only an admin of all tenants passes.
+  t.equal((await app.inject({ method: 'GET', url: '/tenants', headers: as('token-acme') })).statusCode, 403)
+  t.same((await app.inject({ method: 'GET', url: '/tenants', headers: as('token-root') })).json().tenants.map((row: { tenant: string }) => row.tenant), ['acme', 'globex'])
+  t.equal((await app.inject({ method: 'DELETE', url: '/tenants/globex', headers: as('token-acme') })).statusCode, 403)
+  t.equal((await app.inject({ method: 'DELETE', url: '/tenants/acme', headers: as('token-acme') })).statusCode, 200, 'the params name it')
+  t.equal(await app.policyCache.revision('globex'), 2, 'nothing written to globex')
 })

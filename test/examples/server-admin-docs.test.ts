@@ -100,6 +100,12 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   t.same(Object.keys(changes?.responses?.['200']?.content?.['application/json']?.schema?.properties ?? {}).sort(), ['entries', 'oldestRevision', 'revision', 'tenant'])
   t.same(changes?.security, [{ adminToken: [] }], 'the audit feed needs the admin token')
 
+  const watch = doc.paths['/tenants/{tenant}/watch']?.get
+  t.type(watch?.description, 'string', 'the watch stream has a description')
+  t.same(watch?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['header', 'last-event-id'], ['path', 'tenant'], ['query', 'after']])
+  t.ok(watch?.responses?.['200']?.content?.['text/event-stream'], 'the watch stream is text/event-stream')
+  t.same(watch?.security, [{ adminToken: [] }], 'the watch stream needs the admin token')
+
   // The listings and the reverse lookup: described, their query parameters named, behind the admin token.
   for (const [path, params, query, field] of [
     ['/tenants/{tenant}/groups', ['tenant'], ['cursor', 'limit', 'minRevision'], 'groups'],
@@ -120,6 +126,25 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   t.same(Object.keys(checkBatch?.requestBody?.content?.['application/json']?.schema?.properties ?? {}).sort(), ['checks', 'minRevision', 'tenant'])
   t.ok(checkBatch?.responses?.['200']?.content?.['application/json']?.schema?.properties?.results, '/check-batch 200 schema')
   t.same(checkBatch?.security, [{ adminToken: [] }], '/check-batch needs the admin token')
+
+  // The tenant lifecycle: described, parameters named, schemas of their bodies and replies, behind the admin token.
+  for (const [method, path, params, query, field] of [
+    ['get', '/tenants', [], ['cursor', 'limit'], 'tenants'],
+    ['delete', '/tenants/{tenant}', ['tenant'], ['ifRevision'], 'deleted'],
+    ['get', '/tenants/{tenant}/export', ['tenant'], [], 'groups'],
+    ['put', '/tenants/{tenant}/import', ['tenant'], [], 'changed']
+  ] as const) {
+    const op = doc.paths[path]?.[method]
+    t.type(op?.description, 'string', `${method} ${path} has a description`)
+    t.type(op?.summary, 'string', `${method} ${path} has a summary`)
+    t.same(op?.parameters?.filter((p: any) => p.in === 'path').map((p: any) => p.name) ?? [], params, `${method} ${path} path parameters`)
+    t.same(op?.parameters?.filter((p: any) => p.in === 'query').map((p: any) => p.name).sort() ?? [], query, `${method} ${path} query parameters`)
+    t.ok(op?.responses?.['200']?.content?.['application/json']?.schema?.properties?.[field], `${method} ${path} 200 schema`)
+    t.same(op?.security, [{ adminToken: [] }], `${method} ${path} needs the admin token`)
+  }
+  const importBody = doc.paths['/tenants/{tenant}/import']?.put?.requestBody?.content?.['application/json']?.schema
+  t.same(Object.keys(importBody?.properties ?? {}).sort(), ['format', 'groups', 'ifRevision', 'revision', 'tenant'], 'the import takes the export document')
+  t.same(Object.keys(importBody?.properties?.groups?.items?.properties ?? {}).sort(), ['includes', 'name', 'permissions', 'users'])
 
   for (const path of ['/health', '/metrics']) {
     t.ok(doc.paths[path]?.get, `${path} is documented`)

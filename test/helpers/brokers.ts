@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import policyCache, { type PolicyCacheOptions, type TransportOption } from '../../lib/plugin.js'
 import type { TransportStatus } from '../../lib/broadcast/transport.js'
+import { createSqliteDb, KyselyPolicyStore } from '../../lib/store/index.js'
 import { SECRET, tempDir } from './app.js'
 import { freePort } from './cluster.js'
 
@@ -76,6 +77,13 @@ export async function startBrokerNodes (t: Test, count: number, transport: Trans
   const nodes: BrokerNode[] = []
   for (let i = 1; i <= count; i++) nodes.push(await startBrokerNode(t, file, `n${i}`, transport, options))
   return nodes
+}
+
+/** A writer outside the plugin on the instances' SQLite `file`: its writes send no notice. Closed at the end of the test. */
+export function outsideWriter (t: Test, file: string): KyselyPolicyStore {
+  const db = createSqliteDb(file)
+  t.teardown(() => db.destroy())
+  return new KyselyPolicyStore({ db })
 }
 
 /** A broker process of the test's own on a fixed free port: stopped and started again at will, killed at the end. */

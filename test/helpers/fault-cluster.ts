@@ -8,12 +8,20 @@
  * The network delivers a notice by calling the receiving engine's `noticed` — exactly what the
  * webhook route does after verifying a signature — so what is under test is the consistency protocol
  * (catch-up, coalescing, monotonic revisions, anti-entropy), not HTTP (test/system/cluster.test.ts does that).
+ *
+ * With `transport` (test/helpers/fault-transports.ts), the notices travel over a real transport
+ * instead — pg-notify, nats or redis — and the same faults are injected between the transport's
+ * receipt (its sink, after verification) and the engine: a notice meets the faults in force when
+ * it was sent, as in process. A crash then means what it can mean on that transport (see
+ * {@link FaultyNetwork.transportNotifier}).
  */
 import { EventEmitter, once } from 'node:events'
 import type { Kysely } from 'kysely'
-import { decodeEntry, type NoticeChange } from '../../lib/broadcast/notice.js'
+import { decodeEntry, type NoticeChange, type NoticeEntry, type NoticeReply, type ReceivedNotice } from '../../lib/broadcast/notice.js'
 import type { AckSummary, PeerStatus } from '../../lib/broadcast/status.js'
-import { PolicyCache, type Notifier } from '../../lib/policy-cache.js'
+import type { Transport, TransportSink } from '../../lib/broadcast/transport.js'
+import type { LoggedChange } from '../../lib/model.js'
+import { PolicyCache, type NoticeSender, type Notifier } from '../../lib/policy-cache.js'
 import { createSqliteDb, KyselyPolicyStore, type PolicyStore } from '../../lib/store/index.js'
 
 /** What the network does to notices sent while it is set so. */
@@ -31,7 +39,31 @@ export function seededRandom (seed: number): () => number {
   }
 }
 
-interface Envelope { from: number, to: number, changes: NoticeChange[] }
+/** One notice on its way from instance `from` to instance `to`. */
+interface Envelope { from: number, to: number, entries: readonly NoticeEntry[], sender?: NoticeSender }
+
+type Revisions = NoticeReply['revisions']
+
+/** A notice entry as a transport handed it to the fault layer of instance `to`, before any fault. */
+export interface Receipt {
+  to: number
+  origin: string
+  tenant: string
+  revision: number
+  carried: LoggedChange | undefined
+}
+
+/** What a transport's sink throws for a notice the faults kept from the engine: no acknowledgement. */
+export class NotDeliveredError extends Error {
+  constructor () {
+    super('kept from the engine by a fault')
+  }
+}
+
+/** The key of one write's notice. */
+function noticeKey (origin: string, tenant: string, revision: number): string {
+  return `${origin}/${tenant}/${revision}`
+}
 
 /** Thrown by a crashed instance's notifier: the write committed, the notice never left. */
 export class CrashedError extends Error {
@@ -48,6 +80,10 @@ export interface NetworkStats {
   delayed: number
   held: number
   failed: number
+  /** Writes a crashed instance committed but never sent (in process, nats, redis), or whose NOTIFY went out with the commit (pg-notify). */
+  crashedAfterCommit: number
+  /** Writes a crashed instance lost whole, change and NOTIFY rolled back together (pg-notify only). */
+  crashedBeforeCommit: number
 }
 
 /** The controllable transport between the engines. */
@@ -58,7 +94,15 @@ export class FaultyNetwork {
   readonly partitioned = new Set<number>()
   /** Instances whose notifier throws after the commit (a crash between commit and notify). */
   readonly crashed = new Set<number>()
-  readonly stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, delayed: 0, held: 0, failed: 0 }
+  readonly stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, delayed: 0, held: 0, failed: 0, crashedAfterCommit: 0, crashedBeforeCommit: 0 }
+  /** Over a transport: every notice entry a transport received, in order of receipt. */
+  readonly receipts: Receipt[] = []
+  /** Over a transport: the writes (`origin/tenant/revision`) whose notice a crash kept from being sent. */
+  readonly unsent = new Set<string>()
+  /** Over a transport: the mode each write's notice was sent under (by `origin/tenant/revision`). */
+  readonly #sentUnder = new Map<string, Fault>()
+  /** Over pg-notify: crashed writes so far; every other one dies before its commit, the rest after it. */
+  #crashes = 0
   readonly #engines: PolicyCache[]
   readonly #random: () => number
   readonly #maxDelayMs: number
@@ -76,12 +120,83 @@ export class FaultyNetwork {
     return {
       notify: async (changes: NoticeChange[]): Promise<AckSummary> => {
         const total = this.#engines.length - 1
-        if (this.crashed.has(from)) throw new CrashedError(from)
+        if (this.crashed.has(from)) {
+          this.stats.crashedAfterCommit++
+          throw new CrashedError(from)
+        }
+        const entries = changes.map(decodeEntry)
         const acks = await Promise.all(this.#engines.map((_engine, to) =>
-          to === from ? Promise.resolve(false) : this.#send({ from, to, changes })))
-        return { acked: acks.filter(Boolean).length, total }
+          to === from ? Promise.resolve(undefined) : this.#send({ from, to, entries }, this.mode)))
+        return { acked: acks.filter((revisions) => revisions !== undefined).length, total }
       },
       status: (): PeerStatus[] => []
+    }
+  }
+
+  /**
+   * The notifier of instance `from` over a real transport. Each write's notice is stamped with the
+   * mode in force when it is sent; the receivers' sinks ({@link FaultyNetwork.received}) apply it.
+   * A crashed instance:
+   *  - transports that publish after the commit (nats, redis): the write commits, `notify` throws
+   *    before `publish` — the notice is never sent (recorded in `unsent`); the sync heals;
+   *  - a transport that publishes inside the transaction (pg-notify): the process dies either before
+   *    the commit (its NOTIFY is rolled back with the change: nothing committed, nothing sent) or
+   *    after it (`notify` throws, but PostgreSQL delivered the NOTIFY with the commit) — in turn, so
+   *    that both happen in every run with two crashed writes. Nothing in between can be lost.
+   */
+  transportNotifier (from: number, transport: Transport): Notifier {
+    const publishing = transport.inTransaction
+    const origin = (): string => this.#engines[from].serverId
+    const stamp = (changes: NoticeChange[]): void => {
+      for (const change of changes) this.#sentUnder.set(noticeKey(origin(), change.tenant, change.revision), this.mode)
+    }
+    return {
+      notify: async (changes: NoticeChange[]): Promise<AckSummary> => {
+        if (this.crashed.has(from)) {
+          this.stats.crashedAfterCommit++
+          if (publishing === undefined) for (const change of changes) this.unsent.add(noticeKey(origin(), change.tenant, change.revision))
+          throw new CrashedError(from)
+        }
+        if (publishing === undefined) stamp(changes)
+        return await transport.publish(changes)
+      },
+      status: () => transport.peers(),
+      inTransaction: publishing === undefined
+        ? undefined
+        : async (tx, changes) => {
+          stamp(changes)
+          await publishing(tx, changes)
+          if (this.crashed.has(from) && this.#crashes++ % 2 === 0) {
+            this.stats.crashedBeforeCommit++
+            throw new CrashedError(from)
+          }
+        }
+    }
+  }
+
+  /**
+   * What instance `to`'s transport sink does with a verified notice: recorded as received, then
+   * through the faults of the mode it was sent under, to the engine. Resolves with the engine's
+   * revisions when it was delivered at once (the nats transport then replies: an acknowledgement);
+   * rejects with {@link NotDeliveredError} otherwise (dropped, partitioned, delayed or held: no reply).
+   */
+  async received (to: number, notice: ReceivedNotice): Promise<Revisions> {
+    const from = this.#engines.findIndex((engine) => engine.serverId === notice.origin)
+    for (const { tenant, revision, carried } of notice.entries) this.receipts.push({ to, origin: notice.origin, tenant, revision, carried })
+    const [first] = notice.entries
+    const mode = this.#sentUnder.get(noticeKey(notice.origin, first.tenant, first.revision)) ?? 'none'
+    const revisions = await this.#send({ from, to, entries: notice.entries, sender: notice }, mode)
+    if (revisions === undefined) throw new NotDeliveredError()
+    return revisions
+  }
+
+  /** The sink of instance `to`'s transport: notices through the faults; hints and resyncs straight to its engine. */
+  sink (to: number): TransportSink {
+    const engine = this.#engines[to]
+    return {
+      deliver: (notice) => this.received(to, notice),
+      hint: async (tenants) => { await engine.noticed(tenants.map(({ tenant, revision }) => ({ tenant, revision, digest: undefined, carried: undefined }))) },
+      resubscribed: async () => { await engine.sync() }
     }
   }
 
@@ -109,44 +224,47 @@ export class FaultyNetwork {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight])
   }
 
-  /** Sends one envelope under the current mode; resolves whether it was acknowledged at once. */
-  async #send (envelope: Envelope): Promise<boolean> {
+  /**
+   * Sends one envelope under `mode`; resolves with the receiver's revisions when it was delivered at
+   * once (an acknowledgement), undefined otherwise.
+   */
+  async #send (envelope: Envelope, mode: Fault): Promise<Revisions | undefined> {
     this.stats.sent++
-    switch (this.mode) {
+    switch (mode) {
       case 'drop':
         this.stats.dropped++
-        return false
+        return undefined
       case 'duplicate': {
         this.stats.duplicated++
         const [first, second] = await Promise.all([this.#deliver(envelope), this.#deliver(envelope)])
-        return first && second
+        return second === undefined ? undefined : first
       }
       case 'delay':
         this.stats.delayed++
         this.#track(new Promise((resolve) => setTimeout(resolve, this.#random() * this.#maxDelayMs)).then(() => this.#deliver(envelope)))
-        return false
+        return undefined
       case 'hold':
         this.stats.held++
         this.#held.push(envelope)
-        return false
+        return undefined
       default:
         return await this.#deliver(envelope)
     }
   }
 
   /** What the receiver does: catch up, then acknowledge. A partition or a failure is no acknowledgement. */
-  async #deliver ({ from, to, changes }: Envelope): Promise<boolean> {
+  async #deliver ({ from, to, entries, sender }: Envelope): Promise<Revisions | undefined> {
     if (this.partitioned.has(from) || this.partitioned.has(to)) {
       this.stats.dropped++
-      return false
+      return undefined
     }
     try {
-      await this.#engines[to].noticed(changes.map(decodeEntry))
+      const revisions = await this.#engines[to].noticed(entries, sender)
       this.stats.delivered++
-      return true
+      return revisions
     } catch {
       this.stats.failed++
-      return false
+      return undefined
     }
   }
 
@@ -169,13 +287,18 @@ function laggy (store: PolicyStore, random: () => number, maxMs: number): Policy
   return {
     migrate: () => store.migrate(),
     databaseId: () => store.databaseId(),
-    write: (tenant, change, origin) => late(store.write(tenant, change, origin)),
+    // With the options: a transport publishing inside the transaction (pg-notify) is called there.
+    write: (tenant, change, origin, options) => late(store.write(tenant, change, origin, options)),
     snapshot: (tenant) => late(store.snapshot(tenant)),
     changesSince: (tenant, revision) => late(store.changesSince(tenant, revision)),
     changes: (tenant, after, limit) => late(store.changes(tenant, after, limit)),
     revisions: (tenants) => late(store.revisions(tenants)),
+    tenants: (after, limit) => late(store.tenants(after, limit)),
+    importTenant: (tenant, groups, origin) => late(store.importTenant(tenant, groups, origin)),
+    deleteTenant: (tenant, origin) => late(store.deleteTenant(tenant, origin)),
     ping: () => store.ping(),
-    close: () => store.close()
+    close: () => store.close(),
+    notifies: store.notifies
   }
 }
 
@@ -241,10 +364,22 @@ export interface FaultClusterOptions {
   db?: Kysely<any>
   /** Table prefix on `db`. Default `policy_`. */
   tablePrefix?: string
+  /** Notices over this real transport instead of in process. */
+  transport?: FaultTransport
+}
+
+/** How a fault cluster's instances send their notices over a real transport (test/helpers/fault-transports.ts). */
+export interface FaultTransport {
+  /** Which one, for messages. */
+  name: string
+  /** The transport of the instance `serverId`; `databaseId` reads its engine's database id. */
+  create (serverId: string, databaseId: () => string | undefined): Transport
 }
 
 export interface FaultCluster {
   engines: PolicyCache[]
+  /** The real transports, one per engine; empty in process. */
+  transports: Transport[]
   network: FaultyNetwork
   /** A store of its own on the shared database: the ground truth. */
   truth: KyselyPolicyStore
@@ -263,24 +398,43 @@ export async function startFaultCluster (options: FaultClusterOptions): Promise<
   const random = seededRandom(seed)
   const network = new FaultyNetwork(engines, random, maxDelayMs)
   const silent = { warn: () => {} }
+  const transports: Transport[] = []
   for (let i = 0; i < instances; i++) {
+    const serverId = `fault-${i}`
+    const transport = options.transport?.create(serverId, () => engines[i].databaseId)
+    if (transport !== undefined) transports.push(transport)
     engines.push(new PolicyCache({
       store: laggy(new KyselyPolicyStore({ db, tablePrefix }), random, maxDbDelayMs),
-      notifier: network.notifier(i),
-      serverId: `fault-${i}`,
+      notifier: transport === undefined ? network.notifier(i) : network.transportNotifier(i, transport),
+      serverId,
       maxTenants: 1000,
       catchUpTimeoutMs: 10000,
       log: silent
     }))
   }
+  const closeTransports = async (): Promise<void> => { await Promise.all(transports.map((transport) => transport.close())) }
+  try {
+    // As the plugin does: the database id (which notices carry), then the subscription.
+    for (const [i, transport] of transports.entries()) {
+      await engines[i].start()
+      await transport.start(network.sink(i))
+    }
+  } catch (err) {
+    await closeTransports()
+    if (options.db === undefined) await db.destroy()
+    throw err
+  }
   const loops = engines.map((engine) => new SyncLoop(engine, syncIntervalMs, random))
   return {
     engines,
+    transports,
     network,
     truth,
     nextSyncRound: async (capMs = 10000) => { await Promise.all(loops.map((loop) => loop.nextRound(capMs))) },
     close: async () => {
       for (const loop of loops) loop.stop()
+      // No more receipts, then the deliveries already under way land.
+      await closeTransports()
       await network.quiesce()
       // Let a round already running finish before the database goes away.
       await Promise.all(loops.map(async (loop) => { while (loop.completed < loop.started) await once(loop, 'round') }))

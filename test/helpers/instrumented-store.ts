@@ -4,10 +4,10 @@
  */
 import { MemoryPolicyStore } from '../../examples/custom-store.js'
 
-type Method = 'snapshot' | 'changesSince' | 'changes' | 'revisions' | 'write' | 'ping'
+type Method = 'snapshot' | 'changesSince' | 'changes' | 'revisions' | 'write' | 'ping' | 'tenants'
 
 export class InstrumentedStore extends MemoryPolicyStore {
-  readonly calls: Record<Method, number> = { snapshot: 0, changesSince: 0, changes: 0, revisions: 0, write: 0, ping: 0 }
+  readonly calls: Record<Method, number> = { snapshot: 0, changesSince: 0, changes: 0, revisions: 0, write: 0, ping: 0, tenants: 0 }
   readonly #gates = new Map<Method, Promise<void>>()
   /** When set, the method throws this instead of answering. */
   failing: Error | undefined
@@ -46,6 +46,10 @@ export class InstrumentedStore extends MemoryPolicyStore {
 
   override write (...args: Parameters<MemoryPolicyStore['write']>) {
     return this.#call('write', () => super.write(...args))
+  }
+
+  override tenants (after: string | undefined, limit: number) {
+    return this.#call('tenants', () => super.tenants(after, limit))
   }
 
   override ping () {

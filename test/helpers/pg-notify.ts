@@ -23,8 +23,8 @@ export interface NotifyNode {
   transport (): Promise<TransportStatus>
 }
 
-/** Settings of the transport beside `type` and `connection`. */
-export type TransportSettings = Omit<PgNotifyTransportOption, 'type' | 'connection'>
+/** Settings of the transport beside `type`; `connection` defaults to the test PostgreSQL. */
+export type TransportSettings = Omit<PgNotifyTransportOption, 'type' | 'connection'> & { connection?: PgNotifyTransportOption['connection'] }
 
 /** Starts one instance on `tablePrefix`, closed at the end of the test. */
 export async function startNode (t: Test, tablePrefix: string, serverId: string, settings: TransportSettings = {}, options: PolicyCacheOptions = {}): Promise<NotifyNode> {

@@ -69,6 +69,9 @@ test('/health reports membership off, ok, and degraded while its heartbeat fails
     changesSince: (tenant, revision) => inner.changesSince(tenant, revision),
     changes: (tenant, after, limit) => inner.changes(tenant, after, limit),
     revisions: (tenants) => inner.revisions(tenants),
+    tenants: (after, limit) => inner.tenants(after, limit),
+    importTenant: (...args) => inner.importTenant(...args),
+    deleteTenant: (...args) => inner.deleteTenant(...args),
     ping: () => inner.ping(),
     close: () => inner.close(),
     membership

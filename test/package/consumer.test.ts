@@ -148,6 +148,7 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     t.same(host, {
       written: { changed: true, revision: 1 },
       allowed: true,
+      lifecycle: { copied: 1, listed: ['acme', 'acme-copy'], emptied: 1 },
       code: 'FST_POLICY_CACHE_FORBIDDEN',
       guard: { anonymous: 401, bob: 403, alice: 200 },
       checkAccess: { allowed: true, revision: 3 },

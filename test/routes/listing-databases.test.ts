@@ -5,10 +5,10 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
-import { test, type Test } from 'tap'
+import type { Test } from 'tap'
 import type { Change } from '../../lib/model.js'
-import policyCache, { createSqliteDb } from '../../lib/plugin.js'
-import { dropPrefixed, MYSQL_URL, mysqlDb, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
+import policyCache from '../../lib/plugin.js'
+import { eachDatabase } from '../helpers/databases.js'
 
 /**
  * Three instances on one database (a Kysely each passes in; the plugin does not own it), closed at
@@ -86,21 +86,4 @@ async function scenario (t: Test, [writer, follower, cold]: FastifyInstance[]): 
   t.same(expected.who[2], [{ user: 'user03', groups: ['admins'] }, { user: 'user07', groups: ['admins'] }], 'docs:* after the batch: only through *')
 }
 
-test('SQLite', async (t) => {
-  const db = createSqliteDb(':memory:')
-  await scenario(t, await instances(t, db, 'policy_', () => db.destroy()))
-})
-
-test('PostgreSQL', async (t) => {
-  const db = await postgresDb()
-  if (db === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
-  const prefix = randomPrefix()
-  await scenario(t, await instances(t, db, prefix, async () => { await dropPrefixed(db, prefix); await db.destroy() }))
-})
-
-test('MariaDB', async (t) => {
-  const db = await mysqlDb()
-  if (db === undefined) return unreachable(t, 'MySQL', MYSQL_URL)
-  const prefix = randomPrefix()
-  await scenario(t, await instances(t, db, prefix, async () => { await dropPrefixed(db, prefix); await db.destroy() }))
-})
+eachDatabase(async (t, db, prefix, cleanup) => { await scenario(t, await instances(t, db, prefix, cleanup)) })

@@ -10,6 +10,7 @@ import type { Change, GroupData, LoggedChange } from '../../lib/model.js'
 import { dialectOf } from '../../lib/store/dialect.js'
 import { KyselyPolicyStore, type PolicyStore } from '../../lib/store/index.js'
 import { storeMigrations, tableNames } from '../../lib/store/migrations.js'
+import { lifecycleConformance } from './lifecycle-conformance.js'
 
 /** A store on fresh, empty, not yet migrated tables, and how to get rid of them. */
 export interface StoreUnderTest {
@@ -591,6 +592,8 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     await other.store.migrate()
     t.not(await other.store.databaseId(), id)
   })
+
+  lifecycleConformance(test)
 }
 
 /**
@@ -754,4 +757,29 @@ export async function upgradeAddsAuditColumns (t: Test, db: Kysely<any>, tablePr
   ], 'rows written before: their created_at, no actor')
   t.match(entries[2], { revision: 3, origin: ORIGIN, actor: 'alice' }, 'a write after: its actor')
   t.ok(entries[2].committedAt > createdAt, 'and the database\'s time')
+}
+
+/**
+ * Migrating a database of the previous version (0005) adds the tenants' deleted flag: every tenant
+ * written before exists (listed, exportable), and a deletion then works on it.
+ */
+export async function upgradeAddsDeletedFlag (t: Test, db: Kysely<any>, tablePrefix: string): Promise<void> {
+  const tables = tableNames(tablePrefix)
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => storeMigrations(tables, dialectOf(db)) },
+    migrationTableName: tables.migrations,
+    migrationLockTableName: tables.migrationsLock
+  })
+  const { error } = await migrator.migrateTo('0005-audit')
+  if (error !== undefined) throw error
+  await db.insertInto(tables.tenants).values([{ tenant: 't1', revision: 2 }, { tenant: 't2', revision: 0 }]).execute()
+  await db.insertInto(tables.groups).values({ tenant: 't1', name: 'g' }).execute()
+
+  const store = new KyselyPolicyStore({ db, tablePrefix })
+  await store.migrate()
+  t.strictSame(await store.tenants(undefined, 10), [{ tenant: 't1', revision: 2 }], 'a tenant written before is listed; one never written is not')
+  t.match(await store.snapshot('t1'), { revision: 2, exists: true })
+  t.match(await store.deleteTenant('t1', ORIGIN), { revision: 3, changed: true, changes: [{ op: 'delete-group', group: 'g' }] })
+  t.strictSame(await store.tenants(undefined, 10), [])
 }

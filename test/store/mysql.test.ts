@@ -1,7 +1,7 @@
 import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, MYSQL_URL, mysqlDb, randomPrefix, unreachable } from '../helpers/databases.js'
-import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeAddsDeletedFlag, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 const db = await mysqlDb()
@@ -38,6 +38,12 @@ if (db === undefined) {
     const tablePrefix = randomPrefix()
     t.teardown(() => dropPrefixed(db, tablePrefix))
     await upgradeAddsAuditColumns(t, db, tablePrefix)
+  })
+
+  t.test('migrating a database of the previous version adds the deleted flag', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await upgradeAddsDeletedFlag(t, db, tablePrefix)
   })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {

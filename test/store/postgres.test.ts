@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import t from 'tap'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
-import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeAddsDeletedFlag, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 const db = await postgresDb()
@@ -39,6 +39,12 @@ if (db === undefined) {
     const tablePrefix = randomPrefix()
     t.teardown(() => dropPrefixed(db, tablePrefix))
     await upgradeAddsAuditColumns(t, db, tablePrefix)
+  })
+
+  t.test('migrating a database of the previous version adds the deleted flag', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await upgradeAddsDeletedFlag(t, db, tablePrefix)
   })
 
   t.test('migrating while another application creates and drops its tables in the same database', async (t) => {

@@ -8,7 +8,7 @@ import { Kysely, Migrator, SqliteDialect } from 'kysely'
 import t, { type Test } from 'tap'
 import { EMPTY_DIGEST } from '../../lib/digest.js'
 import { createSqliteDb, isPolicyStore, KyselyPolicyStore } from '../../lib/store/index.js'
-import { changelogAgePruning, changelogPruning, storeConformance, upgradeAddsAuditColumns, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
+import { changelogAgePruning, changelogPruning, storeConformance, upgradeAddsAuditColumns, upgradeAddsDeletedFlag, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
 import { membershipConformance } from './membership-conformance.js'
 
 /** A directory removed when the test ends. */
@@ -69,6 +69,12 @@ t.test('migrating a database of the previous version adds the audit columns', as
   const db = createSqliteDb(':memory:')
   t.teardown(() => db.destroy())
   await upgradeAddsAuditColumns(t, db, 'policy_')
+})
+
+t.test('migrating a database of the previous version adds the deleted flag', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  await upgradeAddsDeletedFlag(t, db, 'policy_')
 })
 
 t.test('processes sharing one fresh file migrate and write concurrently, gap-free', async (t) => {

@@ -4,40 +4,15 @@
  * reads the batch's one changelog entry). Never a full reload.
  */
 import { test } from 'tap'
-import { decodeEntry, MAX_CARRIED_BATCH, type NoticeChange } from '../../lib/broadcast/notice.js'
+import { MAX_CARRIED_BATCH, type NoticeChange } from '../../lib/broadcast/notice.js'
 import type { Change } from '../../lib/model.js'
-import { PolicyCache } from '../../lib/policy-cache.js'
 import { startCluster } from '../helpers/cluster.js'
-import { InstrumentedStore } from '../helpers/instrumented-store.js'
-
-function engines () {
-  const store = new InstrumentedStore()
-  const sent: NoticeChange[][] = []
-  const engine = (serverId: string, notify: (changes: NoticeChange[]) => void) => new PolicyCache({
-    store,
-    serverId,
-    maxTenants: 100,
-    catchUpTimeoutMs: 2000,
-    log: { warn: () => {} },
-    notifier: { notify: async (changes) => { notify(changes); return { acked: 0, total: 0 } }, status: () => [] }
-  })
-  const a = engine('a', (changes) => sent.push(changes))
-  const b = engine('b', () => {})
-  let seen = { ...store.calls }
-  const reads = () => {
-    const now = { ...store.calls }
-    const delta = { snapshot: now.snapshot - seen.snapshot, changesSince: now.changesSince - seen.changesSince }
-    seen = now
-    return delta
-  }
-  const deliver = (changes: NoticeChange[]) => b.noticed(changes.map(decodeEntry))
-  return { a, b, sent, reads, deliver }
-}
+import { twoEngines } from '../helpers/engines.js'
 
 const assignments = (n: number): Change[] => Array.from({ length: n }, (_, i): Change => ({ op: 'assign-user', group: 'staff', user: `u${i}` }))
 
 test('a small batch\'s notice carries its effective changes; a peer one revision behind applies them with no read', async (t) => {
-  const { a, b, sent, reads, deliver } = engines()
+  const { a, b, sent, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'old')
   await a.assignUser('t1', 'old', 'carol')
   t.equal(await b.revision('t1'), 2)
@@ -73,7 +48,7 @@ test('a small batch\'s notice carries its effective changes; a peer one revision
 })
 
 test('a large batch\'s notice carries nothing: the peer reads the one changelog entry, no reload', async (t) => {
-  const { a, b, sent, reads, deliver } = engines()
+  const { a, b, sent, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'staff')
   await b.revision('t1')
   reads()
@@ -88,7 +63,7 @@ test('a large batch\'s notice carries nothing: the peer reads the one changelog 
 })
 
 test('a carried batch that does not give the sender\'s digest is not applied: the changelog decides', async (t) => {
-  const { a, b, sent, reads, deliver } = engines()
+  const { a, b, sent, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'staff')
   await b.revision('t1')
   await a.batch('t1', assignments(3))

@@ -6,41 +6,14 @@
  */
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { decodeEntry, type NoticeChange } from '../../lib/broadcast/notice.js'
+import type { NoticeChange } from '../../lib/broadcast/notice.js'
 import { newMessageId, parseSecret, sign } from '../../lib/broadcast/signature.js'
 import { digestOf } from '../../lib/digest.js'
-import { PolicyCache } from '../../lib/policy-cache.js'
 import { buildApp, SECRET } from '../helpers/app.js'
-import { InstrumentedStore } from '../helpers/instrumented-store.js'
-
-function engines () {
-  const store = new InstrumentedStore()
-  const sent: NoticeChange[][] = []
-  const engine = (serverId: string, notify: (changes: NoticeChange[]) => void) => new PolicyCache({
-    store,
-    serverId,
-    maxTenants: 100,
-    catchUpTimeoutMs: 2000,
-    log: { warn: () => {} },
-    notifier: { notify: async (changes) => { notify(changes); return { acked: 0, total: 0 } }, status: () => [] }
-  })
-  const a = engine('a', (changes) => sent.push(changes))
-  const b = engine('b', () => {})
-  /** What the store was asked since the last call. */
-  let seen = { ...store.calls }
-  const reads = () => {
-    const now = { ...store.calls }
-    const delta = { snapshot: now.snapshot - seen.snapshot, changesSince: now.changesSince - seen.changesSince }
-    seen = now
-    return delta
-  }
-  /** B receives the entries as the receiver hands them over: decoded. */
-  const deliver = (changes: NoticeChange[]) => b.noticed(changes.map(decodeEntry))
-  return { store, a, b, sent, reads, deliver }
-}
+import { twoEngines } from '../helpers/engines.js'
 
 test('a write\'s notice carries its change; a peer one revision behind applies it with no database read', async (t) => {
-  const { a, b, sent, reads, deliver } = engines()
+  const { a, b, sent, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'readers')
   await a.addPermission('t1', 'readers', 'doc:*')
   t.same(await b.decide('t1', 'alice', 'doc:read'), { allowed: false, revision: 2 })
@@ -73,7 +46,7 @@ test('a write\'s notice carries its change; a peer one revision behind applies i
 })
 
 test('a gap, an uncached tenant and an older sender\'s notice take the old paths and end correct', async (t) => {
-  const { a, b, sent, reads, deliver } = engines()
+  const { a, b, sent, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'readers')
   await a.addPermission('t1', 'readers', 'doc:read')
   await b.revision('t1')
@@ -134,7 +107,7 @@ test('a notice with one malformed carried change is a coded 400 and nothing of i
 })
 
 test('two entries naming the same revision with different data carry nothing: the changelog decides', async (t) => {
-  const { a, b, reads, deliver } = engines()
+  const { a, b, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'readers')
   await b.revision('t1')
   const { revision } = await a.assignUser('t1', 'readers', 'alice')
@@ -149,7 +122,7 @@ test('two entries naming the same revision with different data carry nothing: th
 })
 
 test('two entries naming the same revision with different digests carry none: the changelog decides', async (t) => {
-  const { a, b, sent, reads, deliver } = engines()
+  const { a, b, sent, reads, deliver } = twoEngines()
   await a.createGroup('t1', 'readers')
   await b.revision('t1')
   await a.assignUser('t1', 'readers', 'alice')

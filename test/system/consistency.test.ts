@@ -9,13 +9,25 @@
  *  - revisions: writes (concurrent ones from two instances included) get unique, gap-free revisions;
  *  - convergence: once faults stop, every instance is at the database's revision after one sync
  *    round that started after the faults stopped (counted in rounds, not timed).
+ * The same runs, with the same properties, also go over the real transports (pg-notify on
+ * PostgreSQL, nats, redis: test/helpers/fault-transports.ts), the faults injected between the
+ * transport's receipt and the engine. There, in addition, what the transport did before any fault:
+ *  - every write that committed reached every other instance's receipt, unless a crash kept its
+ *    notice from being sent — which on nats and redis is a crash between commit and publish, and
+ *    on pg-notify cannot happen: the NOTIFY is part of the transaction, so a crash before the commit
+ *    loses the change with its notice and a crash after it loses neither;
+ *  - every notice received names a write the database committed, from the instance that sent it,
+ *    carrying that write's change (a rolled-back transaction's NOTIFY never arrives).
  * Runs are seeded (FC_SEED overrides) and bounded in number and time.
  */
 import fc from 'fast-check'
 import { test, type Test } from 'tap'
-import type { Change, LoggedChange } from '../../lib/model.js'
+import type { Kysely } from 'kysely'
+import type { AuditEntry, Change, LoggedChange } from '../../lib/model.js'
+import { NATS_URL, reachable, REDIS_URL, until } from '../helpers/brokers.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { CrashedError, startFaultCluster, type Fault, type FaultCluster, type FaultClusterOptions } from '../helpers/fault-cluster.js'
+import { natsFaults, pgNotifyFaults, redisFaults } from '../helpers/fault-transports.js'
 
 const INSTANCES = 3
 const TENANTS = ['t1', 't2', 't3']
@@ -25,6 +37,10 @@ const GRANTS = ['doc:read', 'doc:write', 'doc:*']
 const CHECKED = ['doc:read', 'doc:write']
 const SYNC_INTERVAL_MS = 40
 const SEED = Number(process.env.FC_SEED ?? 20261129)
+/** Runs per real transport: each connects three clients and, on nats, a faulted write waits for its replies. */
+const TRANSPORT_RUNS = 4
+/** Over a transport, crashes are three times as frequent: what a crash loses differs per transport. */
+const TRANSPORT_CRASH_WEIGHT = 3
 
 type Command =
   | { kind: 'write', at: number, tenant: string, change: Change }
@@ -50,14 +66,15 @@ const change: fc.Arbitrary<Change> = fc.oneof(
 )
 const distinctPair = fc.tuple(instance, fc.integer({ min: 1, max: INSTANCES - 1 })).map(([a, d]): [number, number] => [a, (a + d) % INSTANCES])
 
-const command: fc.Arbitrary<Command> = fc.oneof(
+/** The commands of a run; `crashWeight` makes crashes more frequent where what they mean is under test. */
+const commandOf = (crashWeight: number): fc.Arbitrary<Command> => fc.oneof(
   { weight: 8, arbitrary: fc.record({ kind: fc.constant('write' as const), at: instance, tenant, change }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('concurrent' as const), at: distinctPair, tenant, changes: fc.tuple(change, change) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('refresh' as const), at: instance, tenant, writer: instance, change }) },
   { weight: 5, arbitrary: fc.record({ kind: fc.constant('check' as const), at: instance, tenant, user: fc.constantFrom(...USERS), permission: fc.constantFrom(...CHECKED), min: fc.constantFrom('none' as const, 'token' as const, 'token' as const, 'ahead' as const) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('fault' as const), mode: fc.constantFrom<Fault>('none', 'drop', 'duplicate', 'delay', 'hold') }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('partition' as const), at: instance }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('crash' as const), at: instance }) },
+  { weight: crashWeight, arbitrary: fc.record({ kind: fc.constant('crash' as const), at: instance }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('recover' as const) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('release' as const), order: fc.array(fc.nat({ max: 20 }), { maxLength: 8 }) }) }
 )
@@ -88,10 +105,47 @@ function modelAllows (log: LoggedChange[], revision: number, user: string, permi
   return [...groups.values()].some((g) => g.users.has(user) && [...g.grants].some(matches))
 }
 
+/** A change as the changelog holds it, without its revision, comparable as text. */
+function canonical (change: Change | LoggedChange | AuditEntry['change']): string {
+  return JSON.stringify(Object.entries(change).filter(([key]) => key !== 'revision').sort(([a], [b]) => a.localeCompare(b)))
+}
+
+/**
+ * Over a real transport, what it did before any fault: every committed write's notice reached every
+ * other instance (unless a crash kept it from being sent), and every notice received is a committed
+ * write's, from its writer, with its change. Waits for the notices still on their way, bounded.
+ */
+async function checkReceipts (cluster: FaultCluster, where: string): Promise<number> {
+  const { engines, network, truth } = cluster
+  const committed = new Map<string, AuditEntry>()
+  for (const t of TENANTS) {
+    for (const entry of (await truth.changes(t, 0, 10000)).entries) committed.set(`${entry.origin}/${t}/${entry.revision}`, entry)
+  }
+  const expected = [...committed.keys()].filter((key) => !network.unsent.has(key)).flatMap((key) =>
+    engines.map((engine, to) => ({ key, to })).filter(({ to }) => !key.startsWith(`${engines[to].serverId}/`)))
+  const arrived = (): Set<string> => new Set(network.receipts.map((r) => `${r.to}:${r.origin}/${r.tenant}/${r.revision}`))
+  await until(`${where}: every committed write's notice reached every other instance`, () => {
+    const got = arrived()
+    return expected.every(({ key, to }) => got.has(`${to}:${key}`))
+  }, 10000).catch(() => {
+    const got = arrived()
+    const missing = expected.filter(({ key, to }) => !got.has(`${to}:${key}`)).map(({ key, to }) => `${key} → ${to}`)
+    throw new Violation(`${where}: notices never received: ${missing.join(', ')}`)
+  })
+  for (const receipt of network.receipts) {
+    const entry = committed.get(`${receipt.origin}/${receipt.tenant}/${receipt.revision}`)
+    expect(entry !== undefined, `${where}: instance ${receipt.to} received a notice of ${receipt.tenant}@${receipt.revision} from ${receipt.origin}, which the database has not from it`)
+    expect(receipt.carried === undefined || canonical(receipt.carried) === canonical(entry!.change),
+      `${where}: the notice of ${receipt.tenant}@${receipt.revision} carried ${JSON.stringify(receipt.carried)}, the database committed ${JSON.stringify(entry!.change)}`)
+  }
+  return network.receipts.length
+}
+
 /** What one run observed, for the measurements reported at the end. */
 /** `carried`: catch-ups served by the change a notice carried (the path without a database read). */
 /** `lost`: notices dropped or held back by the network; `behind`: (instance, tenant) pairs behind the database when the faults stopped. */
-interface RunReport { convergedMs: number, steps: number, faults: number, carried: number, lost: number, behind: number }
+/** `received`: notice entries a real transport handed to the fault layer (0 in process); `crashedAfter`/`crashedBefore`: writes a crash cut short after / before their commit. */
+interface RunReport { convergedMs: number, steps: number, faults: number, carried: number, lost: number, behind: number, received: number, crashedAfter: number, crashedBefore: number }
 
 type ClusterFactory = (options: FaultClusterOptions) => Promise<FaultCluster>
 
@@ -130,8 +184,9 @@ async function run (commands: Command[], seed: number, start: ClusterFactory): P
           }
         }
       } catch (err) {
-        const code = (err as { code?: string }).code
-        if (err instanceof CrashedError || code === 'FST_POLICY_CACHE_GROUP_NOT_FOUND') return
+        const { code, cause } = err as { code?: string, cause?: unknown }
+        // A crash after the commit, or (pg-notify) before it: the store's failure then wraps it.
+        if (err instanceof CrashedError || cause instanceof CrashedError || code === 'FST_POLICY_CACHE_GROUP_NOT_FOUND') return
         throw err
       }
     }
@@ -219,19 +274,26 @@ async function run (commands: Command[], seed: number, start: ClusterFactory): P
       }
     }
 
+    const received = cluster.transports.length === 0 ? 0 : await checkReceipts(cluster, 'over the transport')
+
     // Late, reordered notices after convergence change nothing.
     network.release([3, 1, 4, 1, 5])
     await network.quiesce()
     await sample('after late notices')
-    return { convergedMs, steps: commands.length, faults, carried: engines.reduce((n, engine) => n + engine.stats().carriedCatchUps, 0), lost: network.stats.dropped + network.stats.held, behind }
+    return { convergedMs, steps: commands.length, faults, carried: engines.reduce((n, engine) => n + engine.stats().carriedCatchUps, 0), lost: network.stats.dropped + network.stats.held, behind, received, crashedAfter: network.stats.crashedAfterCommit, crashedBefore: network.stats.crashedBeforeCommit }
   } finally {
     await cluster.close()
   }
 }
 
-/** Runs the property `numRuns` times (seeded, bounded in time) and reports what it measured. */
-async function property (t: Test, numRuns: number, start: ClusterFactory): Promise<void> {
+/**
+ * Runs the property `numRuns` times (seeded, bounded in time) and reports what it measured. Over a
+ * transport (`transport`), crashes weigh `TRANSPORT_CRASH_WEIGHT`; `inTransaction`: it publishes in
+ * the write's transaction, so a crash can also come before the commit.
+ */
+async function property (t: Test, numRuns: number, start: ClusterFactory, transport?: { inTransaction: boolean }): Promise<void> {
   const reports: RunReport[] = []
+  const command = commandOf(transport === undefined ? 1 : TRANSPORT_CRASH_WEIGHT)
   await fc.assert(
     fc.asyncProperty(fc.array(command, { minLength: 15, maxLength: 60 }), fc.nat(), async (commands, seed) => {
       reports.push(await run(commands, seed, start))
@@ -245,6 +307,12 @@ async function property (t: Test, numRuns: number, start: ClusterFactory): Promi
   t.ok(carried > 0, `notices carry their change and the runs applied ${carried} of them without a changelog query`)
   const sorted = reports.map((r) => r.convergedMs).sort((a, b) => a - b)
   const median = sorted[Math.floor(sorted.length / 2)]
+  if (transport !== undefined) {
+    const sum = (field: 'received' | 'crashedAfter' | 'crashedBefore'): number => reports.reduce((n, r) => n + r[field], 0)
+    t.ok(sum('received') > 0, `${sum('received')} notice entries received over the transport`)
+    t.ok(sum('crashedAfter') > 0, `${sum('crashedAfter')} writes cut short by a crash after their commit`)
+    if (transport.inTransaction) t.ok(sum('crashedBefore') > 0, `${sum('crashedBefore')} writes lost whole by a crash before their commit`)
+  }
   t.comment(`seed ${SEED}: ${reports.reduce((n, r) => n + r.steps, 0)} steps, ${reports.reduce((n, r) => n + r.faults, 0)} faults;` +
     ` faults stop → all converged: median ${median.toFixed(0)} ms, max ${sorted[sorted.length - 1].toFixed(0)} ms (syncIntervalMs ${SYNC_INTERVAL_MS});` +
     ` ${reports.filter((r) => r.behind > 0).length} of ${reports.length} runs had an instance behind when the faults stopped`)
@@ -254,13 +322,36 @@ test('instances converge, reads are monotonic, minRevision holds, revisions are 
   await property(t, 25, startFaultCluster)
 })
 
+/** Clusters on fresh tables of the test PostgreSQL (dropped after each run); `pgNotify`: notices over pg-notify. */
+function onPostgres (db: Kysely<any>, pgNotify = false): ClusterFactory {
+  return async (options) => {
+    const tablePrefix = randomPrefix()
+    const transport = pgNotify ? pgNotifyFaults(`${tablePrefix}notify`) : undefined
+    const cluster = await startFaultCluster({ ...options, db, tablePrefix, maxDbDelayMs: 0, transport })
+    return { ...cluster, close: async () => { await cluster.close(); await dropPrefixed(db, tablePrefix) } }
+  }
+}
+
 test('the same on PostgreSQL: concurrent writes from two instances really race on the tenant row', async (t) => {
   const db = await postgresDb()
   if (db === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
   t.teardown(() => db.destroy())
-  await property(t, 8, async (options) => {
-    const tablePrefix = randomPrefix()
-    const cluster = await startFaultCluster({ ...options, db, tablePrefix, maxDbDelayMs: 0 })
-    return { ...cluster, close: async () => { await cluster.close(); await dropPrefixed(db, tablePrefix) } }
-  })
+  await property(t, 8, onPostgres(db))
+})
+
+test('over pg-notify: the NOTIFY in the write\'s transaction, faults between the listener and the engine', async (t) => {
+  const db = await postgresDb()
+  if (db === undefined) return unreachable(t, 'PostgreSQL', POSTGRES_URL)
+  t.teardown(() => db.destroy())
+  await property(t, TRANSPORT_RUNS, onPostgres(db, true), { inTransaction: true })
+})
+
+test('over nats: replies are the acknowledgements, faults between the subscription and the engine', async (t) => {
+  if (!await reachable(NATS_URL)) return unreachable(t, 'NATS', NATS_URL)
+  await property(t, TRANSPORT_RUNS, (options) => startFaultCluster({ ...options, transport: natsFaults(INSTANCES) }), { inTransaction: false })
+})
+
+test('over redis: faults between the subscriber and the engine', async (t) => {
+  if (!await reachable(REDIS_URL)) return unreachable(t, 'Redis', REDIS_URL)
+  await property(t, TRANSPORT_RUNS, (options) => startFaultCluster({ ...options, transport: redisFaults() }), { inTransaction: false })
 })

@@ -2,73 +2,35 @@
  * nats: any user of the broker can publish on the subject. A forged message (no valid signature), a
  * tampered genuine one and a garbage one apply nothing they carry: at most the tenants named read
  * the changelog — so a change really committed without a notice is picked up, the forged one is
- * not. A replayed genuine envelope is dropped; a forged reply does not count as an acknowledgement.
+ * not. A replayed genuine envelope is dropped (test/helpers/transport-scenarios.ts); a forged reply
+ * does not count as an acknowledgement.
  */
 import t from 'tap'
-import { encodeNotice } from '../../lib/broadcast/notice.js'
-import { createSqliteDb, KyselyPolicyStore } from '../../lib/store/index.js'
 import { unreachable } from '../helpers/databases.js'
-import { NATS_URL, randomName, reachable, startBrokerNodes, until } from '../helpers/brokers.js'
+import { NATS_URL, outsideWriter, randomName, reachable, startBrokerNodes } from '../helpers/brokers.js'
 import { natsClient, record } from '../helpers/nats-client.js'
+import { forgedIsAHint, tamperedIsAHint, type Forger } from '../helpers/transport-scenarios.js'
 
 if (!await reachable(NATS_URL)) {
   unreachable(t, 'NATS', NATS_URL)
 } else {
   t.test('a forged message applies nothing it carries; it only makes the receiver read the changelog', async (t) => {
     const subject = randomName()
-    const [a, b] = await startBrokerNodes(t, 2, { type: 'nats', servers: NATS_URL, subject })
+    const nodes = await startBrokerNodes(t, 2, { type: 'nats', servers: NATS_URL, subject })
     const nc = await natsClient(t, NATS_URL)
-    await a.app.policyCache.createGroup('t1', 'admins')
-    await a.app.policyCache.addPermission('t1', 'admins', '*')
-    await b.app.policyCache.warm(['t1'])
-    // Both notices handled (a write acknowledged by b has been; one sent before a knew of b may still be on its way).
-    const receivedBefore = (await until('b handled both notices', async () => { const s = await b.transport(); return s.received === 2 && s })).received
-
-    // A change committed without any notice (a writer outside the plugin): b does not know of it.
-    const db = createSqliteDb(a.file)
-    t.teardown(() => db.destroy())
-    await new KyselyPolicyStore({ db }).write('t1', { op: 'assign-user', group: 'admins', user: 'bob' }, 'outside')
-    t.equal(b.app.policyCache.checkSync('t1', 'bob', 'x:y'), false, 'b has not seen the silent write')
-
-    const body = encodeNotice('n1', [{ tenant: 't1', revision: 3, operation: 'assign-user', group: 'admins', user: 'mallory' }])
-    const forged = ['swv1', 'msg_forged', String(Math.floor(Date.now() / 1000)), 'v1,' + Buffer.alloc(32).toString('base64'), body].join('\n')
-    nc.publish(subject, forged)
-
-    const status = await until('b handled the forged message as a hint', async () => { const s = await b.transport(); return s.hints >= 1 && s })
-    t.equal(status.received, receivedBefore, 'not counted as a notice')
-    t.equal(b.app.policyCache.checkSync('t1', 'mallory', 'x:y'), false, 'the forged change is not applied')
-    t.equal(b.app.policyCache.checkSync('t1', 'bob', 'x:y'), true, 'the changelog was read: the real revision 3 is applied')
-    t.equal(await b.app.policyCache.revision('t1'), 3)
+    await forgedIsAHint(t, nodes, outsideWriter(t, nodes[0].file), { publish: async (raw) => { nc.publish(subject, raw) } })
   })
 
   t.test('a tampered envelope is a hint, garbage and a replay are dropped, a forged reply is no acknowledgement', async (t) => {
     const subject = randomName()
-    const [a, b] = await startBrokerNodes(t, 2, { type: 'nats', servers: NATS_URL, subject })
+    const nodes = await startBrokerNodes(t, 2, { type: 'nats', servers: NATS_URL, subject })
     const nc = await natsClient(t, NATS_URL)
-    const wire = await record(nc, subject)
-    await a.app.policyCache.createGroup('t1', 'readers')
-    await a.app.policyCache.addPermission('t1', 'readers', 'documents:read')
-    await b.app.policyCache.warm(['t1'])
-    await a.app.policyCache.assignUser('t1', 'readers', 'alice')
-    const genuine = await until('the test saw the third message', () => wire.payloads[2])
-    t.equal(b.app.policyCache.checkSync('t1', 'alice', 'documents:read'), true)
-
-    const tampered = genuine.replace('"user":"alice"', '"user":"mallory"').replace('"revision":3', '"revision":4')
-    t.not(tampered, genuine)
-    nc.publish(subject, tampered)
-    nc.publish(subject, 'not an envelope')
-    const status = await until('b handled both', async () => { const s = await b.transport(); return s.hints >= 1 && s.dropped >= 1 && s })
-    t.equal(status.hints, 1)
-    t.equal(b.app.policyCache.checkSync('t1', 'mallory', 'documents:read'), false, 'the tampered change is not applied')
-    t.equal(await b.app.policyCache.revision('t1'), 3, 'the revision stays what the database says')
-
-    nc.publish(subject, genuine)
-    await until('b dropped the replay', async () => (await b.transport()).dropped >= 2)
-    t.equal((await b.transport()).received, 3)
+    const forger: Forger = { publish: async (raw) => { nc.publish(subject, raw) } }
+    await tamperedIsAHint(t, nodes, forger, await record(nc, subject))
 
     // A broker user answering every notice unsigned, under a made-up serverId: not an acknowledgement.
     nc.subscribe(subject, { callback: (_err, msg) => { msg.respond(JSON.stringify({ serverId: 'ghost', revisions: { t1: 99 } })) } })
     await nc.flush()
-    t.same((await a.app.policyCache.assignUser('t1', 'readers', 'carol')).peers, { acked: 1, total: 1 }, 'only b counts')
+    t.same((await nodes[0].app.policyCache.assignUser('t1', 'readers', 'carol')).peers, { acked: 1, total: 1 }, 'only b counts')
   })
 }

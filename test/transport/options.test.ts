@@ -77,6 +77,9 @@ test('a custom store is accepted for pg-notify only when it says it notifies', a
     changesSince: async () => [],
     changes: async () => ({ revision: 0, oldestRevision: null, entries: [] }),
     revisions: async () => new Map(),
+    tenants: async () => [],
+    importTenant: async () => ({ revision: 1, changed: true, digest: '0'.repeat(32), changes: [] }),
+    deleteTenant: async () => ({ revision: 1, changed: true, digest: '0'.repeat(32), changes: [] }),
     ping: async () => {},
     close: async () => {}
   }

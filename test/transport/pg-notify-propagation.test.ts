@@ -2,11 +2,12 @@
  * pg-notify: three in-process instances on one PostgreSQL. A write on one is visible on the others
  * through the channel alone (the sync is off), applied from the change the notice carries; the
  * write answers without acknowledgements; each instance drops its own messages; /health and
- * /servers report the transport.
+ * /servers report the transport (test/helpers/transport-scenarios.ts). A batch is one message.
  */
 import t from 'tap'
 import { POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { startNodes, until } from '../helpers/pg-notify.js'
+import { propagation, unchangedSendsNothing } from '../helpers/transport-scenarios.js'
 
 const admin = await postgresDb()
 if (admin === undefined) {
@@ -15,37 +16,8 @@ if (admin === undefined) {
   t.teardown(() => admin.destroy())
 
   t.test('a write on one instance is visible on the others, carried by the notice', async (t) => {
-    const [a, b, c] = await startNodes(t, admin, randomPrefix(), 3)
-    await a.app.policyCache.createGroup('t1', 'readers')
-    await a.app.policyCache.addPermission('t1', 'readers', 'documents:read')
-    // Cached on the receivers before the write they are to notice.
-    await b.app.policyCache.warm(['t1'])
-    await c.app.policyCache.warm(['t1'])
-    const before = b.app.policyCache.stats().carriedCatchUps
-
-    const written = await a.app.policyCache.assignUser('t1', 'readers', 'alice')
-    t.same(written.peers, { acked: 0, total: 0 }, 'no acknowledgements on pg-notify')
-    t.equal(written.revision, 3)
-    for (const node of [b, c]) {
-      await until(`${node.serverId} allows alice`, () => node.app.policyCache.checkSync('t1', 'alice', 'documents:read'))
-      t.equal(await node.app.policyCache.revision('t1'), 3, `${node.serverId} is at the write's revision`)
-    }
-    t.ok(b.app.policyCache.stats().carriedCatchUps > before, 'applied from the carried change, without a changelog read')
-
-    const writer = await a.transport()
-    t.equal(writer.type, 'pg-notify')
-    t.equal(writer.state, 'up')
-    t.equal(writer.acknowledged, false)
+    const writer = await propagation(t, { type: 'pg-notify', acknowledged: false }, await startNodes(t, admin, randomPrefix(), 3))
     t.match(writer.channel, /notify$/)
-    t.equal(writer.published, 3, 'one message per effective write')
-    await until('the writer has dropped its own messages', async () => (await a.transport()).dropped >= 3)
-    const receiver = await until('b counted the notices', async () => { const s = await b.transport(); return s.received >= 3 && s })
-    t.equal(receiver.hints, 0, 'every notice verified')
-
-    const health = (await b.app.inject({ url: '/health' })).json()
-    t.same(health.transport, { type: 'pg-notify', state: 'up' })
-    t.equal(health.status, 'ok')
-    t.same((await b.app.inject({ url: '/servers' })).json().peers, [], 'no peers to wait for')
   })
 
   t.test('a batch is one message: carried when small, a hint when over the payload limit; peers apply it whole', async (t) => {
@@ -72,10 +44,6 @@ if (admin === undefined) {
   })
 
   t.test('an unchanged write sends nothing', async (t) => {
-    const [a] = await startNodes(t, admin, randomPrefix(), 1)
-    await a.app.policyCache.createGroup('t1', 'g')
-    const again = await a.app.policyCache.createGroup('t1', 'g')
-    t.equal(again.changed, false)
-    t.equal((await a.transport()).published, 1)
+    await unchangedSendsNothing(t, (await startNodes(t, admin, randomPrefix(), 1))[0])
   })
 }

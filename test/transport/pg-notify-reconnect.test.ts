@@ -3,11 +3,17 @@
  * notices at once, re-establishes it with backoff, and resyncs every cached tenant on the new
  * subscription: a write committed while it was not listening (its NOTIFY lost for this instance) is
  * visible shortly after the resubscribe — with the periodic sync off, so nothing else could heal it.
+ * Then every instance's listening connection cut mid-load (through a TCP proxy: the writes, on
+ * their own pools, keep reaching the database) and restored: the shared scenario of
+ * test/helpers/transport-scenarios.ts.
  */
 import { sql } from 'kysely'
 import t from 'tap'
-import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
+import { KyselyPolicyStore } from '../../lib/store/index.js'
+import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable, withPort } from '../helpers/databases.js'
 import { startNode, startNodes, until } from '../helpers/pg-notify.js'
+import { startProxy } from '../helpers/proxy.js'
+import { reconnectUnderLoad } from '../helpers/transport-scenarios.js'
 
 const admin = await postgresDb()
 if (admin === undefined) {
@@ -53,6 +59,21 @@ if (admin === undefined) {
     // And the new subscription carries notices again.
     await a.app.policyCache.assignUser('t1', 'readers', 'bob')
     await until('b allows bob through the new subscription', () => b.app.policyCache.checkSync('t1', 'bob', 'documents:read'))
+  })
+
+  t.test('every listener cut mid-load and restored: writes keep committing, every instance resyncs on its resubscribe', async (t) => {
+    const proxy = await startProxy(t, Number(new URL(POSTGRES_URL).port || 5432))
+    const prefix = randomPrefix()
+    const nodes = await startNodes(t, admin, prefix, 3, {
+      connection: withPort(POSTGRES_URL, Number(new URL(proxy.url).port)),
+      reconnect: { minDelayMs: 50, maxDelayMs: 200 }
+    })
+    await reconnectUnderLoad(t, {
+      nodes,
+      outside: new KyselyPolicyStore({ db: admin, tablePrefix: prefix }),
+      cut: async () => { proxy.setUp(false) },
+      restore: async () => { proxy.setUp(true) }
+    })
   })
 
   t.test('/metrics reports the subscription and the messages', async (t) => {

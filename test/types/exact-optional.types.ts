@@ -49,7 +49,9 @@ const everyKey = {
   webhookBodyLimit: undefined,
   policyBodyLimit: undefined,
   maxBatchChanges: undefined,
+  maxImportFacts: undefined,
   maxBatchChecks: undefined,
+  watch: undefined,
   routes: undefined,
   routeHooks: undefined,
   identify: undefined,
@@ -66,6 +68,7 @@ export const nested: PolicyCacheOptions = {
   routes: { policy: { prefix: undefined }, ops: { prefix: undefined, health: undefined, servers: undefined }, webhook: undefined },
   routeHooks: { onRequest: undefined, preHandler: undefined },
   membership: { heartbeatMs: undefined, ttlMs: undefined, pollMs: undefined },
+  watch: { maxWatchers: undefined, maxBuffered: undefined, heartbeatMs: undefined },
   metrics: { registry: undefined, path: undefined, prefix: undefined }
 }
 

@@ -4,7 +4,7 @@
  */
 import Fastify from 'fastify'
 import { Kysely } from 'kysely'
-import policyCache, { dnsPeers, type DnsPeersOptions, type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus } from '../../lib/plugin.js'
+import policyCache, { dnsPeers, type DnsPeersOptions, type PolicyCacheApi, type PolicyCacheOptions, type PolicyStore, type WriteOutcome, type PeerStatus, type AuditEntry, type Watch, type WatchEnd } from '../../lib/plugin.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_ok: T): void {}
@@ -49,6 +49,23 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   // @ts-expect-error a check is { user, permission }
   await app.policyCache.checkBatch('t', [['u', 'p']])
 
+  // The tenant lifecycle: an export document is what an import takes.
+  const tenants = await app.policyCache.tenants({ limit: 10, cursor: groups.next ?? undefined })
+  expectType<Equal<typeof tenants.tenants, Array<{ tenant: string, revision: number }>>>(true)
+  await app.policyCache.tenants({ cursor: tenants.next ?? undefined })
+  const exported = await app.policyCache.exportTenant('t')
+  expectType<Equal<typeof exported.format, 1>>(true)
+  const imported = await app.policyCache.importTenant('t', exported, { ifRevision: exported.revision, actor: 'ci' })
+  expectType<Equal<typeof imported, WriteOutcome>>(true)
+  const deleted = await app.policyCache.deleteTenant('t', { ifRevision: imported.revision })
+  expectType<Equal<typeof deleted.deleted, true>>(true)
+  await app.policyCache.createGroup('t', 'g', { ifRevision: deleted.revision })
+  await app.register(policyCache, { maxImportFacts: 50000 })
+  // @ts-expect-error the document's format is 1
+  await app.policyCache.importTenant('t', { groups: [], format: 2 })
+  // @ts-expect-error the listing reads the database: no minRevision
+  await app.policyCache.tenants({ minRevision: 1 })
+
   const options: PolicyCacheOptions[] = []
   await app.register(policyCache, { circuitBreaker: { failureThreshold: 5 }, retry: { maxRetryAfterMs: 10000 } })
   type Peer = ReturnType<typeof app.policyCache.peers>[number]
@@ -67,6 +84,12 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   expectType<Equal<typeof app.policyCache, PolicyCacheApi>>(true)
   expectType<Equal<ReturnType<typeof app.policyCache.warm>, Promise<void>>>(true)
   await app.policyCache.warm(['t1', 't2'])
+  expectType<Equal<ReturnType<typeof app.policyCache.watch>, Promise<Watch>>>(true)
+  for await (const event of await app.policyCache.watch('t1', { after: 3 })) {
+    if (event.type === 'change') expectType<Equal<typeof event.entry, AuditEntry>>(true)
+    else if (event.type === 'reset') expectType<Equal<typeof event.revision, number>>(true)
+    else expectType<Equal<typeof event, WatchEnd>>(true)
+  }
   // @ts-expect-error noticed is the webhook receiver's, not the host's
   await app.policyCache.noticed([{ tenant: 't', revision: 1 }])
   // @ts-expect-error sync is the anti-entropy timer's

@@ -6,7 +6,7 @@
  */
 import Fastify, { type FastifyRequest, type RouteShorthandOptions } from 'fastify'
 import type { Kysely } from 'kysely'
-import policyCache, { createSqliteDb, errors, type Identity, type WriteOutcome } from 'fastify-policy-cache'
+import policyCache, { createSqliteDb, errors, replaceChanges, type Identity, type TenantDocument, type TenantsPage, type WriteOutcome } from 'fastify-policy-cache'
 
 function identify (request: FastifyRequest): Identity | undefined {
   const tenant = request.headers['x-tenant']
@@ -26,6 +26,10 @@ const written: WriteOutcome = await app.policyCache.createGroup('acme', 'readers
 await app.policyCache.addPermission('acme', 'readers', 'documents:read')
 await app.policyCache.assignUser('acme', 'readers', 'alice')
 const allowed: boolean = await app.policyCache.check('acme', 'alice', 'documents:read')
+// The tenant lifecycle: a copy of acme under another name, from its export document.
+const exported: TenantDocument = await app.policyCache.exportTenant('acme')
+const copied: WriteOutcome = await app.policyCache.importTenant('acme-copy', { ...exported, tenant: 'acme-copy' })
+const listed: TenantsPage = await app.policyCache.tenants({ limit: 10 })
 
 const forbidden = new errors.ForbiddenError('documents:read')
 const code: 'FST_POLICY_CACHE_FORBIDDEN' = forbidden.code
@@ -40,6 +44,7 @@ const metrics = await app.inject('/metrics')
 console.log(JSON.stringify({
   written: { changed: written.changed, revision: written.revision },
   allowed,
+  lifecycle: { copied: copied.revision, listed: listed.tenants.map((row) => row.tenant), emptied: replaceChanges(exported.groups, []).length },
   code,
   guard: {
     anonymous: await documents({}),

@@ -15,7 +15,7 @@ import { seedTenant, SHAPES, snapshotOf } from './fixtures.js'
 import { fmt, median, now, ratio, type RunOptions, type SectionResult } from './stats.js'
 
 /** A full garbage collection, without requiring the process to start with --expose-gc. */
-function gcFunction (): () => void {
+export function gcFunction (): () => void {
   setFlagsFromString('--expose-gc')
   return runInNewContext('gc') as () => void
 }

@@ -14,7 +14,7 @@ const WORKLOAD = 1024 // a power of two: the loops index with `i & (WORKLOAD - 1
 const PREFIX = 'bench_'
 
 /** Milliseconds of CPU (user + system) this process used during `fn`, and of wall clock. */
-async function timed (fn: () => void | Promise<void>): Promise<{ cpu: number, wall: number }> {
+export async function timed (fn: () => void | Promise<void>): Promise<{ cpu: number, wall: number }> {
   const c0 = process.cpuUsage()
   const t0 = performance.now()
   await fn()
@@ -23,15 +23,15 @@ async function timed (fn: () => void | Promise<void>): Promise<{ cpu: number, wa
   return { cpu: (c.user + c.system) / 1000, wall }
 }
 
-type Round = (iterations: number) => void | Promise<void>
-type Rate = { cpu: number, wall: number }
+export type Round = (iterations: number) => void | Promise<void>
+export type Rate = { cpu: number, wall: number }
 
 /**
  * Calibrates each round to last about `ms`, then runs `reps` passes over all of them, interleaved
  * so that drifting machine load hits every contender alike: median rates per CPU-second (what one
  * core does, whatever else the shared machine runs) and per wall-second.
  */
-async function rates (rounds: Record<string, Round>, ms: number, reps: number): Promise<Record<string, Rate>> {
+export async function rates (rounds: Record<string, Round>, ms: number, reps: number): Promise<Record<string, Rate>> {
   const iterations: Record<string, number> = {}
   for (const [name, round] of Object.entries(rounds)) {
     let n = 64

@@ -115,4 +115,5 @@ export async function seedTenant (db: Kysely<any>, prefix: string, tenant: strin
   await insert(t.groups, snapshot.groups.map((g) => ({ tenant, name: g.name })))
   await insert(t.grants, snapshot.groups.flatMap((g) => g.permissions.map((permission) => ({ tenant, group_name: g.name, permission }))))
   await insert(t.members, snapshot.groups.flatMap((g) => g.users.map((user) => ({ tenant, group_name: g.name, user_id: user }))))
+  await insert(t.inclusions, snapshot.groups.flatMap((g) => (g.includes ?? []).map((includes) => ({ tenant, group_name: g.name, includes }))))
 }

@@ -10,7 +10,7 @@ import { SHAPES, snapshotOf, type TenantShape } from './fixtures.js'
 import { fmt, median, ratio, type RunOptions, type SectionResult } from './stats.js'
 
 /** CPU microseconds per call of `op`, the median of `rounds` rounds of `reps` calls. */
-function cpuMicros (op: () => unknown, reps: number, rounds: number): number {
+export function cpuMicros (op: () => unknown, reps: number, rounds: number): number {
   const samples: number[] = []
   for (let r = 0; r < rounds; r++) {
     const c0 = process.cpuUsage()

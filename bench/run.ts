@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [section …]`: runs the benchmark sections side by side, prints a table
  * and writes docs/benchmarks.md (+ the propagation plot). Sections: check, http, propagation,
- * faults, catchup, writes, membership, batch, lookup, fleet. `--quick` is a fast smoke run (small counts; its figures are rough).
+ * faults, catchup, writes, membership, batch, lookup, fleet, hierarchy. `--quick` is a fast smoke run (small counts; its figures are rough).
  * docs/ is rewritten only by a full run of every section; `--out DIR` writes the report there instead.
  */
 import { loadavg } from 'node:os'
@@ -10,6 +10,7 @@ import { runCatchUp } from './catchup.js'
 import { runCheck } from './check.js'
 import { runFaults } from './faults.js'
 import { runFleet } from './fleet.js'
+import { runHierarchy } from './hierarchy.js'
 import { runHttp } from './http.js'
 import { runLookup } from './lookup.js'
 import { runMembership } from './membership.js'
@@ -28,7 +29,8 @@ const SECTIONS: Record<string, (opts: RunOptions) => Promise<SectionResult>> = {
   membership: runMembership,
   batch: runBatch,
   lookup: runLookup,
-  fleet: runFleet
+  fleet: runFleet,
+  hierarchy: runHierarchy
 }
 
 /** The paragraph about the run's conditions: the machine's load, and any note passed in BENCH_CONDITIONS. */

@@ -11,7 +11,7 @@ import type {
 } from '../lib/plugin.js'
 import { EMPTY_DIGEST, errors, replaceChanges, updateDigest } from '../lib/plugin.js'
 
-type Groups = Map<string, { permissions: Set<string>, users: Set<string> }>
+type Groups = Map<string, { permissions: Set<string>, users: Set<string>, includes: Set<string> }>
 
 interface Tenant {
   revision: number
@@ -59,7 +59,7 @@ export class MemoryPolicyStore implements PolicyStore {
     let effects: boolean[] | undefined
     let logged: Change | { op: 'batch', changes: Change[] } | undefined
     if (Array.isArray(change)) {
-      const groups: Groups = new Map([...state.groups].map(([name, group]) => [name, { permissions: new Set(group.permissions), users: new Set(group.users) }]))
+      const groups: Groups = new Map([...state.groups].map(([name, group]) => [name, { permissions: new Set(group.permissions), users: new Set(group.users), includes: new Set(group.includes) }]))
       effects = (change as readonly Change[]).map((one, index) => {
         const before = added.length + removed.length
         try {
@@ -93,7 +93,8 @@ export class MemoryPolicyStore implements PolicyStore {
     const groups: GroupData[] = [...state.groups].sort(([a], [b]) => a < b ? -1 : 1).map(([name, group]) => ({
       name,
       permissions: [...group.permissions].sort(),
-      users: [...group.users].sort()
+      users: [...group.users].sort(),
+      includes: [...group.includes].sort()
     }))
     return { revision: state.revision, groups, digest: state.digest, exists: state.revision > 0 && !state.deleted }
   }
@@ -154,14 +155,28 @@ export class MemoryPolicyStore implements PolicyStore {
   async close (): Promise<void> {}
 }
 
-/** Applies one change to `groups`, recording the facts it adds and removes; throws for a missing group. */
+/** The shortest chain of inclusions from `from` to `to` (`[from]` when the same), or undefined. */
+function chain (groups: Groups, from: string, to: string): string[] | undefined {
+  const previous = new Map<string, string | undefined>([[from, undefined]])
+  for (const [at] of previous) {
+    if (at === to) {
+      const path: string[] = []
+      for (let step: string | undefined = at; step !== undefined; step = previous.get(step)) path.unshift(step)
+      return path
+    }
+    for (const next of groups.get(at)?.includes ?? []) if (!previous.has(next)) previous.set(next, at)
+  }
+  return undefined
+}
+
+/** Applies one change to `groups`, recording the facts it adds and removes; throws for a missing group or a cycle. */
 function apply (tenant: string, groups: Groups, change: Change, added: Fact[], removed: Fact[]): void {
   const name = change.group
   const group = groups.get(name)
   switch (change.op) {
     case 'create-group':
       if (group === undefined) {
-        groups.set(name, { permissions: new Set(), users: new Set() })
+        groups.set(name, { permissions: new Set(), users: new Set(), includes: new Set() })
         added.push({ group: name })
       }
       break
@@ -171,7 +186,26 @@ function apply (tenant: string, groups: Groups, change: Change, added: Fact[], r
         removed.push({ group: name })
         for (const permission of group.permissions) removed.push({ group: name, permission })
         for (const user of group.users) removed.push({ group: name, user })
+        // Its inclusions, both ways.
+        for (const includes of group.includes) removed.push({ group: name, includes })
+        for (const [other, { includes }] of groups) if (includes.delete(name)) removed.push({ group: other, includes: name })
       }
+      break
+    case 'include-group': {
+      if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)
+      if (!groups.has(change.includes)) throw new errors.GroupNotFoundError(change.includes, tenant)
+      if (group.includes.has(change.includes)) break
+      const back = chain(groups, change.includes, name)
+      if (back !== undefined) {
+        const path = [name, ...back]
+        throw Object.assign(new errors.InclusionCycleError(name, change.includes, tenant, path.join(' → ')), { path })
+      }
+      group.includes.add(change.includes)
+      added.push({ group: name, includes: change.includes })
+      break
+    }
+    case 'exclude-group':
+      if (group?.includes.delete(change.includes) === true) removed.push({ group: name, includes: change.includes })
       break
     case 'add-permission':
       if (group === undefined) throw new errors.GroupNotFoundError(name, tenant)

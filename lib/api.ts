@@ -59,7 +59,7 @@ export interface PolicyCacheApi {
    * no control characters (else 400 FST_POLICY_CACHE_INVALID_INPUT); absent, the entry's actor is null.
    */
   createGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome>
-  /** Deletes a group with its grants and memberships. */
+  /** Deletes a group with its grants, memberships and inclusions (those it makes and those naming it). */
   deleteGroup (tenant: string, group: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Grants a permission (a wildcard `documents:*` or `*` allowed) to a group; 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without the group. */
   addPermission (tenant: string, group: string, permission: string, options?: WriteOptions): Promise<WriteOutcome>
@@ -69,6 +69,16 @@ export interface PolicyCacheApi {
   assignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome>
   /** Removes a user from a group. */
   unassignUser (tenant: string, group: string, user: string, options?: WriteOptions): Promise<WriteOutcome>
+  /**
+   * Role hierarchy: members of `group` hold every grant of `includes`, transitively (an admin group
+   * including editors including viewers). 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without either group;
+   * 409 FST_POLICY_CACHE_INCLUSION_CYCLE (its `path` set, e.g. `['viewers', 'admins', 'editors',
+   * 'viewers']`) when `includes` already reaches `group` — a group including itself among them —
+   * and nothing is written.
+   */
+  includeGroup (tenant: string, group: string, includes: string, options?: WriteOptions): Promise<WriteOutcome>
+  /** Undoes `includeGroup`. Deleting either group removes the inclusion too. */
+  excludeGroup (tenant: string, group: string, includes: string, options?: WriteOptions): Promise<WriteOutcome>
   /**
    * Writes several changes (`{ op: 'assign-user', group, user }`, …) atomically, in order — each sees
    * those before it — at one revision, sent to the peers as one notice; `effects` says which had an
@@ -131,9 +141,12 @@ export interface PolicyCacheApi {
    */
   watch (tenant: string, options?: WatchOptions): Promise<Watch>
 
-  /** The tenant's groups with their permissions and users, as cached here (loading it if needed). */
+  /** The tenant's groups with their permissions, users and included groups, as cached here (loading it if needed). */
   tenant (tenant: string, options?: CheckOptions): Promise<TenantView>
-  /** One user's groups and effective grants in a tenant. */
+  /**
+   * One user's groups and effective grants in a tenant — inherited ones included — and each grant
+   * with the chain of groups it comes through (`grants: [{ permission, chain }]`).
+   */
   user (tenant: string, user: string, options?: CheckOptions): Promise<UserView>
   /**
    * A page of the tenant's group names, sorted, from the cache (loading it if needed). Every listing
@@ -148,8 +161,10 @@ export interface PolicyCacheApi {
   groupPermissions (tenant: string, group: string, options?: PageOptions): Promise<GroupPermissionsPage>
   /**
    * Reverse lookup: a page of the users holding `permission` (sorted), each with the groups through
-   * which they hold it — a grant of it or a wildcard over it (`documents:*`, `*`). A wildcard asked
-   * for (`documents:*`) is held through itself, a shorter wildcard or `*`.
+   * which they hold it — a grant of it or a wildcard over it (`documents:*`, `*`), in the group or
+   * in a group it includes, transitively — and, aligned with `groups`, the chain of inclusions each
+   * holds it through (`[group]` for a group granting it itself). A wildcard asked for
+   * (`documents:*`) is held through itself, a shorter wildcard or `*`.
    */
   who (tenant: string, permission: string, options?: PageOptions): Promise<HoldersPage>
   /** Reloads a tenant fully from the database (this instance only). */

@@ -6,7 +6,7 @@
  * digest is the sum, modulo 2^128, of a hash of every fact (the first 128 bits of SHA-256 of the
  * fact's canonical text): independent of order, and updated by a change in O(facts it adds or
  * removes) — add the hashes of the facts added, subtract those of the facts removed. `delete-group`
- * removes the group's grants and memberships too, so their hashes go with it. Written as 32
+ * removes the group's grants, memberships and inclusions (both ways) too, so their hashes go with it. Written as 32
  * lowercase hex digits; the empty tenant's digest is {@link EMPTY_DIGEST}.
  *
  * It detects accidental and forged divergence between a cache and its database; it is not a MAC
@@ -15,11 +15,15 @@
 import { hash } from 'node:crypto'
 import type { GroupData } from './model.js'
 
-/** One fact of a tenant's policy: a group, a grant (`permission`) of a group, or a membership (`user`). */
+/**
+ * One fact of a tenant's policy: a group, a grant (`permission`) of a group, a membership (`user`),
+ * or an inclusion (`includes`: the group includes that one).
+ */
 export type Fact =
-  | { group: string, permission?: undefined, user?: undefined }
-  | { group: string, permission: string, user?: undefined }
-  | { group: string, permission?: undefined, user: string }
+  | { group: string, permission?: undefined, user?: undefined, includes?: undefined }
+  | { group: string, permission: string, user?: undefined, includes?: undefined }
+  | { group: string, permission?: undefined, user: string, includes?: undefined }
+  | { group: string, permission?: undefined, user?: undefined, includes: string }
 
 /** The digest of a tenant with no facts (never written, or emptied). */
 export const EMPTY_DIGEST = '0'.repeat(32)
@@ -33,7 +37,9 @@ export const DIGEST_PATTERN = '^[0-9a-f]{32}$'
 export function factHash (fact: Fact): bigint {
   const text = fact.permission !== undefined
     ? `p\0${fact.group}\0${fact.permission}`
-    : fact.user !== undefined ? `u\0${fact.group}\0${fact.user}` : `g\0${fact.group}`
+    : fact.user !== undefined
+      ? `u\0${fact.group}\0${fact.user}`
+      : fact.includes !== undefined ? `i\0${fact.group}\0${fact.includes}` : `g\0${fact.group}`
   // One-shot hashing to hex, then BigInt: about five times faster than createHash and Buffer reads.
   return BigInt('0x' + hash('sha256', text, 'hex').slice(0, 32))
 }
@@ -59,10 +65,11 @@ export function updateDigest (digest: string, added: Iterable<Fact>, removed: It
 
 /** The facts of a tenant's groups. */
 export function * factsOf (groups: Iterable<GroupData>): Generator<Fact> {
-  for (const { name: group, permissions, users } of groups) {
+  for (const { name: group, permissions, users, includes = [] } of groups) {
     yield { group }
     for (const permission of permissions) yield { group, permission }
     for (const user of users) yield { group, user }
+    for (const included of includes) yield { group, includes: included }
   }
 }
 

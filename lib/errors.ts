@@ -32,6 +32,10 @@ export const RevisionConflictError: FastifyErrorConstructor<{ code: 'FST_POLICY_
   createError('FST_POLICY_CACHE_REVISION_CONFLICT',
     'Tenant "%s" is at revision %d, not at ifRevision %d: nothing was written; read the tenant again and retry', 409)
 
+export const InclusionCycleError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_INCLUSION_CYCLE', statusCode: 409 }, [string, string, string, string]> =
+  createError('FST_POLICY_CACHE_INCLUSION_CYCLE',
+    'Group "%s" cannot include "%s" in tenant "%s": it would close the cycle %s; nothing was written', 409)
+
 export const BatchTooLargeError: FastifyErrorConstructor<{ code: 'FST_POLICY_CACHE_BATCH_TOO_LARGE', statusCode: 413 }, [number, number]> =
   createError('FST_POLICY_CACHE_BATCH_TOO_LARGE', 'A batch of %d changes is over maxBatchChanges (%d): split it', 413)
 

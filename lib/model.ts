@@ -3,6 +3,7 @@
  * store, the cache, the broadcaster and the routes.
  */
 import { InvalidInputError, RevisionConflictError } from './errors.js'
+import { assertNoCycle } from './hierarchy.js'
 
 /** Tenant, group and user identifiers. */
 export const IDENTIFIER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'
@@ -20,8 +21,8 @@ const SEGMENT_CHAR = new Uint8Array(128)
 for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-') SEGMENT_CHAR[c.charCodeAt(0)] = 1
 const COLON = 58
 
-/** The six writes, named as on the wire (`operation` in a webhook notice). */
-export const OPERATIONS = ['create-group', 'delete-group', 'add-permission', 'remove-permission', 'assign-user', 'unassign-user'] as const
+/** The writes, named as on the wire (`operation` in a webhook notice): the six of the flat model and the two of the role hierarchy. */
+export const OPERATIONS = ['create-group', 'delete-group', 'add-permission', 'remove-permission', 'assign-user', 'unassign-user', 'include-group', 'exclude-group'] as const
 export type Operation = typeof OPERATIONS[number]
 
 /** One write, as the store applies it and the changelog records it. */
@@ -32,6 +33,9 @@ export type Change =
   | { op: 'remove-permission', group: string, permission: string }
   | { op: 'assign-user', group: string, user: string }
   | { op: 'unassign-user', group: string, user: string }
+  /** Members of `group` hold every grant of `includes`, transitively (role hierarchy). */
+  | { op: 'include-group', group: string, includes: string }
+  | { op: 'exclude-group', group: string, includes: string }
 
 /**
  * The effective changes of one batch write, committed together at one revision and logged as one
@@ -96,6 +100,11 @@ export interface GroupData {
   name: string
   permissions: string[]
   users: string[]
+  /**
+   * The groups this group includes (sorted): its members hold their grants too, transitively.
+   * Absent means none (a store written before the role hierarchy); the views always list it.
+   */
+  includes?: string[]
 }
 
 /** A tenant's whole policy at one revision, with the digest of those contents (lib/digest.ts). */
@@ -179,7 +188,7 @@ export function isPermission (value: unknown): value is string {
   return segment > 0
 }
 
-export function assertIdentifier (kind: 'tenant' | 'group' | 'user', value: unknown): asserts value is string {
+export function assertIdentifier (kind: 'tenant' | 'group' | 'user' | 'includes', value: unknown): asserts value is string {
   if (!isIdentifier(value)) throw new InvalidInputError(kind, `must match ${IDENTIFIER_PATTERN}`)
 }
 
@@ -198,7 +207,9 @@ const CHANGE_FIELDS: Readonly<Record<Operation, readonly string[]>> = {
   'add-permission': ['group', 'permission'],
   'remove-permission': ['group', 'permission'],
   'assign-user': ['group', 'user'],
-  'unassign-user': ['group', 'user']
+  'unassign-user': ['group', 'user'],
+  'include-group': ['group', 'includes'],
+  'exclude-group': ['group', 'includes']
 }
 
 /**
@@ -215,6 +226,7 @@ export function assertChange (change: Change): void {
   assertIdentifier('group', change.group)
   if (change.op === 'add-permission' || change.op === 'remove-permission') assertGrant(change.permission)
   if (change.op === 'assign-user' || change.op === 'unassign-user') assertIdentifier('user', change.user)
+  if (change.op === 'include-group' || change.op === 'exclude-group') assertIdentifier('includes', change.includes)
 }
 
 /** A change's own fields only (`op` and what the operation takes), in a fresh object. */
@@ -277,28 +289,40 @@ export function revisionConflict (tenant: string, current: number, ifRevision: n
   return Object.assign(new RevisionConflictError(tenant, current, ifRevision), { currentRevision: current })
 }
 
-/** The fields of a document's group, in order. */
-const GROUP_FIELDS = ['name', 'permissions', 'users']
+/** The fields of a document's group, in order (`includes` optional: absent means none). */
+const GROUP_FIELDS = ['name', 'permissions', 'users', 'includes']
 
 /**
- * Validates a document's groups: an array of `{ name, permissions, users }` (no other field), names
- * unique group ids, each group's permissions unique grants and its users unique user ids. Throws a
- * coded 400 (FST_POLICY_CACHE_INVALID_INPUT) naming the first bad place, e.g. `groups[2].users[0]`.
+ * Validates a document's groups (for `tenant`): an array of `{ name, permissions, users, includes? }`
+ * (no other field), names unique group ids, each group's permissions unique grants, its users unique
+ * user ids and its includes unique names of the document's groups. Throws a coded 400
+ * (FST_POLICY_CACHE_INVALID_INPUT) naming the first bad place, e.g. `groups[2].users[0]`; inclusions
+ * closing a cycle throw 409 FST_POLICY_CACHE_INCLUSION_CYCLE naming the path.
  */
-export function assertGroups (groups: unknown): asserts groups is GroupData[] {
+export function assertGroups (groups: unknown, tenant: string): asserts groups is GroupData[] {
   if (!Array.isArray(groups)) throw new InvalidInputError('groups', 'must be an array of { name, permissions, users }')
   const names = new Set<string>()
   groups.forEach((group: unknown, index) => {
     const at = `groups[${index}]`
     if (typeof group !== 'object' || group === null || Array.isArray(group)) throw new InvalidInputError(at, 'must be { name, permissions, users }')
     const unknown = Object.keys(group).find((key) => !GROUP_FIELDS.includes(key))
-    if (unknown !== undefined) throw new InvalidInputError(at, `takes name, permissions and users only, not ${JSON.stringify(unknown)}`)
-    const { name, permissions, users } = group as Partial<GroupData>
+    if (unknown !== undefined) throw new InvalidInputError(at, `takes name, permissions, users and includes only, not ${JSON.stringify(unknown)}`)
+    const { name, permissions, users, includes } = group as Partial<GroupData>
     if (!isIdentifier(name)) throw new InvalidInputError(`${at}.name`, `must match ${IDENTIFIER_PATTERN}`)
     if (names.has(name)) throw new InvalidInputError(`${at}.name`, `"${name}" is named twice`)
     names.add(name)
     assertUniqueList(`${at}.permissions`, permissions, isGrant, 'a grant (segment(:segment)* with an optional final *, at most 256 characters)')
     assertUniqueList(`${at}.users`, users, isIdentifier, `a user id matching ${IDENTIFIER_PATTERN}`)
+    if (includes !== undefined) assertUniqueList(`${at}.includes`, includes, isIdentifier, `a group id matching ${IDENTIFIER_PATTERN}`)
+  })
+  // The inclusions name groups of the document and close no cycle (409 naming the path, as a write's).
+  const children = new Map<string, string[]>()
+  groups.forEach(({ name, includes = [] }: GroupData, index) => {
+    includes.forEach((included, k) => {
+      if (!names.has(included)) throw new InvalidInputError(`groups[${index}].includes[${k}]`, `"${included}" is no group of the document`)
+      assertNoCycle(tenant, name, included, (group) => children.get(group) ?? [])
+      children.set(name, [...(children.get(name) ?? []), included])
+    })
   })
 }
 
@@ -315,27 +339,34 @@ function assertUniqueList (at: string, list: unknown, valid: (value: unknown) =>
 /**
  * The changes that turn a tenant holding `current` into one holding exactly `target` (both valid,
  * `assertGroups`), in an order a batch applies: first `delete-group` of each group `target` lacks
- * (its grants and memberships go with it), then for each group of `target` (by name) its
- * `create-group` when new, the `remove-permission`, `add-permission`, `unassign-user` and
- * `assign-user` of what differs (each sorted). Empty when they hold the same; every change has an
- * effect when applied to `current` in order.
+ * (its grants, memberships and inclusions go with it), then for each group of `target` (by name) its
+ * `create-group` when new, the `remove-permission`, `add-permission`, `unassign-user`,
+ * `assign-user` and `exclude-group` of what differs (each sorted), and last the `include-group`s
+ * (by group, then included group): every group exists by then, and the inclusions left are a part of
+ * `target`'s, so no inclusion on the way closes a cycle. Empty when they hold the same; every change
+ * has an effect when applied to `current` in order.
  */
 export function replaceChanges (current: readonly GroupData[], target: readonly GroupData[]): Change[] {
   const before = new Map(current.map((group) => [group.name, group]))
   const after = new Set(target.map((group) => group.name))
   const changes: Change[] = []
+  const inclusions: Change[] = []
   for (const name of [...before.keys()].sort()) if (!after.has(name)) changes.push({ op: 'delete-group', group: name })
-  for (const { name: group, permissions, users } of [...target].sort((a, b) => a.name < b.name ? -1 : 1)) {
+  for (const { name: group, permissions, users, includes = [] } of [...target].sort((a, b) => a.name < b.name ? -1 : 1)) {
     const old = before.get(group)
     if (old === undefined) changes.push({ op: 'create-group', group })
     const [revoked, granted] = difference(old?.permissions ?? [], permissions)
     const [left, joined] = difference(old?.users ?? [], users)
+    // An inclusion of a group the target lacks went with that group's deletion.
+    const [excluded, included] = difference((old?.includes ?? []).filter((name) => after.has(name)), includes)
     for (const permission of revoked) changes.push({ op: 'remove-permission', group, permission })
     for (const permission of granted) changes.push({ op: 'add-permission', group, permission })
     for (const user of left) changes.push({ op: 'unassign-user', group, user })
     for (const user of joined) changes.push({ op: 'assign-user', group, user })
+    for (const name of excluded) changes.push({ op: 'exclude-group', group, includes: name })
+    for (const name of included) inclusions.push({ op: 'include-group', group, includes: name })
   }
-  return changes
+  return [...changes, ...inclusions]
 }
 
 /** What `from` holds and `to` lacks, and what `to` holds and `from` lacks, each sorted. */

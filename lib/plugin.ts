@@ -269,7 +269,7 @@ export type { PolicyCacheOptions, PeersOption, RoutesOption, PolicyRoutesOption,
 export type { WriteOutcome, BatchOutcome, ChangesFeed, ChangesOptions, Decision, TenantView, UserView, CheckOptions } from './policy-cache.js'
 export type { AccessCheck, CheckBatchOutcome, GroupsPage, GroupUsersPage, GroupPermissionsPage, HoldersPage } from './policy-cache.js'
 export type { ImportDocument, TenantDeletion, TenantsOptions, TenantsPage } from './policy-cache.js'
-export type { Holder } from './cache/tenant-state.js'
+export type { HeldGrant, Holder } from './cache/tenant-state.js'
 export type { PageOptions } from './page.js'
 export type { CacheStats } from './cache/tenant-cache.js'
 export type { EngineStats } from './policy-cache.js'

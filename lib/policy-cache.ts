@@ -21,7 +21,7 @@ import {
   isPermission, loggedBatch, type AuditEntry, type BatchChange, type Change, type GroupData, type LoggedChange, type TenantDocument, type TenantSummary, type WriteOptions, type WriteResult
 } from './model.js'
 import type { PolicyStore, StoreWriteOptions, WriteTransaction } from './store/types.js'
-import type { Holder } from './cache/tenant-state.js'
+import type { HeldGrant, Holder } from './cache/tenant-state.js'
 import { decodeCursor, nextCursor, pageLimit, type PageOptions } from './page.js'
 
 /** Cache counters plus the engine's own: checks by outcome, writes by effect (for metrics). */
@@ -66,15 +66,20 @@ export interface Decision {
 export interface TenantView {
   tenant: string
   revision: number
-  groups: GroupData[]
+  /** Each group with its grants, members and the groups it includes (`includes` always present). */
+  groups: Array<Required<GroupData>>
 }
 
 export interface UserView {
   tenant: string
   user: string
   revision: number
+  /** The groups the user is a member of. */
   groups: string[]
+  /** Every grant the user holds: through their groups and the groups those include, transitively. */
   permissions: string[]
+  /** The same grants, each with the chain of groups it comes through (the user's group, …, the group granting it). */
+  grants: HeldGrant[]
 }
 
 /** A page of a tenant's group names (sorted); `next` resumes after it, null on the last page. */
@@ -287,6 +292,7 @@ function documentFacts (groups: unknown): number {
     count += 1
     if (Array.isArray(group?.permissions)) count += group.permissions.length
     if (Array.isArray(group?.users)) count += group.users.length
+    if (Array.isArray(group?.includes)) count += group.includes.length
   }
   return count
 }
@@ -495,6 +501,14 @@ export class PolicyCache implements PolicyCacheApi {
     return this.write(tenant, { op: 'unassign-user', group, user }, options)
   }
 
+  includeGroup (tenant: string, group: string, includes: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'include-group', group, includes }, options)
+  }
+
+  excludeGroup (tenant: string, group: string, includes: string, options?: WriteOptions): Promise<WriteOutcome> {
+    return this.write(tenant, { op: 'exclude-group', group, includes }, options)
+  }
+
   /**
    * Applies one change: committed in the database, applied here, then broadcast to the peers. A
    * commit that takes longer than `writeTimeoutMs` rejects with FST_POLICY_CACHE_WRITE_OUTCOME_UNKNOWN
@@ -570,7 +584,7 @@ export class PolicyCache implements PolicyCacheApi {
     assertIdentifier('tenant', tenant)
     const { revision, groups, exists } = await bounded(this.#store.snapshot(tenant), this.#catchUpTimeoutMs).catch(storeError('a read'))
     if (!(exists ?? revision > 0)) throw new TenantNotFoundError(tenant)
-    return { tenant, revision, groups, format: EXPORT_FORMAT }
+    return { tenant, revision, groups: groups.map(({ includes = [], ...group }) => ({ ...group, includes })), format: EXPORT_FORMAT }
   }
 
   /**
@@ -599,11 +613,11 @@ export class PolicyCache implements PolicyCacheApi {
     }
     const facts = documentFacts(document.groups)
     if (facts > this.#maxImportFacts) throw new ImportTooLargeError(facts, this.#maxImportFacts)
-    assertGroups(document.groups)
+    assertGroups(document.groups, tenant)
     assertIfRevision(options.ifRevision)
     assertActor(options.actor)
     // Copies: the caller's arrays are neither kept nor changed later.
-    const groups = document.groups.map(({ name, permissions, users }) => ({ name, permissions: [...permissions], users: [...users] }))
+    const groups = document.groups.map(({ name, permissions, users, includes = [] }) => ({ name, permissions: [...permissions], users: [...users], includes: [...includes] }))
     const { revision, changed, peers } = await this.#tracked(tenant, undefined, options, (opts) => this.#store.importTenant(tenant, groups, this.serverId, opts))
     return { tenant, revision, changed, peers }
   }

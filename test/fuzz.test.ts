@@ -34,12 +34,14 @@ const value = fc.oneof(
   fc.dictionary(text, text, { maxKeys: 3 }),
   fc.jsonValue({ maxDepth: 3 })
 )
-const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'minRevision', 'ifRevision', '__proto__', 'constructor', 'prototype'), text)
+const key = fc.oneof(fc.constantFrom('tenant', 'group', 'permission', 'user', 'includes', 'minRevision', 'ifRevision', '__proto__', 'constructor', 'prototype'), text)
 
 /** Valid values per field, so that many generated requests pass validation and reach the engine. */
 const id = fc.oneof(fc.constantFrom('t1', 't2', 'g', 'alice'), fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,20}$/), fc.constant('a'.repeat(128)))
 const grant = fc.oneof(fc.constantFrom('documents:read', 'documents:*', '*'), fc.stringMatching(/^[a-z0-9._-]{1,8}(:[a-z0-9._-]{1,8}){0,3}(:\*)?$/))
-const VALID: Record<string, fc.Arbitrary<unknown>> = { tenant: id, group: id, user: id, permission: grant }
+/** Groups that exist in t1 (g, h, k: g includes h), so that inclusions are accepted, refused as cycles, or 404. */
+const includes = fc.oneof({ weight: 3, arbitrary: fc.constantFrom('g', 'h', 'k') }, { weight: 1, arbitrary: id })
+const VALID: Record<string, fc.Arbitrary<unknown>> = { tenant: id, group: fc.oneof(id, fc.constantFrom('g', 'h', 'k')), user: id, permission: grant, includes }
 /** `null` five times out of six. */
 const rarely = <T>(arbitrary: fc.Arbitrary<T>): fc.Arbitrary<T | null> =>
   fc.oneof({ weight: 5, arbitrary: fc.constant(null) }, { weight: 1, arbitrary })
@@ -120,6 +122,7 @@ async function harness (t: Test): Promise<Harness> {
   await app.policyCache.createGroup('t1', 'g')
   await app.policyCache.addPermission('t1', 'g', 'documents:*')
   await app.policyCache.assignUser('t1', 'g', 'alice')
+  await app.policyCache.batch('t1', [{ op: 'create-group', group: 'h' }, { op: 'create-group', group: 'k' }, { op: 'include-group', group: 'g', includes: 'h' }])
   const fingerprint = async (tenants: string[]): Promise<string> =>
     JSON.stringify(await Promise.all([...new Set(tenants)].map((tenant) => store.snapshot(tenant))))
   return { app, store, fingerprint, seen: { ok: 0, rejected: 0 } }
@@ -180,9 +183,10 @@ const batchChange = fc.oneof(
     arbitrary: fc.oneof(
       fc.record({ operation: fc.constantFrom('create-group', 'delete-group'), group: fc.constantFrom('g', 'h', 'x') }),
       fc.record({ operation: fc.constantFrom('add-permission', 'remove-permission'), group: fc.constantFrom('g', 'h', 'x'), permission: grant }),
-      fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: fc.constantFrom('g', 'h', 'x'), user: id }))
+      fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: fc.constantFrom('g', 'h', 'x'), user: id }),
+      fc.record({ operation: fc.constantFrom('include-group', 'include-group', 'exclude-group'), group: fc.constantFrom('g', 'h', 'x'), includes: fc.constantFrom('g', 'h', 'x') }))
   },
-  { weight: 1, arbitrary: fc.oneof(value, fc.record({ operation: fc.oneof(fc.constantFrom('create-group', 'assign-user'), value), group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value) }, { requiredKeys: [] })) }
+  { weight: 1, arbitrary: fc.oneof(value, fc.record({ operation: fc.oneof(fc.constantFrom('create-group', 'assign-user', 'include-group'), value), group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value), includes: fc.oneof(id, value) }, { requiredKeys: [] })) }
 )
 /** Mostly well-formed batches, often creating their groups first (so most are accepted), sometimes conditional. */
 const changeList = fc.tuple(fc.boolean(), fc.array(fc.oneof({ weight: 12, arbitrary: batchChange.filter((c) => typeof c === 'object' && c !== null && 'operation' in c && typeof c.operation === 'string') }, { weight: 1, arbitrary: batchChange }), { minLength: 0, maxLength: 8 }))
@@ -249,9 +253,10 @@ test('fuzz: the webhook, unsigned and signed', async (t) => {
       arbitrary: fc.oneof(
         fc.record({ operation: fc.constantFrom('create-group', 'delete-group'), group: id }),
         fc.record({ operation: fc.constantFrom('add-permission', 'remove-permission'), group: id, permission: fc.constantFrom('doc:read', 'doc:*', '*') }),
-        fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: id, user: id }))
+        fc.record({ operation: fc.constantFrom('assign-user', 'unassign-user'), group: id, user: id }),
+        fc.record({ operation: fc.constantFrom('include-group', 'exclude-group'), group: id, includes: id }))
     },
-    { weight: 1, arbitrary: fc.record({ group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value) }, { requiredKeys: [] }) },
+    { weight: 1, arbitrary: fc.record({ group: fc.oneof(id, value), permission: value, user: fc.oneof(id, value), includes: fc.oneof(id, value) }, { requiredKeys: [] }) },
     // A carried batch: valid changes, or anything.
     { weight: 2, arbitrary: fc.record({ batch: fc.oneof({ weight: 4, arbitrary: fc.array(batchChange, { maxLength: 4 }) }, { weight: 1, arbitrary: value }) }) })
   const notice = fc.oneof(

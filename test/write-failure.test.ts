@@ -31,7 +31,7 @@ test('a transaction that throws mid-write: coded 503, rolled back, not cached, n
   t.equal(Number(tenantRow.revision), 1, 'the revision bump was rolled back')
   const { rows: grants } = await sql`SELECT * FROM policy_grants`.execute(db)
   t.same(grants, [], 'the mutation was rolled back')
-  t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [] }] }, 'nothing cached')
+  t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [], includes: [] }] }, 'nothing cached')
   t.match((await get(app, '/check-access?tenant=t1&user=alice&permission=doc:read')).body, { allowed: false, revision: 1 })
   t.equal(peer.notices.length, 1, 'nothing notified')
 

@@ -45,6 +45,8 @@ export interface NoticeChange {
   group?: string
   permission?: string
   user?: string
+  /** The group included or excluded (include-group, exclude-group). */
+  includes?: string
   /**
    * The effective changes of the batch committed AT `revision`, in order (instead of `operation` and
    * its fields): at most {@link MAX_CARRIED_BATCH} of them within {@link MAX_CARRIED_BATCH_BYTES},
@@ -59,6 +61,7 @@ export interface CarriedChange {
   group: string
   permission?: string
   user?: string
+  includes?: string
 }
 
 /** The notice body (docs/protocol.md). */
@@ -109,7 +112,8 @@ export const CarriedChangeSchema = Type.Object({
   operation: Type.Enum(OPERATIONS, { description: 'The write' }),
   group: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The group written' }),
   permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'The grant added or removed (add-permission, remove-permission only)' })),
-  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The user assigned or unassigned (assign-user, unassign-user only)' }))
+  user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The user assigned or unassigned (assign-user, unassign-user only)' })),
+  includes: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'The group included or excluded (include-group, exclude-group only)' }))
 }, { additionalProperties: false })
 
 /** An entry of the body; known fields strictly, unknown ones allowed (a newer sender). */
@@ -121,6 +125,7 @@ export const NoticeChangeSchema = Type.Object({
   group: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group written at this revision' })),
   permission: Type.Optional(Type.String({ pattern: GRANT_PATTERN, maxLength: PERMISSION_MAX_LENGTH, description: 'Carried change: the grant added or removed (add-permission, remove-permission only)' })),
   user: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the user assigned or unassigned (assign-user, unassign-user only)' })),
+  includes: Type.Optional(Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Carried change: the group included or excluded (include-group, exclude-group only)' })),
   batch: Type.Optional(Type.Array(CarriedChangeSchema, {
     minItems: 1,
     maxItems: MAX_CARRIED_BATCH,
@@ -193,9 +198,9 @@ export function encodeNotice (origin: string, changes: NoticeChange[], from: { d
  * fit `operation` (missing, or a field the operation has no use for).
  */
 export function decodeEntry (entry: NoticeChange): NoticeEntry {
-  const { tenant, revision, digest, operation: op, group, permission, user, batch } = entry
+  const { tenant, revision, digest, operation: op, group, permission, user, includes, batch } = entry
   if (batch !== undefined) {
-    if (op !== undefined || group !== undefined || permission !== undefined || user !== undefined) {
+    if (op !== undefined || group !== undefined || permission !== undefined || user !== undefined || includes !== undefined) {
       throw new InvalidInputError('change', 'an entry carries one change or a batch, not both')
     }
     const changes = batch.map(({ operation, ...fields }, index) => {
@@ -209,15 +214,17 @@ export function decodeEntry (entry: NoticeChange): NoticeEntry {
     })
     return { tenant, revision, digest, carried: { op: 'batch', changes, revision } }
   }
-  if (group === undefined && permission === undefined && user === undefined) return { tenant, revision, digest, carried: undefined }
+  if (group === undefined && permission === undefined && user === undefined && includes === undefined) return { tenant, revision, digest, carried: undefined }
   if (op === undefined) throw new InvalidInputError('change', 'carried data needs an operation')
   const needs = op === 'add-permission' || op === 'remove-permission'
     ? 'permission'
-    : op === 'assign-user' || op === 'unassign-user' ? 'user' : 'group'
-  if ((needs !== 'permission' && permission !== undefined) || (needs !== 'user' && user !== undefined)) {
+    : op === 'assign-user' || op === 'unassign-user'
+      ? 'user'
+      : op === 'include-group' || op === 'exclude-group' ? 'includes' : 'group'
+  if ((needs !== 'permission' && permission !== undefined) || (needs !== 'user' && user !== undefined) || (needs !== 'includes' && includes !== undefined)) {
     throw new InvalidInputError('change', `${op} carries ${needs === 'group' ? 'only group' : `group and ${needs} only`}`)
   }
-  const change = (needs === 'permission' ? { op, group, permission } : needs === 'user' ? { op, group, user } : { op, group }) as Change
+  const change = (needs === 'group' ? { op, group } : { op, group, [needs]: entry[needs] }) as Change
   // Presence and patterns (a missing group, permission or user is a 400 here).
   assertChange(change)
   return { tenant, revision, digest, carried: { ...change, revision } }

@@ -3,11 +3,20 @@
  * asks each group's grant index, so its cost depends on the user's groups and the permission's
  * segments, not on the tenant's size.
  *
+ * The role hierarchy is resolved when a change is applied, never when a check is asked: each group
+ * keeps the index of the grants it holds — its own and, transitively, those of the groups it
+ * includes — so a check reads the same few lookups as in a flat tenant, whatever the hierarchy's
+ * depth. Each held grant counts its supports (the group's own grant, and each included group
+ * holding it), so a change moves only the grants whose count reaches or leaves zero, up through
+ * the groups that include the one changed: its cost depends on the groups above it and the grants
+ * it moves, not on the tenant's members.
+ *
  * A TenantState is only ever mutated synchronously (one whole batch of changes at a time), so a
  * reader on the same event loop never sees half a change; a full reload builds a new state aside
  * and swaps it in.
  */
 import { factHash, formatDigest, parseDigest } from '../digest.js'
+import { findPath } from '../hierarchy.js'
 import type { BatchChange, Change, GroupData, LoggedChange, TenantSnapshot } from '../model.js'
 
 /** Up to this many wildcard grants per group are matched with `startsWith`, beyond it by slicing at each `:`. */
@@ -73,7 +82,16 @@ interface GroupState {
   /** Index in `#byId`, stored in the membership records. */
   id: number
   name: string
+  /** The group's own grants. */
   grants: GrantIndex
+  /** The grants its members hold through it: its own and those of the groups it includes, transitively. What a check reads. */
+  held: GrantIndex
+  /** Each held grant's supports: 1 for the group's own grant, plus 1 per included group holding it. */
+  support: Map<string, number>
+  /** The groups it includes. */
+  includes: Set<GroupState>
+  /** The groups including it. */
+  includedBy: Set<GroupState>
   users: Set<string>
   /** `users` sorted, built by the first listing or lookup that needs it and dropped by the next (un)assignment. */
   sortedUsers: string[] | undefined
@@ -89,7 +107,28 @@ export interface KeyPage<T = string> {
 /** A user holding a permission, with the groups (sorted) through which they hold it. */
 export interface Holder {
   user: string
+  /** The user's own groups through which they hold it, sorted. */
   groups: string[]
+  /**
+   * For each of `groups` (aligned), the chain of inclusions it holds the permission through: the
+   * group, the group it includes, …, the group granting it — `[group]` when it grants it itself.
+   * The shortest such chain (the first in name order among equally short ones).
+   */
+  chains: string[][]
+}
+
+/** A grant a user holds, and the chain of groups it comes through: the user's group, …, the group granting it. */
+export interface HeldGrant {
+  permission: string
+  chain: string[]
+}
+
+/** Orders groups by name. */
+const byName = (a: GroupState, b: GroupState): number => a.name < b.name ? -1 : 1
+
+/** The names of `groups`, sorted. */
+function names (groups: Iterable<GroupState>): string[] {
+  return [...groups].map((group) => group.name).sort()
 }
 
 /** Index of the first key of `sorted` greater than `after` (0 without one): a binary search. */
@@ -185,6 +224,15 @@ export class TenantState {
         offsets.set(user, (offsets.get(user) ?? 0) + 1)
       }
     }
+    // The inclusions once every group and grant is in: each moves the grants it brings once. (A
+    // snapshot names only groups it holds; a name it does not hold includes nothing.)
+    for (const group of snapshot.groups) {
+      const state = this.#groups.get(group.name)!
+      for (const name of group.includes ?? []) {
+        const included = this.#groups.get(name)
+        if (included !== undefined) this.#include(state, included)
+      }
+    }
     let end = 0
     for (const [user, count] of offsets) {
       offsets.set(user, end)
@@ -208,7 +256,7 @@ export class TenantState {
     const records = this.#records
     const byId = this.#byId
     for (let i = at + HEADER, end = i + records[at]; i < end; i++) {
-      if (byId[records[i]]!.grants.matches(permission)) return true
+      if (byId[records[i]]!.held.matches(permission)) return true
     }
     return false
   }
@@ -266,6 +314,8 @@ export class TenantState {
         break
       case 'delete-group':
         if (group === undefined) break
+        for (const included of [...group.includes]) this.#exclude(group, included)
+        for (const including of [...group.includedBy]) this.#exclude(including, group)
         for (const user of group.users) this.#unassign(group, user)
         for (const grant of group.grants.list()) this.#revoke(group, grant)
         this.#groups.delete(change.group)
@@ -285,30 +335,50 @@ export class TenantState {
       case 'unassign-user':
         if (group !== undefined) this.#unassign(group, change.user)
         break
+      case 'include-group': {
+        const including = group ?? this.#createGroup(change.group)
+        this.#include(including, this.#groups.get(change.includes) ?? this.#createGroup(change.includes))
+        break
+      }
+      case 'exclude-group': {
+        const included = this.#groups.get(change.includes)
+        if (group !== undefined && included !== undefined) this.#exclude(group, included)
+        break
+      }
     }
   }
 
   /** The whole tenant, as plain data (sorted). */
-  view (): GroupData[] {
+  view (): Array<Required<GroupData>> {
     return [...this.#groups.keys()].sort().map((name) => {
       const group = this.#groups.get(name)!
-      return { name, permissions: group.grants.list(), users: [...group.users].sort() }
+      return { name, permissions: group.grants.list(), users: [...group.users].sort(), includes: names(group.includes) }
     })
   }
 
-  /** One user's groups and the grants they hold through them (sorted, deduplicated). */
-  userView (user: string): { groups: string[], permissions: string[] } {
-    const groups: string[] = []
+  /**
+   * One user's groups, the grants they hold through them (sorted, deduplicated, inherited ones
+   * included), and each of those grants with the chain of groups it comes through (the shortest,
+   * the first in name order among equally short ones).
+   */
+  userView (user: string): { groups: string[], permissions: string[], grants: HeldGrant[] } {
+    const own: GroupState[] = []
     const at = this.#offsets.get(user)
     if (at !== undefined) {
-      for (let i = at + HEADER; i < at + HEADER + this.#records[at]; i++) groups.push(this.#byId[this.#records[i]]!.name)
+      for (let i = at + HEADER; i < at + HEADER + this.#records[at]; i++) own.push(this.#byId[this.#records[i]]!)
     }
-    groups.sort()
-    const permissions = new Set<string>()
-    for (const name of groups) {
-      for (const grant of this.#groups.get(name)!.grants.list()) permissions.add(grant)
+    own.sort(byName)
+    // Breadth first down the inclusions from the user's groups: each group reached first by its shortest chain.
+    const chains = new Map<GroupState, string[]>(own.map((group) => [group, [group.name]]))
+    const grants = new Map<string, string[]>()
+    for (const [group, chain] of chains) {
+      for (const grant of group.grants.list()) if (!grants.has(grant)) grants.set(grant, chain)
+      for (const included of [...group.includes].sort(byName)) {
+        if (!chains.has(included)) chains.set(included, [...chain, included.name])
+      }
     }
-    return { groups, permissions: [...permissions].sort() }
+    const permissions = [...grants.keys()].sort()
+    return { groups: own.map((group) => group.name), permissions, grants: permissions.map((permission) => ({ permission, chain: grants.get(permission)! })) }
   }
 
   /** Up to `limit` group names after `after`, sorted. */
@@ -332,18 +402,27 @@ export class TenantState {
   /**
    * Reverse lookup: up to `limit` users after `after` (sorted) holding `permission` (a concrete
    * permission or a wildcard: see {@link grantsHolding}), each with the groups through which they
-   * hold it. The groups come from the reverse grant index; their sorted members are merged from the
-   * cursor on, so a page costs O(segments + k·log n + limit·k) for k holding groups — not a scan of
-   * the tenant's users or grants (a group's sorted members are rebuilt after it changed, once).
+   * hold it and the chain of inclusions each holds it through. The groups granting it come from the
+   * reverse grant index, the groups including them (transitively) from the inclusions; their sorted
+   * members are merged from the cursor on, so a page costs O(segments + k·log n + limit·k) for k
+   * holding groups — not a scan of the tenant's users or grants (a group's sorted members are
+   * rebuilt after it changed, once).
    */
   holderPage (permission: string, after: string | undefined, limit: number): KeyPage<Holder> {
-    const groups = new Set<GroupState>()
+    const granting = new Set<GroupState>()
     for (const grant of grantsHolding(permission)) {
-      for (const group of this.#grantHolders.get(grant) ?? []) groups.add(group)
+      for (const group of this.#grantHolders.get(grant) ?? []) granting.add(group)
     }
-    const lists = [...groups].map((group) => {
+    // Breadth first up the inclusions: each group holding it with its shortest chain down to a granting group.
+    const chains = new Map<GroupState, string[]>([...granting].sort(byName).map((group) => [group, [group.name]]))
+    for (const [group, chain] of chains) {
+      for (const including of [...group.includedBy].sort(byName)) {
+        if (!chains.has(including)) chains.set(including, [including.name, ...chain])
+      }
+    }
+    const lists = [...chains].map(([group, chain]) => {
       const users = this.#sorted(group)
-      return { name: group.name, users, at: firstAfter(users, after) }
+      return { name: group.name, chain, users, at: firstAfter(users, after) }
     })
     const items: Holder[] = []
     for (;;) {
@@ -353,14 +432,15 @@ export class TenantState {
       }
       if (next === undefined) return { items, last: undefined }
       if (items.length === limit) return { items, last: items[items.length - 1].user }
-      const through: string[] = []
+      const through: Array<{ name: string, chain: string[] }> = []
       for (const list of lists) {
         if (list.users[list.at] === next) {
-          through.push(list.name)
+          through.push(list)
           list.at++
         }
       }
-      items.push({ user: next, groups: through.sort() })
+      through.sort((a, b) => a.name < b.name ? -1 : 1)
+      items.push({ user: next, groups: through.map((list) => list.name), chains: through.map((list) => list.chain) })
     }
   }
 
@@ -377,6 +457,8 @@ export class TenantState {
         let delta = -factHash({ group: name })
         for (const permission of group.grants.list()) delta -= factHash({ group: name, permission })
         for (const user of group.users) delta -= factHash({ group: name, user })
+        for (const included of group.includes) delta -= factHash({ group: name, includes: included.name })
+        for (const including of group.includedBy) delta -= factHash({ group: including.name, includes: name })
         return delta
       }
       case 'add-permission':
@@ -387,6 +469,18 @@ export class TenantState {
         return group?.users.has(change.user) === true ? 0n : created + factHash({ group: name, user: change.user })
       case 'unassign-user':
         return group?.users.has(change.user) === true ? -factHash({ group: name, user: change.user }) : 0n
+      case 'include-group': {
+        const { includes } = change
+        const included = this.#groups.get(includes)
+        const both = created + (included === undefined && includes !== name ? factHash({ group: includes }) : 0n)
+        // As `apply` does: a group never includes itself, nor a group including it (see #include).
+        if (includes === name || (group !== undefined && included !== undefined && (group.includes.has(included) || this.#reaches(included, group)))) return both
+        return both + factHash({ group: name, includes })
+      }
+      case 'exclude-group': {
+        const included = this.#groups.get(change.includes)
+        return included !== undefined && group?.includes.has(included) === true ? -factHash({ group: name, includes: change.includes }) : 0n
+      }
     }
   }
 
@@ -398,23 +492,32 @@ export class TenantState {
     /** A touched group: whether it exists, its grants and users changed so far, and whether its own were dropped. */
     interface Overlay { exists: boolean, cleared: boolean, grants: Map<string, boolean>, users: Map<string, boolean> }
     const overlays = new Map<string, Overlay>()
+    /** Inclusions changed so far, by `group\0includes`; a deleted group's are each set false. */
+    const edges = new Map<string, boolean>()
+    const edgeKey = (group: string, includes: string) => `${group}\0${includes}`
+    const hasEdge = (group: string, includes: string) => edges.get(edgeKey(group, includes)) ??
+      (this.#groups.get(group)?.includes.has(this.#groups.get(includes)!) === true)
+    const overlayOf = (name: string): Overlay => {
+      let overlay = overlays.get(name)
+      if (overlay === undefined) overlays.set(name, overlay = { exists: this.#groups.has(name), cleared: false, grants: new Map(), users: new Map() })
+      return overlay
+    }
+    const create = (name: string) => {
+      const overlay = overlayOf(name)
+      if (overlay.exists) return 0n
+      overlay.exists = true
+      return factHash({ group: name })
+    }
     let delta = 0n
     for (const change of changes) {
       const name = change.group
       const base = this.#groups.get(name)
-      let o = overlays.get(name)
-      if (o === undefined) overlays.set(name, o = { exists: base !== undefined, cleared: false, grants: new Map(), users: new Map() })
-      const overlay = o
+      const overlay = overlayOf(name)
       const hasGrant = (permission: string) => overlay.grants.get(permission) ?? (!overlay.cleared && base?.grants.has(permission) === true)
       const hasUser = (user: string) => overlay.users.get(user) ?? (!overlay.cleared && base?.users.has(user) === true)
-      const create = () => {
-        if (overlay.exists) return 0n
-        overlay.exists = true
-        return factHash({ group: name })
-      }
       switch (change.op) {
         case 'create-group':
-          delta += create()
+          delta += create(name)
           break
         case 'delete-group': {
           if (!overlay.exists) break
@@ -425,12 +528,26 @@ export class TenantState {
           for (const [user, present] of overlay.users) present ? users.add(user) : users.delete(user)
           for (const permission of grants) delta -= factHash({ group: name, permission })
           for (const user of users) delta -= factHash({ group: name, user })
+          // Its inclusions both ways: the database's still present, and those the batch made.
+          const touching = new Set<string>()
+          for (const included of base?.includes ?? []) touching.add(edgeKey(name, included.name))
+          for (const including of base?.includedBy ?? []) touching.add(edgeKey(including.name, name))
+          for (const key of edges.keys()) {
+            const [group, includes] = key.split('\0')
+            if (group === name || includes === name) touching.add(key)
+          }
+          for (const key of touching) {
+            const [group, includes] = key.split('\0')
+            if (!hasEdge(group, includes)) continue
+            delta -= factHash({ group, includes })
+            edges.set(key, false)
+          }
           overlays.set(name, { exists: false, cleared: true, grants: new Map(), users: new Map() })
           break
         }
         case 'add-permission':
           if (overlay.exists && hasGrant(change.permission)) break
-          delta += create() + factHash({ group: name, permission: change.permission })
+          delta += create(name) + factHash({ group: name, permission: change.permission })
           overlay.grants.set(change.permission, true)
           break
         case 'remove-permission':
@@ -440,13 +557,28 @@ export class TenantState {
           break
         case 'assign-user':
           if (overlay.exists && hasUser(change.user)) break
-          delta += create() + factHash({ group: name, user: change.user })
+          delta += create(name) + factHash({ group: name, user: change.user })
           overlay.users.set(change.user, true)
           break
         case 'unassign-user':
           if (!overlay.exists || !hasUser(change.user)) break
           delta -= factHash({ group: name, user: change.user })
           overlay.users.set(change.user, false)
+          break
+        case 'include-group': {
+          const { includes } = change
+          delta += create(name) + create(includes)
+          // A group never includes itself. A longer cycle is not predicted: the store refuses every
+          // cycle, so none is ever logged (were one to come, the digest would differ and the cache reload).
+          if (includes === name || hasEdge(name, includes)) break
+          delta += factHash({ group: name, includes })
+          edges.set(edgeKey(name, includes), true)
+          break
+        }
+        case 'exclude-group':
+          if (!hasEdge(name, change.includes)) break
+          delta -= factHash({ group: name, includes: change.includes })
+          edges.set(edgeKey(name, change.includes), false)
           break
       }
     }
@@ -455,7 +587,17 @@ export class TenantState {
 
   #createGroup (name: string): GroupState {
     const id = this.#freeIds.pop() ?? this.#byId.length
-    const state: GroupState = { id, name, grants: new GrantIndex(), users: new Set<string>(), sortedUsers: undefined }
+    const state: GroupState = {
+      id,
+      name,
+      grants: new GrantIndex(),
+      held: new GrantIndex(),
+      support: new Map(),
+      includes: new Set(),
+      includedBy: new Set(),
+      users: new Set<string>(),
+      sortedUsers: undefined
+    }
     this.#groups.set(name, state)
     this.#byId[id] = state
     this.#sortedGroups = undefined
@@ -469,18 +611,75 @@ export class TenantState {
   }
 
   #grant (group: GroupState, grant: string): void {
+    if (group.grants.has(grant)) return
     group.grants.add(grant)
+    this.#gain(group, grant)
     let holders = this.#grantHolders.get(grant)
     if (holders === undefined) this.#grantHolders.set(grant, holders = new Set())
     holders.add(group)
   }
 
   #revoke (group: GroupState, grant: string): void {
+    if (!group.grants.has(grant)) return
     group.grants.delete(grant)
-    const holders = this.#grantHolders.get(grant)
-    if (holders === undefined) return
+    this.#lose(group, grant)
+    const holders = this.#grantHolders.get(grant)!
     holders.delete(group)
     if (holders.size === 0) this.#grantHolders.delete(grant)
+  }
+
+  /**
+   * `group` gains a support for `grant`: a grant it starts holding moves up to every group including
+   * it, and on while it is new there (a worklist, not recursion: a hierarchy may be deep).
+   */
+  #gain (group: GroupState, grant: string): void {
+    const pending = [group]
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      const count = next.support.get(grant) ?? 0
+      next.support.set(grant, count + 1)
+      if (count > 0) continue
+      next.held.add(grant)
+      for (const including of next.includedBy) pending.push(including)
+    }
+  }
+
+  /** `group` loses a support for `grant`: a grant it stops holding goes from every group including it that held it only so. */
+  #lose (group: GroupState, grant: string): void {
+    const pending = [group]
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      const count = next.support.get(grant)!
+      if (count > 1) {
+        next.support.set(grant, count - 1)
+        continue
+      }
+      next.support.delete(grant)
+      next.held.delete(grant)
+      for (const including of next.includedBy) pending.push(including)
+    }
+  }
+
+  /**
+   * `group` includes `included`: its held grants gain a support each. Ignored when present, and when
+   * it would close a cycle (`included` reaches `group`, or is `group`) — the store refuses those, so
+   * none comes from it; a custom store letting one through would leave the digest differing from
+   * the database's, and the state reloaded (with the cycle ignored again).
+   */
+  #include (group: GroupState, included: GroupState): void {
+    if (group.includes.has(included) || this.#reaches(included, group)) return
+    group.includes.add(included)
+    included.includedBy.add(group)
+    for (const grant of included.support.keys()) this.#gain(group, grant)
+  }
+
+  #exclude (group: GroupState, included: GroupState): void {
+    if (!group.includes.delete(included)) return
+    included.includedBy.delete(group)
+    for (const grant of included.support.keys()) this.#lose(group, grant)
+  }
+
+  /** Whether `to` is `from` or a group `from` includes, transitively. */
+  #reaches (from: GroupState, to: GroupState): boolean {
+    return findPath(from, to, (group) => group.includes) !== undefined
   }
 
   #assign (group: GroupState, user: string): void {

@@ -1,5 +1,5 @@
 /**
- * The policy routes: the six writes, the batch, the check and batch check, the tenant and user views,
+ * The policy routes: the writes, the batch, the check and batch check, the tenant and user views,
  * the listings and the reverse lookup, the audit feed, the tenant lifecycle (list, delete, export,
  * import), refresh (README.md, "Routes").
  */
@@ -14,7 +14,7 @@ import type { PageOptions } from '../page.js'
 import type { BatchOutcome, ImportDocument, PolicyCache, WriteOutcome } from '../policy-cache.js'
 import {
   BatchBody, BatchReply, ChangesQuery, ChangesReply, CheckBatchBody, CheckBatchReply, CheckQuery, CheckReply, DeleteTenantQuery, DeleteTenantReply, ErrorReply, ExportReply,
-  GroupBody, GroupParams, GroupPermissionsReply, GroupsReply, GroupUsersReply, ImportBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams,
+  GroupBody, GroupParams, GroupPermissionsReply, GroupsReply, GroupUsersReply, ImportBody, InclusionBody, LongIdParams, PageQuery, PermissionBody, RefreshReply, TenantBody, TenantParams,
   TenantReply, TenantsQuery, TenantsReply, UserBody, UserParams, UserReply, validatorCompiler, WatchHeaders, WatchQuery, WatchStream, WhoQuery, WhoReply, WriteReply
 } from './schemas.js'
 import { resumeAfter, streamWatch, wireEntry } from './watch.js'
@@ -118,11 +118,13 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
   // Each write's route is its operation's name: POST /create-group, /add-permission, …
   const writes: Array<[Operation, TSchema, string]> = [
     ['create-group', GroupBody, 'Create a group in a tenant'],
-    ['delete-group', GroupBody, 'Delete a group with its grants and memberships'],
+    ['delete-group', GroupBody, 'Delete a group with its grants, memberships and inclusions (both ways)'],
     ['add-permission', PermissionBody, 'Grant a permission (or wildcard) to a group'],
     ['remove-permission', PermissionBody, 'Revoke a permission from a group'],
     ['assign-user', UserBody, 'Add a user to a group'],
-    ['unassign-user', UserBody, 'Remove a user from a group']
+    ['unassign-user', UserBody, 'Remove a user from a group'],
+    ['include-group', InclusionBody, 'Make a group include another: its members hold the other\'s grants, transitively'],
+    ['exclude-group', InclusionBody, 'Undo an inclusion']
   ]
 
   for (const [op, body, description] of writes) {
@@ -130,7 +132,7 @@ export default async function policyRoutes (fastify: FastifyInstance, { engine, 
       bodyLimit,
       schema: {
         summary: description,
-        description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.`,
+        description: `${description}. Committed, applied locally, then broadcast to every peer; waits at most ackTimeoutMs for their acknowledgements.${op === 'include-group' ? ' 404 FST_POLICY_CACHE_GROUP_NOT_FOUND without either group; 409 FST_POLICY_CACHE_INCLUSION_CYCLE, naming the path, when `includes` already reaches `group` (nothing is written).' : ''}`,
         tags: ['policy'],
         body,
         response: { 200: WriteReply, ...errors }

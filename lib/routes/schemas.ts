@@ -42,13 +42,19 @@ export const PermissionBody = Type.Object({ tenant: Tenant, group: Group, permis
 export const UserBody = Type.Object({ tenant: Tenant, group: Group, user: User, ifRevision: IfRevision }, {
   ...closed, description: 'A user\'s membership of a group', examples: [{ tenant: 'tenant1', group: 'editors', user: 'alice' }]
 })
-/** One change of a batch: an operation and its fields (`permission` for the grant writes, `user` for the membership writes). */
+/** The group another includes (role hierarchy). */
+const Includes = Type.String({ pattern: IDENTIFIER_PATTERN, maxLength: 128, description: 'The group included: members of `group` hold its grants, transitively', examples: ['viewers'] })
+export const InclusionBody = Type.Object({ tenant: Tenant, group: Group, includes: Includes, ifRevision: IfRevision }, {
+  ...closed, description: 'An inclusion: members of `group` hold the grants of `includes`', examples: [{ tenant: 'tenant1', group: 'editors', includes: 'viewers' }]
+})
+/** One change of a batch: an operation and its fields (`permission` for the grant writes, `user` for the membership writes, `includes` for the inclusions). */
 export const BatchChangeBody = Type.Object({
   operation: Type.Union(OPERATIONS.map((op) => Type.Literal(op)), { description: 'The write, named as its route' }),
   group: Group,
   permission: Type.Optional(Grant),
-  user: Type.Optional(User)
-}, { ...closed, description: 'One change: `permission` with add-permission and remove-permission only, `user` with assign-user and unassign-user only' })
+  user: Type.Optional(User),
+  includes: Type.Optional(Includes)
+}, { ...closed, description: 'One change: `permission` with add-permission and remove-permission only, `user` with assign-user and unassign-user only, `includes` with include-group and exclude-group only' })
 export const BatchBody = Type.Object({
   tenant: Tenant,
   changes: Type.Array(BatchChangeBody, { minItems: 1, description: 'Applied in order, each seeing those before it; at most maxBatchChanges (413 above)' }),
@@ -150,13 +156,22 @@ export const WhoReply = Type.Object({
   revision: Revision,
   users: Type.Array(Type.Object({
     user: User,
-    groups: Type.Array(Group, { description: 'The groups (sorted) through which the user holds the permission' })
+    groups: Type.Array(Group, { description: 'The user\'s groups (sorted) through which they hold the permission' }),
+    chains: Type.Array(Type.Array(Group), {
+      description: 'Aligned with `groups`: the chain of inclusions each holds it through — the group, the group it includes, …, the group granting it (`[group]` when it grants it itself)'
+    })
   }, closed)),
   next: Next
 }, {
   ...closed,
   description: 'A page of the users holding the permission, sorted, at `revision`',
-  examples: [{ tenant: 'tenant1', permission: 'documents:read', revision: 3, users: [{ user: 'alice', groups: ['editors'] }], next: null }]
+  examples: [{
+    tenant: 'tenant1',
+    permission: 'documents:read',
+    revision: 3,
+    users: [{ user: 'alice', groups: ['admins'], chains: [['admins', 'editors', 'viewers']] }, { user: 'bob', groups: ['viewers'], chains: [['viewers']] }],
+    next: null
+  }]
 })
 
 export const CheckBatchBody = Type.Object({
@@ -189,11 +204,13 @@ export const ChangeEntry = Type.Object({
   group: Type.Optional(Group),
   permission: Type.Optional(Grant),
   user: Type.Optional(User),
+  includes: Type.Optional(Includes),
   changes: Type.Optional(Type.Array(Type.Object({
     operation: Type.Enum(OPERATIONS, { description: 'The write' }),
     group: Group,
     permission: Type.Optional(Grant),
-    user: Type.Optional(User)
+    user: Type.Optional(User),
+    includes: Type.Optional(Includes)
   }, closed), { description: 'A batch\'s effective changes, in order (instead of operation and its fields)' })),
   origin: Type.String({ description: 'The serverId of the instance that wrote it' }),
   actor: Type.Union([Type.String({ maxLength: ACTOR_MAX_LENGTH }), Type.Null()], { description: 'Who made the write: the user of the request\'s identity (`identify`) through the routes, the `actor` write option through the decorator; null when neither' }),
@@ -246,9 +263,15 @@ export const DeleteTenantReply = Type.Object({
 const DocumentGroup = Type.Object({
   name: Group,
   permissions: Type.Array(Grant, { description: 'The group\'s grants, each once' }),
-  users: Type.Array(User, { description: 'The group\'s members, each once' })
+  users: Type.Array(User, { description: 'The group\'s members, each once' }),
+  includes: Type.Optional(Type.Array(Group, { description: 'The groups of the document it includes, each once, closing no cycle (409 FST_POLICY_CACHE_INCLUSION_CYCLE); absent means none. Always present in an export.' }))
 }, closed)
-const documentExample = { tenant: 'tenant1', revision: 3, groups: [{ name: 'editors', permissions: ['documents:*'], users: ['alice'] }], format: 1 }
+const documentExample = {
+  tenant: 'tenant1',
+  revision: 3,
+  groups: [{ name: 'editors', permissions: ['documents:write'], users: ['alice'], includes: ['viewers'] }, { name: 'viewers', permissions: ['documents:read'], users: [], includes: [] }],
+  format: 1
+}
 export const ExportReply = Type.Object({
   tenant: Tenant,
   revision: Revision,
@@ -295,22 +318,45 @@ export const LongIdParams = Type.Object({ '*': Type.String() }, closed)
 export const TenantReply = Type.Object({
   tenant: Tenant,
   revision: Revision,
-  groups: Type.Array(Type.Object({ name: Group, permissions: Type.Array(Grant), users: Type.Array(User) }, closed))
+  groups: Type.Array(Type.Object({
+    name: Group,
+    permissions: Type.Array(Grant),
+    users: Type.Array(User),
+    includes: Type.Array(Group, { description: 'The groups it includes: its members hold their grants too, transitively' })
+  }, closed))
 }, {
   ...closed,
-  description: 'A tenant\'s groups with their grants and members',
-  examples: [{ tenant: 'tenant1', revision: 3, groups: [{ name: 'editors', permissions: ['documents:*'], users: ['alice'] }] }]
+  description: 'A tenant\'s groups with their grants, members and included groups',
+  examples: [{
+    tenant: 'tenant1',
+    revision: 4,
+    groups: [
+      { name: 'editors', permissions: ['documents:write'], users: ['alice'], includes: ['viewers'] },
+      { name: 'viewers', permissions: ['documents:read'], users: [], includes: [] }
+    ]
+  }]
 })
 export const UserReply = Type.Object({
   tenant: Tenant,
   user: User,
   revision: Revision,
-  groups: Type.Array(Group),
-  permissions: Type.Array(Grant)
+  groups: Type.Array(Group, { description: 'The groups the user is a member of' }),
+  permissions: Type.Array(Grant, { description: 'Every grant the user holds, inherited ones included' }),
+  grants: Type.Array(Type.Object({
+    permission: Grant,
+    chain: Type.Array(Group, { description: 'The user\'s group, the group it includes, …, the group granting it (the shortest chain)' })
+  }, closed), { description: 'The same grants, each with the chain of groups it comes through' })
 }, {
   ...closed,
-  description: 'A user\'s groups and effective grants in a tenant',
-  examples: [{ tenant: 'tenant1', user: 'alice', revision: 3, groups: ['editors'], permissions: ['documents:*'] }]
+  description: 'A user\'s groups and effective grants in a tenant, and why they hold each',
+  examples: [{
+    tenant: 'tenant1',
+    user: 'alice',
+    revision: 4,
+    groups: ['editors'],
+    permissions: ['documents:read', 'documents:write'],
+    grants: [{ permission: 'documents:read', chain: ['editors', 'viewers'] }, { permission: 'documents:write', chain: ['editors'] }]
+  }]
 })
 export const RefreshReply = Type.Object({ tenant: Tenant, revision: Revision }, {
   ...closed, description: 'The tenant\'s revision after the reload', examples: [{ tenant: 'tenant1', revision: 3 }]

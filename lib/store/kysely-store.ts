@@ -1,13 +1,14 @@
 /**
- * The built-in PolicyStore: six prefixed tables on any Kysely (SQLite, PostgreSQL, MySQL).
+ * The built-in PolicyStore: prefixed tables on any Kysely (SQLite, PostgreSQL, MySQL).
  * Writes to one tenant serialize on the tenant's row, so revisions are unique and gap-free
  * across connections and processes.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Migrator, sql, type Kysely } from 'kysely'
+import { Migrator, sql, type ExpressionBuilder, type Kysely } from 'kysely'
 import { DEFAULTS } from '../defaults.js'
 import { EMPTY_DIGEST, factHash, formatDigest, parseDigest } from '../digest.js'
 import { GroupNotFoundError, InvalidOptionError, TenantNotFoundError } from '../errors.js'
+import { assertNoCycle } from '../hierarchy.js'
 import {
   assertActor, assertBatch, assertChange, assertGroups, assertIdentifier, assertIfRevision, checkRevision, loggedBatch, replaceChanges,
   type AuditEntry, type BatchChange, type Change, type ChangesPage, type GroupData, type LoggedChange, type TenantSnapshot, type TenantSummary, type TenantVersion, type WriteResult
@@ -80,6 +81,8 @@ interface ChangelogRow {
   user_id: string | null
   /** A batch entry's changes, as JSON (0004); null for a single change. */
   changes: string | null
+  /** The included group of include-group and exclude-group (0007); null otherwise. */
+  includes: string | null
 }
 
 /** A changelog row with its audit columns (0005). */
@@ -177,7 +180,7 @@ export class KyselyPolicyStore implements PolicyStore {
   /** Replaces the tenant's policy with `groups`: the difference, as one batch. See {@link PolicyStore.importTenant}. */
   async importTenant (tenant: string, groups: readonly GroupData[], origin: string, options: StoreWriteOptions = {}): Promise<ReplaceResult> {
     assertIdentifier('tenant', tenant)
-    assertGroups(groups)
+    assertGroups(groups, tenant)
     return await this.#replace(tenant, groups, origin, options, false)
   }
 
@@ -230,6 +233,7 @@ export class KyselyPolicyStore implements PolicyStore {
         group_name: logged.op === 'batch' ? '' : logged.group,
         permission: 'permission' in logged ? logged.permission : null,
         user_id: 'user' in logged ? logged.user : null,
+        includes: 'includes' in logged ? logged.includes : null,
         ...(logged.op === 'batch' ? { changes: JSON.stringify(logged.changes) } : {}),
         origin,
         actor: actor ?? null,
@@ -265,12 +269,14 @@ export class KyselyPolicyStore implements PolicyStore {
 
   /** The tenant's groups, sorted by name, their permissions and users sorted, read in `trx`. */
   async #contents (trx: Kysely<any>, tenant: string): Promise<GroupData[]> {
-    const { groups, grants, members } = this.#tables
-    const byName = new Map<string, GroupData>()
+    const { groups, grants, members, inclusions } = this.#tables
+    const byName = new Map<string, Required<GroupData>>()
     const groupRows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).execute()
-    for (const { name } of groupRows) byName.set(name, { name, permissions: [], users: [] })
+    for (const { name } of groupRows) byName.set(name, { name, permissions: [], users: [], includes: [] })
     const grantRows = await trx.selectFrom(grants).select(['group_name', 'permission']).where('tenant', '=', tenant).execute()
     for (const { group_name: group, permission } of grantRows) byName.get(group)?.permissions.push(permission)
+    const inclusionRows = await trx.selectFrom(inclusions).select(['group_name', 'includes']).where('tenant', '=', tenant).execute()
+    for (const { group_name: group, includes } of inclusionRows) byName.get(group)?.includes.push(includes)
     if (this.#dialect === 'mysql') {
       const memberRows = await trx.selectFrom(members).select(['group_name', 'user_id']).where('tenant', '=', tenant).execute()
       for (const { group_name: group, user_id: user } of memberRows) byName.get(group)?.users.push(user)
@@ -291,6 +297,7 @@ export class KyselyPolicyStore implements PolicyStore {
     for (const group of result) {
       group.permissions.sort()
       group.users.sort()
+      group.includes.sort()
     }
     return result
   }
@@ -298,7 +305,7 @@ export class KyselyPolicyStore implements PolicyStore {
   /** The changes after `revision`, in order; `[]` when current; `null` when pruned or when `revision` is ahead. */
   async changesSince (tenant: string, revision: number): Promise<LoggedChange[] | null> {
     const rows: ChangelogRow[] = await this.#db.selectFrom(this.#tables.changelog)
-      .select(['revision', 'op', 'group_name', 'permission', 'user_id', 'changes'])
+      .select(['revision', 'op', 'group_name', 'permission', 'user_id', 'changes', 'includes'])
       .where('tenant', '=', tenant)
       .where('revision', '>', revision)
       .orderBy('revision')
@@ -319,7 +326,7 @@ export class KyselyPolicyStore implements PolicyStore {
       const oldest = await trx.selectFrom(changelog).select('revision').where('tenant', '=', tenant)
         .orderBy('revision').limit(1).executeTakeFirst()
       const rows: AuditRow[] = await trx.selectFrom(changelog)
-        .select(['revision', 'op', 'group_name', 'permission', 'user_id', 'changes', 'origin', 'actor', 'committed_at', 'created_at'])
+        .select(['revision', 'op', 'group_name', 'permission', 'user_id', 'changes', 'includes', 'origin', 'actor', 'committed_at', 'created_at'])
         .where('tenant', '=', tenant)
         .where('revision', '>', after)
         .orderBy('revision')
@@ -434,7 +441,7 @@ export class KyselyPolicyStore implements PolicyStore {
    * hashes of the facts added minus those of the facts removed), or null when it changed nothing.
    */
   async #apply (trx: Kysely<any>, tenant: string, change: Change): Promise<bigint | null> {
-    const { groups, grants, members } = this.#tables
+    const { groups, grants, members, inclusions } = this.#tables
     const group = change.group
     const added = (done: boolean, hash: () => bigint) => done ? hash() : null
     const removed = (done: boolean, hash: () => bigint) => done ? -hash() : null
@@ -449,8 +456,13 @@ export class KyselyPolicyStore implements PolicyStore {
         for (const { permission } of grantRows) delta -= factHash({ group, permission })
         const memberRows = await trx.selectFrom(members).select('user_id').where('tenant', '=', tenant).where('group_name', '=', group).execute()
         for (const { user_id: user } of memberRows) delta -= factHash({ group, user })
+        // Its inclusions, both ways: those it makes and those naming it.
+        const touching = (eb: ExpressionBuilder<any, any>) => eb.and([eb('tenant', '=', tenant), eb.or([eb('group_name', '=', group), eb('includes', '=', group)])])
+        const inclusionRows = await trx.selectFrom(inclusions).select(['group_name', 'includes']).where(touching).execute()
+        for (const row of inclusionRows) delta -= factHash({ group: row.group_name, includes: row.includes })
         await trx.deleteFrom(grants).where('tenant', '=', tenant).where('group_name', '=', group).execute()
         await trx.deleteFrom(members).where('tenant', '=', tenant).where('group_name', '=', group).execute()
+        await trx.deleteFrom(inclusions).where(touching).execute()
         return delta
       }
       case 'add-permission': {
@@ -471,7 +483,36 @@ export class KyselyPolicyStore implements PolicyStore {
         const { user } = change
         return removed(await this.#deleteExisting(trx, members, { tenant, group_name: group, user_id: user }), () => factHash({ group, user }))
       }
+      case 'include-group': {
+        const { includes } = change
+        await this.#assertGroup(trx, tenant, group)
+        await this.#assertGroup(trx, tenant, includes)
+        const row = { tenant, group_name: group, includes }
+        const found = await trx.selectFrom(inclusions).select(sql.lit(1).as('found')).where((eb) => eb.and(row)).executeTakeFirst()
+        if (found !== undefined) return null
+        // The tenant's inclusions are few (at most one per pair of groups, usually about one per group): read them all.
+        const children = await this.#inclusionsOf(trx, tenant)
+        assertNoCycle(tenant, group, includes, (name) => children.get(name) ?? [])
+        await trx.insertInto(inclusions).values(row).execute()
+        return factHash({ group, includes })
+      }
+      case 'exclude-group': {
+        const { includes } = change
+        return removed(await this.#deleteExisting(trx, inclusions, { tenant, group_name: group, includes }), () => factHash({ group, includes }))
+      }
     }
+  }
+
+  /** The tenant's inclusions: each group → the groups it includes. */
+  async #inclusionsOf (trx: Kysely<any>, tenant: string): Promise<Map<string, string[]>> {
+    const rows = await trx.selectFrom(this.#tables.inclusions).select(['group_name', 'includes']).where('tenant', '=', tenant).execute()
+    const children = new Map<string, string[]>()
+    for (const { group_name: group, includes } of rows) {
+      const list = children.get(group)
+      if (list === undefined) children.set(group, [includes])
+      else list.push(includes)
+    }
+    return children
   }
 
   /**
@@ -479,10 +520,10 @@ export class KyselyPolicyStore implements PolicyStore {
    * it in memory (lib/store/batch-plan.ts), then deletes and inserts the net difference.
    */
   async #applyBatch (trx: Kysely<any>, tenant: string, changes: readonly Change[]) {
-    const { groups, grants, members } = this.#tables
+    const { groups, grants, members, inclusions } = this.#tables
     const plan = new BatchPlan(tenant, changes)
     const needs = plan.needs()
-    const facts: BatchFacts & { groups: string[], grants: Pair[], members: Pair[] } = { groups: [], grants: [], members: [] }
+    const facts: BatchFacts & { groups: string[], grants: Pair[], members: Pair[], inclusions: Pair[] } = { groups: [], grants: [], members: [], inclusions: [] }
     for (const names of chunks(needs.groups, IN_CHUNK)) {
       const rows = await trx.selectFrom(groups).select('name').where('tenant', '=', tenant).where('name', 'in', names).execute()
       for (const { name } of rows) facts.groups.push(name)
@@ -506,6 +547,11 @@ export class KyselyPolicyStore implements PolicyStore {
         .where((eb) => eb(eb.refTuple('group_name', 'user_id'), 'in', pairs.map(([g, u]) => eb.tuple(g, u)))).execute()
       for (const row of rows) facts.members.push([row.group_name, row.user_id])
     }
+    if (needs.inclusions) {
+      for (const [group, included] of await this.#inclusionsOf(trx, tenant)) {
+        for (const name of included) facts.inclusions.push([group, name])
+      }
+    }
 
     const outcome = plan.apply(facts)
     const { insert, remove } = outcome
@@ -516,6 +562,10 @@ export class KyselyPolicyStore implements PolicyStore {
     for (const pairs of chunks(remove.members, ROW_CHUNK)) {
       await trx.deleteFrom(members).where('tenant', '=', tenant)
         .where((eb) => eb(eb.refTuple('group_name', 'user_id'), 'in', pairs.map(([g, u]) => eb.tuple(g, u)))).execute()
+    }
+    for (const pairs of chunks(remove.inclusions, ROW_CHUNK)) {
+      await trx.deleteFrom(inclusions).where('tenant', '=', tenant)
+        .where((eb) => eb(eb.refTuple('group_name', 'includes'), 'in', pairs.map(([g, i]) => eb.tuple(g, i)))).execute()
     }
     for (const names of chunks(remove.groups, IN_CHUNK)) {
       await trx.deleteFrom(groups).where('tenant', '=', tenant).where('name', 'in', names).execute()
@@ -528,6 +578,9 @@ export class KyselyPolicyStore implements PolicyStore {
     }
     for (const pairs of chunks(insert.members, ROW_CHUNK)) {
       await trx.insertInto(members).values(pairs.map(([group, user]) => ({ tenant, group_name: group, user_id: user }))).execute()
+    }
+    for (const pairs of chunks(insert.inclusions, ROW_CHUNK)) {
+      await trx.insertInto(inclusions).values(pairs.map(([group, includes]) => ({ tenant, group_name: group, includes }))).execute()
     }
     return outcome
   }
@@ -643,6 +696,9 @@ function toLoggedChange (row: ChangelogRow): LoggedChange {
     case 'assign-user':
     case 'unassign-user':
       return { revision, op: row.op, group, user: row.user_id as string }
+    case 'include-group':
+    case 'exclude-group':
+      return { revision, op: row.op, group, includes: row.includes as string }
     default:
       return { revision, op: row.op, group }
   }

@@ -13,6 +13,8 @@ export interface TableNames {
   groups: string
   grants: string
   members: string
+  /** The role hierarchy (0007): one row per inclusion, `group_name` includes `includes`. */
+  inclusions: string
   changelog: string
   /** Name → value: the database id (`database_id`). */
   meta: string
@@ -31,6 +33,7 @@ export function tableNames (prefix: string): TableNames {
     groups: `${prefix}groups`,
     grants: `${prefix}grants`,
     members: `${prefix}members`,
+    inclusions: `${prefix}inclusions`,
     changelog: `${prefix}changelog`,
     meta: `${prefix}meta`,
     migrations: `${prefix}migrations`,
@@ -162,6 +165,24 @@ export function storeMigrations (tables: TableNames, dialect: Dialect): Record<s
         await db.schema.alterTable(tables.tenants)
           .addColumn('deleted', 'integer', (col) => col.notNull().defaultTo(0))
           .execute()
+      }
+    },
+    // The role hierarchy: one row per inclusion (members of `group_name` hold the grants of
+    // `includes`), indexed both ways (deleting a group removes the inclusions naming it on either
+    // side), and the changelog column naming the included group of include-group / exclude-group.
+    '0007-role-hierarchy': {
+      async up (db) {
+        await createTable(db, tables.inclusions)
+          .addColumn('tenant', type.identifier, (col) => col.notNull())
+          .addColumn('group_name', type.identifier, (col) => col.notNull())
+          .addColumn('includes', type.identifier, (col) => col.notNull())
+          .addPrimaryKeyConstraint(`${tables.inclusions}_pk`, ['tenant', 'group_name', 'includes'])
+          .execute()
+        await db.schema.createIndex(`${tables.inclusions}_includes`)
+          .on(tables.inclusions)
+          .columns(['tenant', 'includes'])
+          .execute()
+        await db.schema.alterTable(tables.changelog).addColumn('includes', type.identifier).execute()
       }
     }
   }

@@ -17,7 +17,9 @@ const committed: LoggedChange[] = [
   { op: 'remove-permission', group: 'g', permission: '*', revision: 3 },
   { op: 'assign-user', group: 'g', user: 'alice@example.com', revision: 4 },
   { op: 'unassign-user', group: 'g', user: 'bob', revision: 5 },
-  { op: 'delete-group', group: 'g', revision: 6 }
+  { op: 'delete-group', group: 'g', revision: 6 },
+  { op: 'include-group', group: 'admins', includes: 'editors', revision: 7 },
+  { op: 'exclude-group', group: 'admins', includes: 'editors', revision: 8 }
 ]
 
 test('noticeChange puts a committed change and the digest after it on the wire as one flat entry', async (t) => {
@@ -70,7 +72,11 @@ test('carried data that is malformed or does not fit its operation is a coded 40
     'create-group with a user': [{ tenant: 't1', revision: 3, operation: 'create-group', group: 'g', user: 'u' }, 'Invalid change: create-group carries only group'],
     'delete-group with a permission': [{ tenant: 't1', revision: 3, operation: 'delete-group', group: 'g', permission: 'doc:read' }, 'Invalid change: delete-group carries only group'],
     'a user that is not an identifier': [{ tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'no spaces' }, /^Invalid user: /],
-    'a grant that is not one': [{ tenant: 't1', revision: 3, operation: 'add-permission', group: 'g', permission: 'doc:**' }, /^Invalid permission: /]
+    'a grant that is not one': [{ tenant: 't1', revision: 3, operation: 'add-permission', group: 'g', permission: 'doc:**' }, /^Invalid permission: /],
+    'include-group without includes': [{ tenant: 't1', revision: 3, operation: 'include-group', group: 'g' }, /^Invalid includes: /],
+    'include-group with a user': [{ tenant: 't1', revision: 3, operation: 'include-group', group: 'g', includes: 'h', user: 'u' }, 'Invalid change: include-group carries group and includes only'],
+    'assign-user with includes': [{ tenant: 't1', revision: 3, operation: 'assign-user', group: 'g', user: 'u', includes: 'h' }, 'Invalid change: assign-user carries group and user only'],
+    'includes without operation': [{ tenant: 't1', revision: 3, includes: 'h' }, 'Invalid change: carried data needs an operation']
   }
   for (const [name, [entry, message]] of Object.entries(bad)) {
     t.throws(() => decodeEntry(entry), { statusCode: 400, code: 'FST_POLICY_CACHE_INVALID_INPUT', message }, name)
@@ -79,6 +85,8 @@ test('carried data that is malformed or does not fit its operation is a coded 40
   t.same(decodeEntry(removal).carried, { op: 'remove-permission', group: 'g', permission: 'doc:read', revision: 3 })
   const unassign = { tenant: 't1', revision: 3, operation: 'unassign-user', group: 'g', user: 'u' } as const
   t.same(decodeEntry(unassign).carried, { op: 'unassign-user', group: 'g', user: 'u', revision: 3 })
+  const exclusion = { tenant: 't1', revision: 3, operation: 'exclude-group', group: 'g', includes: 'h' } as const
+  t.same(decodeEntry(exclusion).carried, { op: 'exclude-group', group: 'g', includes: 'h', revision: 3 })
 })
 
 test('decodeNotice decodes every entry first: one bad entry rejects the notice, whatever its position', async (t) => {

@@ -48,9 +48,9 @@ test('a never-written tenant is seen once written: here, by a peer (notice), or 
   }
   const engine = app.policyCache as unknown as { noticed: (entries: unknown[]) => Promise<Record<string, number | null>>, sync: () => Promise<string[]> }
   t.same(await engine.noticed([{ tenant: 'peer', revision: 2, carried: undefined }]), { peer: 2 }, 'a peer\'s notice: caught up')
-  t.same((await app.policyCache.user('peer', 'alice')), { tenant: 'peer', user: 'alice', revision: 2, groups: ['g'], permissions: [] })
+  t.same((await app.policyCache.user('peer', 'alice')), { tenant: 'peer', user: 'alice', revision: 2, groups: ['g'], permissions: [], grants: [] })
   t.same(await engine.sync(), { behind: ['synced'], repaired: [] }, 'the sync polls never-written tenants too')
-  t.same((await app.policyCache.user('synced', 'alice')), { tenant: 'synced', user: 'alice', revision: 2, groups: ['g'], permissions: [] })
+  t.same((await app.policyCache.user('synced', 'alice')), { tenant: 'synced', user: 'alice', revision: 2, groups: ['g'], permissions: [], grants: [] })
   t.match(app.policyCache.stats(), { tenants: 3 }, 'all three now in the LRU of real tenants')
 })
 

@@ -264,7 +264,7 @@ test('sync repairs contents that differ from the database at the same revision, 
   t.notOk(cache.peek('t1')!.check('x', 'doc:read'))
   t.same(await cache.sync(), { behind: [], repaired: ['t1'] }, 'ahead of the database (revision 3 of 2)')
   t.equal(cache.peek('t1')!.revision, 2, 'what the database holds, even at a lower revision')
-  t.same(cache.peek('t1')!.view(), [{ name: 'g', permissions: ['doc:read'], users: [] }])
+  t.same(cache.peek('t1')!.view(), [{ name: 'g', permissions: ['doc:read'], users: [], includes: [] }])
 
   await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
   await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')

@@ -87,7 +87,7 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   t.type(batch?.description, 'string', '/batch has a description')
   const batchBody = batch?.requestBody?.content?.['application/json']?.schema
   t.same(Object.keys(batchBody?.properties ?? {}).sort(), ['changes', 'ifRevision', 'tenant'])
-  t.same(Object.keys(batchBody?.properties?.changes?.items?.properties ?? {}).sort(), ['group', 'operation', 'permission', 'user'])
+  t.same(Object.keys(batchBody?.properties?.changes?.items?.properties ?? {}).sort(), ['group', 'includes', 'operation', 'permission', 'user'])
   t.ok(batch?.responses?.['200']?.content?.['application/json']?.schema?.properties?.effects, '/batch 200 schema')
   t.same(batch?.security, [{ adminToken: [] }], '/batch needs the admin token')
 
@@ -100,6 +100,8 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   const user = doc.paths['/tenants/{tenant}/users/{user}']?.get
   t.same(user?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['path', 'user']])
   t.ok(user?.responses?.['200']?.content?.['application/json']?.schema?.properties?.permissions)
+  t.ok(user?.responses?.['200']?.content?.['application/json']?.schema?.properties?.grants?.items?.properties?.chain, 'the user view says why (chains)')
+  t.ok(doc.paths['/tenants/{tenant}/who']?.get?.responses?.['200']?.content?.['application/json']?.schema?.properties?.users?.items?.properties?.chains, 'who says why (chains)')
   const changes = doc.paths['/tenants/{tenant}/changes']?.get
   t.type(changes?.description, 'string', 'the audit feed has a description')
   t.same(changes?.parameters?.map((p: any) => [p.in, p.name]).sort(), [['path', 'tenant'], ['query', 'after'], ['query', 'limit']])
@@ -150,7 +152,7 @@ test('OpenAPI: /docs/json lists every route with its request and response schema
   }
   const importBody = doc.paths['/tenants/{tenant}/import']?.put?.requestBody?.content?.['application/json']?.schema
   t.same(Object.keys(importBody?.properties ?? {}).sort(), ['format', 'groups', 'ifRevision', 'revision', 'tenant'], 'the import takes the export document')
-  t.same(Object.keys(importBody?.properties?.groups?.items?.properties ?? {}).sort(), ['name', 'permissions', 'users'])
+  t.same(Object.keys(importBody?.properties?.groups?.items?.properties ?? {}).sort(), ['includes', 'name', 'permissions', 'users'])
 
   for (const path of ['/health', '/metrics']) {
     t.ok(doc.paths[path]?.get, `${path} is documented`)

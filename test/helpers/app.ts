@@ -45,6 +45,8 @@ export const WRITE_BODY_FIELDS: Readonly<Record<string, readonly string[]>> = {
   '/remove-permission': ['tenant', 'group', 'permission'],
   '/assign-user': ['tenant', 'group', 'user'],
   '/unassign-user': ['tenant', 'group', 'user'],
+  '/include-group': ['tenant', 'group', 'includes'],
+  '/exclude-group': ['tenant', 'group', 'includes'],
   '/refresh-tenant': ['tenant']
 }
 

@@ -22,7 +22,7 @@ test('a batch applies its changes in order at one revision and says which had an
   t.same(res.body, { tenant: 't1', revision: 1, changed: true, effects: [true, true, true, false, true], peers: { acked: 0, total: 0 } })
   t.equal(res.headers['policy-revision'], '1')
   t.match((await get(app, '/check-access?tenant=t1&user=bob&permission=documents:read')).body, { allowed: true, revision: 1 })
-  const view = { tenant: 't1', revision: 1, groups: [{ name: 'editors', permissions: ['documents:*'], users: ['alice', 'bob'] }] }
+  const view = { tenant: 't1', revision: 1, groups: [{ name: 'editors', permissions: ['documents:*'], users: ['alice', 'bob'], includes: [] }] }
   t.same((await get(app, '/tenants/t1')).body, view)
   await app.policyCache.refresh('t1')
   t.same((await get(app, '/tenants/t1')).body, view, 'the database agrees after a reload')
@@ -51,7 +51,7 @@ test('a failing change writes nothing of the batch: 404 naming its index', async
     message: 'changes[2]: Group "g" does not exist in tenant "t1"'
   })
   await app.policyCache.refresh('t1')
-  t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [] }] }, 'nothing written')
+  t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [], includes: [] }] }, 'nothing written')
   await t.rejects(app.policyCache.batch('t1', [{ op: 'create-group', group: 'h' }, { op: 'add-permission', group: 'x', permission: 'a' }]),
     { code: 'FST_POLICY_CACHE_GROUP_NOT_FOUND', index: 1 }, 'the decorator: the same error, with its index')
   t.equal(await app.policyCache.revision('t1'), 1)
@@ -146,7 +146,7 @@ test('a custom store that reports no effects for a batch: every change counts as
   await app.policyCache.warm(['t1'])
   const outcome = await app.policyCache.batch('t1', [{ op: 'create-group', group: 'g' }, { op: 'assign-user', group: 'g', user: 'alice' }])
   t.match(outcome, { revision: 2, changed: true, effects: [true, true] })
-  t.same((await app.policyCache.tenant('t1')).groups, [{ name: 'g', permissions: [], users: ['alice'] }])
+  t.same((await app.policyCache.tenant('t1')).groups, [{ name: 'g', permissions: [], users: ['alice'], includes: [] }])
   t.match(app.policyCache.stats(), { repairs: 0 }, 'the digest agreed')
   await t.rejects(app.policyCache.batch('t1', 'create-group' as never), { code: 'FST_POLICY_CACHE_INVALID_INPUT' }, 'not an array')
 })

@@ -37,12 +37,12 @@ test('tenant and user views, refresh', async (t) => {
     tenant: 't1',
     revision: 6,
     groups: [
-      { name: 'admins', permissions: ['*'], users: ['bob'] },
-      { name: 'readers', permissions: ['doc:read'], users: ['bob'] }
+      { name: 'admins', permissions: ['*'], users: ['bob'], includes: [] },
+      { name: 'readers', permissions: ['doc:read'], users: ['bob'], includes: [] }
     ]
   })
   t.equal(view.headers['policy-revision'], '6')
-  t.same((await get(app, '/tenants/t1/users/bob')).body, { tenant: 't1', user: 'bob', revision: 6, groups: ['admins', 'readers'], permissions: ['*', 'doc:read'] })
+  t.same((await get(app, '/tenants/t1/users/bob')).body, { tenant: 't1', user: 'bob', revision: 6, groups: ['admins', 'readers'], permissions: ['*', 'doc:read'], grants: [{ permission: '*', chain: ['admins'] }, { permission: 'doc:read', chain: ['readers'] }] })
   const refreshed = await app.inject({ method: 'POST', url: '/refresh-tenant', payload: { tenant: 't1' } })
   t.same(refreshed.json(), { tenant: 't1', revision: 6 })
   t.same((await get(app, '/tenants/t1')).body, view.body, 'a full reload gives the same tenant')

@@ -1,12 +1,12 @@
 /**
- * `ifRevision` on the six writes and the batch: a tenant at another revision answers 409
+ * `ifRevision` on the writes and the batch: a tenant at another revision answers 409
  * FST_POLICY_CACHE_REVISION_CONFLICT saying its current revision (message and `policy-revision`
  * header; `currentRevision` on the decorator's error), and nothing is written.
  */
 import { test } from 'tap'
 import { buildApp, get, post, WRITE_BODY_FIELDS } from '../helpers/app.js'
 
-const VALUES: Record<string, string> = { tenant: 't1', group: 'g', permission: 'documents:read', user: 'alice' }
+const VALUES: Record<string, string> = { tenant: 't1', group: 'g', permission: 'documents:read', user: 'alice', includes: 'g' }
 
 test('every write route honours ifRevision: 409 with the current revision, nothing written', async (t) => {
   const app = await buildApp(t)

@@ -12,8 +12,8 @@ import { buildApp, get, post } from '../helpers/app.js'
 import { InstrumentedStore } from '../helpers/instrumented-store.js'
 
 const POLICY: GroupData[] = [
-  { name: 'admins', permissions: ['*'], users: ['carol'] },
-  { name: 'editors', permissions: ['docs:*'], users: ['alice', 'bob'] }
+  { name: 'admins', permissions: ['*'], users: ['carol'], includes: ['editors'] },
+  { name: 'editors', permissions: ['docs:*'], users: ['alice', 'bob'], includes: [] }
 ]
 
 async function request (app: FastifyInstance, method: 'DELETE' | 'PUT' | 'GET', url: string, payload?: unknown) {
@@ -83,7 +83,8 @@ test('GET /tenants/:tenant/export: one document at one revision, read from the d
     { op: 'add-permission', group: 'editors', permission: 'docs:*' },
     { op: 'create-group', group: 'admins' },
     { op: 'add-permission', group: 'admins', permission: '*' },
-    { op: 'assign-user', group: 'admins', user: 'carol' }
+    { op: 'assign-user', group: 'admins', user: 'carol' },
+    { op: 'include-group', group: 'admins', includes: 'editors' }
   ])
   const res = await get(app, '/tenants/t1/export')
   t.same(res.body, { tenant: 't1', revision: 1, groups: POLICY, format: 1 }, 'sorted')
@@ -108,11 +109,19 @@ test('PUT /tenants/:tenant/import: the tenant holds exactly the document, at one
 
   const conflict = await request(app, 'PUT', '/tenants/t1/import', { groups: [], format: 1, ifRevision: 0 })
   t.match(conflict, { status: 409, headers: { 'policy-revision': '1' } })
+  // A document without `includes` (they are optional): none.
   const next = [{ name: 'editors', permissions: ['docs:read'], users: ['dave'] }]
   t.match(await app.policyCache.importTenant('t1', { groups: next, format: 1 }, { ifRevision: 1, actor: 'ci' }), { revision: 2, changed: true })
-  t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 2, groups: next })
+  t.same((await get(app, '/tenants/t1')).body, { tenant: 't1', revision: 2, groups: [{ ...next[0], includes: [] }] })
   t.equal(await app.policyCache.check('t1', 'carol', 'anything'), false, 'the old grants are gone here at once')
   t.match((await app.policyCache.changes('t1', { after: 1 })).entries, [{ revision: 2, actor: 'ci', change: { op: 'batch' } }])
+
+  // An inclusion turned round: the old one goes before the new one comes, so no cycle on the way.
+  await app.policyCache.importTenant('t1', { groups: POLICY, format: 1 })
+  const reversed = [{ ...POLICY[0], includes: [] }, { ...POLICY[1], includes: ['admins'] }]
+  t.match(await app.policyCache.importTenant('t1', { groups: reversed, format: 1 }), { revision: 4, changed: true })
+  t.same((await app.policyCache.exportTenant('t1')).groups, reversed)
+  t.equal(await app.policyCache.check('t1', 'alice', 'anything'), true, 'editors now hold what admins grant')
 })
 
 test('a malformed document is a coded 400 naming the place, nothing written', async (t) => {
@@ -142,7 +151,9 @@ test('a malformed document is a coded 400 naming the place, nothing written', as
   const duplicates: Array<[unknown, RegExp]> = [
     [[group({}), group({})], /groups\[1\]\.name: "g" is named twice/],
     [[group({ permissions: ['a', 'a'] })], /groups\[0\]\.permissions\[1\]: "a" is listed twice/],
-    [[group({ users: ['u', 'v', 'u'] })], /groups\[0\]\.users\[2\]: "u" is listed twice/]
+    [[group({ users: ['u', 'v', 'u'] })], /groups\[0\]\.users\[2\]: "u" is listed twice/],
+    [[group({ includes: ['h', 'h'] }), group({ name: 'h' })], /groups\[0\]\.includes\[1\]: "h" is listed twice/],
+    [[group({ includes: ['h'] })], /groups\[0\]\.includes\[0\]: "h" is no group of the document/]
   ]
   for (const [groups, message] of duplicates) {
     t.match(await request(app, 'PUT', '/tenants/t1/import', { groups, format: 1 }), { status: 400, body: { code: 'FST_POLICY_CACHE_INVALID_INPUT', message } })
@@ -167,6 +178,10 @@ test('a malformed document is a coded 400 naming the place, nothing written', as
   for (const [document, message] of bad) {
     await t.rejects(pc.importTenant('t1', document as never), { code: 'FST_POLICY_CACHE_INVALID_INPUT', message }, JSON.stringify(document))
   }
+  // Inclusions closing a cycle: the 409 of a write, naming the path.
+  const cycle = { groups: [group({ includes: ['h'] }), group({ name: 'h', includes: ['k'] }), group({ name: 'k', includes: ['g'] })], format: 1 }
+  t.match(await request(app, 'PUT', '/tenants/t1/import', cycle), { status: 409, body: { code: 'FST_POLICY_CACHE_INCLUSION_CYCLE', message: /cycle k → g → h → k/ } })
+  await t.rejects(pc.importTenant('t1', { groups: [group({ includes: ['g'] })], format: 1 }), { code: 'FST_POLICY_CACHE_INCLUSION_CYCLE', path: ['g', 'g'] })
   await t.rejects(pc.importTenant('t1', { groups: [], format: 1 }, { ifRevision: -1 }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })
   await t.rejects(pc.importTenant('t1', { groups: [], format: 1 }, { actor: '\n' }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })
   await t.rejects(pc.importTenant('-', { groups: [], format: 1 }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })
@@ -202,7 +217,7 @@ test('a store that fails: the listing, the export, the deletion and the import a
     t.match(await request(app, method, url, payload), { status: 503, body: { code: 'FST_POLICY_CACHE_STORE_UNAVAILABLE' } }, `${method} ${url}`)
   }
   store.failing = undefined
-  t.same(await app.policyCache.exportTenant('t1'), { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [] }], format: 1 }, 'nothing written')
+  t.same(await app.policyCache.exportTenant('t1'), { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [], includes: [] }], format: 1 }, 'nothing written')
 })
 
 test('128-character tenant ids: deleted, exported and imported through the fallback routes', async (t) => {
@@ -246,12 +261,17 @@ test('writes through the routes name the identity\'s user as the actor of a dele
   t.match((await app.policyCache.changes('t1')).entries, [{ revision: 1, actor: 'importer' }, { revision: 2, actor: 'deleter' }])
 })
 
-/** A random tenant policy: a few groups, grants and members from small domains (so documents overlap). */
+/**
+ * A random tenant policy: a few groups, grants, members and inclusions from small domains (so
+ * documents overlap; a group includes only groups after it in name order, so never a cycle).
+ */
 const policy = fc.uniqueArray(fc.record({
   name: fc.constantFrom('admins', 'editors', 'readers', 'billing', 'x.y@z'),
   permissions: fc.uniqueArray(fc.constantFrom('*', 'docs:*', 'docs:read', 'docs:drafts:edit', 'billing:pay'), { maxLength: 4 }),
-  users: fc.uniqueArray(fc.constantFrom('alice', 'bob', 'carol', 'dave', 'e.ve@corp'), { maxLength: 4 })
+  users: fc.uniqueArray(fc.constantFrom('alice', 'bob', 'carol', 'dave', 'e.ve@corp'), { maxLength: 4 }),
+  includes: fc.uniqueArray(fc.constantFrom('admins', 'editors', 'readers', 'billing', 'x.y@z'), { maxLength: 3 })
 }), { selector: (group) => group.name, minLength: 1, maxLength: 5 })
+  .map((groups) => groups.map((group) => ({ ...group, includes: group.includes.filter((name) => name > group.name && groups.some((other) => other.name === name)) })))
 
 test('property: export → import into an empty database round-trips exactly; import of B over A leaves exactly B', async (t) => {
   const source = await buildApp(t)
@@ -265,6 +285,7 @@ test('property: export → import into an empty database round-trips exactly; im
       for (const permission of group.permissions) await source.policyCache.addPermission(tenant, group.name, permission)
       for (const user of group.users) await source.policyCache.assignUser(tenant, group.name, user)
     }
+    for (const group of a) for (const included of group.includes) await source.policyCache.includeGroup(tenant, group.name, included)
     const exported = (await get(source, `/tenants/${tenant}/export`)).body
     const imported = await request(target, 'PUT', `/tenants/${tenant}/import`, exported)
     t.equal(imported.body.revision, 1, 'one revision on the target')
@@ -275,7 +296,7 @@ test('property: export → import into an empty database round-trips exactly; im
     const over = await request(target, 'PUT', `/tenants/${tenant}/import`, other)
     t.equal(over.status, 200)
     const after = await target.policyCache.exportTenant(tenant)
-    const sorted = [...b].sort((x, y) => x.name < y.name ? -1 : 1).map((g) => ({ name: g.name, permissions: [...g.permissions].sort(), users: [...g.users].sort() }))
+    const sorted = [...b].sort((x, y) => x.name < y.name ? -1 : 1).map((g) => ({ name: g.name, permissions: [...g.permissions].sort(), users: [...g.users].sort(), includes: [...g.includes].sort() }))
     t.same(after.groups, sorted, 'B over A leaves exactly B')
     t.equal(after.revision, over.body.changed === true ? 2 : 1, 'at most one more revision')
     t.same((await get(target, `/tenants/${tenant}`)).body.groups, sorted, 'and the cache answers it')

@@ -23,12 +23,12 @@ test('a 128-character tenant, group and user: written, checked and viewed', asyn
   t.same((await get(app, `/check-access?tenant=${tenant}&user=${user}&permission=doc:read`)).body, { allowed: true, revision: 3 })
   const view = await get(app, `/tenants/${tenant}`)
   t.equal(view.status, 200)
-  t.same(view.body, { tenant, revision: 3, groups: [{ name: group, permissions: ['doc:read'], users: [user] }] })
+  t.same(view.body, { tenant, revision: 3, groups: [{ name: group, permissions: ['doc:read'], users: [user], includes: [] }] })
   t.equal(view.headers['policy-revision'], '3')
   const userView = await get(app, `/tenants/${tenant}/users/${user}`)
   t.equal(userView.status, 200)
-  t.same(userView.body, { tenant, user, revision: 3, groups: [group], permissions: ['doc:read'] })
-  t.same((await get(app, `/tenants/t1/users/${user}`)).body, { tenant: 't1', user, revision: 0, groups: [], permissions: [] }, 'a long user in a short tenant')
+  t.same(userView.body, { tenant, user, revision: 3, groups: [group], permissions: ['doc:read'], grants: [{ permission: 'doc:read', chain: [group] }] })
+  t.same((await get(app, `/tenants/t1/users/${user}`)).body, { tenant: 't1', user, revision: 0, groups: [], permissions: [], grants: [] }, 'a long user in a short tenant')
 })
 
 test('with a host maxParamLength of 20, ids past it still work', async (t) => {

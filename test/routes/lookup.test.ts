@@ -40,27 +40,27 @@ test('who: exact grants, wildcards at every depth and `*`, each user once with t
     tenant: 't1',
     permission: 'documents:read',
     revision: 1,
-    users: [{ user: 'alice', groups: ['editors', 'readers'] }, { user: 'carol', groups: ['readers'] }, { user: 'dave', groups: ['editors'] }, { user: 'root', groups: ['admins'] }],
+    users: [{ user: 'alice', groups: ['editors', 'readers'], chains: [['editors'], ['readers']] }, { user: 'carol', groups: ['readers'], chains: [['readers']] }, { user: 'dave', groups: ['editors'], chains: [['editors']] }, { user: 'root', groups: ['admins'], chains: [['admins']] }],
     next: null
   })
   t.same((await who('documents:drafts:x')).users.map((h: { user: string }) => h.user), ['alice', 'dave', 'erin', 'root'], 'a deeper wildcard')
   t.same((await who('documents:write')).users.map((h: { user: string }) => h.user), ['alice', 'dave', 'root'])
-  t.same((await who('documents')).users, [{ user: 'mallory', groups: ['other'] }, { user: 'root', groups: ['admins'] }], '`documents:*` does not hold `documents`')
-  t.same((await who('reports:read')).users, [{ user: 'root', groups: ['admins'] }], 'only `*`')
+  t.same((await who('documents')).users, [{ user: 'mallory', groups: ['other'], chains: [['other']] }, { user: 'root', groups: ['admins'], chains: [['admins']] }], '`documents:*` does not hold `documents`')
+  t.same((await who('reports:read')).users, [{ user: 'root', groups: ['admins'], chains: [['admins']] }], 'only `*`')
   // A wildcard asked for: held through itself, a shorter wildcard or `*`, not through the grants under it.
   t.same((await who('documents:*')).users.map((h: { user: string }) => h.user), ['alice', 'dave', 'root'])
   t.same((await who('documents:drafts:*')).users.map((h: { user: string }) => h.user), ['alice', 'dave', 'erin', 'root'])
-  t.same((await who('*')).users, [{ user: 'root', groups: ['admins'] }])
-  t.same((await who('nothing')).users, [{ user: 'root', groups: ['admins'] }])
+  t.same((await who('*')).users, [{ user: 'root', groups: ['admins'], chains: [['admins']] }])
+  t.same((await who('nothing')).users, [{ user: 'root', groups: ['admins'], chains: [['admins']] }])
   t.same((await get(app, '/tenants/none/who?permission=a')).body, { tenant: 'none', permission: 'a', revision: 0, users: [], next: null })
 
   // Revoking a wildcard and deleting a group follow at once.
   await app.policyCache.batch('t1', [{ op: 'remove-permission', group: 'editors', permission: 'documents:*' }, { op: 'delete-group', group: 'admins' }])
   t.same(await who('documents:read'), {
-    tenant: 't1', permission: 'documents:read', revision: 2, users: [{ user: 'alice', groups: ['readers'] }, { user: 'carol', groups: ['readers'] }], next: null
+    tenant: 't1', permission: 'documents:read', revision: 2, users: [{ user: 'alice', groups: ['readers'], chains: [['readers']] }, { user: 'carol', groups: ['readers'], chains: [['readers']] }], next: null
   })
   const decorated = await app.policyCache.who('t1', 'documents:drafts:x')
-  t.same(decorated, { tenant: 't1', permission: 'documents:drafts:x', revision: 2, users: [{ user: 'erin', groups: ['deep'] }], next: null })
+  t.same(decorated, { tenant: 't1', permission: 'documents:drafts:x', revision: 2, users: [{ user: 'erin', groups: ['deep'], chains: [['deep']] }], next: null })
 })
 
 test('who pages: each holder exactly once at every limit; a coded 400 for a bad permission, cursor, limit or parameter', async (t) => {
@@ -75,7 +75,8 @@ test('who pages: each holder exactly once at every limit; a coded 400 for a bad 
   await app.policyCache.batch('t1', changes)
   const expected = users.filter((_u, i) => i % 2 === 0 || i % 3 === 0).map((user) => {
     const i = users.indexOf(user)
-    return { user, groups: [...(i % 2 === 0 ? ['a'] : []), ...(i % 3 === 0 ? ['b'] : [])] }
+    const groups = [...(i % 2 === 0 ? ['a'] : []), ...(i % 3 === 0 ? ['b'] : [])]
+    return { user, groups, chains: groups.map((group) => [group]) }
   })
   for (const limit of [1, 9, 80, 1000]) {
     const seen: unknown[] = []
@@ -111,7 +112,7 @@ test('who with long ids, minRevision, and behind routeHooks', async (t) => {
   await app.register(policyCache, { db: store, syncIntervalMs: 0 })
   const tenant = 't' + 'x'.repeat(127)
   await app.policyCache.batch(tenant, [{ op: 'create-group', group: 'g' }, { op: 'add-permission', group: 'g', permission: 'doc:*' }, { op: 'assign-user', group: 'g', user: 'alice' }])
-  t.same((await get(app, `/tenants/${tenant}/who?permission=doc:read`)).body, { tenant, permission: 'doc:read', revision: 1, users: [{ user: 'alice', groups: ['g'] }], next: null })
+  t.same((await get(app, `/tenants/${tenant}/who?permission=doc:read`)).body, { tenant, permission: 'doc:read', revision: 1, users: [{ user: 'alice', groups: ['g'], chains: [['g']] }], next: null })
   t.match(await get(app, `/tenants/${tenant}/who?permission=doc:read&x=1`), { status: 400, body: { code: 'FST_POLICY_CACHE_INVALID_INPUT' } })
   t.match(await get(app, `/tenants/${tenant}/who`), { status: 400, body: { code: 'FST_POLICY_CACHE_INVALID_INPUT' } })
   await store.write(tenant, { op: 'assign-user', group: 'g', user: 'bob' }, 'elsewhere')

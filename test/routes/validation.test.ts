@@ -35,7 +35,7 @@ test('bad write bodies → 4xx with a code, nothing written', async (t) => {
     t.match(res.json(), { statusCode: res.statusCode, code: /^FST_/ }, `${name}: coded error`)
   }
   await app.policyCache.refresh('t1')
-  t.same(await app.policyCache.tenant('t1'), { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [] }] }, 'nothing written')
+  t.same(await app.policyCache.tenant('t1'), { tenant: 't1', revision: 1, groups: [{ name: 'g', permissions: [], users: [], includes: [] }] }, 'nothing written')
 })
 
 test('malformed JSON, wrong content type and oversized bodies are refused', async (t) => {

@@ -31,9 +31,9 @@ test('delete-group removes the grants and memberships it held', async (t) => {
   await post(app, '/assign-user', { tenant: 't1', group: 'g', user: 'bob' })
   await post(app, '/delete-group', { tenant: 't1', group: 'g' })
   await post(app, '/create-group', { tenant: 't1', group: 'g' })
-  t.same((await get(app, '/tenants/t1/users/bob')).body, { tenant: 't1', user: 'bob', revision: 5, groups: [], permissions: [] })
+  t.same((await get(app, '/tenants/t1/users/bob')).body, { tenant: 't1', user: 'bob', revision: 5, groups: [], permissions: [], grants: [] })
   await app.policyCache.refresh('t1')
-  t.same((await get(app, '/tenants/t1')).body.groups, [{ name: 'g', permissions: [], users: [] }], 'the database agrees after a reload')
+  t.same((await get(app, '/tenants/t1')).body.groups, [{ name: 'g', permissions: [], users: [], includes: [] }], 'the database agrees after a reload')
 })
 
 test('add-permission and assign-user on a missing group → 404 with a code, nothing written', async (t) => {
@@ -79,8 +79,8 @@ test('the decorator offers the same operations without HTTP', async (t) => {
   t.equal(pc.checkSync('t1', 'alice', 'doc'), false)
   t.throws(() => pc.checkSync('t1', 'alice', 'doc:*'), { code: 'FST_POLICY_CACHE_INVALID_INPUT' })
   t.equal(await pc.check('t1', 'alice', 'doc:write', { minRevision: 3 }), true)
-  t.same(await pc.user('t1', 'alice'), { tenant: 't1', user: 'alice', revision: 3, groups: ['g'], permissions: ['doc:*'] })
-  t.same(await pc.tenant('t1'), { tenant: 't1', revision: 3, groups: [{ name: 'g', permissions: ['doc:*'], users: ['alice'] }] })
+  t.same(await pc.user('t1', 'alice'), { tenant: 't1', user: 'alice', revision: 3, groups: ['g'], permissions: ['doc:*'], grants: [{ permission: 'doc:*', chain: ['g'] }] })
+  t.same(await pc.tenant('t1'), { tenant: 't1', revision: 3, groups: [{ name: 'g', permissions: ['doc:*'], users: ['alice'], includes: [] }] })
   t.same(await pc.refresh('t1'), { tenant: 't1', revision: 3 })
   t.equal(await pc.revision('t1'), 3)
   t.same(pc.peers(), [])

@@ -20,6 +20,7 @@ export interface StoreUnderTest {
 
 const ORIGIN = 'conformance'
 const GROUP_NOT_FOUND = { code: 'FST_POLICY_CACHE_GROUP_NOT_FOUND' }
+const INCLUSION_CYCLE = { code: 'FST_POLICY_CACHE_INCLUSION_CYCLE', statusCode: 409 }
 
 /** Runs one test on a fresh store, migrated unless `migrated` is false, closed and cleaned up after. */
 async function withStore (t: Test, makeStore: () => Promise<StoreUnderTest>, fn: (store: PolicyStore) => Promise<void>, migrated = true): Promise<void> {
@@ -46,11 +47,14 @@ function writer (store: PolicyStore) {
   }
 }
 
-/** The snapshot without its digest, once the digest is checked to be that of its groups. */
+/**
+ * The snapshot without its digest, once the digest is checked to be that of its groups; a group's
+ * `includes` only when it includes some (absent and empty mean the same: none).
+ */
 async function snapshotOf (store: PolicyStore, tenant: string): Promise<{ revision: number, groups: GroupData[] }> {
   const { revision, groups, digest } = await store.snapshot(tenant)
   if (digest !== digestOf(groups)) throw new Error(`snapshot digest ${digest} is not the digest of its groups, ${digestOf(groups)}`)
-  return { revision, groups }
+  return { revision, groups: groups.map(({ includes, ...group }) => includes === undefined || includes.length === 0 ? group : { ...group, includes }) }
 }
 
 /** The revisions `revisions` reads, without digests. */
@@ -72,8 +76,11 @@ function seeded (seed: number): () => number {
 function randomChange (random: () => number): Change {
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]
   const group = pick(['g', 'h', 'k'])
-  const op = pick(['create-group', 'create-group', 'delete-group', 'add-permission', 'add-permission', 'remove-permission', 'assign-user', 'assign-user', 'unassign-user'] as const)
+  const op = pick(['create-group', 'create-group', 'delete-group', 'add-permission', 'add-permission', 'remove-permission', 'assign-user', 'assign-user', 'unassign-user', 'include-group', 'include-group', 'exclude-group'] as const)
   switch (op) {
+    case 'include-group':
+    case 'exclude-group':
+      return { op, group, includes: pick(['g', 'h', 'k']) }
     case 'add-permission':
     case 'remove-permission':
       return { op, group, permission: pick(['docs:read', 'docs:*', '*']) }
@@ -300,7 +307,7 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     for (let i = 0; i < 400; i++) {
       const change = randomChange(random)
       const result = await store.write('t1', change, ORIGIN).catch((err: { code?: string }) => {
-        if (err.code !== GROUP_NOT_FOUND.code) throw err
+        if (err.code !== GROUP_NOT_FOUND.code && err.code !== INCLUSION_CYCLE.code) throw err
         return null
       })
       if (result === null) continue
@@ -324,6 +331,97 @@ export function storeConformance (t: Test, name: string, makeStore: () => Promis
     t.equal(snapshot.digest, follower.digest, 'the follower agrees')
     t.strictSame(new TenantState(snapshot).view(), follower.view(), 'and holds the same contents')
     t.ok(checked > 10 && snapshot.revision > 100, `a long enough sequence (${snapshot.revision} revisions)`)
+  })
+
+  test('include-group and exclude-group: stored, logged, undone; a no-op changes nothing', async (t, store) => {
+    const write = writer(store)
+    for (const group of ['admins', 'editors', 'viewers']) await write('t1', { op: 'create-group', group })
+    t.strictSame(await write('t1', { op: 'include-group', group: 'admins', includes: 'editors' }), { revision: 4, changed: true })
+    t.strictSame(await write('t1', { op: 'include-group', group: 'editors', includes: 'viewers' }), { revision: 5, changed: true })
+    t.strictSame(await write('t1', { op: 'include-group', group: 'admins', includes: 'viewers' }), { revision: 6, changed: true }, 'a shortcut is no cycle')
+    t.strictSame(await write('t1', { op: 'include-group', group: 'admins', includes: 'editors' }), { revision: 6, changed: false }, 'already included')
+    t.strictSame(await snapshotOf(store, 't1'), {
+      revision: 6,
+      groups: [
+        { name: 'admins', permissions: [], users: [], includes: ['editors', 'viewers'] },
+        { name: 'editors', permissions: [], users: [], includes: ['viewers'] },
+        { name: 'viewers', permissions: [], users: [] }
+      ]
+    })
+    t.strictSame(await write('t1', { op: 'exclude-group', group: 'admins', includes: 'viewers' }), { revision: 7, changed: true })
+    t.strictSame(await write('t1', { op: 'exclude-group', group: 'admins', includes: 'viewers' }), { revision: 7, changed: false }, 'already excluded')
+    t.strictSame(await write('t1', { op: 'exclude-group', group: 'nobody', includes: 'viewers' }), { revision: 7, changed: false }, 'a missing group includes nothing')
+    t.strictSame(await store.changesSince('t1', 3), [
+      { revision: 4, op: 'include-group', group: 'admins', includes: 'editors' },
+      { revision: 5, op: 'include-group', group: 'editors', includes: 'viewers' },
+      { revision: 6, op: 'include-group', group: 'admins', includes: 'viewers' },
+      { revision: 7, op: 'exclude-group', group: 'admins', includes: 'viewers' }
+    ], 'logged, shaped like Change')
+    const feed = await store.changes('t1', 6, 10)
+    t.strictSame(feed.entries.map((entry) => entry.change), [{ op: 'exclude-group', group: 'admins', includes: 'viewers' }], 'the audit feed names the included group')
+  })
+
+  test('include-group without either group throws GroupNotFound and writes nothing', async (t, store) => {
+    const write = writer(store)
+    await write('t1', { op: 'create-group', group: 'g' })
+    await t.rejects(store.write('t1', { op: 'include-group', group: 'missing', includes: 'g' }, ORIGIN), { ...GROUP_NOT_FOUND, message: /"missing"/ })
+    await t.rejects(store.write('t1', { op: 'include-group', group: 'g', includes: 'missing' }, ORIGIN), { ...GROUP_NOT_FOUND, message: /"missing"/ })
+    await t.rejects(store.write('t1', [{ op: 'include-group', group: 'g', includes: 'missing' }], ORIGIN), { ...GROUP_NOT_FOUND, index: 0 })
+    t.strictSame(await snapshotOf(store, 't1'), { revision: 1, groups: [{ name: 'g', permissions: [], users: [] }] })
+  })
+
+  test('an inclusion closing a cycle is refused with a coded 409 naming the path; nothing is written', async (t, store) => {
+    const write = writer(store)
+    await store.write('t1', [
+      ...['a', 'b', 'c', 'd'].map((group): Change => ({ op: 'create-group', group })),
+      { op: 'include-group', group: 'a', includes: 'b' },
+      { op: 'include-group', group: 'b', includes: 'c' },
+      { op: 'include-group', group: 'c', includes: 'd' },
+      { op: 'include-group', group: 'a', includes: 'd' }
+    ], ORIGIN)
+    const before = await store.snapshot('t1')
+    await t.rejects(store.write('t1', { op: 'include-group', group: 'd', includes: 'a' }, ORIGIN),
+      { ...INCLUSION_CYCLE, path: ['d', 'a', 'd'], message: /Group "d" cannot include "a" in tenant "t1": it would close the cycle d → a → d/ }, 'the shortest path')
+    await t.rejects(store.write('t1', { op: 'include-group', group: 'c', includes: 'b' }, ORIGIN), { ...INCLUSION_CYCLE, path: ['c', 'b', 'c'] })
+    await t.rejects(store.write('t1', { op: 'include-group', group: 'd', includes: 'b' }, ORIGIN), { ...INCLUSION_CYCLE, path: ['d', 'b', 'c', 'd'] })
+    await t.rejects(store.write('t1', { op: 'include-group', group: 'b', includes: 'b' }, ORIGIN), { ...INCLUSION_CYCLE, path: ['b', 'b'] }, 'a group including itself')
+    // In a batch: the cycle is judged on the inclusions as the batch left them, and names its change.
+    await t.rejects(store.write('t1', [{ op: 'exclude-group', group: 'a', includes: 'd' }, { op: 'create-group', group: 'e' }, { op: 'include-group', group: 'd', includes: 'e' }, { op: 'include-group', group: 'e', includes: 'a' }], ORIGIN),
+      { ...INCLUSION_CYCLE, index: 3, path: ['e', 'a', 'b', 'c', 'd', 'e'], message: /^changes\[3\]: Group "e" cannot include "a"/ })
+    t.strictSame(await store.snapshot('t1'), before, 'nothing written')
+    t.strictSame(await store.changesSince('t1', 1), [])
+    // What a batch undoes first is no cycle any more.
+    t.strictSame(await write('t1', { op: 'exclude-group', group: 'c', includes: 'd' }), { revision: 2, changed: true })
+    const result = await store.write('t1', [{ op: 'exclude-group', group: 'a', includes: 'd' }, { op: 'include-group', group: 'd', includes: 'a' }], ORIGIN)
+    t.strictSame(result.effects, [true, true])
+  })
+
+  test('delete-group removes its inclusions both ways, and only those', async (t, store) => {
+    const write = writer(store)
+    for (const group of ['top', 'mid', 'low', 'side']) await write('t1', { op: 'create-group', group })
+    await write('t1', { op: 'include-group', group: 'top', includes: 'mid' })
+    await write('t1', { op: 'include-group', group: 'mid', includes: 'low' })
+    await write('t1', { op: 'include-group', group: 'side', includes: 'low' })
+    await write('t1', { op: 'include-group', group: 'top', includes: 'side' })
+    await write('t1', { op: 'delete-group', group: 'mid' })
+    t.strictSame((await snapshotOf(store, 't1')).groups, [
+      { name: 'low', permissions: [], users: [] },
+      { name: 'side', permissions: [], users: [], includes: ['low'] },
+      { name: 'top', permissions: [], users: [], includes: ['side'] }
+    ])
+    await write('t1', { op: 'create-group', group: 'mid' })
+    t.strictSame((await snapshotOf(store, 't1')).groups.find((group) => group.name === 'mid'), { name: 'mid', permissions: [], users: [] }, 'a recreated group includes nothing, and nothing includes it')
+    // In a batch too, with inclusions the batch itself made.
+    const result = await store.write('t1', [{ op: 'include-group', group: 'mid', includes: 'low' }, { op: 'include-group', group: 'top', includes: 'mid' }, { op: 'delete-group', group: 'low' }], ORIGIN)
+    t.strictSame(result.effects, [true, true, true])
+    t.strictSame((await snapshotOf(store, 't1')).groups, [
+      { name: 'mid', permissions: [], users: [] },
+      { name: 'side', permissions: [], users: [] },
+      { name: 'top', permissions: [], users: [], includes: ['mid', 'side'] }
+    ])
+    await write('t1', { op: 'delete-group', group: 'top' })
+    const follower = new TenantState(await store.snapshot('t1'))
+    t.equal(follower.digest, (await store.revisions(['t1'])).get('t1')?.digest, 'the digest lost every inclusion that went')
   })
 
   test('a batch applies its changes in order at one revision, logged as one entry', async (t, store) => {

@@ -15,15 +15,20 @@ const TENANT_NOT_FOUND = { code: 'FST_POLICY_CACHE_TENANT_NOT_FOUND', statusCode
 const CONFLICT = { code: 'FST_POLICY_CACHE_REVISION_CONFLICT', currentRevision: 2 }
 
 const POLICY: GroupData[] = [
-  { name: 'admins', permissions: ['*'], users: ['carol'] },
+  { name: 'admins', permissions: ['*'], users: ['carol'], includes: ['editors'] },
   { name: 'editors', permissions: ['docs:*', 'docs:read'], users: ['alice', 'bob'] }
 ]
 
-/** The snapshot, once its digest is checked to be that of its groups. */
+/** The groups with `includes` only where a group includes some (absent and empty mean the same: none). */
+function plain (groups: readonly GroupData[]): GroupData[] {
+  return groups.map(({ includes, ...group }) => includes === undefined || includes.length === 0 ? group : { ...group, includes })
+}
+
+/** The snapshot, once its digest is checked to be that of its groups (`plain`). */
 async function snapshotOf (store: PolicyStore, tenant: string) {
   const snapshot = await store.snapshot(tenant)
   if (snapshot.digest !== digestOf(snapshot.groups)) throw new Error(`snapshot digest ${snapshot.digest} is not the digest of its groups`)
-  return snapshot
+  return { ...snapshot, groups: plain(snapshot.groups) }
 }
 
 /** Every tenant `tenants` lists, walked `limit` at a time. */
@@ -111,9 +116,10 @@ export function lifecycleConformance (test: (title: string, fn: (t: Test, store:
         { op: 'add-permission', group: 'editors', permission: 'docs:*' },
         { op: 'add-permission', group: 'editors', permission: 'docs:read' },
         { op: 'assign-user', group: 'editors', user: 'alice' },
-        { op: 'assign-user', group: 'editors', user: 'bob' }
+        { op: 'assign-user', group: 'editors', user: 'bob' },
+        { op: 'include-group', group: 'admins', includes: 'editors' }
       ]
-    }, 'a tenant never written is created')
+    }, 'a tenant never written is created, its inclusions last')
     t.strictSame(await snapshotOf(store, 't1'), { revision: 1, groups: POLICY, digest: digestOf(POLICY), exists: true })
     t.strictSame(await store.tenants(undefined, 10), [{ tenant: 't1', revision: 1 }])
     t.strictSame(await store.importTenant('t1', POLICY, ORIGIN), { revision: 1, changed: false, digest: digestOf(POLICY), changes: [] }, 'the same again: nothing')
@@ -159,11 +165,14 @@ export function lifecycleConformance (test: (title: string, fn: (t: Test, store:
     const group = fc.record({
       name,
       permissions: fc.uniqueArray(fc.constantFrom('*', 'docs:*', 'docs:read', 'billing:pay'), { maxLength: 3 }),
-      users: fc.uniqueArray(fc.constantFrom('u1', 'u2', 'u3', 'u4'), { maxLength: 3 })
+      users: fc.uniqueArray(fc.constantFrom('u1', 'u2', 'u3', 'u4'), { maxLength: 3 }),
+      includes: fc.uniqueArray(name, { maxLength: 2 })
     })
-    const document = fc.uniqueArray(group, { selector: (g) => g.name, maxLength: 4 })
-    const sorted = (groups: GroupData[]): GroupData[] => groups.map((g) => ({ name: g.name, permissions: [...g.permissions].sort(), users: [...g.users].sort() }))
-      .sort((x, y) => x.name < y.name ? -1 : 1)
+    // Inclusions in either direction from one document to the next (a → b, then b → a), never a cycle within one.
+    const document = fc.tuple(fc.uniqueArray(group, { selector: (g) => g.name, maxLength: 4 }), fc.boolean()).map(([groups, upwards]) =>
+      groups.map((g) => ({ ...g, includes: g.includes.filter((n) => (upwards ? n > g.name : n < g.name) && groups.some((other) => other.name === n)) })))
+    const sorted = (groups: GroupData[]): GroupData[] => plain(groups.map((g) => ({ name: g.name, permissions: [...g.permissions].sort(), users: [...g.users].sort(), includes: [...(g.includes ?? [])].sort() }))
+      .sort((x, y) => x.name < y.name ? -1 : 1))
     let run = 0
     await fc.assert(fc.asyncProperty(fc.array(document, { minLength: 1, maxLength: 3 }), async (documents) => {
       const tenant = `p${run++}`
@@ -175,7 +184,7 @@ export function lifecycleConformance (test: (title: string, fn: (t: Test, store:
         const changes = await store.changesSince(tenant, follower.revision)
         if (changes === null || !follower.applyAll(changes)) throw new Error('the changelog does not replay')
         t.equal(follower.revision, revision)
-        t.strictSame(follower.view(), snapshot.groups, 'a cache following the changelog holds it too')
+        t.strictSame(plain(follower.view()), snapshot.groups, 'a cache following the changelog holds it too')
       }
     }), { seed: 20251212, numRuns: 15 })
   })

@@ -150,7 +150,7 @@ t.test('the store never touches the host\'s tables, its migration tables include
   const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
   t.strictSame(tables, [
     'groups',
-    'policy_changelog', 'policy_grants', 'policy_groups', 'policy_instances', 'policy_members', 'policy_membership',
+    'policy_changelog', 'policy_grants', 'policy_groups', 'policy_inclusions', 'policy_instances', 'policy_members', 'policy_membership',
     'policy_meta', 'policy_migrations', 'policy_migrations_lock', 'policy_tenants'
   ])
   await store.close()

@@ -79,7 +79,7 @@ for (const { name, url, connect } of servers) {
     const snapshot = await store.snapshot(TENANT)
     t.equal(snapshot.revision, final)
     t.equal(snapshot.digest, digestOf(snapshot.groups), 'concurrent writers on separate pools kept the digest exact')
-    t.strictSame(snapshot.groups, [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort() }],
+    t.strictSame(snapshot.groups, [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort(), includes: [] }],
       'no write was lost')
 
     for (const [i, engine] of engines.entries()) {
@@ -143,7 +143,7 @@ test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes o
     Array.from({ length: final }, (_, i) => i + 1), 'the changelog is gap-free and unique')
   const { digest, ...snapshot } = await store.snapshot(TENANT)
   t.equal(digest, digestOf(snapshot.groups), 'four concurrent writers per process kept the digest exact')
-  t.strictSame(snapshot, { revision: final, groups: [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort() }] },
+  t.strictSame(snapshot, { revision: final, groups: [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort(), includes: [] }] },
     'no write was lost')
 
   for (const [i, base] of urls.entries()) {

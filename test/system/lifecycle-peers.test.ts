@@ -17,8 +17,8 @@ import { twoEngines } from '../helpers/engines.js'
 import { startNodes } from '../helpers/pg-notify.js'
 
 const POLICY: GroupData[] = [
-  { name: 'admins', permissions: ['*'], users: ['carol'] },
-  { name: 'editors', permissions: ['docs:*'], users: ['alice', 'bob'] }
+  { name: 'admins', permissions: ['*'], users: ['carol'], includes: [] },
+  { name: 'editors', permissions: ['docs:*'], users: ['alice', 'bob'], includes: [] }
 ]
 const document = (groups: GroupData[]) => ({ groups, format: 1 as const })
 
@@ -51,7 +51,7 @@ test('an import\'s notice carries the difference; a large one carries nothing an
   await a.importTenant('t1', document(POLICY))
   await b.warm(['t1'])
 
-  const next: GroupData[] = [{ name: 'editors', permissions: ['docs:read'], users: ['bob', 'dave'] }]
+  const next: GroupData[] = [{ name: 'editors', permissions: ['docs:read'], users: ['bob', 'dave'], includes: [] }]
   await a.importTenant('t1', document(next))
   reads()
   t.same(sent.at(-1)?.[0].batch, [
@@ -66,7 +66,7 @@ test('an import\'s notice carries the difference; a large one carries nothing an
   t.same((await b.tenant('t1')).groups, next)
 
   const users = Array.from({ length: MAX_CARRIED_BATCH + 1 }, (_, i) => `u${String(i).padStart(3, '0')}`)
-  const large: GroupData[] = [{ name: 'editors', permissions: ['docs:read'], users }]
+  const large: GroupData[] = [{ name: 'editors', permissions: ['docs:read'], users, includes: [] }]
   await a.importTenant('t1', document(large))
   reads()
   const notice = sent.at(-1) as NoticeChange[]

@@ -86,7 +86,7 @@ interface Check {
 type State = Map<string, { permissions: Set<string>, users: Set<string> }>
 
 /** A tenant view as `GET /tenants/:tenant` answers it (groups by name, lists sorted). */
-interface View { revision: number, groups: Array<{ name: string, permissions: string[], users: string[] }> }
+interface View { revision: number, groups: Array<{ name: string, permissions: string[], users: string[], includes: string[] }> }
 
 function pick<T> (items: readonly T[]): T {
   return items[Math.floor(Math.random() * items.length)]
@@ -142,7 +142,7 @@ function copy (state: State): State {
 
 function viewOf (state: State): View['groups'] {
   return [...state].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
-    .map(([name, g]) => ({ name, permissions: [...g.permissions].sort(), users: [...g.users].sort() }))
+    .map(([name, g]) => ({ name, permissions: [...g.permissions].sort(), users: [...g.users].sort(), includes: [] }))
 }
 
 /** Whether `change`'s fact already holds in `state` (what a write that changed nothing found). */

@@ -40,7 +40,7 @@ export async function usage (db: Kysely<any>, store: PolicyStore): Promise<void>
   await app.policyCache.groupUsers('t', 'g', { cursor: groups.next ?? undefined })
   expectType<Equal<Awaited<ReturnType<typeof app.policyCache.groupUsers>>['users'], string[]>>(true)
   expectType<Equal<Awaited<ReturnType<typeof app.policyCache.groupPermissions>>['permissions'], string[]>>(true)
-  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.who>>['users'], Array<{ user: string, groups: string[] }>>>(true)
+  expectType<Equal<Awaited<ReturnType<typeof app.policyCache.who>>['users'], Array<{ user: string, groups: string[], chains: string[][] }>>>(true)
   await app.policyCache.checkBatch('t', [{ user: 'u', permission: 'p' }], { minRevision: 1 })
   expectType<Equal<Awaited<ReturnType<typeof app.policyCache.checkBatch>>['results'], boolean[]>>(true)
   await app.register(policyCache, { maxBatchChecks: 100 })

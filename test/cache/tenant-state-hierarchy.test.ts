@@ -1,0 +1,75 @@
+/**
+ * TenantState's role hierarchy: held grants resolved on apply (diamonds, grants moving up and going,
+ * groups deleted in the middle), inclusions from a snapshot, and inclusions closing a cycle ignored
+ * (the store refuses them; a state never loops on one).
+ */
+import { test } from 'tap'
+import { TenantState } from '../../lib/cache/tenant-state.js'
+import { digestOf } from '../../lib/digest.js'
+import type { GroupData } from '../../lib/model.js'
+
+function stateOf (groups: GroupData[]): TenantState {
+  return new TenantState({ revision: 1, groups, digest: digestOf(groups) })
+}
+
+/** top → left → bottom and top → right → bottom; `u` in top. */
+const DIAMOND: GroupData[] = [
+  { name: 'bottom', permissions: ['doc:read'], users: [] },
+  { name: 'left', permissions: [], users: [], includes: ['bottom'] },
+  { name: 'right', permissions: ['audit:*'], users: [], includes: ['bottom'] },
+  { name: 'top', permissions: [], users: ['u'], includes: ['left', 'right'] }
+]
+
+test('a snapshot\'s inclusions: grants held through every path of a diamond, until the last goes', async (t) => {
+  const s = stateOf(DIAMOND)
+  t.ok(s.check('u', 'doc:read'))
+  t.ok(s.check('u', 'audit:write'))
+  s.apply({ op: 'exclude-group', group: 'left', includes: 'bottom' })
+  t.ok(s.check('u', 'doc:read'), 'still through right')
+  s.apply({ op: 'exclude-group', group: 'right', includes: 'bottom' })
+  t.notOk(s.check('u', 'doc:read'), 'no path left')
+  t.ok(s.check('u', 'audit:write'), 'right\'s own grant stays')
+  s.apply({ op: 'remove-permission', group: 'right', permission: 'audit:*' })
+  t.notOk(s.check('u', 'audit:write'))
+  s.apply({ op: 'include-group', group: 'left', includes: 'bottom' })
+  s.apply({ op: 'add-permission', group: 'bottom', permission: 'reports:read' })
+  t.ok(s.check('u', 'reports:read'), 'a grant added at the bottom reaches the top')
+  s.apply({ op: 'remove-permission', group: 'bottom', permission: 'reports:read' })
+  t.notOk(s.check('u', 'reports:read'), 'and goes')
+  t.equal(s.digest, digestOf(s.view()))
+})
+
+test('deleting a group in the middle cuts what came through it, both ways', async (t) => {
+  const s = stateOf(DIAMOND)
+  s.apply({ op: 'delete-group', group: 'left' })
+  t.ok(s.check('u', 'doc:read'), 'through right still')
+  s.apply({ op: 'delete-group', group: 'right' })
+  t.notOk(s.check('u', 'doc:read'))
+  t.same(s.view().map((g) => [g.name, g.includes]), [['bottom', []], ['top', []]])
+  s.apply({ op: 'create-group', group: 'right' })
+  s.apply({ op: 'add-permission', group: 'right', permission: 'x' })
+  t.notOk(s.check('u', 'x'), 'a recreated group is included by no one')
+  t.equal(s.digest, digestOf(s.view()))
+})
+
+test('an inclusion closing a cycle is ignored, digest and prediction alike; a snapshot naming an unknown group includes nothing', async (t) => {
+  const s = stateOf(DIAMOND)
+  const before = s.digest
+  for (const change of [{ op: 'include-group', group: 'bottom', includes: 'top' }, { op: 'include-group', group: 'left', includes: 'left' }] as const) {
+    t.equal(s.digestAfter(change), before, `${change.group} → ${change.includes}: predicted unchanged`)
+    s.apply(change)
+    t.equal(s.digest, before, `${change.group} → ${change.includes}: unchanged`)
+  }
+  s.apply({ op: 'assign-user', group: 'bottom', user: 'b' })
+  t.notOk(s.check('b', 'audit:write'), 'nothing came back up')
+
+  const cyclic = stateOf([
+    { name: 'a', permissions: ['p'], users: ['ua'], includes: ['b', 'ghost'] },
+    { name: 'b', permissions: ['q'], users: ['ub'], includes: ['a'] }
+  ])
+  t.ok(cyclic.check('ua', 'q'), 'the first inclusion holds')
+  t.notOk(cyclic.check('ub', 'p'), 'the one closing the cycle is ignored')
+  t.same(cyclic.view().map((g) => [g.name, g.includes]), [['a', ['b']], ['b', []]])
+  cyclic.apply({ op: 'remove-permission', group: 'b', permission: 'q' })
+  t.notOk(cyclic.check('ua', 'q'), 'and nothing stays held by a loop')
+})

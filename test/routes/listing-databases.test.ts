@@ -1,7 +1,8 @@
 /**
- * The listings, `who` and `checkBatch` on each database (SQLite, PostgreSQL, MariaDB): an instance
- * that loads the tenant cold from the database, and one that follows a batch through the database's
- * changelog (`minRevision`), answer what the writing instance answers.
+ * The listings, `who`, the user view and `checkBatch` on each database (SQLite, PostgreSQL, MariaDB),
+ * inclusions among the writes: an instance that loads the tenant cold from the database, and one that
+ * follows a batch through the database's changelog (`minRevision`), answer what the writing instance
+ * answers.
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
@@ -55,7 +56,8 @@ async function answers (app: FastifyInstance, minRevision?: number) {
   }
   const who = await Promise.all(['docs:read', 'docs:drafts:edit', 'docs:*', 'billing:pay'].map((permission) => walk((cursor) => pc.who('t1', permission, { limit: 4, cursor }), 'users')))
   const { results, revision } = await pc.checkBatch('t1', CHECKS)
-  return { revision, groups, members, who, results }
+  const views = await Promise.all(['user00', 'user07', 'boss'].map(async (user) => (await pc.user('t1', user)).grants))
+  return { revision, groups, members, who, results, views, tenant: (await pc.tenant('t1')).groups }
 }
 
 async function scenario (t: Test, [writer, follower, cold]: FastifyInstance[]): Promise<void> {
@@ -66,7 +68,9 @@ async function scenario (t: Test, [writer, follower, cold]: FastifyInstance[]): 
     { op: 'add-permission', group: 'admins', permission: '*' },
     { op: 'add-permission', group: 'drafts', permission: 'docs:drafts:*' },
     ...USERS.map((user, i): Change => ({ op: 'assign-user', group: ['readers', 'editors', 'drafts'][i % 3], user })),
-    { op: 'assign-user', group: 'admins', user: 'user07' }
+    { op: 'assign-user', group: 'admins', user: 'user07' },
+    { op: 'include-group', group: 'editors', includes: 'readers' },
+    { op: 'include-group', group: 'drafts', includes: 'editors' }
   ]
   await writer.policyCache.batch('t1', changes)
   await follower.policyCache.groups('t1') // loaded at revision 1
@@ -78,12 +82,17 @@ async function scenario (t: Test, [writer, follower, cold]: FastifyInstance[]): 
     { op: 'add-permission', group: 'editors', permission: 'docs:write' },
     { op: 'delete-group', group: 'drafts' },
     { op: 'unassign-user', group: 'readers', user: 'user00' },
-    { op: 'assign-user', group: 'admins', user: 'user03' }
+    { op: 'assign-user', group: 'admins', user: 'user03' },
+    { op: 'include-group', group: 'admins', includes: 'editors' },
+    { op: 'assign-user', group: 'admins', user: 'boss' }
   ])
   const expected = await answers(writer)
   t.equal(expected.revision, second.revision)
   t.same(await answers(follower, second.revision), expected, 'a follower catching up through the changelog answers as the writer')
-  t.same(expected.who[2], [{ user: 'user03', groups: ['admins'] }, { user: 'user07', groups: ['admins'] }], 'docs:* after the batch: only through *')
+  t.same(expected.who[2], [{ user: 'boss', groups: ['admins'], chains: [['admins']] }, { user: 'user03', groups: ['admins'], chains: [['admins']] }, { user: 'user07', groups: ['admins'], chains: [['admins']] }], 'docs:* after the batch: only through *')
+  t.same((expected.who[0] as Array<{ user: string }>).find((holder) => holder.user === 'user01'), { user: 'user01', groups: ['editors'], chains: [['editors', 'readers']] }, 'docs:read through an inclusion')
+  t.same(expected.views[2].find((grant) => grant.permission === 'docs:read'), { permission: 'docs:read', chain: ['admins', 'editors', 'readers'] }, 'why: a chain of two inclusions')
+  t.same(expected.views[1].find((grant) => grant.permission === 'docs:read'), { permission: 'docs:read', chain: ['editors', 'readers'] }, 'the shortest chain')
 }
 
 eachDatabase(async (t, db, prefix, cleanup) => { await scenario(t, await instances(t, db, prefix, cleanup)) })

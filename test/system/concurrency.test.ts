@@ -141,8 +141,9 @@ test(`SQLite: ${INSTANCES} processes × ${WRITERS} writers × ${WRITES} writes o
   t.teardown(() => store.close())
   t.strictSame((await store.changesSince(TENANT, 0))?.map((change) => change.revision),
     Array.from({ length: final }, (_, i) => i + 1), 'the changelog is gap-free and unique')
-  const { digest, ...snapshot } = await store.snapshot(TENANT)
+  const { digest, exists, ...snapshot } = await store.snapshot(TENANT)
   t.equal(digest, digestOf(snapshot.groups), 'four concurrent writers per process kept the digest exact')
+  t.equal(exists, true, 'the tenant exists')
   t.strictSame(snapshot, { revision: final, groups: [{ name: 'staff', permissions: [...permissions].sort(), users: ['alice', ...users].sort(), includes: [] }] },
     'no write was lost')
 

@@ -217,7 +217,8 @@ function run (): void {
   ] as const
   for (const { when, ready, signal, toGroup, listed } of demoCases) {
     test(`npm run demo: ${signal} to ${toGroup ? 'the whole process group (Ctrl-C)' : 'npm'} ${when} leaves none of its three servers`, async (t) => {
-      const started = await start(t, 'npm', ['run', 'demo'], ready)
+      // --keep: the cluster stays up after the walkthrough as at a terminal (without one, the demo ends by itself).
+      const started = await start(t, 'npm', ['run', 'demo', '--', '--keep'], ready)
       const ports = [...new Set([...started.output().matchAll(/server-\d +http:\/\/127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1])))]
       t.equal(ports.length, listed, `${listed} servers listed`)
       const dir = /data directory +(\S+)/.exec(started.output())![1]

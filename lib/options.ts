@@ -696,7 +696,7 @@ export function resolveOptions (input: PolicyCacheOptions = {}): ResolvedOptions
 
   const db = o.db
   if (db !== undefined && !isPolicyStore(db) && typeof (db as { selectFrom?: unknown } | null)?.selectFrom !== 'function') {
-    throw new InvalidOptionError('db', 'must be a Kysely instance or a PolicyStore (methods migrate, databaseId, write, snapshot, changesSince, changes, revisions)')
+    throw new InvalidOptionError('db', 'must be a Kysely instance or a PolicyStore (methods migrate, databaseId, write, snapshot, changesSince, changes, revisions, tenants, importTenant, deleteTenant)')
   }
   const sqliteFile = orDefault(o.sqliteFile, DEFAULTS.sqliteFile)
   if (typeof sqliteFile !== 'string' || sqliteFile === '') throw new InvalidOptionError('sqliteFile', 'must be a non-empty path')

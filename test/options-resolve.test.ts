@@ -175,3 +175,91 @@ test('changelogRetention: a count, or a count and an age', async (t) => {
   t.throws(() => resolveOptions({ changelogRetention: { changes: 5, days: '1' as never } }), { code, message: /^Invalid option "changelogRetention\.days"/ })
   t.throws(() => resolveOptions({ changelogRetention: { changes: 5, hours: 1 } as never }), { code, message: 'Invalid option "changelogRetention": takes changes and days only, not "hours"' })
 })
+
+test('board, membership and transport: each refusal names its option and says what it must be', async (t) => {
+  const code = 'FST_POLICY_CACHE_INVALID_OPTION'
+  const nats = { type: 'nats', servers: 'nats://127.0.0.1:4222' }
+  const redis = { type: 'redis', connection: 'redis://127.0.0.1:6379' }
+  const pgNotify = { type: 'pg-notify', connection: 'postgres://127.0.0.1/test' }
+  const cases: Array<[unknown, string, string]> = [
+    [{ board: 'yes' }, 'board', 'must be a boolean or { path, maxStreams }'],
+    [{ board: null }, 'board', 'must be a boolean or { path, maxStreams }'],
+    [{ board: { frob: 1 } }, 'board.frob', 'is not an option of "board" (path, maxStreams)'],
+    [{ board: { path: '' } }, 'board.path', 'must be a path like "/policy-board", not empty'],
+    [{ board: { path: 'board' } }, 'board.path', 'must be a path prefix like "/admin" (no trailing slash)'],
+    [{ membership: 'yes' }, 'membership', 'must be a boolean or { heartbeatMs, ttlMs, pollMs }'],
+    [{ membership: null }, 'membership', 'must be a boolean or { heartbeatMs, ttlMs, pollMs }'],
+    [{ transport: null }, 'transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify" | "nats" | "redis", … }'],
+    [{ transport: ['webhook'] }, 'transport', 'must be "webhook" or an object { type: "webhook" | "pg-notify" | "nats" | "redis", … }'],
+    [{ transport: { type: 'pg-notify' } }, 'transport.connection', 'is required: a PostgreSQL connection string or a pg client configuration object, for the listening connection'],
+    [{ transport: { type: 'pg-notify', connection: ['postgres://127.0.0.1/test'] } }, 'transport.connection', 'is required: a PostgreSQL connection string or a pg client configuration object, for the listening connection'],
+    [{ transport: { type: 'pg-notify', connection: ' ' } }, 'transport.connection', 'must not be empty'],
+    [{ transport: { ...pgNotify, channel: 'bad-channel' } }, 'transport.channel', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$'],
+    [{ transport: { ...pgNotify, channel: 7 } }, 'transport.channel', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$'],
+    [{ transport: { ...pgNotify, reconnect: { minDelayMs: 0 } } }, 'transport.reconnect.minDelayMs', 'must be an integer from 1 to 600000'],
+    [{ transport: { type: 'nats' } }, 'transport.servers', 'is required: a NATS server URL (nats://host:port) or a non-empty list of them'],
+    [{ transport: { type: 'nats', servers: [] } }, 'transport.servers', 'is required: a NATS server URL (nats://host:port) or a non-empty list of them'],
+    [{ transport: { type: 'nats', servers: ['nats://127.0.0.1:4222', ' '] } }, 'transport.servers', 'is required: a NATS server URL (nats://host:port) or a non-empty list of them'],
+    [{ transport: { ...nats, subject: 'policy.*' } }, 'transport.subject', 'must match ^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$ (no wildcards)'],
+    [{ transport: { ...nats, subject: 7 } }, 'transport.subject', 'must match ^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$ (no wildcards)'],
+    [{ transport: { ...nats, connection: [] } }, 'transport.connection', 'must be an object of nats.js connection options'],
+    [{ transport: { ...nats, connection: null } }, 'transport.connection', 'must be an object of nats.js connection options'],
+    [{ transport: { type: 'redis' } }, 'transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object'],
+    [{ transport: { type: 'redis', connection: ['redis://127.0.0.1:6379'] } }, 'transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object'],
+    [{ transport: { type: 'redis', connection: ' ' } }, 'transport.connection', 'must not be empty'],
+    [{ transport: { ...redis, channel: 'policy changes' } }, 'transport.channel', 'must match ^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$'],
+    [{ transport: { ...redis, channel: 7 } }, 'transport.channel', 'must match ^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$']
+  ]
+  for (const [options, name, message] of cases) {
+    t.throws(() => resolveOptions({ webhookSecret: secret, ...options as PolicyCacheOptions }), { code, message: `Invalid option "${name}": ${message}` }, JSON.stringify(options))
+  }
+})
+
+test('board, watch and transport: every bound, and what a valid setting resolves to', async (t) => {
+  const MAX_BYTES = 8 * 1024 * 1024
+  // A PostgreSQL store as pg-notify sees one: a PolicyStore whose notifies is true.
+  const methods = ['migrate', 'databaseId', 'write', 'snapshot', 'changesSince', 'changes', 'revisions', 'tenants', 'importTenant', 'deleteTenant']
+  const store = Object.fromEntries(methods.map((method) => [method, () => {}]))
+  t.throws(() => resolveOptions({ db: { ...store, tenants: undefined } as never }), { message: `Invalid option "db": must be a Kysely instance or a PolicyStore (methods ${methods.join(', ')})` }, 'a store missing one method is refused, naming them all')
+  const pgNotify = (more: object): PolicyCacheOptions => ({ webhookSecret: secret, db: { ...store, notifies: true } as never, transport: { type: 'pg-notify', connection: 'postgres://127.0.0.1/test', ...more } })
+  const nats = (more: object): PolicyCacheOptions => ({ webhookSecret: secret, transport: { type: 'nats', servers: 'nats://127.0.0.1:4222', ...more } })
+  const redis = (more: object): PolicyCacheOptions => ({ webhookSecret: secret, transport: { type: 'redis', connection: 'redis://127.0.0.1:6379', ...more } })
+  const bounds: Array<[string, number, number, (value: number) => PolicyCacheOptions]> = [
+    ['board.maxStreams', 1, 1000, (value) => ({ board: { maxStreams: value } })],
+    ['watch.maxWatchers', 1, 100000, (value) => ({ watch: { maxWatchers: value } })],
+    ['watch.maxBuffered', 1, 100000, (value) => ({ watch: { maxBuffered: value } })],
+    ['watch.heartbeatMs', 10, 3600000, (value) => ({ watch: { heartbeatMs: value } })],
+    ['transport.reconnect.minDelayMs', 1, 600000, (value) => pgNotify({ reconnect: { minDelayMs: value, maxDelayMs: 3600000 } })],
+    ['transport.reconnect.maxDelayMs', 500, 3600000, (value) => pgNotify({ reconnect: { minDelayMs: 500, maxDelayMs: value } })],
+    ['transport.probeIntervalMs', 10, 3600000, (value) => pgNotify({ probeIntervalMs: value })],
+    ['transport.probeTimeoutMs', 10, 600000, (value) => pgNotify({ probeTimeoutMs: value })],
+    ['transport.maxPayloadBytes', 512, 7900, (value) => pgNotify({ maxPayloadBytes: value })],
+    ['transport.probeIntervalMs', 10, 3600000, (value) => nats({ probeIntervalMs: value })],
+    ['transport.probeTimeoutMs', 10, 600000, (value) => nats({ probeTimeoutMs: value })],
+    ['transport.maxPayloadBytes', 512, MAX_BYTES, (value) => nats({ maxPayloadBytes: value })],
+    ['transport.probeIntervalMs', 10, 3600000, (value) => redis({ probeIntervalMs: value })],
+    ['transport.probeTimeoutMs', 10, 600000, (value) => redis({ probeTimeoutMs: value })],
+    ['transport.maxPayloadBytes', 512, MAX_BYTES, (value) => redis({ maxPayloadBytes: value })]
+  ]
+  const read = (options: ReturnType<typeof resolveOptions>, name: string): unknown =>
+    name.split('.').reduce<any>((value, key) => value[key], options)
+  for (const [name, min, max, given] of bounds) {
+    const message = `Invalid option "${name}": must be an integer from ${min} to ${max}`
+    t.equal(read(resolveOptions(given(min)), name), min, `${name}: ${min} accepted`)
+    t.equal(read(resolveOptions(given(max)), name), max, `${name}: ${max} accepted`)
+    t.throws(() => resolveOptions(given(min - 1)), { message }, `${name}: ${min - 1} refused`)
+    t.throws(() => resolveOptions(given(max + 1)), { message }, `${name}: ${max + 1} refused`)
+  }
+
+  t.equal(resolveOptions({}).board, undefined, 'no board by default')
+  t.equal(resolveOptions({ board: false }).board, undefined, 'board: false is no board')
+  t.same(resolveOptions({ board: true }).board, { path: DEFAULTS.board.path, maxStreams: DEFAULTS.board.maxStreams, intervalMs: DEFAULTS.board.intervalMs }, 'board: true takes the defaults')
+  t.same(resolveOptions({ board: { path: '/ops/board', maxStreams: 3 } }).board, { path: '/ops/board', maxStreams: 3, intervalMs: DEFAULTS.board.intervalMs })
+  t.same(resolveOptions({ preload: ['t1', 't2', 't1'] }).preload, ['t1', 't2'], 'preload without repeats, in order')
+  t.same(resolveOptions(nats({ servers: ['nats://a:4222', 'nats://b:4222'], subject: 'app.policy', connection: { name: 'x' } })).transport,
+    { type: 'nats', servers: ['nats://a:4222', 'nats://b:4222'], subject: 'app.policy', probeIntervalMs: DEFAULTS.nats.probeIntervalMs, probeTimeoutMs: DEFAULTS.nats.probeTimeoutMs, maxPayloadBytes: DEFAULTS.nats.maxPayloadBytes, connection: { name: 'x' } })
+  t.same(resolveOptions(redis({ connection: { host: '127.0.0.1' }, channel: 'app.policy' })).transport,
+    { type: 'redis', connection: { host: '127.0.0.1' }, channel: 'app.policy', probeIntervalMs: DEFAULTS.redis.probeIntervalMs, probeTimeoutMs: DEFAULTS.redis.probeTimeoutMs, maxPayloadBytes: DEFAULTS.redis.maxPayloadBytes })
+  t.same(resolveOptions(pgNotify({ channel: 'app_policy' })).transport,
+    { type: 'pg-notify', connection: 'postgres://127.0.0.1/test', channel: 'app_policy', probeIntervalMs: DEFAULTS.pgNotify.probeIntervalMs, probeTimeoutMs: DEFAULTS.pgNotify.probeTimeoutMs, reconnect: DEFAULTS.pgNotify.reconnect, maxPayloadBytes: DEFAULTS.pgNotify.maxPayloadBytes })
+})

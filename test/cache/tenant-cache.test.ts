@@ -428,3 +428,188 @@ test('a tenant answered from the hot slot is still the most recently used when a
   await cache.get('z')
   t.same(cache.tenants(), ['z', 'x'], 'y, the least recently used, is the one evicted')
 })
+
+test('a trailing run serving several requests does what each asked: the latest carried change, a reload asked after a catch-up', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  let release = store.hold('changesSince')
+  const running = cache.catchUp('t1')
+  const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
+  // Both wait for the running catch-up and share one trailing run: it must serve revision 4, not 3.
+  const notices = [
+    cache.noticed('t1', a.revision, a.digest, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision }),
+    cache.noticed('t1', b.revision, b.digest, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision })
+  ]
+  release()
+  await running
+  t.same(await Promise.all(notices), [4, 4], 'the trailing run carried the later change (and read the log for the gap)')
+  t.ok(cache.peek('t1')!.check('b', 'doc:read'))
+
+  release = store.hold('changesSince')
+  const again = cache.catchUp('t1')
+  const queued = [cache.catchUp('t1'), cache.reload('t1')]
+  const snapshots = store.calls.snapshot
+  release()
+  await Promise.all([again, ...queued])
+  t.equal(store.calls.snapshot - snapshots, 1, 'the reload asked after a queued catch-up still ran')
+  t.match(cache.stats(), { fullReloads: 1 })
+})
+
+test('pin keeps a tenant found past maxTenants until as many unpins', async (t) => {
+  const store = await seeded()
+  for (const tenant of ['x', 'y']) await store.write(tenant, { op: 'create-group', group: 'g' }, 'test')
+  const cache = new TenantCache({ store, maxTenants: 1 })
+  cache.pin('t1')
+  cache.pin('t1')
+  await cache.get('t1')
+  await cache.get('x')
+  t.same(cache.tenants(), ['x'], 'dropped from the LRU…')
+  t.equal(cache.peek('t1')?.revision, 2, '…but still found')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', 3), 3, 'and caught up by notices')
+  cache.unpin('t1')
+  await cache.get('y')
+  t.equal(cache.peek('t1')?.revision, 3, 'one pin left')
+  cache.unpin('t1')
+  await cache.get('x')
+  t.equal(cache.peek('t1'), undefined, 'released by the last unpin')
+  cache.unpin('t1')
+  t.equal(cache.peek('t1'), undefined, 'an unpin too many changes nothing')
+})
+
+test('an eviction is counted only when the LRU drops a tenant for room, not when a reload replaces it', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await cache.reload('t1')
+  await cache.reload('t1')
+  t.match(cache.stats(), { evictions: 0, fullReloads: 2 })
+})
+
+test('every move of a cached tenant is reported to onAdvance with its revision', async (t) => {
+  const store = await seeded()
+  const moves: Array<[string, number]> = []
+  const cache = new TenantCache({ store, maxTenants: 10, onAdvance: (tenant, revision) => moves.push([tenant, revision]) })
+  await cache.get('t1')
+  const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'own')
+  await cache.applyOwn('t1', { op: 'assign-user', group: 'g', user: 'a', revision: a.revision }, a.digest)
+  const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
+  await cache.noticed('t1', b.revision, b.digest, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision })
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'c' }, 'peer')
+  await cache.noticed('t1', 5)
+  await cache.reload('t1')
+  t.same(moves, [['t1', 2], ['t1', 3], ['t1', 4], ['t1', 5], ['t1', 5]], 'the load, an own write, a carried change, a changelog catch-up, a reload')
+})
+
+test('a notice or an own write arriving while the tenant is first loaded waits for the load, then applies', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  // The load reads revision 2 at once and answers late; revision 3 is written meanwhile.
+  let release = store.hold('snapshot')
+  let load = cache.get('t1')
+  const peer = await store.write('t1', { op: 'assign-user', group: 'g', user: 'p' }, 'peer')
+  const notice = cache.noticed('t1', peer.revision)
+  release()
+  await load
+  t.equal(await notice, 3, 'the notice waited for the load and caught it up')
+
+  cache.clear()
+  release = store.hold('snapshot')
+  load = cache.get('t1')
+  const own = await store.write('t1', { op: 'assign-user', group: 'g', user: 'o' }, 'own')
+  const applied = cache.applyOwn('t1', { op: 'assign-user', group: 'g', user: 'o', revision: own.revision }, own.digest)
+  release()
+  await Promise.all([load, applied])
+  t.equal(cache.peek('t1')?.revision, 4, 'the own write waited for the load and was applied')
+  t.ok(cache.peek('t1')!.check('o', 'doc:read'))
+
+  cache.clear()
+  release = store.hold('snapshot')
+  load = cache.get('t1')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'q' }, 'peer')
+  const caughtUp = cache.catchUp('t1')
+  release()
+  await Promise.all([load, caughtUp])
+  t.equal(cache.peek('t1')?.revision, 5, 'a catch-up asked during the load ran after it')
+})
+
+test('an own write at the cached revision reads nothing', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const own = await store.write('t1', { op: 'assign-user', group: 'g', user: 'o' }, 'own')
+  await cache.noticed('t1', own.revision)
+  const reads = store.calls.changesSince + store.calls.snapshot
+  await cache.applyOwn('t1', { op: 'assign-user', group: 'g', user: 'o', revision: own.revision }, own.digest)
+  t.equal(store.calls.changesSince + store.calls.snapshot, reads)
+})
+
+test('contents a peer carried are vouched for by the database: by a sync, and by an own write in place', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const carry = async (user: string) => {
+    const w = await store.write('t1', { op: 'assign-user', group: 'g', user }, 'peer')
+    await cache.noticed('t1', w.revision, w.digest, { op: 'assign-user', group: 'g', user, revision: w.revision })
+  }
+  await carry('a')
+  t.equal(cache.peek('t1')!.verified, false, 'carried: a peer\'s word')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
+  t.same(await cache.sync(), { behind: ['t1'], repaired: [] }, 'behind, caught up from the changelog')
+  t.equal(cache.peek('t1')!.verified, true, 'then vouched for by the database\'s digest')
+
+  await carry('c')
+  t.equal(cache.peek('t1')!.verified, false)
+  const own = await store.write('t1', { op: 'assign-user', group: 'g', user: 'o' }, 'own')
+  await cache.applyOwn('t1', { op: 'assign-user', group: 'g', user: 'o', revision: own.revision }, own.digest)
+  t.equal(cache.peek('t1')!.verified, true, 'an own write whose digest the database gave vouches for the contents')
+})
+
+test('a notice of an older revision does not judge the digest of the contents cached now', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const old = { revision: 2, digest: cache.peek('t1')!.digest }
+  const w = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  await cache.noticed('t1', w.revision, w.digest, { op: 'assign-user', group: 'g', user: 'a', revision: w.revision })
+  const reads = store.calls.changesSince + store.calls.snapshot
+  t.equal(await cache.noticed('t1', old.revision, old.digest), 3, 'a late notice of revision 2')
+  t.equal(store.calls.changesSince + store.calls.snapshot, reads, 'nothing read, nothing repaired')
+  t.match(cache.stats(), { repairs: 0 })
+})
+
+test('a carried change the cache already holds, or one past a gap, is never applied on top', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  // Revision 3 assigns u, revision 4 unassigns u: the carried change of 4, applied to revision 2,
+  // would give the database's digest at 4, yet skip revision 3.
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'u' }, 'peer')
+  const w4 = await store.write('t1', { op: 'unassign-user', group: 'g', user: 'u' }, 'peer')
+  t.equal(await cache.noticed('t1', w4.revision, w4.digest, { op: 'unassign-user', group: 'g', user: 'u', revision: w4.revision }), 4)
+  t.match(cache.stats(), { carriedCatchUps: 0, deltaCatchUps: 1 })
+
+  // A catch-up reaching revision 5 is running when the notice carrying 5 arrives: the trailing run has nothing to do.
+  const w5 = await store.write('t1', { op: 'assign-user', group: 'g', user: 'v' }, 'peer')
+  const release = store.hold('changesSince')
+  const running = cache.catchUp('t1')
+  const notice = cache.noticed('t1', w5.revision, w5.digest, { op: 'assign-user', group: 'g', user: 'v', revision: w5.revision })
+  release()
+  await running
+  t.equal(await notice, 5)
+  t.equal(store.calls.changesSince, 2, 'the trailing run read nothing')
+})
+
+test('repairs forced by notices read no changelog', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  const reads = store.calls.changesSince
+  await Promise.all(Array.from({ length: 5 }, () => cache.noticed('t1', real.revision, real.digest)))
+  t.equal(store.calls.changesSince, reads, 'a repair reloads; the runs it was merged with read no changelog')
+  t.match(cache.stats(), { repairs: 1 })
+})

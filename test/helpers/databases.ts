@@ -7,8 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
 import { createPool } from 'mysql2'
 import pg from 'pg'
-import { test, type Test } from 'tap'
-import { createSqliteDb } from '../../lib/store/index.js'
+import type { Test } from 'tap'
 
 export const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 export const MYSQL_URL = process.env.TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
@@ -101,24 +100,4 @@ export function scratchPrefix (t: Test, db: Kysely<any>): string {
     await db.destroy()
   })
   return prefix
-}
-
-/**
- * One test per database — SQLite (in memory), PostgreSQL, MariaDB (skipped as `unreachable` says) —
- * each given a Kysely, a table prefix and `cleanup` (drop the prefix's tables, destroy the pool), to
- * run once the instances it made are closed.
- */
-export function eachDatabase (run: (t: Test, db: Kysely<any>, prefix: string, cleanup: () => Promise<void>) => Promise<void>): void {
-  test('SQLite', async (t) => {
-    const db = createSqliteDb(':memory:')
-    await run(t, db, 'policy_', () => db.destroy())
-  })
-  for (const [name, url, open] of [['PostgreSQL', POSTGRES_URL, postgresDb], ['MySQL', MYSQL_URL, mysqlDb]] as const) {
-    test(name === 'MySQL' ? 'MariaDB' : name, async (t) => {
-      const db = await open()
-      if (db === undefined) return unreachable(t, name, url)
-      const prefix = randomPrefix()
-      await run(t, db, prefix, async () => { await dropPrefixed(db, prefix); await db.destroy() })
-    })
-  }
 }

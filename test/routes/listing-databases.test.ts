@@ -9,7 +9,7 @@ import type { Kysely } from 'kysely'
 import type { Test } from 'tap'
 import type { Change } from '../../lib/model.js'
 import policyCache from '../../lib/plugin.js'
-import { eachDatabase } from '../helpers/databases.js'
+import { eachDatabase } from '../helpers/each-database.js'
 
 /**
  * Three instances on one database (a Kysely each passes in; the plugin does not own it), closed at

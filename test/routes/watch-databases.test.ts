@@ -10,7 +10,7 @@ import type { Test } from 'tap'
 import type { Watch, WatchEvent } from '../../lib/cache/watchers.js'
 import type { PolicyCache } from '../../lib/policy-cache.js'
 import policyCache from '../../lib/plugin.js'
-import { eachDatabase } from '../helpers/databases.js'
+import { eachDatabase } from '../helpers/each-database.js'
 
 /** A writer and a watcher on one database, neither notifying the other (the watcher follows by reading). */
 async function instances (t: Test, db: Kysely<any>, tablePrefix: string, cleanup: () => Promise<void>): Promise<FastifyInstance[]> {

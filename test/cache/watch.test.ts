@@ -6,7 +6,8 @@
  */
 import { test } from 'tap'
 import { MemoryPolicyStore } from '../../examples/custom-store.js'
-import type { Watch, WatchEvent } from '../../lib/cache/watchers.js'
+import type { WatchEvent } from '../../lib/cache/watchers.js'
+import { revisions, take } from '../helpers/watch.js'
 import type { ChangesPage } from '../../lib/model.js'
 import { buildApp } from '../helpers/app.js'
 
@@ -22,23 +23,6 @@ class ChangelogStore extends MemoryPolicyStore {
     await this.before()
     return this.rewrite(await super.changes(tenant, after, limit))
   }
-}
-
-/** The next `count` events of a watch. */
-async function take (watch: Watch, count: number): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = []
-  const iterator = watch[Symbol.asyncIterator]()
-  while (events.length < count) {
-    const { value, done } = await iterator.next()
-    if (done === true) break
-    events.push(value)
-  }
-  return events
-}
-
-/** The revisions of change events (a reset as `reset@<revision>`). */
-function revisions (events: WatchEvent[]): Array<number | string> {
-  return events.map((event) => event.type === 'change' ? event.entry.revision : `${event.type}@${event.type === 'reset' ? event.revision : event.code}`)
 }
 
 test('own writes, single and batch: one event per revision with the audit entry', async (t) => {

@@ -5,8 +5,9 @@
  */
 import { setImmediate as turn } from 'node:timers/promises'
 import { test } from 'tap'
-import { Watchers, type Watch, type WatchEvent } from '../../lib/cache/watchers.js'
+import { Watchers, type WatchEvent } from '../../lib/cache/watchers.js'
 import type { AuditEntry } from '../../lib/model.js'
+import { take } from '../helpers/watch.js'
 
 function entry (revision: number): AuditEntry {
   return { revision, change: { op: 'create-group', group: `g${revision}` }, origin: 'test', actor: null, committedAt: 0 }
@@ -41,17 +42,6 @@ function setup (count: number, { maxWatchers = 10, maxBuffered = 100 } = {}) {
       return () => { gate = undefined; release() }
     }
   }
-}
-
-async function take (watch: Watch, count: number): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = []
-  const iterator = watch[Symbol.asyncIterator]()
-  while (events.length < count) {
-    const { value, done } = await iterator.next()
-    if (done === true) break
-    events.push(value)
-  }
-  return events
 }
 
 const revisionsOf = (events: WatchEvent[]) => events.map((event) => event.type === 'change' ? event.entry.revision : event.type)
@@ -112,6 +102,15 @@ test('closed while the tenant loads: the watch is refused and holds nothing', as
   await t.rejects(opening, { code: 'FST_POLICY_CACHE_CLOSING' })
   t.same(pins, ['pin t1', 'unpin t1'])
   t.equal(watchers.stats().watchers, 0)
+})
+
+test('once closed, a watch is refused before its tenant is pinned or loaded', async (t) => {
+  const { watchers, pins } = setup(0)
+  watchers.close({ type: 'end', code: 'FST_POLICY_CACHE_CLOSING', message: 'closing' })
+  let loads = 0
+  await t.rejects(watchers.open('t1', undefined, async () => { loads++; return 0 }), { code: 'FST_POLICY_CACHE_CLOSING' })
+  t.equal(loads, 0, 'nothing loaded')
+  t.same(pins, [], 'nothing pinned')
 })
 
 test('a changelog behind the cache: the live feed stops reading until the next move', async (t) => {

@@ -7,7 +7,8 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Test } from 'tap'
-import type { Watch, WatchEvent } from '../../lib/cache/watchers.js'
+import type { WatchEvent } from '../../lib/cache/watchers.js'
+import { take } from '../helpers/watch.js'
 import type { PolicyCache } from '../../lib/policy-cache.js'
 import policyCache from '../../lib/plugin.js'
 import { eachDatabase } from '../helpers/each-database.js'
@@ -26,13 +27,6 @@ async function instances (t: Test, db: Kysely<any>, tablePrefix: string, cleanup
     await app.ready()
   }
   return apps
-}
-
-async function take (watch: Watch, count: number): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = []
-  const iterator = watch[Symbol.asyncIterator]()
-  while (events.length < count) events.push((await iterator.next()).value as WatchEvent)
-  return events
 }
 
 const summary = (events: WatchEvent[]) => events.map((event) => event.type === 'change' ? event.entry.revision : `${event.type}@${event.type === 'reset' ? event.revision : ''}`)

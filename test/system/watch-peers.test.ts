@@ -7,7 +7,7 @@
 import Fastify from 'fastify'
 import { test } from 'tap'
 import { MAX_CARRIED_BATCH } from '../../lib/broadcast/notice.js'
-import type { Watch, WatchEvent } from '../../lib/cache/watchers.js'
+import { take } from '../helpers/watch.js'
 import type { Change } from '../../lib/model.js'
 import type { PolicyCache } from '../../lib/policy-cache.js'
 import policyCache from '../../lib/plugin.js'
@@ -15,13 +15,6 @@ import { startCluster } from '../helpers/cluster.js'
 import { openStream } from '../helpers/sse.js'
 import { tempDir } from '../helpers/app.js'
 import { join } from 'node:path'
-
-async function take (watch: Watch, count: number): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = []
-  const iterator = watch[Symbol.asyncIterator]()
-  while (events.length < count) events.push((await iterator.next()).value as WatchEvent)
-  return events
-}
 
 test('a peer\'s writes, carried or read from the changelog, and changes found by a reload or a sync', async (t) => {
   const file = join(tempDir(t), 'cluster.db')

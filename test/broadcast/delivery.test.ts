@@ -65,10 +65,12 @@ test('a 2xx that is not a receiver\'s reply is a failure', async (t) => {
     ['not JSON', (response: ServerResponse) => { response.writeHead(200).end('ok') }]
   ] as const) {
     const { url } = await peer(t, answer)
-    await t.rejects(client(t).post(url, 'msg_x', '{}'), name)
+    await t.rejects(client(t).post(url, 'msg_x', '{}'), name === 'not JSON' ? {} : { message: 'the reply is not a webhook receiver\'s' }, name)
   }
   const { url } = await peer(t, json(200, { serverId: 'b' }))
   t.same(await client(t).post(url, 'msg_x', '{}'), { serverId: 'b', revisions: undefined }, 'revisions may be missing')
+  const { url: edge } = await peer(t, json(299, { serverId: 'b', revisions: {} }))
+  t.same(await client(t).post(edge, 'msg_x', '{}'), { serverId: 'b', revisions: {} }, '299 is a 2xx')
 })
 
 test('a reply larger than 1 MiB is a failure, however it starts', async (t) => {
@@ -122,7 +124,7 @@ test('classify: retry transport errors, 5xx, 408 and 429; give up other 4xx; sto
   t.same(classify(new HttpStatusError(429, 500)), { next: 'retry', waitMs: 500 })
   t.same(classify(new HttpStatusError(408, undefined)), { next: 'retry', waitMs: 0 })
   t.same(classify(new HttpStatusError(307, undefined)), { next: 'retry', waitMs: 0 })
-  for (const status of [400, 401, 404, 413, 415]) t.same(classify(new HttpStatusError(status, undefined)), { next: 'give-up', waitMs: 0 }, String(status))
+  for (const status of [400, 401, 404, 413, 415, 499]) t.same(classify(new HttpStatusError(status, undefined)), { next: 'give-up', waitMs: 0 }, String(status))
   t.same(classify(new HttpStatusError(410, undefined)), { next: 'gone', waitMs: 0 })
 })
 

@@ -14,7 +14,7 @@ import { writeFileSync } from 'node:fs'
  * of the modules that call it. (The route, system and example tests register the whole plugin and take
  * seconds to minutes each: they would run for nearly every mutant that survives.)
  */
-const TESTS = {
+export const TESTS = {
   'lib/model.ts': ['test/model.test.ts', 'test/broadcast/notice.test.ts', 'test/guard-hooks.test.ts', 'test/broadcast/receiver.test.ts', 'test/options.test.ts', 'test/guard.test.ts'],
   'lib/broadcast/signature.ts': ['test/broadcast/signature.test.ts', 'test/broadcast/delivery.test.ts', 'test/options.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
   'lib/broadcast/notice.ts': ['test/broadcast/notice.test.ts', 'test/broadcast/peer.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
@@ -30,6 +30,9 @@ const TESTS = {
   'lib/broadcast/inbox.ts': ['test/broadcast/inbox.test.ts', 'test/transport/pg-notify-forged.test.ts'],
   'lib/broadcast/webhook-transport.ts': ['test/broadcast/webhook-transport.test.ts', 'test/transport/webhook-status.test.ts'],
   'lib/broadcast/pg-notify.ts': ['test/transport/pg-notify-connection.test.ts', 'test/transport/pg-notify-propagation.test.ts', 'test/transport/pg-notify-reconnect.test.ts', 'test/transport/pg-notify-forged.test.ts', 'test/transport/pg-notify-large-payload.test.ts', 'test/transport/pg-notify-crash.test.ts'],
+  'lib/broadcast/nats.ts': ['test/transport/nats-forged.test.ts', 'test/transport/nats-large-payload.test.ts', 'test/transport/nats-hung.test.ts', 'test/transport/nats-propagation.test.ts', 'test/transport/nats-reconnect.test.ts', 'test/transport/nats-membership.test.ts'],
+  'lib/broadcast/redis.ts': ['test/transport/redis-forged.test.ts', 'test/transport/redis-large-payload.test.ts', 'test/transport/redis-hung.test.ts', 'test/transport/redis-propagation.test.ts', 'test/transport/redis-reconnect.test.ts'],
+  'lib/broadcast/brokers.ts': ['test/transport/pg-notify-forged.test.ts', 'test/transport/nats-forged.test.ts', 'test/transport/redis-forged.test.ts'],
   'lib/broadcast/transport.ts': [],
   'lib/broadcast/status.ts': [],
   'lib/cache/anti-entropy.ts': ['test/cache/anti-entropy.test.ts'],
@@ -44,7 +47,7 @@ const TESTS = {
 }
 
 /** Every test file, fastest first (the order a mutant's covering files run in). */
-const ORDER = [
+export const ORDER = [
   'test/broadcast/signature.test.ts',
   'test/model.test.ts',
   'test/broadcast/peer-list.test.ts',
@@ -83,6 +86,17 @@ const ORDER = [
   'test/transport/pg-notify-large-payload.test.ts',
   'test/transport/pg-notify-reconnect.test.ts',
   'test/transport/pg-notify-crash.test.ts',
+  'test/transport/nats-forged.test.ts',
+  'test/transport/nats-large-payload.test.ts',
+  'test/transport/nats-hung.test.ts',
+  'test/transport/nats-propagation.test.ts',
+  'test/transport/nats-reconnect.test.ts',
+  'test/transport/nats-membership.test.ts',
+  'test/transport/redis-forged.test.ts',
+  'test/transport/redis-large-payload.test.ts',
+  'test/transport/redis-hung.test.ts',
+  'test/transport/redis-propagation.test.ts',
+  'test/transport/redis-reconnect.test.ts',
   'test/membership/sqlite.test.ts',
   'test/store/sqlite.test.ts',
   'test/store/write-hooks.test.ts',

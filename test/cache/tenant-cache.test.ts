@@ -13,6 +13,11 @@ async function seeded (retention?: number) {
   return store
 }
 
+/** The notice of a peer's write `write`, carrying its change (at the write's revision, with its digest). */
+function carrying (cache: TenantCache, write: { revision: number, digest: string }, change: Change): Promise<number | null> {
+  return cache.noticed('t1', write.revision, write.digest, { ...change, revision: write.revision })
+}
+
 test('concurrent first uses load a tenant once', async (t) => {
   const store = await seeded()
   const cache = new TenantCache({ store, maxTenants: 10 })
@@ -175,8 +180,8 @@ test('notices carrying changes during a catch-up share one trailing run that app
   const running = cache.catchUp('t1')
   const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
   const notices = [
-    cache.noticed('t1', b.revision, b.digest, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision }),
-    cache.noticed('t1', a.revision, a.digest, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
+    carrying(cache, b, { op: 'assign-user', group: 'g', user: 'b' }),
+    carrying(cache, a, { op: 'assign-user', group: 'g', user: 'a' })
   ]
   release()
   await running
@@ -194,7 +199,7 @@ test('a trailing run that a sync also asked for reads the changelog', async (t) 
   const release = store.hold('changesSince')
   const running = cache.catchUp('t1')
   const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
-  const notice = cache.noticed('t1', a.revision, a.digest, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision })
+  const notice = carrying(cache, a, { op: 'assign-user', group: 'g', user: 'a' })
   await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
   const sync = cache.sync()
   release()
@@ -225,7 +230,7 @@ test('a forged carried change is applied, then repaired by the real notice of it
 
   const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
   t.equal(real.revision, revision, 'the database\'s write at the forged revision')
-  t.equal(await cache.noticed('t1', real.revision, real.digest, { op: 'assign-user', group: 'g', user: 'alice', revision: real.revision }), revision,
+  t.equal(await carrying(cache, real, { op: 'assign-user', group: 'g', user: 'alice' }), revision,
     'answered only once it holds the database\'s contents')
   const state = cache.peek('t1')!
   t.equal(state.digest, real.digest)
@@ -239,7 +244,7 @@ test('a carried change whose result does not have the notice\'s digest is not ap
   const cache = new TenantCache({ store, maxTenants: 10 })
   await cache.get('t1')
   const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
-  t.equal(await cache.noticed('t1', real.revision, real.digest, { op: 'assign-user', group: 'g', user: 'mallory', revision: real.revision }), 3)
+  t.equal(await carrying(cache, real, { op: 'assign-user', group: 'g', user: 'mallory' }), 3)
   t.equal(store.calls.changesSince, 1)
   t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
   t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
@@ -439,8 +444,8 @@ test('a trailing run serving several requests does what each asked: the latest c
   const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
   // Both wait for the running catch-up and share one trailing run: it must serve revision 4, not 3.
   const notices = [
-    cache.noticed('t1', a.revision, a.digest, { op: 'assign-user', group: 'g', user: 'a', revision: a.revision }),
-    cache.noticed('t1', b.revision, b.digest, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision })
+    carrying(cache, a, { op: 'assign-user', group: 'g', user: 'a' }),
+    carrying(cache, b, { op: 'assign-user', group: 'g', user: 'b' })
   ]
   release()
   await running
@@ -496,7 +501,7 @@ test('every move of a cached tenant is reported to onAdvance with its revision',
   const a = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'own')
   await cache.applyOwn('t1', { op: 'assign-user', group: 'g', user: 'a', revision: a.revision }, a.digest)
   const b = await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
-  await cache.noticed('t1', b.revision, b.digest, { op: 'assign-user', group: 'g', user: 'b', revision: b.revision })
+  await carrying(cache, b, { op: 'assign-user', group: 'g', user: 'b' })
   await store.write('t1', { op: 'assign-user', group: 'g', user: 'c' }, 'peer')
   await cache.noticed('t1', 5)
   await cache.reload('t1')
@@ -552,7 +557,7 @@ test('contents a peer carried are vouched for by the database: by a sync, and by
   await cache.get('t1')
   const carry = async (user: string) => {
     const w = await store.write('t1', { op: 'assign-user', group: 'g', user }, 'peer')
-    await cache.noticed('t1', w.revision, w.digest, { op: 'assign-user', group: 'g', user, revision: w.revision })
+    await carrying(cache, w, { op: 'assign-user', group: 'g', user })
   }
   await carry('a')
   t.equal(cache.peek('t1')!.verified, false, 'carried: a peer\'s word')
@@ -573,7 +578,7 @@ test('a notice of an older revision does not judge the digest of the contents ca
   await cache.get('t1')
   const old = { revision: 2, digest: cache.peek('t1')!.digest }
   const w = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
-  await cache.noticed('t1', w.revision, w.digest, { op: 'assign-user', group: 'g', user: 'a', revision: w.revision })
+  await carrying(cache, w, { op: 'assign-user', group: 'g', user: 'a' })
   const reads = store.calls.changesSince + store.calls.snapshot
   t.equal(await cache.noticed('t1', old.revision, old.digest), 3, 'a late notice of revision 2')
   t.equal(store.calls.changesSince + store.calls.snapshot, reads, 'nothing read, nothing repaired')
@@ -588,14 +593,14 @@ test('a carried change the cache already holds, or one past a gap, is never appl
   // would give the database's digest at 4, yet skip revision 3.
   await store.write('t1', { op: 'assign-user', group: 'g', user: 'u' }, 'peer')
   const w4 = await store.write('t1', { op: 'unassign-user', group: 'g', user: 'u' }, 'peer')
-  t.equal(await cache.noticed('t1', w4.revision, w4.digest, { op: 'unassign-user', group: 'g', user: 'u', revision: w4.revision }), 4)
+  t.equal(await carrying(cache, w4, { op: 'unassign-user', group: 'g', user: 'u' }), 4)
   t.match(cache.stats(), { carriedCatchUps: 0, deltaCatchUps: 1 })
 
   // A catch-up reaching revision 5 is running when the notice carrying 5 arrives: the trailing run has nothing to do.
   const w5 = await store.write('t1', { op: 'assign-user', group: 'g', user: 'v' }, 'peer')
   const release = store.hold('changesSince')
   const running = cache.catchUp('t1')
-  const notice = cache.noticed('t1', w5.revision, w5.digest, { op: 'assign-user', group: 'g', user: 'v', revision: w5.revision })
+  const notice = carrying(cache, w5, { op: 'assign-user', group: 'g', user: 'v' })
   release()
   await running
   t.equal(await notice, 5)
@@ -612,4 +617,203 @@ test('repairs forced by notices read no changelog', async (t) => {
   await Promise.all(Array.from({ length: 5 }, () => cache.noticed('t1', real.revision, real.digest)))
   t.equal(store.calls.changesSince, reads, 'a repair reloads; the runs it was merged with read no changelog')
   t.match(cache.stats(), { repairs: 1 })
+})
+
+/** An own write's change as `applyOwn` takes it. */
+function own (write: { revision: number }, user: string) {
+  return { op: 'assign-user' as const, group: 'g', user, revision: write.revision }
+}
+
+test('a trailing run merging a repair with a reload or a catch-up still does each when the repair has nothing left to do', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  // A reload, then a repair of the forged state, queued behind a running reload that replaces it.
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  let release = store.hold('snapshot')
+  const running = cache.reload('t1') // reads the database at revision 2
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  const reload = cache.reload('t1') // asked after revision 3 was written
+  const repair = cache.noticed('t1', 3, 'ff'.repeat(16)) // the forged state is not the database's: a repair of it
+  release()
+  await running
+  t.equal(await reload, 3, 'the reload ran, though the repair merged with it had nothing to do')
+  t.equal(await repair, 3)
+
+  // A repair, then a catch-up, queued behind a running reload that replaces the suspect.
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  release = store.hold('snapshot')
+  const running2 = cache.reload('t1') // reads the database at revision 3
+  const repair2 = cache.noticed('t1', 4, 'ff'.repeat(16))
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, 'peer')
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'carol' }, 'peer')
+  const notice = cache.noticed('t1', 5) // behind: a catch-up, merged after the repair
+  release()
+  await Promise.all([running2, repair2])
+  t.equal(await notice, 5, 'the catch-up ran, though the repair merged before it had nothing to do')
+  t.ok(cache.peek('t1')!.check('carol', 'doc:read'))
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+})
+
+test('a change applied in place moves a never-written tenant to the LRU, and nothing else', async (t) => {
+  const store = await seeded()
+  await store.write('x', { op: 'create-group', group: 'g' }, 'test')
+  const cache = new TenantCache({ store, maxTenants: 1 })
+  // A pinned tenant dropped from the LRU stays out of it when notices move it: it would evict another.
+  cache.pin('t1')
+  await cache.get('t1')
+  await cache.get('x')
+  const w = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  t.equal(await carrying(cache, w, { op: 'assign-user', group: 'g', user: 'a' }), 3)
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'b' }, 'peer')
+  t.equal(await cache.noticed('t1', 4), 4)
+  t.same(cache.tenants(), ['x'], 'the carried change and the changelog catch-up left the LRU as it was')
+  // A never-written tenant caught up with nothing to apply stays with the absent ones.
+  await cache.get('never')
+  await cache.catchUp('never')
+  t.same(cache.tenants(), ['x'])
+  t.equal(cache.peek('never')?.revision, 0)
+})
+
+test('a tenant that moves while the sync reads the database is judged by the next sync: neither repaired nor vouched for', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const release = store.hold('revisions')
+  const sync = cache.sync() // reads revision 2
+  const w = await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  await carrying(cache, w, { op: 'assign-user', group: 'g', user: 'a' }) // revision 3, a peer's word
+  release()
+  t.same(await sync, { behind: [], repaired: [] }, 'ahead of what the query read, but it moved meanwhile')
+  t.equal(cache.peek('t1')!.verified, false, 'still a peer\'s word')
+  t.equal(store.calls.snapshot, 1, 'nothing reloaded')
+  t.same(await cache.sync(), { behind: [], repaired: [] })
+  t.equal(cache.peek('t1')!.verified, true, 'the next sync vouches for it')
+})
+
+test('repairs asked by the sync are not spaced: only those notices ask for are', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10, repairSpacingMs: 60_000 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  t.same(await cache.sync(), { behind: [], repaired: ['t1'] })
+  mock.timers.enable({ apis: ['setTimeout'] })
+  t.teardown(() => mock.timers.reset())
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  let done = false
+  const second = cache.sync().then((result) => { done = true; return result })
+  for (let i = 0; i < 10; i++) await turn()
+  t.ok(done, 'the second repair ran at once')
+  mock.timers.tick(60_000) // (lets a spaced repair end, so that the test ends either way)
+  t.same(await second, { behind: [], repaired: ['t1'] })
+  t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
+  t.match(cache.stats(), { repairs: 2 })
+})
+
+test('a spaced repair whose suspect was dropped and loaded again meanwhile reads nothing', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10, repairSpacingMs: 60_000 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  t.equal(await cache.noticed('t1', real.revision, real.digest), 3, 'the first repair')
+  mock.timers.enable({ apis: ['setTimeout'] })
+  t.teardown(() => mock.timers.reset())
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const next = await store.write('t1', { op: 'assign-user', group: 'g', user: 'bob' }, 'peer')
+  const notice = cache.noticed('t1', next.revision, next.digest) // a second repair: waits for the spacing
+  for (let i = 0; i < 5; i++) await turn()
+  cache.clear()
+  await cache.get('t1') // the database's contents at revision 4
+  const snapshots = store.calls.snapshot
+  mock.timers.tick(60_000)
+  t.equal(await notice, 4)
+  t.equal(store.calls.snapshot, snapshots, 'the state loaded meanwhile came from the database: no reload')
+  t.match(cache.stats(), { repairs: 1 })
+  t.ok(cache.peek('t1')!.check('bob', 'doc:read'))
+})
+
+test('a reload outrun by own writes applied in place reads at most three snapshots; the sync then catches up', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  const snapshots = store.calls.snapshot
+  let release = store.hold('snapshot')
+  const reload = cache.reload('t1') // reads revision 2
+  for (const user of ['a', 'b', 'c']) {
+    const w = await store.write('t1', { op: 'assign-user', group: 'g', user }, 'own')
+    await cache.applyOwn('t1', own(w, user), w.digest) // in place, past the snapshot being read
+    release()
+    release = store.hold('snapshot')
+    await turn() // the reload reads again
+  }
+  release()
+  await reload
+  t.equal(store.calls.snapshot - snapshots, 3, 'three snapshots, the last one installed')
+  t.equal(cache.peek('t1')!.revision, 4, 'one own write behind')
+  t.same(await cache.sync(), { behind: ['t1'], repaired: [] })
+  t.ok(cache.peek('t1')!.check('c', 'doc:read'))
+})
+
+test('a reload reads one snapshot when the cached state did not move past it', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  // Ahead of the database (a forged change), not moving: the database's revision is installed at once.
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  let snapshots = store.calls.snapshot
+  t.equal(await cache.reload('t1'), 2)
+  t.equal(store.calls.snapshot - snapshots, 1)
+
+  // An own write committed before the snapshot was read, applied in place while it was: the snapshot holds it.
+  const w = await store.write('t1', { op: 'assign-user', group: 'g', user: 'o' }, 'own')
+  snapshots = store.calls.snapshot
+  const release = store.hold('snapshot')
+  const reload = cache.reload('t1') // reads revision 3
+  await cache.applyOwn('t1', own(w, 'o'), w.digest)
+  release()
+  t.equal(await reload, 3)
+  t.equal(store.calls.snapshot - snapshots, 1)
+})
+
+test('a reload does not install a snapshot older than the state loaded while it was read', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' }) // revision 3, the database at 2
+  const releaseReload = store.hold('snapshot')
+  const reload = cache.reload('t1') // reads revision 2
+  cache.clear() // the forged state is dropped…
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
+  const releaseLoad = store.hold('snapshot')
+  const load = cache.get('t1') // …and revision 3 loaded: another state at the same revision
+  releaseLoad()
+  t.equal((await load).revision, 3)
+  releaseReload()
+  t.equal(await reload, 3, 'read again: the snapshot of revision 2 would move the tenant back')
+  t.ok(cache.peek('t1')!.check('alice', 'doc:read'))
+})
+
+test('a first load that ends after a reload of the same tenant keeps the newer state, or the one installed first', async (t) => {
+  const store = await seeded()
+  const moves: number[] = []
+  const cache = new TenantCache({ store, maxTenants: 10, onAdvance: (_tenant, revision) => moves.push(revision) })
+  let release = store.hold('snapshot')
+  const reload = cache.reload('t1') // not cached: reads revision 2
+  await store.write('t1', { op: 'assign-user', group: 'g', user: 'a' }, 'peer')
+  const load = cache.get('t1') // reads revision 3, answered after the reload installed 2
+  release()
+  const loaded = await load
+  await reload
+  t.equal(loaded.revision, 3, 'the newer snapshot wins')
+  t.equal(cache.peek('t1'), loaded)
+
+  cache.clear()
+  release = store.hold('snapshot')
+  const reload2 = cache.reload('t1')
+  const load2 = cache.get('t1') // the same revision as the reload's
+  release()
+  await reload2
+  t.equal(await load2, cache.peek('t1'), 'the state the reload installed is kept')
+  t.same(moves, [2, 3, 3], 'the load of the same revision installed nothing')
 })

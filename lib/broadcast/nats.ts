@@ -99,6 +99,8 @@ interface Pending {
   replies: Map<string, number>
   /** The instances waited for. */
   expected: Set<string>
+  /** Of them, those that have not answered every envelope yet: the write returns at 0. */
+  waiting: number
   done: () => void
 }
 
@@ -211,18 +213,19 @@ export class NatsTransport implements Transport {
           envelopes: envelopes.length,
           replies,
           expected,
+          waiting: expected.size,
           done: () => { clearTimeout(timer); resolve() }
         })
       })
       this.#pending.delete(reply)
     }
-    const acked = [...replies].filter(([, count]) => count >= envelopes.length).map(([id]) => id)
+    const acked = new Set([...replies].filter(([, count]) => count >= envelopes.length).map(([id]) => id))
     for (const id of expected) {
       const seen = this.#seen.get(id)
-      if (seen !== undefined && !acked.includes(id)) seen.missed = true
+      if (seen !== undefined && !acked.has(id)) seen.missed = true
     }
     const total = new Set([...expected, ...acked, ...this.#counted()]).size
-    return { acked: acked.length, total }
+    return { acked: acked.size, total }
   }
 
   /** No per-peer delivery state: the repliers are counted in each write's `peers`. */
@@ -294,7 +297,8 @@ export class NatsTransport implements Transport {
     if (pending === undefined) return
     const count = (pending.replies.get(id) ?? 0) + 1
     pending.replies.set(id, count)
-    if ([...pending.expected].every((expected) => (pending.replies.get(expected) ?? 0) >= pending.envelopes)) pending.done()
+    // Counted, not re-checked over every member per reply: a write to 100 instances gets 99 replies.
+    if (count === pending.envelopes && pending.expected.has(id) && --pending.waiting === 0) pending.done()
   }
 
   /** A presence probe (answered, this instance's own included) or a leave, from a verified sender. */

@@ -153,7 +153,8 @@ export class Peer {
   /** Takes the next notice's worth of queued changes (bounded in count and size). */
   take (): NoticeChange[] {
     const batch: NoticeChange[] = []
-    let bytes = 0
+    // The batch's JSON, exactly: `[`, each change and its `,` (the last one's stands for the `]`).
+    let bytes = 1
     for (const [tenant, change] of this.#pending) {
       bytes += JSON.stringify(change).length + 1
       if (batch.length === MAX_NOTICE_CHANGES || (batch.length > 0 && bytes > MAX_NOTICE_BYTES)) break

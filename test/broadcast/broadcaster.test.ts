@@ -373,7 +373,7 @@ test('setPeers keeps remaining peers, drops removed ones and releases their wait
   await once(good.handled, 'notice')
   t.equal(await immediately(pending), 'waited', 'still waiting for the hanging peer')
   b.setPeers([good.url, added.url])
-  t.same(await pending, { acked: 1, total: 2 }, 'the removed peer\'s waiter is released at once')
+  t.same(await immediately(pending), { acked: 1, total: 2 }, 'the removed peer\'s waiter is released at once')
 
   t.match(b.status(), [{ url: good.url, state: 'up', delivered: 1 }, { url: added.url, state: 'unknown', delivered: 0 }])
   t.same(await b.notify([change('t1', 2)]), { acked: 2, total: 2 })
@@ -553,4 +553,145 @@ test('status shows each peer\'s lag: per tenant, the revision it acknowledged vs
     { tenant: 't1', acked: 2, revision: 3 }
   ], 'acknowledged 2, ours 3')
   t.equal(b.status()[0].tenantsBehind, 2)
+})
+
+/** Resolves once `ready()` holds, checking after each turn of the event loop (bounded: 5 s). */
+async function until (ready: () => boolean): Promise<void> {
+  const started = Date.now()
+  while (!ready()) {
+    if (Date.now() - started > 5000) throw new Error('timed out waiting')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+test('contact from a peer we gave up on, by its URL or its serverId, sends what is queued at once, not after the cool-down', async (t) => {
+  keepAlive(t)
+  let healthy = true
+  const peer = await scriptedPeer(t, () => healthy ? undefined : { status: 500 })
+  const { b } = broadcaster(t, { peers: [peer.url], circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 } })
+  t.same(await b.notify([change('t1', 1)]), { acked: 1, total: 1 }, 'up: its serverId is known')
+
+  healthy = false
+  await b.notify([change('t1', 2)])
+  t.match(b.status()[0], { state: 'down', circuit: 'open' }, 'given up on for a minute')
+  await b.notify([change('t1', 3)])
+  healthy = true
+  b.contact('another', 'http://127.0.0.1:1')
+  b.contact('scripted-not', undefined)
+  t.match(b.status()[0], { state: 'down', circuit: 'open' }, 'contact from others changes nothing')
+  t.equal(peer.notices.length, 2)
+
+  b.contact('another', peer.url)
+  t.match(b.status()[0], { state: 'unknown', circuit: 'closed', consecutiveFailures: 0, nextAttemptAt: null }, 'named by its URL: revived')
+  await until(() => peer.notices.length === 3)
+  t.same(peer.notices[2].changes.map((c) => c.revision), [3], 'the queued change went out at once')
+  await until(() => b.status()[0].state === 'up')
+
+  healthy = false
+  await b.notify([change('t1', 4)])
+  t.match(b.status()[0], { state: 'down', circuit: 'open' })
+  healthy = true
+  b.contact('scripted', undefined)
+  await until(() => peer.notices.length === 5)
+  t.match(b.status()[0], { circuit: 'closed' }, 'named by its serverId: revived')
+  t.same(peer.notices[4].changes.map((c) => c.revision), [4])
+})
+
+test('contact changes nothing for a peer that is up, or once the broadcaster is closed', async (t) => {
+  let healthy = true
+  const peer = await scriptedPeer(t, () => healthy ? undefined : { status: 500 })
+  const { b } = broadcaster(t, { peers: [peer.url], circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 } })
+  await b.notify([change('t1', 1)])
+  const before = b.status()[0]
+  b.contact('scripted', peer.url)
+  t.same(b.status()[0], before, 'nothing to revive')
+  t.equal(peer.notices.length, 1)
+
+  healthy = false
+  await b.notify([change('t1', 2)])
+  await b.close()
+  b.contact('scripted', peer.url)
+  t.match(b.status()[0], { state: 'down', circuit: 'open' }, 'closed: left as it was')
+})
+
+test('announce sends every peer one notice without changes, carrying the database and URL, and revives those that answer', async (t) => {
+  keepAlive(t)
+  let healthy = false
+  const flaky = await scriptedPeer(t, () => healthy ? undefined : { status: 500 })
+  const gone = await scriptedPeer(t, () => ({ status: 410 }))
+  const dead = await closedPortUrl()
+  const { b, logs } = broadcaster(t, {
+    peers: [flaky.url, gone.url, dead],
+    databaseId: () => 'db-1',
+    publicUrl: 'http://sender.example',
+    circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 }
+  })
+  await b.notify([change('t1', 1)])
+  t.match(b.status().map((s) => s.state), ['down', 'gone', 'down'])
+  t.equal(gone.notices.length, 1)
+
+  healthy = true
+  await b.announce()
+  t.equal(gone.notices.length, 1, 'a gone peer is not announced to')
+  const announced = flaky.notices.find((notice) => notice.changes.length === 0)
+  t.match(announced, { type: 'policy.changed', origin: 'sender', database: 'db-1', url: 'http://sender.example', changes: [] })
+  t.ok(logs.entries.some((entry) => entry.level === 'debug' && (entry.obj as { peer?: string }).peer === dead), 'the dead peer\'s failure is logged, not thrown')
+  await until(() => flaky.notices.some((notice) => notice.changes.some((c) => c.revision === 1)))
+  await until(() => b.status()[0].state === 'up')
+  t.match(b.status()[0], { circuit: 'closed' }, 'its answer revived it: the queued change went out at once')
+
+  await b.close()
+  const count = flaky.notices.length
+  await b.announce()
+  t.equal(flaky.notices.length, count, 'nothing announced once closed')
+})
+
+test('a gone peer is neither sent to nor waited for, and a write with no peer to wait for returns at once', async (t) => {
+  const gone = await scriptedPeer(t, () => ({ status: 410 }))
+  const { b } = broadcaster(t, { peers: [gone.url] })
+  await b.notify([change('t1', 1)])
+  t.match(b.status()[0], { state: 'gone' })
+  t.same(await immediately(b.notify([change('t1', 2)])), { acked: 0, total: 1 })
+  t.equal(gone.notices.length, 1)
+})
+
+test('delivered and failed events measure the attempt\'s own latency', async (t) => {
+  const events: Array<{ kind: string, latencyMs?: number }> = []
+  let healthy = true
+  const peer = await scriptedPeer(t, () => healthy ? undefined : { status: 500 })
+  const { b } = broadcaster(t, { peers: [peer.url], observe: (event) => events.push(event) })
+  await b.notify([change('t1', 1)])
+  healthy = false
+  await b.notify([change('t1', 2)])
+  const timed = events.filter((event) => event.kind === 'delivered' || event.kind === 'failed')
+  t.same(timed.map((event) => event.kind), ['delivered', 'failed'])
+  for (const event of timed) t.ok(event.latencyMs! >= 0 && event.latencyMs! < 5000, `${event.kind}: ${event.latencyMs} ms`)
+})
+
+test('setPeers after close changes nothing', async (t) => {
+  const peer = await receiver(t)
+  const { b } = broadcaster(t, { peers: [peer.url] })
+  await b.close()
+  b.setPeers([peer.url, 'http://127.0.0.1:1'])
+  t.same(b.status().map((s) => s.url), [peer.url], 'the list is frozen once closed')
+})
+
+test('a notice carries the sender\'s database and URL', async (t) => {
+  const peer = await receiver(t)
+  const { b } = broadcaster(t, { peers: [peer.url], databaseId: () => 'db-1', publicUrl: 'http://sender.example' })
+  await b.notify([change('t1', 1)])
+  t.match(peer.bodies[0], { origin: 'sender', database: 'db-1', url: 'http://sender.example' })
+})
+
+test('a reply that arrives after its peer was removed counts for nothing', async (t) => {
+  const gated = await gatedReceiver(t, 1)
+  const events: string[] = []
+  const { b } = broadcaster(t, { peers: [gated.peer.url], ackTimeoutMs: 0, observe: (event) => events.push(event.kind) })
+  await b.notify([change('t1', 1)])
+  await gated.entered.promise
+  b.setPeers([])
+  gated.gate.resolve()
+  await gated.done.promise
+  await b.close()
+  t.same(events, [], 'no delivered event for a peer no longer listed')
 })

@@ -181,3 +181,74 @@ test('an open circuit and a Retry-After: the later of the two holds', async (t) 
   t.ok(other.holdMs > 1000, 'the cool-down is longer than the Retry-After')
   t.equal(other.failed('HTTP 503', { failureThreshold: 1, cooldownMs: 3600000 }, 0), false, 'an open circuit is not opened again by a failure')
 })
+
+test('a batch\'s JSON may reach the byte limit exactly, not pass it', async (t) => {
+  const sized = (tenant: string, length: number): NoticeChange => ({ tenant, revision: 1, operation: 'add-permission', group: 'g', permission: 'p'.repeat(length) })
+  const base = JSON.stringify([sized('a', 0), sized('b', 0)]).length
+  const peer = new Peer('http://p')
+  peer.enqueue([sized('a', MAX_NOTICE_BYTES - base - 100), sized('b', 100), sized('c', 0)])
+  const first = peer.take()
+  t.equal(JSON.stringify(first).length, MAX_NOTICE_BYTES, 'two changes of exactly the limit go together')
+  t.same(first.map((c) => c.tenant), ['a', 'b'])
+  t.same(peer.take().map((c) => c.tenant), ['c'], 'the next one would pass it: the next notice')
+
+  peer.enqueue([sized('a', MAX_NOTICE_BYTES - base - 100), sized('b', 101)])
+  t.same(peer.take().map((c) => c.tenant), ['a'], 'one byte over: split')
+  t.same(peer.take().map((c) => c.tenant), ['b'])
+})
+
+test('revive ends whatever made us give up on a peer, and says whether there was anything', async (t) => {
+  const fresh = new Peer('http://p')
+  t.equal(fresh.revive(), false, 'a new peer: nothing to revive')
+
+  const down = new Peer('http://p')
+  down.unresponsive('no acknowledgement')
+  const wake = down.wake
+  t.equal(down.revive(), true, 'down (no acknowledgement): revived')
+  t.match(down.status, { state: 'unknown', circuit: 'closed', consecutiveFailures: 0 })
+  t.equal(wake.signal.aborted, true, 'its waiting loop is woken')
+  t.not(down.wake, wake, 'with a fresh signal for the next wait')
+  t.equal(down.revive(), false, 'twice: nothing more')
+
+  const open = new Peer('http://p')
+  for (let i = 0; i < breaker.failureThreshold; i++) open.failed('HTTP 500', breaker)
+  t.match(open.status, { state: 'down', circuit: 'open' })
+  t.equal(open.revive(), true)
+  t.match(open.snapshot(), { state: 'unknown', circuit: 'closed', consecutiveFailures: 0, nextAttemptAt: null })
+  t.equal(open.holdMs, 0)
+
+  const probing = new Peer('http://p')
+  probing.status.circuit = 'half-open'
+  t.equal(probing.revive(), true, 'a half-open circuit closes')
+  t.match(probing.status, { state: 'unknown', circuit: 'closed' })
+
+  const holding = new Peer('http://p')
+  holding.succeeded('b', 1, [])
+  holding.notBefore = Date.now() + 60_000
+  t.equal(holding.revive(), true, 'a hold (Retry-After) ends')
+  t.match(holding.status, { state: 'up' }, 'a peer that is not down keeps its state')
+  t.equal(holding.holdMs, 0)
+
+  const gone = new Peer('http://p')
+  for (let i = 0; i < breaker.failureThreshold; i++) gone.failed('HTTP 500', breaker)
+  gone.goneForGood('HTTP 410')
+  t.equal(gone.revive(), false, 'gone stays gone, however its circuit was')
+  t.match(gone.status, { state: 'gone', circuit: 'open' })
+})
+
+test('a change requeued after a newer one was taken replaces an older one queued since', async (t) => {
+  const peer = new Peer('http://p')
+  peer.enqueue([change('t1', 5)])
+  const taken = peer.take()
+  peer.enqueue([change('t1', 4)]) // a late write's notice, older than the one in flight
+  peer.requeue(taken)
+  t.same(peer.take(), [change('t1', 5)])
+})
+
+test('a change at the revision the peer acknowledged does not put it behind', async (t) => {
+  const peer = new Peer('http://p')
+  peer.enqueue([change('t1', 3)])
+  peer.succeeded('b', 1, [change('t1', 3)])
+  peer.enqueue([change('t1', 3)]) // sent again (a retry of the same write's notice)
+  t.match(peer.snapshot(), { tenantsBehind: 0, lag: [] })
+})

@@ -817,3 +817,19 @@ test('a first load that ends after a reload of the same tenant keeps the newer s
   t.equal(await load2, cache.peek('t1'), 'the state the reload installed is kept')
   t.same(moves, [2, 3, 3], 'the load of the same revision installed nothing')
 })
+
+test('a repair the sync asked for, whose suspect a reload replaced meanwhile, reads nothing more', async (t) => {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10 })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' }) // revision 3, the database at 2
+  const release = store.hold('snapshot')
+  const running = cache.reload('t1')
+  const sync = cache.sync() // finds the forged state ahead: a repair of it, queued behind the reload
+  await turn()
+  release()
+  await running
+  t.same(await sync, { behind: [], repaired: ['t1'] })
+  t.equal(store.calls.changesSince, 0, 'the reload served it: no catch-up either')
+  t.equal(cache.peek('t1')!.revision, 2)
+})

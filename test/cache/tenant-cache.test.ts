@@ -220,6 +220,15 @@ async function forge (cache: TenantCache, change: Change): Promise<number> {
   return revision
 }
 
+/** A cached tenant at revision 2 whose cache a forged notice moved to revision 3 (mallory in g); the database is at 2. */
+async function forged (options: { repairSpacingMs?: number } = {}) {
+  const store = await seeded()
+  const cache = new TenantCache({ store, maxTenants: 10, ...options })
+  await cache.get('t1')
+  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  return { store, cache }
+}
+
 test('a forged carried change is applied, then repaired by the real notice of its revision, never acknowledged as it', async (t) => {
   const store = await seeded()
   const cache = new TenantCache({ store, maxTenants: 10 })
@@ -281,10 +290,7 @@ test('sync repairs contents that differ from the database at the same revision, 
 })
 
 test('reload installs what the database holds, even at the same or a lower revision', async (t) => {
-  const store = await seeded()
-  const cache = new TenantCache({ store, maxTenants: 10 })
-  await cache.get('t1')
-  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const { store, cache } = await forged()
   t.equal(await cache.reload('t1'), 2, 'a revision the database never reached is dropped')
   t.notOk(cache.peek('t1')!.check('mallory', 'doc:read'))
   await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
@@ -295,10 +301,7 @@ test('reload installs what the database holds, even at the same or a lower revis
 })
 
 test('an own write whose digest differs from the cache\'s result repairs the cache', async (t) => {
-  const store = await seeded()
-  const cache = new TenantCache({ store, maxTenants: 10 })
-  await cache.get('t1')
-  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const { store, cache } = await forged()
   // Revision 3 in the database is another change; the instance then writes revision 4 itself.
   await store.write('t1', { op: 'create-group', group: 'h' }, 'peer')
   const own = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'self')
@@ -310,10 +313,7 @@ test('an own write whose digest differs from the cache\'s result repairs the cac
 })
 
 test('a flood of notices forcing repairs costs one reload, and repairs of a tenant are spaced', async (t) => {
-  const store = await seeded()
-  const cache = new TenantCache({ store, maxTenants: 10, repairSpacingMs: 60_000 })
-  await cache.get('t1')
-  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const { store, cache } = await forged({ repairSpacingMs: 60_000 })
   const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
   const snapshots = store.calls.snapshot
   const flood = Array.from({ length: 50 }, () => cache.noticed('t1', real.revision, real.digest))
@@ -608,10 +608,7 @@ test('a carried change the cache already holds, or one past a gap, is never appl
 })
 
 test('repairs forced by notices read no changelog', async (t) => {
-  const store = await seeded()
-  const cache = new TenantCache({ store, maxTenants: 10 })
-  await cache.get('t1')
-  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const { store, cache } = await forged()
   const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
   const reads = store.calls.changesSince
   await Promise.all(Array.from({ length: 5 }, () => cache.noticed('t1', real.revision, real.digest)))
@@ -692,10 +689,7 @@ test('a tenant that moves while the sync reads the database is judged by the nex
 })
 
 test('repairs asked by the sync are not spaced: only those notices ask for are', async (t) => {
-  const store = await seeded()
-  const cache = new TenantCache({ store, maxTenants: 10, repairSpacingMs: 60_000 })
-  await cache.get('t1')
-  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const { cache } = await forged({ repairSpacingMs: 60_000 })
   t.same(await cache.sync(), { behind: [], repaired: ['t1'] })
   mock.timers.enable({ apis: ['setTimeout'] })
   t.teardown(() => mock.timers.reset())
@@ -711,10 +705,7 @@ test('repairs asked by the sync are not spaced: only those notices ask for are',
 })
 
 test('a spaced repair whose suspect was dropped and loaded again meanwhile reads nothing', async (t) => {
-  const store = await seeded()
-  const cache = new TenantCache({ store, maxTenants: 10, repairSpacingMs: 60_000 })
-  await cache.get('t1')
-  await forge(cache, { op: 'assign-user', group: 'g', user: 'mallory' })
+  const { store, cache } = await forged({ repairSpacingMs: 60_000 })
   const real = await store.write('t1', { op: 'assign-user', group: 'g', user: 'alice' }, 'peer')
   t.equal(await cache.noticed('t1', real.revision, real.digest), 3, 'the first repair')
   mock.timers.enable({ apis: ['setTimeout'] })

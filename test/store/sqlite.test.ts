@@ -47,7 +47,8 @@ t.test('a damaged batch entry of the changelog fails the read (the cache reloads
   t.match(await store.changesSince('t1', 0), [{ revision: 1, op: 'batch' }])
   for (const changes of ['[{"op":"drop-table","group":"g"}]', 'null', '[{"op":"create-group","group":"g","user":"x"}]']) {
     await db.updateTable('policy_changelog').set({ changes }).where('tenant', '=', 't1').execute()
-    await t.rejects(store.changesSince('t1', 0), { message: 'changelog entry 1 holds a malformed batch' }, changes)
+    // The cause says what is wrong with it (assertBatch's coded error).
+    await t.rejects(store.changesSince('t1', 0), { message: 'changelog entry 1 holds a malformed batch', cause: { code: 'FST_POLICY_CACHE_INVALID_INPUT' } }, changes)
   }
 })
 
@@ -163,6 +164,15 @@ t.test('a failed migration throws with its cause', async (t) => {
   await db.schema.createTable('policy_groups').addColumn('id', 'integer').execute()
   const err = await new KyselyPolicyStore({ db }).migrate().catch((err: Error) => err)
   t.match(err, { message: /migration "0001-initial" failed/, cause: { message: /already exists/ } })
+})
+
+t.test('a failed migration after others succeeded is named, not the first one', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  // 0001 creates the policy tables; 0002 then finds its meta table already there.
+  await db.schema.createTable('policy_meta').addColumn('id', 'integer').execute()
+  const err = await new KyselyPolicyStore({ db }).migrate().catch((err: Error) => err)
+  t.match(err, { message: 'Policy store migration "0002-digest-and-database-id" failed', cause: { message: /already exists/ } })
 })
 
 t.test('options are validated', async (t) => {

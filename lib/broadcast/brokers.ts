@@ -46,7 +46,6 @@ export function createBrokerTransport (option: ResolvedTransport, identity: Brok
       const { type: _type, ...settings } = option
       return new RedisTransport({ ...settings, ...common })
     }
-    default:
-      return undefined
   }
+  return undefined
 }

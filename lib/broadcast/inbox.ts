@@ -5,7 +5,6 @@
  * (`TransportSink.deliver`); turn an unverifiable one into a hint at most (`TransportSink.hint`:
  * named tenants read the changelog, nothing carried is applied). One per transport instance.
  */
-import { isIdentifier } from '../model.js'
 import { openEnvelope } from './envelope.js'
 import { ReplayGuard } from './receiver.js'
 import type { TransportSink } from './transport.js'
@@ -52,8 +51,8 @@ export class Inbox {
   readonly #log: InboxLogger
   readonly #replays: ReplayGuard
   readonly #now: () => number
-  /** Unverifiable messages seen: the first is logged as a warning, the rest counted. */
-  #unverified = 0
+  /** Whether an unverifiable message was logged already: the first is a warning, the rest are counted. */
+  #warnedUnverified = false
   readonly counters: InboxCounters = { received: 0, hints: 0, dropped: 0 }
 
   constructor (options: InboxOptions) {
@@ -82,11 +81,13 @@ export class Inbox {
         this.counters.dropped++
         return 'own'
       }
-      if (this.#unverified++ === 0) {
+      if (!this.#warnedUnverified) {
+        this.#warnedUnverified = true
         this.#log.warn({ origin: opened.origin, tenants: opened.tenants.length },
           'policy-cache: a message on the channel failed verification (forged, tampered, stale, or signed with another secret): nothing it carries is applied, its tenants only read the changelog; further ones are counted in /servers')
       }
-      const tenants = opened.tenants.filter(({ tenant }) => isIdentifier(tenant)).slice(0, MAX_HINT_TENANTS)
+      // Each tenant is an identifier already (the notice schema checks it, signed or not).
+      const tenants = opened.tenants.slice(0, MAX_HINT_TENANTS)
       try {
         await this.#sink.hint(tenants)
         // Counted once handled: a reader of the counter sees its effect already.

@@ -66,7 +66,7 @@ export class PeerList {
   readonly #publicUrl: string | undefined
   readonly #log: PeerListOptions['log']
   /** The dropped peers warned about last, so an unchanged list is not warned about again. */
-  #lastDropped = ''
+  #lastDropped: string | undefined
 
   constructor (options: PeerListOptions) {
     this.#peers = options.peers

@@ -84,7 +84,25 @@ test('over the limit: tenant + revision only (the highest per tenant), split int
     if (each.kind === 'notice') seen.push(...each.notice.entries.map((entry) => entry.tenant))
   }
   t.same(seen, many.map((entry) => entry.tenant), 'every tenant, once, in order')
-  t.throws(() => encodeEnvelopes([key], { origin: 'n1' }, [change], 100, now), RangeError)
+  t.throws(() => encodeEnvelopes([key], { origin: 'n1' }, [change], 100, now), { name: 'RangeError', message: 'one notice entry does not fit in 100 bytes' })
+})
+
+test('the size limit is inclusive: an envelope of exactly maxBytes goes as it is', async (t) => {
+  const sender = { origin: 'n1' }
+  // An envelope's length depends only on what it carries (its id and signature have fixed lengths).
+  const whole = Buffer.byteLength(encodeEnvelopes([key], sender, [change], 7900, now)[0])
+  const [atLimit, ...more] = encodeEnvelopes([key], sender, [change], whole, now)
+  t.same(more, [])
+  const opened = openEnvelope([key], atLimit, now)
+  t.ok(opened.kind === 'notice' && opened.notice.entries[0].carried !== undefined, 'the full entry, not a bare one')
+
+  const many: NoticeChange[] = Array.from({ length: 20 }, (_, i) => ({ ...change, tenant: `t${i}` }))
+  const full = Buffer.byteLength(encodeEnvelopes([key], sender, many, 1_000_000, now)[0])
+  const bare = encodeEnvelopes([key], sender, many, full - 1, now)
+  t.equal(bare.length, 1, 'one byte short of the full entries: bare ones, in one envelope')
+  const bareBytes = Buffer.byteLength(bare[0])
+  t.equal(encodeEnvelopes([key], sender, many, bareBytes, now).length, 1, 'bare entries at exactly the limit: still one envelope')
+  t.equal(encodeEnvelopes([key], sender, many, bareBytes - 1, now).length, 2, 'one byte less: split in two')
 })
 
 test('openSigned: the JSON body of an envelope one of our keys signed, nothing else (NATS replies and presence)', async (t) => {

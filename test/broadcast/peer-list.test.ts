@@ -15,6 +15,8 @@ test('normalizePeerUrl: origin and path without trailing slashes; only plain htt
   const bad: Array<[string, RegExp]> = [
     ['ftp://127.0.0.1:21', /"ftp:" is not http or https/],
     ['http://user:pw@127.0.0.1', /must not carry credentials/],
+    ['http://user@127.0.0.1', /must not carry credentials/],
+    ['http://:pw@127.0.0.1', /must not carry credentials/],
     ['http://127.0.0.1/?x=1', /must not have a query or fragment/],
     ['http://127.0.0.1/#x', /must not have a query or fragment/],
     ['not a url', /"not a url" is not a URL/]

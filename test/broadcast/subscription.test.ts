@@ -79,6 +79,24 @@ t.test('the probe: again while it answers and `again` says so; `failed` when it 
   t.equal(rounds, 2)
 })
 
+t.test('a probe armed again replaces the pending one; close stops the pending one', async (t) => {
+  mock.timers.enable({ apis: ['setTimeout'] })
+  t.teardown(() => mock.timers.reset())
+  const { sub } = subscription()
+  const checked: string[] = []
+  const arm = (name: string): void => {
+    sub.probe(100, async () => { checked.push(name) }, () => t.fail('no failure'), () => false)
+  }
+  arm('first')
+  arm('second')
+  mock.timers.tick(100)
+  t.same(checked, ['second'], 'the first timer was cleared')
+  arm('third')
+  sub.close()
+  mock.timers.tick(1000)
+  t.same(checked, ['second'], 'nothing after close')
+})
+
 t.test('closed while a check is under way: the probe is not scheduled again', async (t) => {
   mock.timers.enable({ apis: ['setTimeout'] })
   t.teardown(() => mock.timers.reset())

@@ -1,7 +1,7 @@
 /**
  * The few places where SQLite, PostgreSQL and MySQL differ, as far as the store is concerned.
  */
-import { sql, type Kysely, type RawBuilder } from 'kysely'
+import { sql, type DatabaseIntrospector, type Kysely, type RawBuilder, type TableMetadata } from 'kysely'
 import { InvalidOptionError } from '../errors.js'
 
 /** The SQL dialects the built-in store supports. */
@@ -40,15 +40,35 @@ export function isTransientError (err: unknown): boolean {
 }
 
 /**
- * Whether a migration failed because a table of *another* application vanished under it: Kysely's
- * migrator looks for its tables by introspecting every table of the database, and on PostgreSQL that
- * query fails with 42P01 (undefined_table) when some other table is dropped while it runs. Run again,
- * it passes. Looks through `cause`.
+ * `db` with an introspector that sees only the tables named `names`, for Kysely's migrator. The
+ * migrator checks that its own tables exist by listing every table of the database; on PostgreSQL
+ * that listing resolves each table by name (`pg_get_serial_sequence`) and fails with 42P01 when
+ * another application drops a table while it runs, and under steady DDL churn it fails every time.
+ * Looking the names up in `pg_class` resolves nothing by name, so it cannot race. Same answer as
+ * Kysely's own: a table or view of that name in any schema we may use.
  */
-export function isIntrospectionRace (err: unknown): boolean {
-  if (typeof err !== 'object' || err === null) return false
-  const { code, cause } = err as { code?: unknown, cause?: unknown }
-  return code === '42P01' || isIntrospectionRace(cause)
+export function seeingOnly (db: Kysely<any>, names: readonly string[]): Kysely<any> {
+  const getTables = async (): Promise<TableMetadata[]> => {
+    const { rows } = await sql<{ name: string, schema: string }>`
+      select c.relname as name, n.nspname as schema
+      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where c.relname in (${sql.join([...names])}) and c.relkind in ('r', 'v', 'p')
+        and n.nspname !~ '^pg_' and n.nspname <> 'information_schema' and has_schema_privilege(n.oid, 'USAGE')`.execute(db)
+    return rows.map(({ name, schema }) => ({ name, schema, isView: false, columns: [] }))
+  }
+  const introspection: DatabaseIntrospector = {
+    getSchemas: async () => await db.introspection.getSchemas(),
+    getTables,
+    getMetadata: async () => ({ tables: await getTables() })
+  }
+  // Kysely keeps its state in private fields, so every other member is read from, and bound to, `db` itself.
+  return new Proxy(db, {
+    get (target, key) {
+      if (key === 'introspection') return introspection
+      const value = Reflect.get(target, key, target)
+      return typeof value === 'function' ? value.bind(target) : value
+    }
+  })
 }
 
 /** The database's clock in epoch milliseconds, per dialect. */

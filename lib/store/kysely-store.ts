@@ -14,7 +14,7 @@ import {
   type AuditEntry, type BatchChange, type Change, type ChangesPage, type GroupData, type LoggedChange, type TenantSnapshot, type TenantSummary, type TenantVersion, type WriteResult
 } from '../model.js'
 import { BatchPlan, type BatchFacts, type Pair } from './batch-plan.js'
-import { clock, dialectOf, isIntrospectionRace, isTransientError, type Dialect } from './dialect.js'
+import { clock, dialectOf, isTransientError, seeingOnly, type Dialect } from './dialect.js'
 import { KyselyMembershipStore } from './kysely-membership.js'
 import { DATABASE_ID, storeMigrations, tableNames, type TableNames } from './migrations.js'
 import type { MembershipStore, PolicyStore, ReplaceResult, StoreWriteOptions, WriteTransaction } from './types.js'
@@ -141,11 +141,10 @@ export class KyselyPolicyStore implements PolicyStore {
    * (PostgreSQL, MySQL) or on an immediate transaction (SQLite). Throws with the failure as `cause`.
    */
   async migrate (): Promise<void> {
-    // A migration is all-or-nothing (one transaction), so running it again after a lock conflict or
-    // another application's table vanishing under Kysely's introspection (isIntrospectionRace) is safe.
+    // A migration is all-or-nothing (one transaction), so running it again after a lock conflict is safe.
     await this.#retrying(() => this.#dialect === 'sqlite'
       ? this.#immediateTransaction((conn) => this.#runMigrator(conn))
-      : this.#runMigrator(this.#db), isIntrospectionRace)
+      : this.#runMigrator(this.#dialect === 'postgres' ? seeingOnly(this.#db, [this.#tables.migrations, this.#tables.migrationsLock]) : this.#db))
   }
 
   /** The database's id, created by the first migration that made the tables; read once. */
@@ -632,13 +631,13 @@ export class KyselyPolicyStore implements PolicyStore {
     })
   }
 
-  /** Runs a transaction again (full-jitter backoff) when a deadlock or a busy database rolled it back, or when `alsoTransient` says the failure passes. */
-  async #retrying<T> (transaction: () => Promise<T>, alsoTransient: (err: unknown) => boolean = () => false): Promise<T> {
+  /** Runs a transaction again (full-jitter backoff) when a deadlock or a busy database rolled it back. */
+  async #retrying<T> (transaction: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await transaction()
       } catch (err) {
-        if (attempt >= MAX_ATTEMPTS || !(isTransientError(err) || alsoTransient(err))) throw err
+        if (attempt >= MAX_ATTEMPTS || !isTransientError(err)) throw err
         await sleep(Math.random() * Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** attempt))
       }
     }

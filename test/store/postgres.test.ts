@@ -1,5 +1,6 @@
 import { sql } from 'kysely'
 import t from 'tap'
+import { seeingOnly } from '../../lib/store/dialect.js'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, POSTGRES_URL, postgresDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeAddsDeletedFlag, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
@@ -48,8 +49,8 @@ if (db === undefined) {
   })
 
   t.test('migrating while another application creates and drops its tables in the same database', async (t) => {
-    // Kysely's migrator finds its tables by introspecting every table; on PostgreSQL that query fails
-    // (42P01) when any other table is dropped while it runs. The store runs the migration again.
+    // Kysely's own introspection lists every table, and on PostgreSQL that query fails (42P01) when any
+    // other table is dropped while it runs: under this churn, nearly every time. The store's does not.
     const other = await postgresDb()
     const churning = { on: true }
     const churn = (async () => {
@@ -71,6 +72,22 @@ if (db === undefined) {
       await new KyselyPolicyStore({ db, tablePrefix }).migrate()
     }
     t.pass('twelve fresh migrations, none failed')
+  })
+
+  t.test('the migrator\'s introspector sees only the store\'s migration tables, as Kysely\'s own would', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await new KyselyPolicyStore({ db, tablePrefix }).migrate()
+    const names = [`${tablePrefix}migrations`, `${tablePrefix}migrations_lock`, `${tablePrefix}absent`]
+    const seeing = seeingOnly(db, names)
+    const own = (await seeing.introspection.getTables()).map(({ name, schema }) => ({ name, schema }))
+    const kysely = (await db.introspection.getTables({ withInternalKyselyTables: true }))
+      .filter(({ name }) => names.includes(name)).map(({ name, schema }) => ({ name, schema }))
+    t.same(own.sort((a, b) => a.name.localeCompare(b.name)), kysely, 'the same tables, in the same schema')
+    t.equal(own.length, 2, 'both migration tables, not the absent one')
+    t.same((await seeing.introspection.getMetadata()).tables.map(({ name }) => name).sort(), names.slice(0, 2))
+    t.same(await seeing.introspection.getSchemas(), await db.introspection.getSchemas(), 'schemas: Kysely\'s answer')
+    t.equal((await seeing.selectFrom(`${tablePrefix}migrations`).select('name').execute()).length > 0, true, 'every other member is the Kysely\'s own')
   })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {

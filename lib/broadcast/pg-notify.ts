@@ -66,6 +66,8 @@ export interface PgNotifyTransportOptions {
   reconnect: Readonly<{ minDelayMs: number, maxDelayMs: number }>
   maxPayloadBytes: number
   log: PgNotifyLogger
+  /** The client module to use instead of loading it (tests pass a fake); loaded with requireOptional when absent. */
+  clientModule?: PgModule | undefined
 }
 
 /** Notices over PostgreSQL LISTEN/NOTIFY, sent inside the write's transaction; not acknowledged. */
@@ -87,7 +89,7 @@ export class PgNotifyTransport implements Transport {
    */
   constructor (options: PgNotifyTransportOptions) {
     this.#options = options
-    this.#pg = requireOptional<PgModule>('pg', 'the pg-notify transport')
+    this.#pg = options.clientModule ?? requireOptional<PgModule>('pg', 'the pg-notify transport')
     const given = typeof options.connection === 'string' ? { connectionString: options.connection } : { ...options.connection }
     // Named, so that operators (and tests) find the listening session in pg_stat_activity.
     this.#config = { application_name: `policy-cache listen ${options.serverId}`.slice(0, 63), keepAlive: true, connectionTimeoutMillis: 5000, ...given }

@@ -91,9 +91,11 @@ export class BrokerSubscription {
 
   /**
    * The subscription is (again) known to deliver: counted, and every cached tenant resynced — what
-   * came meanwhile may have been missed. A failing resync is logged: the periodic sync heals.
+   * came meanwhile may have been missed. A failing resync is logged: the periodic sync heals. After
+   * `close` (a connection that came back while closing), nothing.
    */
   async subscribed (): Promise<void> {
+    if (this.#closing) return
     const { log, channel, logField, resubscribedMessage } = this.#options
     this.state = 'up'
     this.#subscribedAt = new Date().toISOString()

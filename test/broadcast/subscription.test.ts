@@ -118,6 +118,18 @@ t.test('closed while a check is under way: the probe is not scheduled again', as
   t.equal(checks, 1, 'not again after close')
 })
 
+t.test('a connection that comes back after close: still closed, nothing resynced or counted', async (t) => {
+  const { sub, logs } = subscription()
+  let resyncs = 0
+  sub.open(sink(async () => { resyncs++ }))
+  await sub.subscribed()
+  sub.close()
+  await sub.subscribed()
+  t.match(sub.status(), { state: 'closed', subscriptions: 1 })
+  t.equal(resyncs, 1, 'only the subscription before close resynced')
+  t.same(logs, [], 'nothing logged')
+})
+
 t.test('within: the answer, or a rejection naming what did not answer', async (t) => {
   t.equal(await within(Promise.resolve(7), 1000, 'x'), 7)
   await t.rejects(within(new Promise(() => {}), 5, 'the probe'), /the probe: no answer within 5 ms/)

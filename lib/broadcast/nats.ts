@@ -82,6 +82,8 @@ export interface NatsTransportOptions {
    */
   members?: (() => readonly string[]) | undefined
   log: BrokerLogger
+  /** The client module to use instead of loading it (tests pass a fake); loaded with requireOptional when absent. */
+  clientModule?: NatsModule | undefined
 }
 
 /** An instance seen on the subject. */
@@ -117,6 +119,7 @@ export class NatsTransport implements Transport {
   readonly #subscription: BrokerSubscription
   #nc: NatsConnectionLike | undefined
   /** This connection's reply prefix: `<inbox>.<n>`, one per write or probe. */
+  // Stryker disable next-line StringLiteral: set by start before any write or probe reads it
   #replyPrefix = ''
   #sequence = 0
   readonly #pending = new Map<string, Pending>()
@@ -130,7 +133,7 @@ export class NatsTransport implements Transport {
    */
   constructor (options: NatsTransportOptions) {
     this.#options = options
-    this.#nats = requireOptional<NatsModule>('@nats-io/transport-node', 'the nats transport')
+    this.#nats = options.clientModule ?? requireOptional<NatsModule>('@nats-io/transport-node', 'the nats transport')
     const { subject, keys, serverId, log } = options
     this.#subscription = new BrokerSubscription({
       type: 'nats',
@@ -163,6 +166,11 @@ export class NatsTransport implements Transport {
       })
     } catch (err) {
       throw new Error(`the nats transport could not connect to ${servers.join(', ')}: ${this.#subscription.failed(err)}`, { cause: err })
+    }
+    // Closed while connecting (a registration that timed out): nobody else will close this connection.
+    if (this.#subscription.closing) {
+      await nc.close().catch(() => {})
+      return
     }
     this.#nc = nc
     this.#replyPrefix = this.#nats.createInbox()
@@ -324,7 +332,8 @@ export class NatsTransport implements Transport {
         } else if (event.type === 'reconnect') {
           // nats.js re-sent the subscriptions; the flush makes sure the server has them before the resync reads.
           await nc.flush().catch(() => {})
-          if (!subscription.closing) await subscription.subscribed()
+          // (After close, subscribed() does nothing.)
+          await subscription.subscribed()
         }
       }
     }
@@ -345,9 +354,10 @@ export class NatsTransport implements Transport {
       nc.publish(`${subject}.presence`, seal(keys, JSON.stringify({ presence: serverId }), nowSeconds()), { reply })
     })
     this.#probe = undefined
-    if (subscription.closing) return
+    // After close the state is 'closed', neither 'down' nor 'up': nothing below acts.
     if (answered) {
       // Down by a failed probe while nats.js held the connection: what came meanwhile may be lost.
+      // Stryker disable next-line OptionalChaining: this transport never reports 'down' without a reason
       if (subscription.state === 'down' && subscription.lastError?.startsWith('the presence probe') === true) await subscription.subscribed()
     } else if (subscription.state === 'up') {
       subscription.lost('policy-cache: the NATS subscription did not deliver the presence probe; resyncing once it does', `the presence probe was not answered within ${probeTimeoutMs} ms`)

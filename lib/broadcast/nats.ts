@@ -133,6 +133,7 @@ export class NatsTransport implements Transport {
    */
   constructor (options: NatsTransportOptions) {
     this.#options = options
+    // Stryker disable next-line StringLiteral: shown only when the package is not installed: test/package/consumer.test.ts (a packed install without it) checks it, too slow for a mutation run
     this.#nats = options.clientModule ?? requireOptional<NatsModule>('@nats-io/transport-node', 'the nats transport')
     const { subject, keys, serverId, log } = options
     this.#subscription = new BrokerSubscription({

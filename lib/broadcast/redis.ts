@@ -74,6 +74,7 @@ export class RedisTransport implements Transport {
    */
   constructor (options: RedisTransportOptions) {
     this.#options = options
+    // Stryker disable next-line StringLiteral: shown only when the package is not installed: test/package/consumer.test.ts (a packed install without it) checks it, too slow for a mutation run
     this.#redis = options.clientModule ?? requireOptional<RedisModule>('ioredis', 'the redis transport')
     const { channel, keys, serverId, log } = options
     this.#subscription = new BrokerSubscription({

@@ -129,10 +129,13 @@ test('the packed package installs, type-checks and runs in a host app, with the 
     t.equal(missing.metrics.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
     t.match(missing.metrics.message, 'npm install prom-client')
     t.equal(missing.pgNotify.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
+    t.match(missing.pgNotify.message, 'is needed for the pg-notify transport but')
     t.match(missing.pgNotify.message, 'npm install pg')
     t.equal(missing.nats.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
+    t.match(missing.nats.message, 'is needed for the nats transport but')
     t.match(missing.nats.message, 'npm install @nats-io/transport-node')
     t.equal(missing.redis.code, 'FST_POLICY_CACHE_MISSING_DEPENDENCY')
+    t.match(missing.redis.message, 'is needed for the redis transport but')
     t.match(missing.redis.message, 'npm install ioredis')
 
     // The same better-sqlite3 as this repository, with the binary its install already built.

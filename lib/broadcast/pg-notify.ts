@@ -199,13 +199,15 @@ export class PgNotifyTransport implements Transport {
     this.#scheduleReconnect(retry)
   }
 
+  /** Tries `retry` after the backoff's delay, and again after each failure, until it succeeds or `close` is called. */
   #scheduleReconnect (retry: () => Promise<void>): void {
-    if (this.#subscription.closing) return
     const { minDelayMs, maxDelayMs } = this.#options.reconnect
     const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(this.#attempt, 30))
     this.#attempt++
     this.#reconnectTimer = setTimeout(() => {
       retry().catch((err: unknown) => {
+        // Closed during the attempt: its failure is no news, and nothing is tried again.
+        if (this.#subscription.closing) return
         const reason = this.#subscription.failed(err)
         this.#options.log.debug({ channel: this.#options.channel, reason, attempt: this.#attempt }, 'policy-cache: re-establishing the pg-notify listening connection failed; retrying')
         this.#scheduleReconnect(retry)

@@ -102,10 +102,10 @@ export function openSigned (keys: readonly Buffer[], raw: string, nowSeconds: nu
   if (!verify([...keys], { id, timestamp, signature }, Buffer.from(body, 'utf8'), nowSeconds)) return undefined
   try {
     return JSON.parse(body) as unknown
-    // Stryker disable next-line BlockStatement: an empty catch returns undefined as well
   } catch {
-    return undefined
+    // Not JSON: undefined, below.
   }
+  return undefined
 }
 
 /**

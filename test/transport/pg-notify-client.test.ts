@@ -153,6 +153,14 @@ async function tick (ms: number): Promise<void> {
   await flush()
 }
 
+/** After a loss: a second client, subscribed minDelayMs (100 ms, random pinned at 0) later; then closed. */
+async function reestablished (t: Test, transport: PgNotifyTransport, pg: ReturnType<typeof setup>['pg']): Promise<void> {
+  await tick(100)
+  t.equal(pg.clients.length, 2, 'a second client')
+  t.equal(transport.status().state, 'up', 'subscribed again')
+  await transport.close()
+}
+
 /** A promise the test settles. */
 function deferred (): { promise: Promise<unknown>, resolve: () => void, reject: (err: Error) => void } {
   let settle = { resolve: (): void => {}, reject: (_err: Error): void => {} }
@@ -292,10 +300,7 @@ t.test('the connection ending is a loss too', async (t) => {
   await transport.start(sink)
   pg.last().emit('end')
   t.match(transport.status(), { state: 'down', lastError: 'the listening connection ended' })
-  await tick(100)
-  t.equal(pg.clients.length, 2)
-  t.equal(transport.status().state, 'up')
-  await transport.close()
+  await reestablished(t, transport, pg)
 })
 
 t.test('backoff: full jitter under min(maxDelayMs, minDelayMs * 2^attempt), at least minDelayMs; failures logged and retried', async (t) => {
@@ -363,10 +368,7 @@ t.test('a failing probe: lost, and re-established', async (t) => {
   t.match(transport.status(), { state: 'down', lastError: 'terminating connection' })
   t.same(of('warn'), [['warn', { channel: CHANNEL, reason: 'terminating connection' }, LOST]])
   t.equal(first.ended, 1)
-  await tick(100)
-  t.equal(pg.clients.length, 2)
-  t.equal(transport.status().state, 'up')
-  await transport.close()
+  await reestablished(t, transport, pg)
 })
 
 t.test('a probe unanswered within probeTimeoutMs: lost, and re-established', async (t) => {
@@ -379,10 +381,7 @@ t.test('a probe unanswered within probeTimeoutMs: lost, and re-established', asy
   t.equal(transport.status().state, 'up', 'not before probeTimeoutMs')
   await tick(1)
   t.match(transport.status(), { state: 'down', lastError: 'the probe of the listening connection: no answer within 200 ms' })
-  await tick(100)
-  t.equal(pg.clients.length, 2)
-  t.equal(transport.status().state, 'up')
-  await transport.close()
+  await reestablished(t, transport, pg)
 })
 
 t.test('a lost connection is probed no more: its pending probe is stopped, an answer under way schedules none', async (t) => {

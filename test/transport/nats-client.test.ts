@@ -12,6 +12,7 @@ import { encodeEnvelopes, openSigned, seal } from '../../lib/broadcast/envelope.
 import { NatsTransport, type NatsConnectionLike, type NatsTransportOptions } from '../../lib/broadcast/nats.js'
 import type { NoticeChange, ReceivedNotice } from '../../lib/broadcast/notice.js'
 import { parseSecret } from '../../lib/broadcast/signature.js'
+import type { AckSummary } from '../../lib/broadcast/status.js'
 
 // The transport's timers are unref()ed: something must keep the process alive meanwhile.
 const alive = setInterval(() => {}, 1000)
@@ -289,6 +290,13 @@ async function promptly<T> (promise: Promise<T>): Promise<T> {
   return promise
 }
 
+/** `write` still waits (`why`) while its replies are held; once they are released it returns `summary`. */
+async function waitsUntilReleased (t: Test, bus: Bus, write: Promise<AckSummary>, why: string, summary: AckSummary): Promise<void> {
+  t.notOk(await isSettled(write), why)
+  bus.release()
+  t.same(await promptly(write), summary)
+}
+
 /** Advances the mocked clock, 50 ms at a time, letting what each step started run (as time would). */
 async function tick (ms: number): Promise<void> {
   for (let left = ms; left > 0; left -= 50) {
@@ -444,9 +452,7 @@ t.test('a write waits for every instance seen, and returns as soon as each answe
   t.equal(bus.held.length, 2, 'b and c answered')
   t.notOk(await isSettled(write), 'waiting for both')
   bus.release((sent) => sent.from === b.connection)
-  t.notOk(await isSettled(write), 'still waiting for c')
-  bus.release()
-  t.same(await promptly(write), { acked: 2, total: 2 })
+  await waitsUntilReleased(t, bus, write, 'still waiting for c', { acked: 2, total: 2 })
 
   const [sent] = sentOn(a.connection, SUBJECT)
   t.equal(sent.reply, `${a.inbox}.2`, 'after the first probe\'s')
@@ -538,9 +544,7 @@ t.test('an instance that missed a write is counted but not waited for, until it 
   // Having answered, c is waited for again.
   bus.hold = writeReplies(a, c)
   const fourth = a.transport.publish([change('t1', 5)])
-  t.notOk(await isSettled(fourth), 'waits for c again')
-  bus.release()
-  t.same(await promptly(fourth), { acked: 2, total: 2 })
+  await waitsUntilReleased(t, bus, fourth, 'waits for c again', { acked: 2, total: 2 })
   bus.hold = () => false
 
   // A late reply (after the write gave up) is harmless, and counts as seeing c.
@@ -553,9 +557,7 @@ t.test('an instance that missed a write is counted but not waited for, until it 
   await tick(PROBE_INTERVAL)
   bus.hold = writeReplies(a, c)
   const sixth = a.transport.publish([change('t1', 7)])
-  t.notOk(await isSettled(sixth), 'the probe\'s answer made c one to wait for')
-  bus.release()
-  t.same(await promptly(sixth), { acked: 2, total: 2 })
+  await waitsUntilReleased(t, bus, sixth, 'the probe\'s answer made c one to wait for', { acked: 2, total: 2 })
 })
 
 t.test('replies that are unsigned, without a serverId, or this instance\'s own are not counted', async (t) => {
@@ -581,9 +583,7 @@ t.test('replies that are unsigned, without a serverId, or this instance\'s own a
   await settle()
   const next = a.transport.publish([change('t1', 3)])
   test.publish(sentOn(a.connection, SUBJECT)[1].reply ?? '', signed({ serverId: 'z', revisions: {} }))
-  t.notOk(await isSettled(next), 'z is not waited for: it does not end the wait for b')
-  bus.release()
-  t.same(await promptly(next), { acked: 2, total: 2 })
+  await waitsUntilReleased(t, bus, next, 'z is not waited for: it does not end the wait for b', { acked: 2, total: 2 })
 })
 
 t.test('with members, a write waits for the members but this one, and counts no one else that does not answer', async (t) => {

@@ -201,7 +201,7 @@ export class BoardHub {
 
   /** Whether a member request carries a valid signature over the tenants it asks for. */
   verify (headers: SignatureHeaders, tenants: string): boolean {
-    return verify([...this.#sources.keys], headers, Buffer.from(signedContent(tenants)), Math.floor(Date.now() / 1000))
+    return verify(this.#sources.keys, headers, signedContent(tenants), Math.floor(Date.now() / 1000))
   }
 
   /** A peer's report, or undefined when it does not answer in time, refuses, or serves no board. */
@@ -214,7 +214,7 @@ export class BoardHub {
         headers: {
           [WEBHOOK_HEADERS.id]: id,
           [WEBHOOK_HEADERS.timestamp]: String(timestamp),
-          [WEBHOOK_HEADERS.signature]: sign([...this.#sources.keys], id, timestamp, signedContent(list))
+          [WEBHOOK_HEADERS.signature]: sign(this.#sources.keys, id, timestamp, signedContent(list))
         },
         signal: AbortSignal.timeout(MEMBER_TIMEOUT_MS)
       })

@@ -28,7 +28,7 @@ export interface EnvelopeSender {
 /** One signed envelope around `body`, timestamped `nowSeconds` (any body: NATS replies and presence use it too). */
 export function seal (keys: readonly Buffer[], body: string, nowSeconds: number): string {
   const id = newMessageId()
-  return [ENVELOPE_VERSION, id, String(nowSeconds), sign([...keys], id, nowSeconds, body), body].join('\n')
+  return [ENVELOPE_VERSION, id, String(nowSeconds), sign(keys, id, nowSeconds, body), body].join('\n')
 }
 
 /** Only tenant + revision, the highest per tenant: what a receiver needs to read the changelog. */
@@ -99,7 +99,7 @@ export function openSigned (keys: readonly Buffer[], raw: string, nowSeconds: nu
   const parts = split(raw)
   if (parts === undefined) return undefined
   const [id, timestamp, signature, body] = parts
-  if (!verify([...keys], { id, timestamp, signature }, Buffer.from(body, 'utf8'), nowSeconds)) return undefined
+  if (!verify(keys, { id, timestamp, signature }, body, nowSeconds)) return undefined
   try {
     return JSON.parse(body) as unknown
   } catch {
@@ -130,7 +130,7 @@ export function openEnvelope (keys: readonly Buffer[], raw: string, nowSeconds: 
     origin: notice.origin,
     tenants: notice.changes.map(({ tenant, revision }) => ({ tenant, revision }))
   })
-  if (!verify([...keys], { id, timestamp, signature }, Buffer.from(body, 'utf8'), nowSeconds)) return hint()
+  if (!verify(keys, { id, timestamp, signature }, body, nowSeconds)) return hint()
   try {
     return { kind: 'notice', id, notice: decodeNotice(notice) }
   } catch {

@@ -2,7 +2,7 @@
  * Standard Webhooks v1 symmetric signatures (docs/protocol.md, "The webhook"): HMAC-SHA256 over
  * `id.timestamp.body`, base64-encoded, one `v1,<mac>` entry per key so secrets can be rotated.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomFillSync, timingSafeEqual } from 'node:crypto'
 import { InvalidOptionError } from '../errors.js'
 
 /** The three headers that carry a webhook's authentication. */
@@ -54,6 +54,7 @@ export function parseSecret (secret: string, optionName: string): Buffer {
   return key
 }
 
+/** HMAC-SHA256 of `id.timestamp.body` under `key` (a string body is taken as its UTF-8 bytes). */
 function mac (key: Buffer, id: string, timestamp: number | string, body: string | Buffer): Buffer {
   return createHmac('sha256', key).update(`${id}.${timestamp}.`).update(body).digest()
 }
@@ -61,7 +62,7 @@ function mac (key: Buffer, id: string, timestamp: number | string, body: string 
 /**
  * The `webhook-signature` header value for one message: `v1,<base64 mac>` per key, space-separated.
  */
-export function sign (keys: Buffer[], id: string, timestamp: number, body: string | Buffer): string {
+export function sign (keys: readonly Buffer[], id: string, timestamp: number, body: string | Buffer): string {
   return keys.map((key) => VERSION_PREFIX + mac(key, id, timestamp, body).toString('base64')).join(' ')
 }
 
@@ -69,9 +70,10 @@ export function sign (keys: Buffer[], id: string, timestamp: number, body: strin
  * Whether a received webhook is authentic: all three headers present, a well-formed id, a canonical
  * timestamp within {@link TIMESTAMP_TOLERANCE_SECONDS} of `nowSeconds`, and some `v1,` entry of the
  * signature matching the MAC of `rawBody` under some key (constant-time compare). Entries of other
- * versions are skipped.
+ * versions are skipped. A string body is verified as its UTF-8 bytes (a broker message's body, already
+ * decoded: no copy back into a Buffer).
  */
-export function verify (keys: Buffer[], headers: SignatureHeaders, rawBody: Buffer, nowSeconds: number): boolean {
+export function verify (keys: readonly Buffer[], headers: SignatureHeaders, rawBody: string | Buffer, nowSeconds: number): boolean {
   const { id, timestamp, signature } = headers
   if (typeof id !== 'string' || typeof timestamp !== 'string' || typeof signature !== 'string') return false
   if (!ID_RE.test(id) || !TIMESTAMP_RE.test(timestamp)) return false
@@ -91,7 +93,24 @@ export function verify (keys: Buffer[], headers: SignatureHeaders, rawBody: Buff
   return false
 }
 
+/** Random bytes of a message id. */
+const ID_BYTES = 24
+/**
+ * Random bytes for the next ids, filled at once: one call into the CSPRNG per {@link ID_POOL_IDS} ids
+ * instead of one per id (on a fleet every notice and every NATS reply gets an id: a quarter of
+ * `seal`'s cost went to `randomBytes`). Each id still takes 24 bytes never used for another.
+ */
+const ID_POOL_IDS = 128
+const idPool = Buffer.alloc(ID_BYTES * ID_POOL_IDS)
+let idPoolNext = idPool.length
+
 /** A fresh message id: `msg_` and 24 random bytes in url-safe base64. */
 export function newMessageId (): string {
-  return 'msg_' + randomBytes(24).toString('base64url')
+  if (idPoolNext === idPool.length) {
+    randomFillSync(idPool)
+    idPoolNext = 0
+  }
+  const id = 'msg_' + idPool.toString('base64url', idPoolNext, idPoolNext + ID_BYTES)
+  idPoolNext += ID_BYTES
+  return id
 }

@@ -125,7 +125,17 @@ test('parseSecret: whsec_ base64, raw UTF-8, trimming, refusals', async (t) => {
 })
 
 test('newMessageId: prefixed, url-safe, unique', async (t) => {
-  const ids = new Set(Array.from({ length: 100 }, newMessageId))
-  t.equal(ids.size, 100)
+  // Ids come from a pool of random bytes refilled every 128 ids: these span several refills.
+  const ids = new Set(Array.from({ length: 1000 }, newMessageId))
+  t.equal(ids.size, 1000)
   for (const id of ids) t.match(id, /^msg_[A-Za-z0-9_-]{32}$/)
+})
+
+test('verify takes a body as a string: its UTF-8 bytes are what was signed', async (t) => {
+  t.ok(verify([key], valid, SPEC_PAYLOAD, now))
+  t.notOk(verify([key], valid, SPEC_PAYLOAD + ' ', now))
+  const unicode = '{"tenant":"é"}'
+  const signature = sign([key], SPEC_ID, now, Buffer.from(unicode, 'utf8'))
+  t.ok(verify([key], { ...valid, signature }, unicode, now), 'the string is hashed as UTF-8')
+  t.notOk(verify([key], { ...valid, signature }, Buffer.from(unicode, 'latin1'), now), 'other bytes of the same text do not verify')
 })

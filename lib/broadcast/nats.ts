@@ -189,8 +189,9 @@ export class NatsTransport implements Transport {
     // The server has the subscriptions once the flush's PONG is back: a notice published after it reaches us.
     await nc.flush()
     await this.#subscription.subscribed()
-    // The first probe at once: the others learn of this instance, and it of them, before its first write.
-    await this.#runProbe()
+    // The first probe at once, asking every instance to answer: the others learn of this instance, and
+    // it of them, before its first write.
+    await this.#runProbe(true)
     // Then every `probeIntervalMs`, whatever the last one found.
     const probe = (): void => { this.#subscription.probe(probeIntervalMs, () => this.#runProbe(), probe) }
     probe()
@@ -280,7 +281,14 @@ export class NatsTransport implements Transport {
 
   #saw (id: string): void {
     if (id === this.#options.serverId) return
-    this.#seen.set(id, { at: Date.now(), missed: false })
+    // Updated in place: a write to 100 instances sees 99 replies.
+    const seen = this.#seen.get(id)
+    if (seen === undefined) {
+      this.#seen.set(id, { at: Date.now(), missed: false })
+    } else {
+      seen.at = Date.now()
+      seen.missed = false
+    }
   }
 
   /**
@@ -310,16 +318,22 @@ export class NatsTransport implements Transport {
     if (count === pending.envelopes && pending.expected.has(id) && --pending.waiting === 0) pending.done()
   }
 
-  /** A presence probe (answered, this instance's own included) or a leave, from a verified sender. */
+  /**
+   * A presence probe or a leave, from a verified sender. A probe is answered when it is this
+   * instance's own (the probe's round trip) or asks for answers (a new instance's first probe). The
+   * others' periodic probes are not: every instance probes every interval, so each hears of every
+   * other from its probes alone — answering them all was N × (N − 1) signed replies per interval.
+   */
   #presence (msg: NatsMsg): void {
-    const body = openSigned(this.#options.keys, msg.string(), nowSeconds()) as { presence?: unknown, leave?: unknown } | undefined
+    const body = openSigned(this.#options.keys, msg.string(), nowSeconds()) as { presence?: unknown, leave?: unknown, answer?: unknown } | undefined
     if (typeof body?.leave === 'string') {
       this.#seen.delete(body.leave)
       return
     }
     if (typeof body?.presence !== 'string') return
     this.#saw(body.presence)
-    if (msg.reply !== undefined) this.#respond(msg, { serverId: this.#options.serverId, revisions: {} })
+    const { serverId } = this.#options
+    if (msg.reply !== undefined && (body.presence === serverId || body.answer === true)) this.#respond(msg, { serverId, revisions: {} })
   }
 
   /** Follows nats.js's status events: disconnect → down; reconnect (subscriptions restored) → resync. */
@@ -341,8 +355,8 @@ export class NatsTransport implements Transport {
     follow().catch((err: unknown) => this.#options.log.warn({ err }, 'policy-cache: following the NATS connection\'s status failed'))
   }
 
-  /** A presence probe that this instance must itself answer within `probeTimeoutMs`. */
-  async #runProbe (): Promise<void> {
+  /** A presence probe that this instance must itself answer within `probeTimeoutMs`; with `ask`, every instance answers it. */
+  async #runProbe (ask = false): Promise<void> {
     const nc = this.#nc
     const subscription = this.#subscription
     if (nc === undefined || subscription.closing || nc.isClosed()) return
@@ -352,7 +366,7 @@ export class NatsTransport implements Transport {
       const timer = setTimeout(() => resolve(false), probeTimeoutMs)
       timer.unref()
       this.#probe = { reply, answered: () => { clearTimeout(timer); resolve(true) } }
-      nc.publish(`${subject}.presence`, seal(keys, JSON.stringify({ presence: serverId }), nowSeconds()), { reply })
+      nc.publish(`${subject}.presence`, seal(keys, JSON.stringify(ask ? { presence: serverId, answer: true } : { presence: serverId }), nowSeconds()), { reply })
     })
     this.#probe = undefined
     // After close the state is 'closed', neither 'down' nor 'up': nothing below acts.

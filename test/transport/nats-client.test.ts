@@ -406,7 +406,7 @@ t.test('start subscribes to its replies, the subject and presence, resyncs once,
   const [probe] = connection.published
   t.equal(probe.subject, `${SUBJECT}.presence`)
   t.equal(probe.reply, '_INBOX.1.p1')
-  t.same(openSigned([key], probe.payload, nowSeconds()), { presence: 'a' })
+  t.same(openSigned([key], probe.payload, nowSeconds()), { presence: 'a', answer: true }, 'the first probe asks every instance to answer')
   t.same(logs.filter(([level]) => level !== 'debug'), [], 'nothing logged')
 })
 
@@ -632,26 +632,50 @@ t.test('an instance not seen for three probe intervals is forgotten; one that le
   t.same(await promptly(a.transport.publish([change()])), { acked: 0, total: 0 })
 })
 
-t.test('a presence probe is answered, signed, when it has a reply subject; an unsigned one is ignored', async (t) => {
+t.test('a presence probe asking for answers is answered, signed, when it has a reply subject; an unsigned one is ignored', async (t) => {
   const bus = new Bus()
   const a = await instance(t, bus, 'a', { ackTimeoutMs: 0 })
   const test = bus.connect()
   const answers: unknown[] = []
   test.subscribe('test.reply', { callback: (_err, msg) => { answers.push(openSigned([key], msg.string(), nowSeconds())) } })
   const presence = `${SUBJECT}.presence`
-  test.publish(presence, signed({ presence: 'z' }), { reply: 'test.reply' })
+  test.publish(presence, signed({ presence: 'z', answer: true }), { reply: 'test.reply' })
   await settle()
   t.same(answers, [{ serverId: 'a', revisions: {} }])
   t.same(await promptly(a.transport.publish([change()])), { acked: 0, total: 1 }, 'z is seen')
 
-  test.publish(presence, signed({ presence: 'y' }))
+  test.publish(presence, signed({ presence: 'x' }), { reply: 'test.reply' })
+  test.publish(presence, signed({ presence: 'v', answer: 'yes' }), { reply: 'test.reply' })
+  test.publish(presence, signed({ presence: 'y', answer: true }))
   test.publish(presence, signed({ presence: 'w' }, [stranger]), { reply: 'test.reply' })
   test.publish(presence, signed({ presence: 5 }), { reply: 'test.reply' })
   test.publish(presence, 'not an envelope', { reply: 'test.reply' })
   await settle()
   t.equal(answers.length, 1, 'nothing else answered')
   t.equal(bus.respondedWithoutReply, 0, 'not even tried without a reply subject')
-  t.same(await promptly(a.transport.publish([change()])), { acked: 0, total: 2 }, 'y is seen; w and 5 are not')
+  t.same(await promptly(a.transport.publish([change()])), { acked: 0, total: 4 }, 'x, v and y are seen, though not answered; w and 5 are not')
+})
+
+t.test('periodic probes are answered by the prober alone; the others still hear of it from its probes', async (t) => {
+  fakeTime(t)
+  const bus = new Bus()
+  const nodes = [await instance(t, bus, 'a', { ackTimeoutMs: 0 }), await instance(t, bus, 'b', { ackTimeoutMs: 0 })]
+  const [a, b] = nodes
+  /** Who answered `node`'s probes, in order. */
+  const answeredBy = (node: typeof a): string[] => nodes.flatMap((n) => n.connection.published)
+    .filter((sent) => sent.subject.startsWith(`${node.inbox}.p`))
+    .map((sent) => (openSigned([key], sent.payload, nowSeconds()) as { serverId: string }).serverId)
+  t.same(answeredBy(a), ['a'], 'a\'s first probe, alone on the bus')
+  t.same(answeredBy(b).sort(), ['a', 'b'], 'b\'s first probe asked: every instance answered')
+  for (let i = 1; i <= 4; i++) {
+    await tick(PROBE_INTERVAL)
+    t.same(answeredBy(a), ['a', ...Array(i).fill('a')], `a's probe ${i + 1} answered by a alone`)
+    t.same(answeredBy(b).length, 2 + i, `b's probe ${i + 1} answered by b alone`)
+    t.equal(answeredBy(b).at(-1), 'b')
+  }
+  t.match(a.transport.status(), { state: 'up' }, 'the round trip of a\'s own probes goes on')
+  t.same(await promptly(a.transport.publish([change()])), { acked: 0, total: 1 }, 'four probe intervals on, b is still counted by a')
+  t.same(await promptly(b.transport.publish([change()])), { acked: 0, total: 1 }, 'and a by b')
 })
 
 t.test('status events: a disconnect is down; a reconnect flushes and resyncs; a failing stream is logged', async (t) => {

@@ -3,9 +3,15 @@
  * modules where a surviving bug is a security hole or a wrong answer, and runs the unit-level test
  * files against each mutant. See docs/testing.md for how to run it on one module and for the figures.
  *
- * The tap runner runs each test file as one test, in its own `node --import tsx` process; coverage is
- * per test file, so a mutant runs only the files that reach its code (in the order of `tap.testFiles`,
- * stopping at the first that fails). A survivor therefore costs every file that reaches it.
+ * The tap runner runs each test file as one test, in its own `node` process; coverage is per test
+ * file, so a mutant runs only the files that reach its code (in the order of `tap.testFiles`, stopping
+ * at the first that fails). A survivor therefore costs every file that reaches it.
+ *
+ * The test files run as JavaScript: once Stryker has written the mutants into the sandbox's copy of
+ * `lib/`, `buildCommand` compiles `lib/` and `test/` there, each `.js` beside its `.ts`
+ * (`stryker/tsconfig.tests.json`, types not checked: the checker does that per mutant). A process that
+ * loads plain JavaScript starts in about half the CPU time of one that compiles TypeScript through
+ * tsx's loader hooks, and starting is most of what a mutant costs.
  */
 import { writeFileSync } from 'node:fs'
 
@@ -109,6 +115,21 @@ export const ORDER = [
   'test/store/mysql.test.ts'
 ]
 
+/**
+ * The scope: the modules where a surviving bug is a security hole or a wrong answer. A glob for
+ * lib/broadcast/: every file of the layer (notice, signature, peer, delivery, broadcaster, receiver, …).
+ */
+export const MUTATE = [
+  'lib/broadcast/**/*.ts',
+  'lib/cache/**/*.ts',
+  'lib/store/kysely-store.ts',
+  'lib/store/batch-plan.ts',
+  'lib/guard.ts',
+  'lib/options.ts',
+  'lib/model.ts',
+  'lib/page.ts'
+]
+
 /** The paths and globs of `--mutate` on the command line, line ranges dropped; undefined without it. */
 function mutatePatterns () {
   const at = process.argv.findIndex((arg) => arg === '--mutate' || arg === '-m' || arg.startsWith('--mutate='))
@@ -117,16 +138,17 @@ function mutatePatterns () {
 }
 
 /**
- * The tsconfig the TypeScript checker compiles each mutant with. With `--mutate`, one holding only
- * the modules it names (and what they import), written to `tsconfig.mutation.json`: the checker
- * re-checks the mutated file and every file of its program that depends on it, and with the whole of
- * `lib/` in the program that is most of `lib/` for a module such as `options.ts` (about 2 s a mutant,
- * more than the tests that follow). A mutant that compiles in its module but breaks the types of a
- * caller is then run against the tests instead of being discarded.
+ * The tsconfig the TypeScript checker compiles each mutant with: one holding only the modules to
+ * mutate (those `--mutate` names, else the whole `MUTATE` scope) and what they import, written to
+ * `tsconfig.mutation.json`. The checker re-checks the mutated file and every file of its program that
+ * depends on it, and with the whole of `lib/` in the program that is most of `lib/` for a module such
+ * as `options.ts` (about 2 s a mutant, more than the tests that follow); without the plugin, the
+ * routes and the examples it is only the scope's modules that import it. A mutant that compiles in
+ * the scope but breaks the types of a caller outside it is then run against the tests instead of
+ * being discarded.
  */
 function checkerTsconfig () {
-  const patterns = mutatePatterns()
-  if (patterns === undefined) return 'tsconfig.build.json'
+  const patterns = mutatePatterns() ?? MUTATE
   writeFileSync('tsconfig.mutation.json', JSON.stringify({ extends: './tsconfig.build.json', include: patterns }, null, 2) + '\n')
   return 'tsconfig.mutation.json'
 }
@@ -150,20 +172,11 @@ function selectedTests () {
 export default {
   testRunner: 'tap',
   coverageAnalysis: 'perTest',
-  // A glob for lib/broadcast/: every file of the layer (notice, signature, peer, delivery, broadcaster, receiver, …).
-  mutate: [
-    'lib/broadcast/**/*.ts',
-    'lib/cache/**/*.ts',
-    'lib/store/kysely-store.ts',
-    'lib/store/batch-plan.ts',
-    'lib/guard.ts',
-    'lib/options.ts',
-    'lib/model.ts',
-    'lib/page.ts'
-  ],
+  mutate: MUTATE,
+  buildCommand: 'tsc -p stryker/tsconfig.tests.json',
   tap: {
-    testFiles: selectedTests(),
-    nodeArgs: ['--import', 'tsx'],
+    testFiles: selectedTests().map((file) => file.replace(/\.ts$/, '.js')),
+    nodeArgs: [],
     forceBail: true
   },
   // A mutant that does not compile is not worth a test run.
@@ -173,7 +186,7 @@ export default {
   ignorers: ['log-calls'],
   tsconfigFile: checkerTsconfig(),
   concurrency: 2,
-  timeoutMS: 10000,
+  timeoutMS: 5000,
   incremental: true,
   incrementalFile: 'reports/mutation/stryker-incremental.json',
   reporters: ['clear-text', 'progress', 'html', 'json'],

@@ -1,9 +1,11 @@
 /**
  * `npm run mutation` runs, for a mutant, only the test files stryker.config.mjs lists for its module:
  * a module of the scope without an entry would have every mutant survive (or, with `--mutate`, no test
- * run at all), and a listed file missing from the run order would never run.
+ * run at all), and a listed file missing from the run order would never run. The files run as the
+ * JavaScript that `buildCommand` compiles in the sandbox: one left out of its tsconfig would not exist.
  */
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { posix } from 'node:path'
 import { test } from 'tap'
 // @ts-expect-error -- the config is plain JavaScript without declarations
 import config, { ORDER, TESTS } from '../stryker.config.mjs'
@@ -35,4 +37,20 @@ test('every module of the mutation scope lists its test files, and each is in th
     }
   }
   t.equal(new Set(order).size, order.length, 'no file twice in the run order')
+})
+
+test('every file of the run order is compiled for the run, and runs as its .js', async (t) => {
+  const order = ORDER as string[]
+  const tsconfig = JSON.parse(readFileSync('stryker/tsconfig.tests.json', 'utf8')) as { include: string[], exclude: string[] }
+  // The tsconfig's paths are relative to its folder; these are relative to the root, as the order's are.
+  const fromRoot = (path: string) => posix.normalize(posix.join('stryker', path)) + '/'
+  const include = tsconfig.include.map(fromRoot)
+  const exclude = tsconfig.exclude.map(fromRoot)
+  t.ok(exclude.length > 0, 'the tsconfig is read')
+  for (const file of order) {
+    t.ok(include.some((dir) => file.startsWith(dir)) && !exclude.some((dir) => file.startsWith(dir)),
+      `${file} is compiled by stryker/tsconfig.tests.json`)
+  }
+  t.same(config.tap.testFiles, order.map((file) => file.replace(/\.ts$/, '.js')), 'tap runs the compiled files, in the order')
+  t.notOk((config.tap.nodeArgs as string[]).some((arg) => arg.includes('tsx')), 'without the TypeScript loader')
 })

@@ -198,6 +198,9 @@ test('board, membership and transport: each refusal names its option and says wh
     [{ transport: { type: 'pg-notify' } }, 'transport.connection', 'is required: a PostgreSQL connection string or a pg client configuration object, for the listening connection'],
     [{ transport: { type: 'pg-notify', connection: ['postgres://127.0.0.1/test'] } }, 'transport.connection', 'is required: a PostgreSQL connection string or a pg client configuration object, for the listening connection'],
     [{ transport: { type: 'pg-notify', connection: ' ' } }, 'transport.connection', 'must not be empty'],
+    [{ transport: { type: 'pg-notify', connection: null } }, 'transport.connection', 'is required: a PostgreSQL connection string or a pg client configuration object, for the listening connection'],
+    // An array whose text is a valid channel name: the type is checked before the pattern.
+    [{ transport: { ...pgNotify, channel: ['app_policy'] } }, 'transport.channel', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$'],
     [{ transport: { ...pgNotify, channel: 'bad-channel' } }, 'transport.channel', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$'],
     [{ transport: { ...pgNotify, channel: 7 } }, 'transport.channel', 'must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$'],
     [{ transport: { ...pgNotify, reconnect: { minDelayMs: 0 } } }, 'transport.reconnect.minDelayMs', 'must be an integer from 1 to 600000'],
@@ -211,6 +214,7 @@ test('board, membership and transport: each refusal names its option and says wh
     [{ transport: { type: 'redis' } }, 'transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object'],
     [{ transport: { type: 'redis', connection: ['redis://127.0.0.1:6379'] } }, 'transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object'],
     [{ transport: { type: 'redis', connection: ' ' } }, 'transport.connection', 'must not be empty'],
+    [{ transport: { type: 'redis', connection: null } }, 'transport.connection', 'is required: a Redis URL (redis://host:port) or an ioredis options object'],
     [{ transport: { ...redis, channel: 'policy changes' } }, 'transport.channel', 'must match ^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$'],
     [{ transport: { ...redis, channel: 7 } }, 'transport.channel', 'must match ^(?=.{1,200}$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$']
   ]

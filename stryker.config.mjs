@@ -4,8 +4,10 @@
  * files against each mutant. See docs/testing.md for how to run it on one module and for the figures.
  *
  * The tap runner runs each test file as one test, in its own `node` process; coverage is per test
- * file, so a mutant runs only the files that reach its code (in the order of `tap.testFiles`, stopping
- * at the first that fails). A survivor therefore costs every file that reaches it.
+ * file. A mutant runs the files its module's `TESTS` list names (stryker/scope.mjs) that reach its code,
+ * in that list's order, stopping at the first that fails (stryker/module-tests-runner.mjs); a static
+ * mutant, whose code runs while its module loads, runs every file of its list. A survivor therefore
+ * costs every listed file that reaches it.
  *
  * The test files run as JavaScript: once Stryker has written the mutants into the sandbox's copy of
  * `lib/`, `buildCommand` compiles `lib/` and `test/` there, each `.js` beside its `.ts`
@@ -14,121 +16,9 @@
  * tsx's loader hooks, and starting is most of what a mutant costs.
  */
 import { writeFileSync } from 'node:fs'
+import { MUTATE, ORDER, TESTS } from './stryker/scope.mjs'
 
-/**
- * The test files that can catch a mutant of each module: its own unit test first, then the unit tests
- * of the modules that call it. (The route, system and example tests register the whole plugin and take
- * seconds to minutes each: they would run for nearly every mutant that survives.)
- */
-export const TESTS = {
-  'lib/model.ts': ['test/model.test.ts', 'test/broadcast/notice.test.ts', 'test/guard-hooks.test.ts', 'test/broadcast/receiver.test.ts', 'test/options.test.ts', 'test/guard.test.ts'],
-  'lib/broadcast/signature.ts': ['test/broadcast/signature.test.ts', 'test/broadcast/delivery.test.ts', 'test/options.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
-  'lib/broadcast/notice.ts': ['test/broadcast/notice.test.ts', 'test/broadcast/peer.test.ts', 'test/broadcast/receiver.test.ts', 'test/broadcast/broadcaster.test.ts'],
-  'lib/broadcast/peer-list.ts': ['test/broadcast/peer-list.test.ts', 'test/options.test.ts', 'test/peer-urls.test.ts'],
-  'lib/broadcast/peer.ts': ['test/broadcast/peer.test.ts', 'test/broadcast/observe.test.ts', 'test/broadcast/broadcaster.test.ts'],
-  'lib/broadcast/delivery.ts': ['test/broadcast/delivery.test.ts', 'test/broadcast/observe.test.ts', 'test/peer-urls.test.ts', 'test/broadcast/broadcaster.test.ts'],
-  'lib/broadcast/broadcaster.ts': ['test/broadcast/observe.test.ts', 'test/peer-urls.test.ts', 'test/broadcast/broadcaster.test.ts', 'test/broadcast/webhook-transport.test.ts'],
-  'lib/broadcast/receiver.ts': ['test/broadcast/receiver.test.ts'],
-  'lib/broadcast/subscription.ts': ['test/broadcast/subscription.test.ts'],
-  'lib/broadcast/peer-set.ts': ['test/broadcast/peer-set.test.ts', 'test/membership/options.test.ts', 'test/membership/sqlite.test.ts'],
-  'lib/broadcast/dns-peers.ts': ['test/broadcast/dns-peers.test.ts', 'test/broadcast/dns-peers-plugin.test.ts'],
-  'lib/broadcast/envelope.ts': ['test/broadcast/envelope.test.ts', 'test/transport/pg-notify-forged.test.ts', 'test/transport/pg-notify-large-payload.test.ts'],
-  'lib/broadcast/inbox.ts': ['test/broadcast/inbox.test.ts', 'test/transport/pg-notify-forged.test.ts'],
-  'lib/broadcast/webhook-transport.ts': ['test/broadcast/webhook-transport.test.ts', 'test/transport/webhook-status.test.ts'],
-  'lib/broadcast/pg-notify.ts': ['test/transport/pg-notify-client.test.ts', 'test/transport/pg-notify-connection.test.ts', 'test/transport/pg-notify-propagation.test.ts', 'test/transport/pg-notify-reconnect.test.ts', 'test/transport/pg-notify-forged.test.ts', 'test/transport/pg-notify-large-payload.test.ts', 'test/transport/pg-notify-crash.test.ts'],
-  'lib/broadcast/nats.ts': ['test/transport/nats-client.test.ts', 'test/transport/nats-forged.test.ts', 'test/transport/nats-large-payload.test.ts', 'test/transport/nats-hung.test.ts', 'test/transport/nats-propagation.test.ts', 'test/transport/nats-reconnect.test.ts', 'test/transport/nats-membership.test.ts'],
-  'lib/broadcast/redis.ts': ['test/transport/redis-client.test.ts', 'test/transport/redis-forged.test.ts', 'test/transport/redis-large-payload.test.ts', 'test/transport/redis-hung.test.ts', 'test/transport/redis-propagation.test.ts', 'test/transport/redis-reconnect.test.ts'],
-  'lib/broadcast/brokers.ts': ['test/transport/pg-notify-forged.test.ts', 'test/transport/nats-forged.test.ts', 'test/transport/redis-forged.test.ts'],
-  'lib/broadcast/transport.ts': [],
-  'lib/broadcast/status.ts': [],
-  'lib/cache/anti-entropy.ts': ['test/cache/anti-entropy.test.ts'],
-  'lib/cache/tenant-state.ts': ['test/cache/tenant-state.test.ts', 'test/cache/tenant-state-hierarchy.test.ts', 'test/cache/tenant-state-lookup.test.ts', 'test/cache/tenant-cache.test.ts'],
-  'lib/cache/watchers.ts': ['test/cache/watchers.test.ts', 'test/cache/watch.test.ts'],
-  'lib/page.ts': ['test/page.test.ts'],
-  'lib/cache/tenant-cache.ts': ['test/cache/tenant-cache.test.ts', 'test/cache/absent-tenants.test.ts'],
-  'lib/store/kysely-store.ts': ['test/store/database-id.test.ts', 'test/options-resolve.test.ts', 'test/store/sqlite.test.ts', 'test/store/write-hooks.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
-  'lib/store/batch-plan.ts': ['test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
-  'lib/guard.ts': ['test/guard-hooks.test.ts', 'test/guard.test.ts'],
-  'lib/options.ts': ['test/options-resolve.test.ts', 'test/options.test.ts', 'test/membership/options.test.ts', 'test/transport/options.test.ts', 'test/peer-urls.test.ts', 'test/guard.test.ts']
-}
-
-/** Every test file, fastest first (the order a mutant's covering files run in). */
-export const ORDER = [
-  'test/broadcast/signature.test.ts',
-  'test/model.test.ts',
-  'test/broadcast/peer-list.test.ts',
-  'test/guard-hooks.test.ts',
-  'test/options-resolve.test.ts',
-  'test/cache/anti-entropy.test.ts',
-  'test/broadcast/delivery.test.ts',
-  'test/page.test.ts',
-  'test/cache/watchers.test.ts',
-  'test/cache/tenant-state-hierarchy.test.ts',
-  'test/cache/tenant-state.test.ts',
-  'test/cache/tenant-state-lookup.test.ts',
-  'test/broadcast/subscription.test.ts',
-  'test/broadcast/peer-set.test.ts',
-  'test/broadcast/peer.test.ts',
-  'test/broadcast/notice.test.ts',
-  'test/broadcast/observe.test.ts',
-  'test/cache/tenant-cache.test.ts',
-  'test/cache/absent-tenants.test.ts',
-  'test/cache/watch.test.ts',
-  'test/broadcast/receiver.test.ts',
-  'test/guard.test.ts',
-  'test/options.test.ts',
-  'test/membership/options.test.ts',
-  'test/transport/options.test.ts',
-  'test/peer-urls.test.ts',
-  'test/broadcast/broadcaster.test.ts',
-  'test/broadcast/envelope.test.ts',
-  'test/broadcast/inbox.test.ts',
-  'test/broadcast/webhook-transport.test.ts',
-  'test/broadcast/dns-peers.test.ts',
-  'test/broadcast/dns-peers-plugin.test.ts',
-  'test/transport/webhook-status.test.ts',
-  'test/transport/pg-notify-client.test.ts',
-  'test/transport/nats-client.test.ts',
-  'test/transport/redis-client.test.ts',
-  'test/transport/pg-notify-connection.test.ts',
-  'test/transport/pg-notify-propagation.test.ts',
-  'test/transport/pg-notify-forged.test.ts',
-  'test/transport/pg-notify-large-payload.test.ts',
-  'test/transport/pg-notify-reconnect.test.ts',
-  'test/transport/pg-notify-crash.test.ts',
-  'test/transport/nats-forged.test.ts',
-  'test/transport/nats-large-payload.test.ts',
-  'test/transport/nats-hung.test.ts',
-  'test/transport/nats-propagation.test.ts',
-  'test/transport/nats-reconnect.test.ts',
-  'test/transport/nats-membership.test.ts',
-  'test/transport/redis-forged.test.ts',
-  'test/transport/redis-large-payload.test.ts',
-  'test/transport/redis-hung.test.ts',
-  'test/transport/redis-propagation.test.ts',
-  'test/transport/redis-reconnect.test.ts',
-  'test/membership/sqlite.test.ts',
-  'test/store/database-id.test.ts',
-  'test/store/sqlite.test.ts',
-  'test/store/write-hooks.test.ts',
-  'test/store/postgres.test.ts',
-  'test/store/mysql.test.ts'
-]
-
-/**
- * The scope: the modules where a surviving bug is a security hole or a wrong answer. A glob for
- * lib/broadcast/: every file of the layer (notice, signature, peer, delivery, broadcaster, receiver, …).
- */
-export const MUTATE = [
-  'lib/broadcast/**/*.ts',
-  'lib/cache/**/*.ts',
-  'lib/store/kysely-store.ts',
-  'lib/store/batch-plan.ts',
-  'lib/guard.ts',
-  'lib/options.ts',
-  'lib/model.ts',
-  'lib/page.ts'
-]
+export { MUTATE, ORDER, TESTS }
 
 /** The paths and globs of `--mutate` on the command line, line ranges dropped; undefined without it. */
 function mutatePatterns () {
@@ -170,7 +60,8 @@ function selectedTests () {
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
-  testRunner: 'tap',
+  // Stryker's tap runner, each mutant limited to its module's TESTS (stryker/module-tests-runner.mjs).
+  testRunner: 'tap-module-tests',
   coverageAnalysis: 'perTest',
   mutate: MUTATE,
   buildCommand: 'tsc -p stryker/tsconfig.tests.json',
@@ -182,7 +73,7 @@ export default {
   // A mutant that does not compile is not worth a test run.
   checkers: ['typescript'],
   // Log lines are not contracts (stryker/log-ignorer.mjs).
-  plugins: ['@stryker-mutator/*', './stryker/log-ignorer.mjs'],
+  plugins: ['@stryker-mutator/*', './stryker/log-ignorer.mjs', './stryker/module-tests-runner.mjs'],
   ignorers: ['log-calls'],
   tsconfigFile: checkerTsconfig(),
   concurrency: 2,

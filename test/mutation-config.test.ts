@@ -9,6 +9,8 @@ import { posix } from 'node:path'
 import { test } from 'tap'
 // @ts-expect-error -- the config is plain JavaScript without declarations
 import config, { ORDER, TESTS } from '../stryker.config.mjs'
+// @ts-expect-error -- plain JavaScript without declarations
+import { testsFor } from '../stryker/scope.mjs'
 
 /** The files of the `mutate` scope: paths as they are, `dir/**\/*.ts` globs read from disk. */
 function scope (): string[] {
@@ -53,4 +55,23 @@ test('every file of the run order is compiled for the run, and runs as its .js',
   }
   t.same(config.tap.testFiles, order.map((file) => file.replace(/\.ts$/, '.js')), 'tap runs the compiled files, in the order')
   t.notOk((config.tap.nodeArgs as string[]).some((arg) => arg.includes('tsx')), 'without the TypeScript loader')
+})
+
+test('a mutant runs the files its module lists, in the list\'s order, among those that reach it', async (t) => {
+  const tests = TESTS as Record<string, string[]>
+  const js = (file: string) => file.replace(/\.ts$/, '.js')
+  const listed = tests['lib/model.ts'].map(js)
+  t.ok(listed.length > 2, 'the module lists several files')
+  const absolute = '/work/sandbox-1/lib/model.ts'
+  // Coverage in the run order, and a file of another module: the module's order, the other dropped.
+  const covering = [listed[2], 'test/store/mysql.test.js', listed[0]]
+  t.same(testsFor(absolute, covering), [listed[0], listed[2]], 'listed and covering, in the list\'s order')
+  t.same(testsFor('lib/model.ts', covering), [listed[0], listed[2]], 'a relative path too')
+  t.same(testsFor('C:\\sandbox\\lib\\model.ts', covering), [listed[0], listed[2]], 'a Windows path too')
+  t.same(testsFor(absolute, undefined), listed, 'a static mutant: every listed file')
+  t.same(testsFor(absolute, ['test/store/mysql.test.js']), [], 'reached by unlisted files only: none')
+  t.same(testsFor('/work/sandbox-1/lib/models.ts', covering), covering, 'a file outside the scope: as it was')
+  t.same(testsFor('/work/sandbox-1/lib/other/model.ts', covering), covering, 'the name must end at a folder')
+  t.equal(config.testRunner, 'tap-module-tests', 'the run uses it')
+  t.ok((config.plugins as string[]).includes('./stryker/module-tests-runner.mjs'), 'and loads it')
 })

@@ -70,10 +70,11 @@ export default {
     nodeArgs: [],
     forceBail: true
   },
-  // A mutant that does not compile is not worth a test run.
-  checkers: ['typescript'],
+  // A mutant that does not compile is not worth a test run: the TypeScript checker, one incremental
+  // program kept between mutants (stryker/typescript-checker.mjs).
+  checkers: ['typescript-program'],
   // Log lines are not contracts (stryker/log-ignorer.mjs).
-  plugins: ['@stryker-mutator/*', './stryker/log-ignorer.mjs', './stryker/module-tests-runner.mjs'],
+  plugins: ['@stryker-mutator/*', './stryker/log-ignorer.mjs', './stryker/module-tests-runner.mjs', './stryker/typescript-checker.mjs'],
   ignorers: ['log-calls'],
   tsconfigFile: checkerTsconfig(),
   concurrency: 2,

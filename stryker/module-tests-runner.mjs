@@ -8,7 +8,8 @@
  */
 import { commonTokens, declareFactoryPlugin, PluginKind, tokens } from '@stryker-mutator/api/plugin'
 import { createTapTestRunnerFactory } from '@stryker-mutator/tap-runner'
-import { testsFor } from './scope.mjs'
+import { readFileSync } from 'node:fs'
+import { listedCoverage, placedMutants, TESTS, testsFor } from './scope.mjs'
 
 const createTapTestRunner = createTapTestRunnerFactory()
 
@@ -21,7 +22,23 @@ class ModuleTestsRunner {
 
   capabilities () { return this.#tap.capabilities() }
   init () { return this.#tap.init?.() }
-  dryRun (options) { return this.#tap.dryRun(options) }
+
+  /**
+   * The initial run, its coverage cut to each module's listed files: Stryker plans a mutant's tests
+   * and its timeout from the coverage, and a file of another module, or of the whole plugin, would
+   * otherwise count in both (a hung mutant of `broadcaster.ts` waited out 1.5× the time of every file
+   * that reached it). The instrumented modules, in the sandbox this runs in, say which mutant is whose.
+   */
+  async dryRun (options) {
+    const result = await this.#tap.dryRun(options)
+    if (result.mutantCoverage === undefined) return result
+    const moduleOf = new Map()
+    for (const module of Object.keys(TESTS)) {
+      for (const id of placedMutants(readFileSync(module, 'utf8'))) moduleOf.set(id, module)
+    }
+    return { ...result, mutantCoverage: { ...result.mutantCoverage, perTest: listedCoverage(result.mutantCoverage.perTest, moduleOf) } }
+  }
+
   dispose () { return this.#tap.dispose?.() }
 
   mutantRun (options) {

@@ -134,3 +134,24 @@ export function testsFor (fileName, covering) {
   const listed = TESTS[module].map((file) => file.replace(/\.ts$/, '.js'))
   return covering === undefined ? listed : listed.filter((file) => covering.includes(file))
 }
+
+/** The ids of the mutants Stryker placed in an instrumented module's text. */
+export function placedMutants (text) {
+  return new Set(Array.from(text.matchAll(/stryMutAct_9fa48\("(\d+)"\)/g), (match) => match[1]))
+}
+
+/**
+ * The initial run's coverage (`perTest`: test file → the ids of the mutants its process reached),
+ * cut to what each module's `TESTS` list allows: a file keeps a mutant only when the mutant's module
+ * lists the file. `moduleOf` maps a mutant id to its module; a mutant of no module keeps every file.
+ * Stryker then plans each mutant with its listed files only — which to run, and how long they may take
+ * before it is timed out — and a mutant no listed file reaches has no coverage.
+ */
+export function listedCoverage (perTest, moduleOf) {
+  const listed = new Map(Object.entries(TESTS).map(([module, files]) => [module, new Set(files.map((file) => file.replace(/\.ts$/, '.js')))]))
+  return Object.fromEntries(Object.entries(perTest).map(([file, hits]) => [file, Object.fromEntries(
+    Object.entries(hits).filter(([id]) => {
+      const module = moduleOf.get(id)
+      return module === undefined || listed.get(module).has(file)
+    }))]))
+}

@@ -10,7 +10,7 @@ import { test } from 'tap'
 // @ts-expect-error -- the config is plain JavaScript without declarations
 import config, { ORDER, TESTS } from '../stryker.config.mjs'
 // @ts-expect-error -- plain JavaScript without declarations
-import { testsFor } from '../stryker/scope.mjs'
+import { listedCoverage, placedMutants, testsFor } from '../stryker/scope.mjs'
 
 /** The files of the `mutate` scope: paths as they are, `dir/**\/*.ts` globs read from disk. */
 function scope (): string[] {
@@ -74,4 +74,28 @@ test('a mutant runs the files its module lists, in the list\'s order, among thos
   t.same(testsFor('/work/sandbox-1/lib/other/model.ts', covering), covering, 'the name must end at a folder')
   t.equal(config.testRunner, 'tap-module-tests', 'the run uses it')
   t.ok((config.plugins as string[]).includes('./stryker/module-tests-runner.mjs'), 'and loads it')
+})
+
+test('the initial run\'s coverage keeps, for each mutant, only the files its module lists', async (t) => {
+  const tests = TESTS as Record<string, string[]>
+  const js = (file: string) => file.replace(/\.ts$/, '.js')
+  const model = tests['lib/model.ts'].map(js)
+  const guard = tests['lib/guard.ts'].map(js)
+  const other = 'test/store/mysql.test.js'
+  t.notOk(model.includes(other) || guard.includes(other), 'a file neither lists')
+  const instrumented = 'if (stryMutAct_9fa48("12") ? false : (stryCov_9fa48("12", "13"), x)) stryMutAct_9fa48("13") ? {} : stryMutAct_9fa48("140")'
+  t.same([...placedMutants(instrumented)], ['12', '13', '140'], 'the placed mutants of an instrumented text')
+  const moduleOf = new Map([['1', 'lib/model.ts'], ['2', 'lib/guard.ts']])
+  const perTest = {
+    [model[0]]: { 1: 3, 2: 1, 9: 1 },
+    [guard[0]]: { 1: 1, 2: 5 },
+    [other]: { 1: 1, 2: 1, 9: 2 }
+  }
+  const expected = {
+    [model[0]]: { 1: 3, 9: 1, ...(guard.includes(model[0]) ? { 2: 1 } : {}) },
+    [guard[0]]: { 2: 5, ...(model.includes(guard[0]) ? { 1: 1 } : {}) },
+    [other]: { 9: 2 }
+  }
+  t.same(listedCoverage(perTest, moduleOf), expected, 'each file keeps its own modules\' mutants, and those of no module')
+  t.same(perTest[other], { 1: 1, 2: 1, 9: 2 }, 'the coverage given is left as it was')
 })

@@ -7,13 +7,14 @@
  * survive; and the run order, one for all modules, would put other modules' tests before its own.
  */
 import { commonTokens, declareFactoryPlugin, PluginKind, tokens } from '@stryker-mutator/api/plugin'
+import { DryRunStatus, TestStatus } from '@stryker-mutator/api/test-runner'
 import { createTapTestRunnerFactory } from '@stryker-mutator/tap-runner'
 import { readFileSync } from 'node:fs'
 import { listedCoverage, placedMutants, TESTS, testsFor } from './scope.mjs'
 
 const createTapTestRunner = createTapTestRunnerFactory()
 
-class ModuleTestsRunner {
+export class ModuleTestsRunner {
   #tap
 
   constructor (tap) {
@@ -24,19 +25,34 @@ class ModuleTestsRunner {
   init () { return this.#tap.init?.() }
 
   /**
-   * The initial run, its coverage cut to each module's listed files: Stryker plans a mutant's tests
-   * and its timeout from the coverage, and a file of another module, or of the whole plugin, would
-   * otherwise count in both (a hung mutant of `broadcaster.ts` waited out 1.5× the time of every file
-   * that reached it). The instrumented modules, in the sandbox this runs in, say which mutant is whose.
+   * The initial run, one test file at a time, each timed from the start of its process to its end,
+   * and its coverage cut to each module's listed files. Stryker gives a mutant
+   * `1.5 × (the time its covering files took) + timeoutMS + the run's overhead` before timing it out,
+   * where the overhead is the initial run's time not counted in any test. The tap runner counts a
+   * file's time from tap's first line, so a whole run's overhead was every file's start-up (43 s of
+   * 128) and a hung mutant of `broadcaster.ts`, whose four files take 8 s, waited 50 s; and with
+   * every file of the run that reached it counted, longer still. Timed whole, the overhead is
+   * Stryker's own, and the covering files are those the mutant will run. The instrumented modules,
+   * in the sandbox this runs in, say which mutant is whose.
    */
   async dryRun (options) {
-    const result = await this.#tap.dryRun(options)
-    if (result.mutantCoverage === undefined) return result
+    const files = options.testFiles?.length > 0 ? options.testFiles : this.#tap.testFiles
+    const tests = []
+    const perTest = {}
+    for (const file of files) {
+      const started = performance.now()
+      const result = await this.#tap.dryRun({ ...options, testFiles: [file] })
+      if (result.status !== DryRunStatus.Complete) return result
+      const took = performance.now() - started
+      tests.push(...result.tests.map((test) => ({ ...test, timeSpentMs: took })))
+      Object.assign(perTest, result.mutantCoverage?.perTest)
+      if (!options.disableBail && result.tests.some((test) => test.status !== TestStatus.Success)) break
+    }
     const moduleOf = new Map()
     for (const module of Object.keys(TESTS)) {
       for (const id of placedMutants(readFileSync(module, 'utf8'))) moduleOf.set(id, module)
     }
-    return { ...result, mutantCoverage: { ...result.mutantCoverage, perTest: listedCoverage(result.mutantCoverage.perTest, moduleOf) } }
+    return { status: DryRunStatus.Complete, tests, mutantCoverage: { static: {}, perTest: listedCoverage(perTest, moduleOf) } }
   }
 
   dispose () { return this.#tap.dispose?.() }

@@ -11,6 +11,8 @@ import { test } from 'tap'
 import config, { ORDER, TESTS } from '../stryker.config.mjs'
 // @ts-expect-error -- plain JavaScript without declarations
 import { listedCoverage, placedMutants, testsFor } from '../stryker/scope.mjs'
+// @ts-expect-error -- plain JavaScript without declarations
+import { ModuleTestsRunner } from '../stryker/module-tests-runner.mjs'
 
 /** The files of the `mutate` scope: paths as they are, `dir/**\/*.ts` globs read from disk. */
 function scope (): string[] {
@@ -98,4 +100,49 @@ test('the initial run\'s coverage keeps, for each mutant, only the files its mod
   }
   t.same(listedCoverage(perTest, moduleOf), expected, 'each file keeps its own modules\' mutants, and those of no module')
   t.same(perTest[other], { 1: 1, 2: 1, 9: 2 }, 'the coverage given is left as it was')
+})
+
+test('the runner times each file of the initial run whole, and hands a mutant its module\'s files', async (t) => {
+  const tests = TESTS as Record<string, string[]>
+  const listed = tests['lib/model.ts'].map((file) => file.replace(/\.ts$/, '.js'))
+  const calls: unknown[] = []
+  const failing = new Set<string>()
+  // The tap runner as the wrapper sees it: a file's own time is tap's, without its process start-up.
+  const tap = {
+    testFiles: [listed[1], listed[0], 'test/store/mysql.test.js'],
+    async dryRun (options: { testFiles: string[] }) {
+      calls.push(options.testFiles)
+      await new Promise((resolve) => setTimeout(resolve, 40))
+      const [file] = options.testFiles
+      return {
+        status: 'complete',
+        tests: [{ id: file, name: file, timeSpentMs: 1, status: failing.has(file) ? 1 : 0 }],
+        mutantCoverage: { static: {}, perTest: { [file]: { 7: 1 } } }
+      }
+    },
+    async mutantRun (options: unknown) { calls.push(options); return { status: 'survived' } }
+  }
+  const runner = new ModuleTestsRunner(tap)
+  const result = await runner.dryRun({ coverageAnalysis: 'perTest' })
+  t.same(calls, [[listed[1]], [listed[0]], ['test/store/mysql.test.js']], 'one file at a time, in the run\'s order')
+  t.equal(result.status, 'complete')
+  t.same(result.tests.map((test: { id: string }) => test.id), tap.testFiles)
+  t.ok(result.tests.every((test: { timeSpentMs: number }) => test.timeSpentMs >= 35), 'each file timed whole, not as tap counts it')
+  t.same(Object.keys(result.mutantCoverage.perTest), tap.testFiles, 'the coverage of every file')
+
+  calls.length = 0
+  failing.add(listed[0])
+  const failed = await runner.dryRun({ coverageAnalysis: 'perTest' })
+  t.same(calls, [[listed[1]], [listed[0]]], 'a failing file ends the run')
+  t.equal(failed.tests.length, 2)
+  calls.length = 0
+  await runner.dryRun({ coverageAnalysis: 'perTest', disableBail: true })
+  t.equal(calls.length, 3, 'unless bail is off')
+  calls.length = 0
+  await runner.dryRun({ coverageAnalysis: 'perTest', testFiles: [listed[0]] })
+  t.same(calls, [[listed[0]]], 'the files Stryker names, when it names them')
+
+  calls.length = 0
+  await runner.mutantRun({ activeMutant: { id: '7', fileName: '/sandbox/lib/model.ts' }, testFilter: ['test/store/mysql.test.js', listed[1], listed[0]] })
+  t.same(calls, [{ activeMutant: { id: '7', fileName: '/sandbox/lib/model.ts' }, testFilter: [listed[0], listed[1]] }], 'a mutant: its module\'s files, in its list\'s order')
 })

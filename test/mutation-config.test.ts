@@ -1,5 +1,5 @@
 /**
- * `npm run mutation` runs, for a mutant, only the test files stryker.config.mjs lists for its module:
+ * `npm run mutation` runs, for a mutant, only the test files stryker/scope.mjs lists for its module:
  * a module of the scope without an entry would have every mutant survive (or, with `--mutate`, no test
  * run at all), and a listed file missing from the run order would never run. The files run as the
  * JavaScript that `buildCommand` compiles in the sandbox: one left out of its tsconfig would not exist.

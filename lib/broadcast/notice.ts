@@ -181,13 +181,8 @@ export function noticeChange (tenant: string, change: LoggedChange, digest: stri
 
 /** The body a sender sends: a `policy.changed` notice from `origin` carrying `changes`, with the sender's database id and URL when known. */
 export function encodeNotice (origin: string, changes: NoticeChange[], from: { database?: string | undefined, url?: string | undefined } = {}): string {
-  const notice: Notice = {
-    type: 'policy.changed',
-    origin,
-    ...(from.database === undefined ? {} : { database: from.database }),
-    ...(from.url === undefined ? {} : { url: from.url }),
-    changes
-  }
+  // JSON leaves out a field whose value is undefined: no database or URL known, none sent.
+  const notice: Notice = { type: 'policy.changed', origin, database: from.database, url: from.url, changes }
   return JSON.stringify(notice)
 }
 
@@ -235,8 +230,5 @@ export function decodeEntry (entry: NoticeChange): NoticeEntry {
  * carried change rejects the whole notice with a coded 400, so nothing of it is applied.
  */
 export function decodeNotice (notice: Notice): ReceivedNotice {
-  const entries = notice.changes.map(decodeEntry)
-  const received: ReceivedNotice = { origin: notice.origin, database: notice.database, entries }
-  if (notice.url !== undefined) received.url = notice.url
-  return received
+  return { origin: notice.origin, database: notice.database, url: notice.url, entries: notice.changes.map(decodeEntry) }
 }

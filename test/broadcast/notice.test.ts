@@ -2,8 +2,8 @@
 import { test } from 'tap'
 import { Compile } from 'typebox/compile'
 import {
-  decodeEntry, decodeNotice, encodeNotice, noticeChange, NoticeSchema,
-  type Notice, type NoticeChange
+  CarriedChangeSchema, decodeEntry, decodeNotice, encodeNotice, MAX_CARRIED_BATCH, MAX_CARRIED_BATCH_BYTES, noticeChange,
+  NoticeChangeSchema, NoticeReplySchema, NoticeSchema, type Notice, type NoticeChange
 } from '../../lib/broadcast/notice.js'
 import type { LoggedChange } from '../../lib/model.js'
 
@@ -98,7 +98,6 @@ test('decodeNotice decodes every entry first: one bad entry rejects the notice, 
 })
 
 test('a batch entry carries its changes (no operation beside them) within the bounds, else nothing', async (t) => {
-  const { MAX_CARRIED_BATCH, NoticeChangeSchema } = await import('../../lib/broadcast/notice.js')
   const changes = committed.map(({ revision: _revision, ...change }) => change) as Array<Exclude<LoggedChange, { op: 'batch' }>>
   const entry = noticeChange('t1', { op: 'batch', changes, revision: 9 }, D)
   t.same(entry, {
@@ -116,19 +115,92 @@ test('a batch entry carries its changes (no operation beside them) within the bo
   t.same(noticeChange('t1', { op: 'batch', changes: wide, revision: 9 }, D), { tenant: 't1', revision: 9, digest: D }, 'too many bytes: nothing carried')
   const body = encodeNotice('a', [noticeChange('t1', { op: 'batch', changes: many.slice(0, MAX_CARRIED_BATCH), revision: 9 }, D)])
   t.ok(body.length < 32 * 1024, 'a carried batch fits one notice')
+  t.equal(noticeChange('t1', { op: 'batch', changes: many.slice(0, MAX_CARRIED_BATCH), revision: 9 }, D).batch?.length, MAX_CARRIED_BATCH, 'exactly the most changes: carried')
+})
+
+test('a batch of exactly MAX_CARRIED_BATCH_BYTES is carried, one byte more is not', async (t) => {
+  /** Changes whose carried form is `bytes` long as JSON (each character of a permission is one byte of it). */
+  const batchOf = (bytes: number) => {
+    const changes = Array.from({ length: 64 }, (_, i) => ({ op: 'add-permission' as const, group: 'g', permission: `${i}:`.padEnd(150, 'p') }))
+    const carried = (): number => JSON.stringify(changes.map(({ op, ...fields }) => ({ operation: op, ...fields }))).length
+    for (let i = 0, missing = bytes - carried(); missing > 0; i++) {
+      const grow = Math.min(missing, 256 - changes[i].permission.length)
+      changes[i].permission = changes[i].permission.padEnd(changes[i].permission.length + grow, 'q')
+      missing -= grow
+    }
+    t.equal(carried(), bytes, `a batch of ${bytes} bytes`)
+    return changes
+  }
+  t.ok(noticeChange('t1', { op: 'batch', changes: batchOf(MAX_CARRIED_BATCH_BYTES), revision: 9 }, D).batch, 'at the bound: carried')
+  t.notOk(noticeChange('t1', { op: 'batch', changes: batchOf(MAX_CARRIED_BATCH_BYTES + 1), revision: 9 }, D).batch, 'over it: not')
 })
 
 test('a malformed carried batch rejects the notice', async (t) => {
-  const { NoticeChangeSchema } = await import('../../lib/broadcast/notice.js')
   const check = Compile(NoticeChangeSchema)
   const base = { tenant: 't1', revision: 2, digest: D }
   t.notOk(check.Check({ ...base, batch: [] }), 'empty')
   t.notOk(check.Check({ ...base, batch: [{ operation: 'drop', group: 'g' }] }), 'an unknown operation')
   t.notOk(check.Check({ ...base, batch: [{ operation: 'create-group', group: 'g', extra: 1 }] }), 'an unknown field')
   t.notOk(check.Check({ ...base, batch: Array.from({ length: 101 }, () => ({ operation: 'create-group', group: 'g' })) }), 'too many')
-  t.throws(() => decodeEntry({ ...base, operation: 'create-group', group: 'g', batch: [{ operation: 'create-group', group: 'h' }] }),
-    { code: 'FST_POLICY_CACHE_INVALID_INPUT' }, 'a change and a batch')
+  const batch = [{ operation: 'create-group' as const, group: 'h' }]
+  // Any one field of a carried change beside a batch is refused.
+  for (const beside of [{ operation: 'create-group' }, { group: 'g' }, { permission: 'doc:read' }, { user: 'u' }, { includes: 'h' }] as const) {
+    t.throws(() => decodeEntry({ ...base, ...beside, batch }),
+      { code: 'FST_POLICY_CACHE_INVALID_INPUT', message: 'Invalid change: an entry carries one change or a batch, not both' }, `a batch and ${Object.keys(beside)[0]}`)
+  }
   t.throws(() => decodeEntry({ ...base, batch: [{ operation: 'create-group', group: 'h' }, { operation: 'create-group', group: 'h', user: 'x' }] }),
     { code: 'FST_POLICY_CACHE_INVALID_INPUT', message: /^changes\[1\]: / }, 'a field its operation does not take')
   t.throws(() => decodeEntry({ ...base, batch: [{ operation: 'assign-user', group: 'h' }] }), { code: 'FST_POLICY_CACHE_INVALID_INPUT' }, 'a missing field')
+})
+
+test('the schemas check each carried field\'s pattern and bound, as decoding does', async (t) => {
+  const carried = Compile(CarriedChangeSchema)
+  t.ok(carried.Check({ operation: 'add-permission', group: 'g', permission: 'doc:*' }))
+  t.ok(carried.Check({ operation: 'include-group', group: 'g', includes: 'h' }))
+  t.ok(carried.Check({ operation: 'assign-user', group: 'g', user: 'alice@example.com' }))
+  for (const [name, change] of Object.entries({
+    'an unknown operation': { operation: 'rename-group', group: 'g' },
+    'a group that is no identifier': { operation: 'create-group', group: 'no spaces' },
+    'a grant that is none': { operation: 'add-permission', group: 'g', permission: 'doc:**' },
+    'a grant over 256 characters': { operation: 'add-permission', group: 'g', permission: 'p'.repeat(257) },
+    'a user that is no identifier': { operation: 'assign-user', group: 'g', user: '-u' },
+    'an included group that is no identifier': { operation: 'include-group', group: 'g', includes: 'a/b' }
+  })) t.notOk(carried.Check(change), `carried: ${name}`)
+
+  const entry = Compile(NoticeChangeSchema)
+  const base = { tenant: 't1', revision: 2 }
+  t.ok(entry.Check({ ...base, operation: 'include-group', group: 'g', includes: 'h' }))
+  t.ok(entry.Check({ ...base, actor: 'a newer sender\'s field' }), 'unknown fields are allowed')
+  for (const [name, fields] of Object.entries({
+    'a tenant that is no identifier': { tenant: 'a b' },
+    'revision 0': { revision: 0 },
+    'a revision past the safe integers': { revision: Number.MAX_SAFE_INTEGER + 1 },
+    'an unknown operation': { operation: 'rename-group' },
+    'a group that is no identifier': { group: 'no spaces' },
+    'a grant that is none': { permission: 'doc:**' },
+    'a grant over 256 characters': { permission: 'p'.repeat(257) },
+    'a user that is no identifier': { user: '-u' },
+    'an included group that is no identifier': { includes: 'a/b' }
+  })) t.notOk(entry.Check({ ...base, ...fields }), `entry: ${name}`)
+
+  const notice = Compile(NoticeSchema)
+  t.notOk(notice.Check({ type: 'policy.changed', origin: 'a', url: 'u'.repeat(2049), changes: [] }), 'a URL over 2048 characters')
+  t.notOk(notice.Check({ type: 'policy.changed', origin: 'no spaces', changes: [] }), 'an origin that is no identifier')
+  t.ok(notice.Check({ type: 'policy.changed', origin: 'a', changes: [], sentAt: 1 }), 'unknown fields are allowed')
+  const reply = Compile(NoticeReplySchema)
+  t.ok(reply.Check({ serverId: 'b', revisions: { t1: 3, t2: null } }))
+  t.notOk(reply.Check({ serverId: 'b', revisions: {}, extra: 1 }), 'the reply is closed')
+})
+
+test('the published schemas describe every field (the OpenAPI page) and say which objects are open', async (t) => {
+  for (const [name, schema] of Object.entries({ CarriedChangeSchema, NoticeChangeSchema, NoticeSchema, NoticeReplySchema })) {
+    for (const [field, property] of Object.entries(schema.properties)) {
+      if (field === 'type') continue
+      t.match(property, { description: /\w/ }, `${name}.${field}`)
+    }
+  }
+  t.match(NoticeSchema, { additionalProperties: true, description: /Standard Webhooks/ }, 'a notice is open: newer senders can add fields')
+  t.match(NoticeChangeSchema, { additionalProperties: true }, 'so is an entry')
+  t.match(CarriedChangeSchema, { additionalProperties: false }, 'a carried change is closed')
+  t.match(NoticeReplySchema, { additionalProperties: false }, 'so is the reply')
 })

@@ -35,8 +35,8 @@ export const TESTS = {
   'lib/cache/watchers.ts': ['test/cache/watchers.test.ts', 'test/cache/watch.test.ts'],
   'lib/page.ts': ['test/page.test.ts'],
   'lib/cache/tenant-cache.ts': ['test/cache/tenant-cache.test.ts', 'test/cache/absent-tenants.test.ts'],
-  'lib/store/kysely-store.ts': ['test/store/database-id.test.ts', 'test/options-resolve.test.ts', 'test/store/sqlite.test.ts', 'test/store/write-hooks.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
-  'lib/store/batch-plan.ts': ['test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
+  'lib/store/kysely-store.ts': ['test/store/sqlite-memory.test.ts', 'test/store/database-id.test.ts', 'test/options-resolve.test.ts', 'test/store/sqlite.test.ts', 'test/store/write-hooks.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
+  'lib/store/batch-plan.ts': ['test/store/sqlite-memory.test.ts', 'test/store/sqlite.test.ts', 'test/store/postgres.test.ts', 'test/store/mysql.test.ts'],
   'lib/guard.ts': ['test/guard-hooks.test.ts', 'test/guard.test.ts'],
   'lib/options.ts': ['test/options-resolve.test.ts', 'test/options.test.ts', 'test/membership/options.test.ts', 'test/transport/options.test.ts', 'test/peer-urls.test.ts', 'test/guard.test.ts']
 }
@@ -98,6 +98,7 @@ export const ORDER = [
   'test/transport/redis-reconnect.test.ts',
   'test/membership/sqlite.test.ts',
   'test/store/database-id.test.ts',
+  'test/store/sqlite-memory.test.ts',
   'test/store/sqlite.test.ts',
   'test/store/write-hooks.test.ts',
   'test/store/postgres.test.ts',

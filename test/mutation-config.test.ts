@@ -5,7 +5,7 @@
  * JavaScript that `buildCommand` compiles in the sandbox: one left out of its tsconfig would not exist.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { posix } from 'node:path'
+import { join, posix } from 'node:path'
 import { test } from 'tap'
 // @ts-expect-error -- the config is plain JavaScript without declarations
 import config, { ORDER, TESTS } from '../stryker.config.mjs'
@@ -120,15 +120,27 @@ test('the runner times each file of the initial run whole, and hands a mutant it
         mutantCoverage: { static: {}, perTest: { [file]: { 7: 1 } } }
       }
     },
-    async mutantRun (options: unknown) { calls.push(options); return { status: 'survived' } }
+    async mutantRun (options: { testFilter: string[] }) {
+      calls.push(options)
+      const [file] = options.testFilter
+      if (hanging.has(file)) return await new Promise((resolve) => { stopHanging = () => resolve({ status: 'error', errorMessage: 'stopped' }) })
+      return failing.has(file) ? { status: 'killed', killedBy: [file], failureMessage: 'failed', nrOfTests: 1 } : { status: 'survived', nrOfTests: 1 }
+    }
   }
-  const runner = new ModuleTestsRunner(tap)
+  const hanging = new Set<string>()
+  let stopHanging = () => {}
+  let stops = 0
+  const timesFile = join(t.testdir(), 'times.json')
+  const runner = new ModuleTestsRunner(tap, { timeoutFactor: 1, timeoutMS: 60, timesFile, stop: async () => { stops++; stopHanging() } })
   const result = await runner.dryRun({ coverageAnalysis: 'perTest' })
   t.same(calls, [[listed[1]], [listed[0]], ['test/store/mysql.test.js']], 'one file at a time, in the run\'s order')
   t.equal(result.status, 'complete')
   t.same(result.tests.map((test: { id: string }) => test.id), tap.testFiles)
   t.ok(result.tests.every((test: { timeSpentMs: number }) => test.timeSpentMs >= 35), 'each file timed whole, not as tap counts it')
   t.same(Object.keys(result.mutantCoverage.perTest), tap.testFiles, 'the coverage of every file')
+  const times = JSON.parse(readFileSync(timesFile, 'utf8'))
+  t.same(Object.keys(times), tap.testFiles, 'each file\'s time is kept for the test runner processes')
+  t.ok(Object.values(times).every((took) => (took as number) >= 35))
 
   calls.length = 0
   failing.add(listed[0])
@@ -143,6 +155,23 @@ test('the runner times each file of the initial run whole, and hands a mutant it
   t.same(calls, [[listed[0]]], 'the files Stryker names, when it names them')
 
   calls.length = 0
-  await runner.mutantRun({ activeMutant: { id: '7', fileName: '/sandbox/lib/model.ts' }, testFilter: ['test/store/mysql.test.js', listed[1], listed[0]] })
-  t.same(calls, [{ activeMutant: { id: '7', fileName: '/sandbox/lib/model.ts' }, testFilter: [listed[0], listed[1]] }], 'a mutant: its module\'s files, in its list\'s order')
+  failing.clear()
+  const activeMutant = { id: '7', fileName: '/sandbox/lib/model.ts' }
+  const covering = ['test/store/mysql.test.js', listed[1], listed[0]]
+  t.same(await runner.mutantRun({ activeMutant, testFilter: covering }), { status: 'survived', nrOfTests: 2 })
+  t.same(calls, [{ activeMutant, testFilter: [listed[0]] }, { activeMutant, testFilter: [listed[1]] }], 'a mutant: its module\'s files, one at a time, in its list\'s order')
+
+  calls.length = 0
+  failing.add(listed[0])
+  t.match(await runner.mutantRun({ activeMutant, testFilter: covering }), { status: 'killed', killedBy: [listed[0]] })
+  t.equal(calls.length, 1, 'the first file that fails ends the run')
+
+  calls.length = 0
+  failing.clear()
+  hanging.add(listed[0])
+  const limit = Math.round(1 * JSON.parse(readFileSync(timesFile, 'utf8'))[listed[0]] + 60)
+  t.same(await runner.mutantRun({ activeMutant, testFilter: covering }), { status: 'timeout', reason: `${listed[0]} ran past ${limit} ms` },
+    'timed out after the file\'s own time × timeoutFactor + timeoutMS')
+  t.equal(stops, 1, 'the file running past its time is stopped')
+  t.equal(calls.length, 1, 'and the files after it are not run')
 })

@@ -40,20 +40,27 @@ export function isTransientError (err: unknown): boolean {
 }
 
 /**
- * `db` with an introspector that sees only the tables named `names`, for Kysely's migrator. The
- * migrator checks that its own tables exist by listing every table of the database; on PostgreSQL
- * that listing resolves each table by name (`pg_get_serial_sequence`) and fails with 42P01 when
- * another application drops a table while it runs, and under steady DDL churn it fails every time.
- * Looking the names up in `pg_class` resolves nothing by name, so it cannot race. Same answer as
- * Kysely's own: a table or view of that name in any schema we may use.
+ * `db` (PostgreSQL or MySQL) with an introspector that sees only the tables named `names`, for
+ * Kysely's migrator. The migrator checks that its own tables exist by listing every table of the
+ * database with its columns. On PostgreSQL that listing resolves each table by name
+ * (`pg_get_serial_sequence`) and fails with 42P01 when another application drops a table while it
+ * runs, and under steady DDL churn it fails every time; looking the names up in `pg_class` resolves
+ * nothing by name, so it cannot race. On MySQL it reads the columns of every table of the database:
+ * in one holding 550 tables, the store's MariaDB tests took 30 s instead of 9. Same answer as
+ * Kysely's own: a table or view of that name in any schema we may use (PostgreSQL), in the current
+ * database (MySQL).
  */
 export function seeingOnly (db: Kysely<any>, names: readonly string[]): Kysely<any> {
   const getTables = async (): Promise<TableMetadata[]> => {
-    const { rows } = await sql<{ name: string, schema: string }>`
-      select c.relname as name, n.nspname as schema
-      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-      where c.relname in (${sql.join([...names])}) and c.relkind in ('r', 'v', 'p')
-        and n.nspname !~ '^pg_' and n.nspname <> 'information_schema' and has_schema_privilege(n.oid, 'USAGE')`.execute(db)
+    const { rows } = dialectOf(db) === 'mysql'
+      ? await sql<{ name: string, schema: string }>`
+        select table_name as name, table_schema as \`schema\` from information_schema.tables
+        where table_schema = database() and table_name in (${sql.join([...names])})`.execute(db)
+      : await sql<{ name: string, schema: string }>`
+        select c.relname as name, n.nspname as schema
+        from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+        where c.relname in (${sql.join([...names])}) and c.relkind in ('r', 'v', 'p')
+          and n.nspname !~ '^pg_' and n.nspname <> 'information_schema' and has_schema_privilege(n.oid, 'USAGE')`.execute(db)
     return rows.map(({ name, schema }) => ({ name, schema, isView: false, columns: [] }))
   }
   const introspection: DatabaseIntrospector = {

@@ -144,7 +144,7 @@ export class KyselyPolicyStore implements PolicyStore {
     // A migration is all-or-nothing (one transaction), so running it again after a lock conflict is safe.
     await this.#retrying(() => this.#dialect === 'sqlite'
       ? this.#immediateTransaction((conn) => this.#runMigrator(conn))
-      : this.#runMigrator(this.#dialect === 'postgres' ? seeingOnly(this.#db, [this.#tables.migrations, this.#tables.migrationsLock]) : this.#db))
+      : this.#runMigrator(seeingOnly(this.#db, [this.#tables.migrations, this.#tables.migrationsLock])))
   }
 
   /** The database's id, created by the first migration that made the tables; read once. */

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { seeingOnly } from '../../lib/store/dialect.js'
 import { KyselyPolicyStore, type KyselyPolicyStoreOptions } from '../../lib/store/index.js'
 import { dropPrefixed, MYSQL_URL, mysqlDb, randomPrefix, unreachable } from '../helpers/databases.js'
 import { changelogAgePruning, changelogPruning, sharedDatabase, storeConformance, upgradeAddsAuditColumns, upgradeAddsDeletedFlag, upgradeComputesDigests, type StoreUnderTest } from './conformance.js'
@@ -44,6 +45,18 @@ if (db === undefined) {
     const tablePrefix = randomPrefix()
     t.teardown(() => dropPrefixed(db, tablePrefix))
     await upgradeAddsDeletedFlag(t, db, tablePrefix)
+  })
+
+  t.test('the migrator\'s introspector sees only the store\'s migration tables, in the current database', async (t) => {
+    const tablePrefix = randomPrefix()
+    t.teardown(() => dropPrefixed(db, tablePrefix))
+    await new KyselyPolicyStore({ db, tablePrefix }).migrate()
+    const names = [`${tablePrefix}migrations`, `${tablePrefix}migrations_lock`, `${tablePrefix}absent`]
+    const seeing = seeingOnly(db, names)
+    const own = (await seeing.introspection.getTables()).map(({ name, schema }) => ({ name, schema }))
+    t.same(own.sort((a, b) => a.name.localeCompare(b.name)), names.slice(0, 2).map((name) => ({ name, schema: new URL(MYSQL_URL).pathname.slice(1) })),
+      'both migration tables, in the database of the connection; not the absent one')
+    t.same((await seeing.introspection.getMetadata()).tables.map(({ name }) => name).sort(), names.slice(0, 2))
   })
 
   t.test('stores on separate pools migrate a fresh database and write concurrently', async (t) => {

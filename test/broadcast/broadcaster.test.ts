@@ -655,6 +655,14 @@ test('a gone peer is neither sent to nor waited for, and a write with no peer to
   t.equal(gone.notices.length, 1)
 })
 
+test('a write with no change returns at once and sends nothing', async (t) => {
+  const a = await receiver(t)
+  const { b } = broadcaster(t, { peers: [a.url] })
+  t.same(await immediately(b.notify([])), { acked: 0, total: 1 })
+  t.same(b.status().map((peer) => peer.state), ['unknown'], 'no peer waited for, none marked down')
+  t.equal(a.requests.length, 0)
+})
+
 test('delivered and failed events measure the attempt\'s own latency', async (t) => {
   const events: Array<{ kind: string, latencyMs?: number }> = []
   let healthy = true

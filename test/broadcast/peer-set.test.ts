@@ -116,3 +116,18 @@ t.test('stop: no refresh after it, including the one a refresh in flight would s
   await settle()
   t.equal(calls, 1, 'a pending timer is cleared')
 })
+
+t.test('a failing refresh is warned about once until one succeeds, then again at the next failure', async (t) => {
+  const warnings: unknown[] = []
+  let fail = true
+  const list = new PeerList({ peers: async () => { if (fail) throw new Error('dns down'); return ['http://a.test'] }, dropped: [], publicUrl: undefined, log })
+  const set = new PeerSet({ seeds: list, initialSeeds: [], refreshMs: 0, apply: () => {}, log: { warn: (entry: unknown) => { warnings.push(entry) } } })
+  await set.refreshSeeds()
+  await set.refreshSeeds()
+  t.equal(warnings.length, 1, 'two failures in a row: one warning')
+  fail = false
+  await set.refreshSeeds()
+  fail = true
+  await set.refreshSeeds()
+  t.equal(warnings.length, 2, 'a failure after a success is warned about again')
+})

@@ -71,6 +71,15 @@ t.test('a failed migration after others succeeded is named, not the first one', 
   t.match(err, { message: 'Policy store migration "0002-digest-and-database-id" failed', cause: { message: /already exists/ } })
 })
 
+t.test('a migrator that fails before any migration names the setup', async (t) => {
+  const db = createSqliteDb(':memory:')
+  t.teardown(() => db.destroy())
+  // The lock table is there but not the migrator's: its lock row cannot be read.
+  await db.schema.createTable('policy_migrations_lock').addColumn('x', 'integer').execute()
+  const err = await new KyselyPolicyStore({ db }).migrate().catch((err: Error) => err)
+  t.match(err, { message: 'Policy store migration setup failed', cause: { message: /no such column/ } })
+})
+
 t.test('options are validated', async (t) => {
   const db = createSqliteDb(':memory:')
   t.teardown(() => db.destroy())
